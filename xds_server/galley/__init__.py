@@ -1,0 +1,1 @@
+"""Galley: loading and validating Istio API documents into the mesh model."""

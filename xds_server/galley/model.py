@@ -1,0 +1,159 @@
+"""The validated mesh model: Istio API documents as frozen, typed values.
+
+Galley's loader turns YAML into these; the generators turn these into Envoy
+resources. Nothing here does I/O. Every object remembers where it came from
+(`Source`) so that later checks can still point at a file and line.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+DEFAULT_NAMESPACE = "default"
+ROOT_NAMESPACE = "istio-system"
+DEFAULT_SERVICE_ACCOUNT = "default"
+CLUSTER_DOMAIN = "svc.cluster.local"
+
+EMPTY_LABELS: Mapping[str, str] = MappingProxyType({})
+
+
+@dataclass(frozen=True, slots=True)
+class Source:
+    """Where a document (or a field of it) was written."""
+
+    file: str
+    line: int
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}"
+
+
+@dataclass(frozen=True, slots=True)
+class ObjectMeta:
+    kind: str
+    name: str
+    namespace: str
+    source: Source
+    labels: Mapping[str, str] = EMPTY_LABELS
+
+    @property
+    def key(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+
+# --- ServiceEntry ---------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ServicePort:
+    number: int
+    protocol: str  # upper-cased Istio protocol: HTTP, HTTP2, GRPC, TCP, TLS, HTTPS, ...
+    name: str
+    target_port: int | None = None
+
+    @property
+    def is_http(self) -> bool:
+        return self.protocol in HTTP_PROTOCOLS
+
+
+HTTP_PROTOCOLS = frozenset({"HTTP", "HTTP2", "GRPC", "GRPC-WEB"})
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceEntry:
+    meta: ObjectMeta
+    hosts: tuple[str, ...]
+    ports: tuple[ServicePort, ...]
+    location: str = "MESH_INTERNAL"  # or MESH_EXTERNAL
+    resolution: str = "STATIC"  # STATIC, NONE, DNS, DNS_ROUND_ROBIN
+    addresses: tuple[str, ...] = ()
+    # Labels of the WorkloadEntries (same namespace) that back this service.
+    workload_selector: Mapping[str, str] | None = None
+    # Inline endpoints (Istio's ServiceEntry.endpoints): WorkloadEntry specs.
+    endpoints: tuple[WorkloadEntry, ...] = ()
+    export_to: tuple[str, ...] = ()
+
+
+# --- WorkloadEntry --------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class WorkloadEntry:
+    meta: ObjectMeta
+    address: str
+    labels: Mapping[str, str] = EMPTY_LABELS
+    service_account: str = DEFAULT_SERVICE_ACCOUNT
+    # Port name -> port number on the workload (Istio's WorkloadEntry.ports).
+    ports: Mapping[str, int] = EMPTY_LABELS  # type: ignore[assignment]
+    network: str = ""
+    locality: str = ""
+    weight: int = 0
+
+    @property
+    def proxy_id(self) -> str:
+        """The Envoy node id of this workload's sidecar: NAME.NAMESPACE."""
+        return f"{self.meta.name}.{self.meta.namespace}"
+
+
+# --- Sidecar --------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class SidecarPort:
+    number: int
+    protocol: str
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class IngressListener:
+    port: SidecarPort
+    bind: str = ""
+    # "127.0.0.1:PORT", "0.0.0.0:PORT" (the workload's own address) or "host:port".
+    default_endpoint: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class EgressListener:
+    hosts: tuple[str, ...]  # "ns/host" patterns: "./*", "istio-system/*", "*/reviews.x"
+    port: SidecarPort | None = None
+    bind: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Sidecar:
+    meta: ObjectMeta
+    workload_selector: Mapping[str, str] | None = None
+    ingress: tuple[IngressListener, ...] = ()
+    egress: tuple[EgressListener, ...] = ()
+
+
+# --- The whole mesh -------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class MeshConfig:
+    """Every valid document of one config directory, as one immutable value."""
+
+    service_entries: tuple[ServiceEntry, ...] = ()
+    workload_entries: tuple[WorkloadEntry, ...] = ()
+    sidecars: tuple[Sidecar, ...] = ()
+    root_namespace: str = ROOT_NAMESPACE
+    trust_domain: str = "cluster.local"
+    # Kinds later issues add (VirtualService, DestinationRule, ...) extend this.
+    extra: Mapping[str, tuple[object, ...]] = field(default_factory=dict)
+
+    def workload(self, name: str, namespace: str = DEFAULT_NAMESPACE) -> WorkloadEntry | None:
+        for we in self.workload_entries:
+            if we.meta.name == name and we.meta.namespace == namespace:
+                return we
+        return None
+
+
+def labels_match(selector: Mapping[str, str] | None, labels: Mapping[str, str]) -> bool:
+    """Istio's selector semantics: every selector label must be present and equal."""
+    if selector is None:
+        return False
+    return all(labels.get(k) == v for k, v in selector.items())
