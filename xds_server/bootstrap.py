@@ -1,0 +1,110 @@
+"""Envoy bootstrap for one workload's sidecar: everything else comes over ADS."""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+from typing import Any
+
+import yaml
+
+from xds_server.galley.model import WorkloadEntry
+
+ADMIN_PORT = 15000
+XDS_CLUSTER = "xds-grpc"
+
+
+@dataclass(frozen=True, slots=True)
+class BootstrapOptions:
+    xds_address: str = "127.0.0.1:15010"
+    delta: bool = False
+    admin_port: int = ADMIN_PORT
+    admin_address: str | None = None  # default: the workload's address
+
+
+def split_host_port(address: str) -> tuple[str, int]:
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        raise ValueError(f"expected HOST:PORT, got {address!r}")
+    return host.strip("[]"), int(port)
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+def sidecar_bootstrap(workload: WorkloadEntry, options: BootstrapOptions) -> dict[str, Any]:
+    xds_host, xds_port = split_host_port(options.xds_address)
+    admin_host = options.admin_address or workload.address
+    app = workload.labels.get("app", workload.meta.name)
+    return {
+        "node": {
+            "id": workload.proxy_id,
+            # Istio's convention: the service cluster is app.namespace.
+            "cluster": f"{app}.{workload.meta.namespace}",
+            "metadata": {
+                "NAMESPACE": workload.meta.namespace,
+                "WORKLOAD_NAME": workload.meta.name,
+                "SERVICE_ACCOUNT": workload.service_account,
+                "LABELS": dict(workload.labels),
+            },
+        },
+        "admin": {
+            "address": {"socket_address": {"address": admin_host, "port_value": options.admin_port}}
+        },
+        "dynamic_resources": {
+            "ads_config": {
+                "api_type": "DELTA_GRPC" if options.delta else "GRPC",
+                "transport_api_version": "V3",
+                "grpc_services": [{"envoy_grpc": {"cluster_name": XDS_CLUSTER}}],
+                # The first request carries the whole node (~60 KB); later ones need not.
+                "set_node_on_first_message_only": True,
+            },
+            "cds_config": {"ads": {}, "resource_api_version": "V3"},
+            "lds_config": {"ads": {}, "resource_api_version": "V3"},
+        },
+        "static_resources": {
+            "clusters": [
+                {
+                    "name": XDS_CLUSTER,
+                    "type": "STATIC" if _is_ip(xds_host) else "STRICT_DNS",
+                    "connect_timeout": "1s",
+                    "load_assignment": {
+                        "cluster_name": XDS_CLUSTER,
+                        "endpoints": [
+                            {
+                                "lb_endpoints": [
+                                    {
+                                        "endpoint": {
+                                            "address": {
+                                                "socket_address": {
+                                                    "address": xds_host,
+                                                    "port_value": xds_port,
+                                                }
+                                            }
+                                        }
+                                    }
+                                ]
+                            }
+                        ],
+                    },
+                    # gRPC needs HTTP/2; without it Envoy silently sends nothing.
+                    "typed_extension_protocol_options": {
+                        "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                            "@type": "type.googleapis.com/"
+                            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                            "explicit_http_config": {"http2_protocol_options": {}},
+                        }
+                    },
+                }
+            ]
+        },
+    }
+
+
+def render(bootstrap: dict[str, Any]) -> str:
+    return yaml.safe_dump(bootstrap, sort_keys=False)

@@ -1,0 +1,134 @@
+"""Immutable, versioned, consistency-checked snapshots of the whole mesh.
+
+A `MeshSnapshot` is built once per config change: the generators run for
+every workload, each distinct protobuf object is serialized once (the
+generators hand back the same object for resources shared across proxies),
+and every proxy's view is checked for consistency before anything is
+published. A snapshot that fails the check is never published.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+
+from envoy.config.cluster.v3 import cluster_pb2
+from envoy.config.listener.v3 import listener_pb2
+from envoy.extensions.filters.network.http_connection_manager.v3 import (
+    http_connection_manager_pb2 as hcm_pb2,
+)
+from google.protobuf.message import Message
+
+from xds_server import xds_types
+from xds_server.cache.resource import Resource
+from xds_server.galley.model import MeshConfig
+from xds_server.generators import PushContext, generate
+from xds_server.protocol.view import StaticView
+
+log = logging.getLogger(__name__)
+
+# Test seam: rewrite one proxy's generated resources before they are serialized.
+Transform = Callable[[str, dict[str, dict[str, Message]]], None]
+
+HCM_TYPE = "type.googleapis.com/" + hcm_pb2.HttpConnectionManager.DESCRIPTOR.full_name
+
+
+class InconsistentSnapshot(Exception):
+    """A generated config references something that is not there."""
+
+
+class MeshSnapshot:
+    """One generation of the mesh: every known proxy's view, built and checked."""
+
+    def __init__(
+        self,
+        mesh: MeshConfig,
+        generation: int,
+        *,
+        transform: Transform | None = None,
+        extra_types: Callable[[str], Mapping[str, Mapping[str, Message]]] | None = None,
+    ) -> None:
+        self.mesh = mesh
+        self.generation = generation
+        self.push_context = PushContext.build(mesh)
+        self._transform = transform
+        self._extra_types = extra_types
+        self._by_identity: dict[int, Resource] = {}
+        self._by_content: dict[tuple[str, str, str], Resource] = {}
+        self._views: dict[str, StaticView] = {}
+        self.serialized = 0
+        for workload in mesh.workload_entries:
+            self.view(workload.proxy_id)
+
+    def view(self, node_id: str) -> StaticView:
+        view = self._views.get(node_id)
+        if view is None:
+            view = self._views[node_id] = self._build(node_id)
+        return view
+
+    @property
+    def proxy_ids(self) -> tuple[str, ...]:
+        return tuple(self._views)
+
+    def _build(self, node_id: str) -> StaticView:
+        proxy = self.push_context.proxy(node_id)
+        if proxy is None:
+            return StaticView({}, self.generation)
+        generated = generate(self.push_context, proxy)
+        if self._extra_types is not None:
+            for type_url, items in self._extra_types(node_id).items():
+                generated.setdefault(type_url, {}).update(items)
+        if self._transform is not None:
+            self._transform(node_id, generated)
+        by_type = {
+            type_url: {name: self._resource(type_url, name, msg) for name, msg in items.items()}
+            for type_url, items in generated.items()
+        }
+        check_consistency(node_id, by_type)
+        return StaticView(by_type, self.generation)
+
+    def _resource(self, type_url: str, name: str, message: Message) -> Resource:
+        shared = self._by_identity.get(id(message))
+        if shared is not None and shared.message is message and shared.name == name:
+            return shared
+        resource = Resource(type_url, name, message)
+        self.serialized += 1
+        # Equal bytes built separately for two proxies still share one object.
+        resource = self._by_content.setdefault((type_url, name, resource.version), resource)
+        self._by_identity[id(message)] = resource
+        return resource
+
+
+def check_consistency(node_id: str, by_type: Mapping[str, Mapping[str, Resource]]) -> None:
+    """Every EDS cluster has endpoints; every RDS name a listener uses exists."""
+    endpoints = by_type.get(xds_types.ENDPOINT, {})
+    for name, resource in by_type.get(xds_types.CLUSTER, {}).items():
+        cluster = resource.message
+        assert isinstance(cluster, cluster_pb2.Cluster)
+        if cluster.type == cluster_pb2.Cluster.EDS:
+            service = cluster.eds_cluster_config.service_name or name
+            if service not in endpoints:
+                raise InconsistentSnapshot(
+                    f"proxy {node_id}: cluster {name} has no endpoints ({service})"
+                )
+    routes = by_type.get(xds_types.ROUTE, {})
+    for name, resource in by_type.get(xds_types.LISTENER, {}).items():
+        listener = resource.message
+        assert isinstance(listener, listener_pb2.Listener)
+        for rds_name in _rds_names(listener):
+            if rds_name not in routes:
+                raise InconsistentSnapshot(
+                    f"proxy {node_id}: listener {name} uses missing route config {rds_name}"
+                )
+
+
+def _rds_names(listener: listener_pb2.Listener) -> list[str]:
+    names = []
+    for chain in [*listener.filter_chains, listener.default_filter_chain]:
+        for f in chain.filters:
+            if f.typed_config.type_url == HCM_TYPE:
+                hcm = hcm_pb2.HttpConnectionManager()
+                f.typed_config.Unpack(hcm)
+                if hcm.HasField("rds"):
+                    names.append(hcm.rds.route_config_name)
+    return names

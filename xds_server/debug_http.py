@@ -1,0 +1,149 @@
+"""The debug address: health, readiness, metrics, and what each proxy is sent.
+
+/healthz          the process is up
+/ready            a config is being served and the xDS port is open (503 otherwise)
+/metrics          Prometheus
+/debug/syncz      every connected stream and its per-type sync state (JSON)
+/debug/config     the config status: generation, files, errors, warnings (JSON)
+/debug/config_dump?proxy=ID[&type=cluster|listener|route|endpoint|secret]
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+from google.protobuf.json_format import MessageToDict
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from xds_server import metrics, xds_types
+
+if TYPE_CHECKING:
+    from xds_server.app import ControlPlane
+
+_TYPES_BY_SHORT = {v: k for k, v in xds_types.SHORT_NAMES.items()}
+
+
+def syncz(plane: ControlPlane) -> list[dict[str, Any]]:
+    out = []
+    for conn in plane.connections:
+        out.append(
+            {
+                "proxy": conn.node_id,
+                "stream": conn.stream_id,
+                "service": conn.service,
+                "delta": conn.delta,
+                "peer": conn.peer,
+                "connected_seconds": round(time.time() - conn.connected_at, 1),
+                "generation": conn.generation,
+                "types": {
+                    xds_types.short_name(s.type_url): {
+                        "state": s.state.value,
+                        "sent_version": s.sent_version,
+                        "acked_version": s.acked_version,
+                        "nack": s.nack_message,
+                        "wildcard": s.wildcard,
+                        "subscribed": len(s.subscribed),
+                    }
+                    for s in conn.status()
+                },
+            }
+        )
+    return out
+
+
+def config_dump(plane: ControlPlane, proxy: str, type_short: str | None) -> dict[str, Any]:
+    view = plane.cache.view(proxy)
+    types = [_TYPES_BY_SHORT[type_short]] if type_short else list(xds_types.PUSH_ORDER)
+    dump: dict[str, Any] = {"proxy": proxy, "generation": view.generation, "resources": {}}
+    for type_url in types:
+        items = []
+        for name, resource in sorted(view.resources(type_url).items()):
+            body = MessageToDict(resource.message, preserving_proto_field_name=True)
+            if type_url == xds_types.SECRET:
+                body = _redact(body)
+            items.append({"name": name, "version": resource.version, "resource": body})
+        dump["resources"][xds_types.short_name(type_url)] = items
+    return dump
+
+
+def _redact(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: "[redacted]" if k == "private_key" else _redact(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_redact(v) for v in value]
+    return value
+
+
+class DebugServer:
+    def __init__(self, plane: ControlPlane) -> None:
+        self.plane = plane
+        self._runner: web.AppRunner | None = None
+
+    async def start(self, address: str) -> int:
+        app = web.Application()
+        app.add_routes(
+            [
+                web.get("/healthz", self._healthz),
+                web.get("/ready", self._ready),
+                web.get("/metrics", self._metrics),
+                web.get("/debug/syncz", self._syncz),
+                web.get("/debug/config", self._config),
+                web.get("/debug/config_dump", self._config_dump),
+            ]
+        )
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        host, port = address.rsplit(":", 1)
+        site = web.TCPSite(self._runner, host, int(port))
+        await site.start()
+        server = site._server  # the bound socket tells the real port when port is 0
+        assert server is not None
+        return int(server.sockets[0].getsockname()[1])  # type: ignore[attr-defined]
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    async def _healthz(self, _: web.Request) -> web.Response:
+        return web.Response(text="ok\n")
+
+    async def _ready(self, _: web.Request) -> web.Response:
+        if self.plane.ready:
+            return web.Response(text="ready\n")
+        return web.Response(status=503, text="not ready: no config served yet\n")
+
+    async def _metrics(self, _: web.Request) -> web.Response:
+        return web.Response(
+            body=generate_latest(metrics.registry),
+            headers={"Content-Type": CONTENT_TYPE_LATEST},
+        )
+
+    async def _syncz(self, _: web.Request) -> web.Response:
+        return web.json_response(syncz(self.plane))
+
+    async def _config(self, _: web.Request) -> web.Response:
+        s = self.plane.config_status
+        return web.json_response(
+            {
+                "config_dir": str(self.plane.options.config_dir),
+                "generation": s.generation,
+                "loaded_at": s.loaded_at,
+                "files": list(s.files),
+                "errors": list(s.errors),
+                "warnings": list(s.warnings),
+                "history": s.history,
+            }
+        )
+
+    async def _config_dump(self, request: web.Request) -> web.Response:
+        proxy = request.query.get("proxy", "")
+        type_short = request.query.get("type") or None
+        if not proxy:
+            return web.json_response({"error": "proxy= is required"}, status=400)
+        if type_short is not None and type_short not in _TYPES_BY_SHORT:
+            return web.json_response(
+                {"error": f"type must be one of {sorted(_TYPES_BY_SHORT)}"}, status=400
+            )
+        return web.json_response(config_dump(self.plane, proxy, type_short))

@@ -1,0 +1,1 @@
+"""The thin gRPC layer: servicers that feed the protocol state machines."""

@@ -1,0 +1,218 @@
+"""State-of-the-World xDS, one stream, no I/O.
+
+Feed it DiscoveryRequests (`on_request`) and config changes (`on_view`); it
+returns the events to act on: responses to write, ACKs and NACKs to log.
+One instance serves an ADS stream (every type) or a per-type stream.
+
+The rules it keeps, from the xDS spec and from watching real Envoy:
+- ACK and NACK are told apart by `error_detail`, and only for the latest nonce;
+  a stale nonce carries no ACK/NACK meaning, but a change of subscribed names
+  is honoured even then (Envoy sends subscription changes with old nonces).
+- What to send is decided by comparing the content that would be sent now
+  with the content last sent, not by nonces alone. Names requested before they
+  exist are sent when they appear.
+- A rejected version is never sent again; a new version is sent when the
+  config changes.
+- A request that repeats an already-ACKed nonce asks for the resources again:
+  Envoy does this for EDS after rebuilding a changed cluster, and waits 15 s
+  for an answer otherwise. On ADS the endpoints of changed clusters are also
+  resent right after the clusters.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from envoy.service.discovery.v3.discovery_pb2 import DiscoveryRequest
+
+from xds_server import xds_types
+from xds_server.cache.resource import Resource, set_version
+from xds_server.protocol.errors import ProtocolError
+from xds_server.protocol.events import (
+    Acked,
+    Event,
+    Nacked,
+    SotwResponse,
+    SyncState,
+    TypeStatus,
+)
+from xds_server.protocol.view import ProxyView
+
+WILDCARD = "*"
+
+
+@dataclass(slots=True)
+class _TypeState:
+    type_url: str
+    names: frozenset[str] = frozenset()
+    wildcard: bool = False
+    requested: bool = False  # any request seen for this type
+    # What the client holds, as far as we know: the last response sent (or, on
+    # reconnect, the version it told us it has).
+    sent_nonce: str = ""
+    sent_version: str = ""
+    sent: dict[str, str] = field(default_factory=dict)  # name -> version
+    acked_nonce: str = ""
+    acked_version: str = ""
+    nacked_version: str = ""
+    nack_message: str = ""
+    # Names whose resources must go out again even if unchanged.
+    force: set[str] = field(default_factory=set)
+
+
+class SotwStream:
+    def __init__(
+        self,
+        view: ProxyView,
+        *,
+        allowed_types: frozenset[str] = xds_types.ALL_TYPES,
+        ads: bool = True,
+    ) -> None:
+        self._view = view
+        self._allowed = allowed_types
+        self._ads = ads
+        self._types: dict[str, _TypeState] = {}
+        self._nonce = 0
+
+    # -- inputs -------------------------------------------------------------
+
+    def on_request(self, request: DiscoveryRequest) -> list[Event]:
+        type_url = request.type_url
+        if type_url not in self._allowed:
+            raise ProtocolError(f"type {type_url!r} is not served on this stream")
+        state = self._types.get(type_url)
+        first = state is None
+        if state is None:
+            state = self._types[type_url] = _TypeState(type_url)
+        events: list[Event] = []
+        names_changed = self._subscribe(state, request.resource_names, first)
+        nonce = request.response_nonce
+
+        if nonce and nonce != state.sent_nonce:
+            # Stale: no ACK/NACK meaning, only a possible subscription change.
+            return self._respond(state, events) if names_changed else events
+
+        if nonce:
+            if request.HasField("error_detail"):
+                state.nacked_version = state.sent_version
+                state.nack_message = request.error_detail.message
+                events.append(
+                    Nacked(
+                        type_url,
+                        state.sent_version,
+                        nonce,
+                        request.error_detail.message,
+                        tuple(sorted(state.sent)),
+                    )
+                )
+                # Keep-last-good: nothing is sent until the config changes.
+                return self._respond(state, events) if names_changed else events
+            if state.acked_nonce == nonce and not names_changed:
+                # An ACK repeated: Envoy asks for the resources again.
+                state.force.update(state.sent)
+            else:
+                state.acked_nonce = nonce
+                state.acked_version = state.sent_version
+                state.nacked_version = ""
+                state.nack_message = ""
+                events.append(Acked(type_url, state.sent_version, nonce))
+        elif first and request.version_info:
+            # Reconnect: the client holds this version already.
+            state.sent_version = state.acked_version = request.version_info
+        state.requested = True
+        return self._respond(state, events)
+
+    def on_view(self, view: ProxyView) -> list[Event]:
+        """The proxy's config changed: push what differs, in make-before-break order."""
+        self._view = view
+        events: list[Event] = []
+        for type_url in xds_types.PUSH_ORDER:
+            state = self._types.get(type_url)
+            if state is not None and state.requested:
+                self._respond(state, events)
+        return events
+
+    # -- state for the operator ----------------------------------------------
+
+    def status(self) -> list[TypeStatus]:
+        return [_status(s) for s in self._types.values()]
+
+    # -- internals ------------------------------------------------------------
+
+    def _subscribe(self, state: _TypeState, names: list[str] | object, first: bool) -> bool:
+        requested = frozenset(names)  # type: ignore[arg-type]
+        if WILDCARD in requested:
+            wildcard = True
+        elif (
+            not requested
+            and (first or state.wildcard)
+            and state.type_url in xds_types.WILDCARD_TYPES
+        ):
+            wildcard = True  # legacy wildcard: an empty first request
+        else:
+            wildcard = False
+        explicit = requested - {WILDCARD}
+        changed = wildcard != state.wildcard or explicit != state.names
+        state.wildcard = wildcard
+        state.names = explicit
+        return changed and not first
+
+    def _wanted(self, state: _TypeState) -> Mapping[str, Resource]:
+        available = self._view.resources(state.type_url)
+        if state.wildcard:
+            return available
+        return {n: available[n] for n in state.names if n in available}
+
+    def _respond(self, state: _TypeState, events: list[Event]) -> list[Event]:
+        wanted = self._wanted(state)
+        version = set_version((n, r.version) for n, r in wanted.items())
+        forced = state.force & wanted.keys()
+        state.force.clear()
+        if not forced:
+            if version == state.sent_version:
+                return events
+            if version == state.nacked_version:
+                return events  # never resend what was rejected
+        previous = state.sent
+        self._nonce += 1
+        nonce = str(self._nonce)
+        resources = tuple(wanted[n] for n in sorted(wanted))
+        state.sent_nonce = nonce
+        state.sent_version = version
+        state.sent = {r.name: r.version for r in resources}
+        events.append(SotwResponse(state.type_url, version, nonce, resources))
+        if self._ads and state.type_url == xds_types.CLUSTER:
+            self._resend_endpoints_of_changed_clusters(previous, state.sent, events)
+        return events
+
+    def _resend_endpoints_of_changed_clusters(
+        self, before: Mapping[str, str], after: Mapping[str, str], events: list[Event]
+    ) -> None:
+        eds = self._types.get(xds_types.ENDPOINT)
+        if eds is None or not eds.requested or not before:
+            return
+        changed = {n for n, v in after.items() if before.get(n) not in (None, v)}
+        if changed:
+            eds.force.update(changed)
+            self._respond(eds, events)
+
+
+def _status(state: _TypeState) -> TypeStatus:
+    if state.nacked_version and state.nacked_version == state.sent_version:
+        sync = SyncState.ERROR
+    elif not state.sent_version:
+        sync = SyncState.NOT_SENT
+    elif state.acked_version == state.sent_version:
+        sync = SyncState.SYNCED
+    else:
+        sync = SyncState.STALE
+    return TypeStatus(
+        type_url=state.type_url,
+        state=sync,
+        sent_version=state.sent_version,
+        acked_version=state.acked_version,
+        nack_message=state.nack_message,
+        subscribed=tuple(sorted(state.names)),
+        wildcard=state.wildcard,
+    )
