@@ -19,6 +19,11 @@ CLUSTER_DOMAIN = "svc.cluster.local"
 EMPTY_LABELS: Mapping[str, str] = MappingProxyType({})
 
 
+def _empty_labels() -> Mapping[str, str]:
+    # Python 3.11 dataclasses reject an unhashable default (mappingproxy): share it via a factory.
+    return EMPTY_LABELS
+
+
 @dataclass(frozen=True, slots=True)
 class Source:
     """Where a document (or a field of it) was written."""
@@ -36,7 +41,7 @@ class ObjectMeta:
     name: str
     namespace: str
     source: Source
-    labels: Mapping[str, str] = EMPTY_LABELS
+    labels: Mapping[str, str] = field(default_factory=_empty_labels)
 
     @property
     def key(self) -> str:
@@ -83,10 +88,10 @@ class ServiceEntry:
 class WorkloadEntry:
     meta: ObjectMeta
     address: str
-    labels: Mapping[str, str] = EMPTY_LABELS
+    labels: Mapping[str, str] = field(default_factory=_empty_labels)
     service_account: str = DEFAULT_SERVICE_ACCOUNT
     # Port name -> port number on the workload (Istio's WorkloadEntry.ports).
-    ports: Mapping[str, int] = EMPTY_LABELS  # type: ignore[assignment]
+    ports: Mapping[str, int] = field(default_factory=_empty_labels)  # type: ignore[arg-type]
     network: str = ""
     locality: str = ""
     weight: int = 0

@@ -1,0 +1,138 @@
+"""CDS: outbound clusters per visible service port, inbound clusters per app port.
+
+Mirrors Istio's cluster builder: `outbound|<port>||<host>` over EDS (or DNS for
+DNS-resolved services), `inbound|<port>||` pointing at the local app.
+"""
+
+from __future__ import annotations
+
+from envoy.config.cluster.v3 import cluster_pb2
+from envoy.config.core.v3 import config_source_pb2, protocol_pb2
+from envoy.config.endpoint.v3 import endpoint_components_pb2, endpoint_pb2
+from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
+from google.protobuf import any_pb2, duration_pb2
+
+from xds_server.generators import naming
+from xds_server.generators.endpoints import lb_endpoint, load_assignment
+from xds_server.generators.push_context import (
+    InboundPlan,
+    OutboundService,
+    Proxy,
+    PushContext,
+    is_ip,
+)
+
+Cluster = cluster_pb2.Cluster
+
+HTTP_PROTOCOL_OPTIONS_KEY = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+CONNECT_TIMEOUT = duration_pb2.Duration(seconds=10)
+
+# Istio: DNS -> STRICT_DNS (all addresses), DNS_ROUND_ROBIN -> LOGICAL_DNS (first address).
+_DNS_TYPES = {"DNS": Cluster.STRICT_DNS, "DNS_ROUND_ROBIN": Cluster.LOGICAL_DNS}
+
+
+def ads_config_source() -> config_source_pb2.ConfigSource:
+    return config_source_pb2.ConfigSource(
+        ads=config_source_pb2.AggregatedConfigSource(),
+        resource_api_version=config_source_pb2.V3,
+    )
+
+
+def outbound_cluster(ctx: PushContext, svc: OutboundService) -> Cluster:
+    return ctx.memoize(("cds", svc), lambda: _outbound(ctx, svc))
+
+
+def inbound_cluster(ctx: PushContext, plan: InboundPlan) -> Cluster:
+    # Keyed by content, not by proxy: equal app upstreams share one message.
+    http2 = naming.is_http2(plan.protocol)
+    key = ("cds-in", plan.cluster_name, plan.upstream_host, plan.upstream_port, http2)
+    return ctx.memoize(key, lambda: _inbound(plan))
+
+
+def scope_clusters(ctx: PushContext, proxy: Proxy) -> dict[str, Cluster]:
+    """The outbound clusters of the proxy's scope, one dict per scope (callers copy it)."""
+    scope = proxy.scope
+    return ctx.memoize(
+        ("cds-scope", scope),
+        lambda: {svc.cluster_name: outbound_cluster(ctx, svc) for svc in scope.services},
+    )
+
+
+def build_clusters(ctx: PushContext, proxy: Proxy) -> dict[str, Cluster]:
+    clusters = dict(scope_clusters(ctx, proxy))
+    for plan in proxy.inbound:
+        clusters[plan.cluster_name] = inbound_cluster(ctx, plan)
+    return dict(sorted(clusters.items()))
+
+
+def _outbound(ctx: PushContext, svc: OutboundService) -> Cluster:
+    cluster = Cluster(
+        name=svc.cluster_name,
+        connect_timeout=CONNECT_TIMEOUT,
+        lb_policy=Cluster.ROUND_ROBIN,
+    )
+    if svc.uses_eds:
+        cluster.type = Cluster.EDS
+        cluster.eds_cluster_config.CopyFrom(
+            Cluster.EdsClusterConfig(eds_config=ads_config_source(), service_name=svc.cluster_name)
+        )
+    else:
+        cluster.type = _DNS_TYPES[svc.service.resolution]
+        cluster.load_assignment.CopyFrom(_dns_assignment(ctx, svc, cluster.type))
+    _set_protocol(cluster, svc.port.protocol)
+    return cluster
+
+
+def _dns_assignment(
+    ctx: PushContext, svc: OutboundService, cluster_type: int
+) -> endpoint_pb2.ClusterLoadAssignment:
+    if svc.endpoints:
+        cla = endpoint_pb2.ClusterLoadAssignment()
+        cla.CopyFrom(load_assignment(ctx, svc))
+        if cluster_type == Cluster.LOGICAL_DNS:
+            # Envoy rejects a LOGICAL_DNS cluster with more than one endpoint.
+            first = cla.endpoints[0]
+            del cla.endpoints[1:]
+            del first.lb_endpoints[1:]
+        return cla
+    cla = endpoint_pb2.ClusterLoadAssignment(cluster_name=svc.cluster_name)
+    if not svc.host.startswith("*"):  # a wildcard host cannot be resolved
+        port = svc.port.target_port or svc.port.number
+        cla.endpoints.append(
+            endpoint_components_pb2.LocalityLbEndpoints(lb_endpoints=[lb_endpoint(svc.host, port)])
+        )
+    return cla
+
+
+def _inbound(plan: InboundPlan) -> Cluster:
+    cluster = Cluster(
+        name=plan.cluster_name,
+        connect_timeout=CONNECT_TIMEOUT,
+        lb_policy=Cluster.ROUND_ROBIN,
+        # An app named by host (defaultEndpoint "app:8080") needs resolving; IPs do not.
+        type=Cluster.STATIC if is_ip(plan.upstream_host) else Cluster.STRICT_DNS,
+        load_assignment=endpoint_pb2.ClusterLoadAssignment(
+            cluster_name=plan.cluster_name,
+            endpoints=[
+                endpoint_components_pb2.LocalityLbEndpoints(
+                    lb_endpoints=[lb_endpoint(plan.upstream_host, plan.upstream_port)]
+                )
+            ],
+        ),
+    )
+    _set_protocol(cluster, plan.protocol)
+    return cluster
+
+
+def _set_protocol(cluster: Cluster, protocol: str) -> None:
+    """HTTP2/gRPC upstreams must be told to speak h2; everything else stays default."""
+    if not naming.is_http2(protocol):
+        return
+    options = http_protocol_options_pb2.HttpProtocolOptions(
+        explicit_http_config=http_protocol_options_pb2.HttpProtocolOptions.ExplicitHttpConfig(
+            http2_protocol_options=protocol_pb2.Http2ProtocolOptions()
+        )
+    )
+    packed = any_pb2.Any()
+    packed.Pack(options)
+    cluster.typed_extension_protocol_options[HTTP_PROTOCOL_OPTIONS_KEY].CopyFrom(packed)

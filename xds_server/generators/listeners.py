@@ -1,0 +1,114 @@
+"""LDS: inbound listeners on the workload's ports, and the outbound HTTP proxy on 15001.
+
+There are no iptables: each listener binds the workload's own 127/8 address, and
+apps reach other services by using `<address>:15001` as their HTTP proxy.
+"""
+
+from __future__ import annotations
+
+from envoy.config.core.v3 import base_pb2, protocol_pb2
+from envoy.config.listener.v3 import listener_components_pb2, listener_pb2
+from envoy.extensions.filters.http.router.v3 import router_pb2
+from envoy.extensions.filters.network.http_connection_manager.v3 import (
+    http_connection_manager_pb2 as hcm_pb2,
+)
+from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
+from google.protobuf import any_pb2, message, wrappers_pb2
+
+from xds_server.generators import naming
+from xds_server.generators.clusters import ads_config_source
+from xds_server.generators.endpoints import socket_address
+from xds_server.generators.push_context import InboundPlan, Proxy, PushContext
+from xds_server.generators.routes import inbound_route_config
+
+Listener = listener_pb2.Listener
+HCM = hcm_pb2.HttpConnectionManager
+
+HCM_FILTER = "envoy.filters.network.http_connection_manager"
+TCP_PROXY_FILTER = "envoy.filters.network.tcp_proxy"
+ROUTER_FILTER = "envoy.filters.http.router"
+
+
+def outbound_listener(ctx: PushContext, address: str) -> Listener:
+    return ctx.memoize(("lds-out", address), lambda: _outbound(address))
+
+
+def inbound_listener(ctx: PushContext, plan: InboundPlan) -> Listener:
+    # Plans are values: two proxies with the same bind, port and app share one listener.
+    return ctx.memoize(("lds-in", plan), lambda: _inbound(plan))
+
+
+def build_listeners(ctx: PushContext, proxy: Proxy) -> dict[str, Listener]:
+    listeners = {plan.listener_name: inbound_listener(ctx, plan) for plan in proxy.inbound}
+    outbound = outbound_listener(ctx, proxy.address)
+    listeners[outbound.name] = outbound
+    return dict(sorted(listeners.items()))
+
+
+def _outbound(address: str) -> Listener:
+    hcm = HCM(
+        stat_prefix=naming.OUTBOUND_STAT_PREFIX,
+        rds=hcm_pb2.Rds(
+            config_source=ads_config_source(), route_config_name=naming.OUTBOUND_ROUTE_NAME
+        ),
+        # Apps send absolute-form requests (`GET http://reviews:9080/`) to a proxy; the
+        # authority then becomes the Host that the route configuration matches on.
+        http_protocol_options=protocol_pb2.Http1ProtocolOptions(
+            allow_absolute_url=wrappers_pb2.BoolValue(value=True)
+        ),
+        http_filters=[_router()],
+    )
+    return _listener(
+        naming.listener_name(address, naming.OUTBOUND_HTTP_PORT),
+        address,
+        naming.OUTBOUND_HTTP_PORT,
+        base_pb2.OUTBOUND,
+        _filter(HCM_FILTER, hcm),
+    )
+
+
+def _inbound(plan: InboundPlan) -> Listener:
+    if naming.is_http(plan.protocol):
+        network_filter = _filter(
+            HCM_FILTER,
+            HCM(
+                stat_prefix=naming.inbound_stat_prefix(plan.port),
+                route_config=inbound_route_config(plan.port, plan.cluster_name),
+                http_filters=[_router()],
+            ),
+        )
+    else:
+        network_filter = _filter(
+            TCP_PROXY_FILTER,
+            tcp_proxy_pb2.TcpProxy(stat_prefix=plan.cluster_name, cluster=plan.cluster_name),
+        )
+    return _listener(plan.listener_name, plan.bind, plan.port, base_pb2.INBOUND, network_filter)
+
+
+def _listener(
+    name: str,
+    address: str,
+    port: int,
+    direction: int,
+    network_filter: listener_components_pb2.Filter,
+) -> Listener:
+    return Listener(
+        name=name,
+        address=socket_address(address, port),
+        traffic_direction=direction,
+        filter_chains=[listener_components_pb2.FilterChain(filters=[network_filter])],
+    )
+
+
+def _router() -> hcm_pb2.HttpFilter:
+    return hcm_pb2.HttpFilter(name=ROUTER_FILTER, typed_config=_pack(router_pb2.Router()))
+
+
+def _filter(name: str, config: message.Message) -> listener_components_pb2.Filter:
+    return listener_components_pb2.Filter(name=name, typed_config=_pack(config))
+
+
+def _pack(config: message.Message) -> any_pb2.Any:
+    packed = any_pb2.Any()
+    packed.Pack(config)
+    return packed

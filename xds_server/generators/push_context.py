@@ -1,0 +1,417 @@
+"""The push context: everything the generators need, computed once per config change.
+
+`PushContext.build(mesh)` resolves the model into plans (which endpoints back each
+service port, which services each visibility scope sees, which domains each virtual
+host owns, which inbound listeners each proxy needs) and records every conflict it
+had to settle. The per-type generators only turn plans into protobufs, memoizing
+each resource in the context so that proxies sharing a scope share the very same
+message objects (the cache serializes each object once, by identity).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections import defaultdict
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass
+from typing import TypeVar
+
+from xds_server.galley.model import (
+    MeshConfig,
+    ServiceEntry,
+    ServicePort,
+    Sidecar,
+    WorkloadEntry,
+    labels_match,
+)
+from xds_server.generators import naming
+from xds_server.generators.sidecar_scope import (
+    egress_allows,
+    exported_to,
+    namespace_default_conflicts,
+    select_sidecar,
+)
+
+T = TypeVar("T")
+
+DNS_RESOLUTIONS = frozenset({"DNS", "DNS_ROUND_ROBIN"})
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    """One backend of one service port."""
+
+    address: str
+    port: int
+    workload: WorkloadEntry
+
+
+# eq=False: plans are compared and hashed by identity, so they can key the memo.
+@dataclass(frozen=True, slots=True, eq=False)
+class OutboundService:
+    """One (ServiceEntry host, port): one outbound cluster."""
+
+    service: ServiceEntry
+    host: str
+    port: ServicePort
+    cluster_name: str
+    endpoints: tuple[Endpoint, ...]  # sorted, deduplicated by (address, port)
+
+    @property
+    def uses_eds(self) -> bool:
+        return self.service.resolution not in DNS_RESOLUTIONS
+
+
+@dataclass(frozen=True, slots=True)
+class VirtualHostPlan:
+    name: str
+    cluster: str
+    domains: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class SidecarScope:
+    """What proxies of one namespace under one Sidecar see; shared by all of them."""
+
+    namespace: str
+    sidecar: Sidecar | None
+    services: tuple[OutboundService, ...]  # sorted by (namespace, name, host, port)
+    virtual_hosts: tuple[VirtualHostPlan, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class InboundPlan:
+    """One inbound listener and the cluster behind it (hashable: equal plans share output)."""
+
+    listener_name: str
+    bind: str
+    port: int
+    protocol: str
+    cluster_name: str
+    upstream_host: str
+    upstream_port: int
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Proxy:
+    workload: WorkloadEntry
+    namespace: str
+    sidecar: Sidecar | None
+    scope: SidecarScope
+    inbound: tuple[InboundPlan, ...]
+
+    @property
+    def node_id(self) -> str:
+        return self.workload.proxy_id
+
+    @property
+    def address(self) -> str:
+        return self.workload.address
+
+
+class PushContext:
+    """Immutable plans for one MeshConfig plus a memo of the resources built from them."""
+
+    __slots__ = ("_memo", "_proxies", "conflicts", "mesh")
+
+    def __init__(self, mesh: MeshConfig, proxies: dict[str, Proxy], conflicts: list[str]) -> None:
+        self.mesh = mesh
+        self.conflicts = conflicts
+        self._proxies = proxies
+        self._memo: dict[Hashable, object] = {}
+
+    @classmethod
+    def build(cls, mesh: MeshConfig) -> PushContext:
+        return _Builder(mesh).build()
+
+    def proxy(self, node_id: str) -> Proxy | None:
+        return self._proxies.get(node_id)
+
+    @property
+    def proxies(self) -> tuple[Proxy, ...]:
+        return tuple(self._proxies[k] for k in sorted(self._proxies))
+
+    def memoize(self, key: Hashable, factory: Callable[[], T]) -> T:
+        """The object built for `key`, building it on first use.
+
+        setdefault keeps one winner even if two threads race on the same key.
+        """
+        try:
+            return self._memo[key]  # type: ignore[return-value]
+        except KeyError:
+            return self._memo.setdefault(key, factory())  # type: ignore[return-value]
+
+
+def resolve_port(workload: WorkloadEntry, port: ServicePort) -> int:
+    """Where `workload` serves `port`: its named port, else targetPort, else the number."""
+    return workload.ports.get(port.name) or port.target_port or port.number
+
+
+def is_ip(address: str) -> bool:
+    try:
+        ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return True
+
+
+def _service_order(se: ServiceEntry) -> tuple[str, str]:
+    return (se.meta.namespace, se.meta.name)
+
+
+class _Builder:
+    """Computes every plan of a PushContext; lives only during `build`."""
+
+    def __init__(self, mesh: MeshConfig) -> None:
+        self.mesh = mesh
+        self.conflicts: list[str] = []
+        self._reported: set[str] = set()
+        self.services = sorted(mesh.service_entries, key=_service_order)
+        self.sidecars: dict[str, list[Sidecar]] = defaultdict(list)
+        for sc in sorted(mesh.sidecars, key=lambda s: (s.meta.namespace, s.meta.name)):
+            self.sidecars[sc.meta.namespace].append(sc)
+        self.scopes: dict[tuple[str, str], SidecarScope] = {}
+        self.outbound: list[OutboundService] = []
+
+    def build(self) -> PushContext:
+        for namespace, sidecars in sorted(self.sidecars.items()):
+            message = namespace_default_conflicts(sidecars)
+            if message:
+                self.conflicts.append(f"namespace {namespace}: {message}")
+        self.outbound = self._outbound_services()
+        proxies: dict[str, Proxy] = {}
+        for we in sorted(self.mesh.workload_entries, key=lambda w: (w.meta.namespace, w.meta.name)):
+            if we.proxy_id in proxies:
+                self._conflict(f"workload {we.meta.key}: duplicate WorkloadEntry ignored")
+                continue
+            if not is_ip(we.address):
+                # Listeners bind the workload's address; a hostname would get LDS NACKed.
+                self._conflict(
+                    f"workload {we.meta.key}: address {we.address!r} is not an IP; no sidecar"
+                )
+                continue
+            sidecar = select_sidecar(we, self.sidecars, self.mesh.root_namespace, self.conflicts)
+            proxies[we.proxy_id] = Proxy(
+                workload=we,
+                namespace=we.meta.namespace,
+                sidecar=sidecar,
+                scope=self._scope(we.meta.namespace, sidecar),
+                inbound=self._inbound(we, sidecar),
+            )
+        return PushContext(self.mesh, proxies, self.conflicts)
+
+    # --- outbound: services, endpoints, visibility, domains -----------------
+
+    def _outbound_services(self) -> list[OutboundService]:
+        plans: list[OutboundService] = []
+        for se in self.services:
+            backing = [
+                we
+                for we in self.mesh.workload_entries
+                if we.meta.namespace == se.meta.namespace
+                and labels_match(se.workload_selector, we.labels)
+            ]
+            backing.extend(se.endpoints)
+            for host in sorted(se.hosts):
+                for port in sorted(se.ports, key=lambda p: p.number):
+                    plans.append(
+                        OutboundService(
+                            service=se,
+                            host=host,
+                            port=port,
+                            cluster_name=naming.outbound_cluster(port.number, host),
+                            endpoints=self._endpoints(se, port, backing),
+                        )
+                    )
+        return plans
+
+    def _endpoints(
+        self, se: ServiceEntry, port: ServicePort, backing: list[WorkloadEntry]
+    ) -> tuple[Endpoint, ...]:
+        found: dict[tuple[str, int], Endpoint] = {}
+        for we in backing:
+            if not we.address:
+                continue
+            if se.resolution not in DNS_RESOLUTIONS and not is_ip(we.address):
+                # Envoy NACKs a whole EDS response for one hostname: drop just this one.
+                self.conflicts.append(
+                    f"service {se.meta.key}: endpoint {we.meta.key} address {we.address!r} "
+                    f"is not an IP (resolution {se.resolution}); skipped"
+                )
+                continue
+            endpoint = Endpoint(we.address, resolve_port(we, port), we)
+            found.setdefault((endpoint.address, endpoint.port), endpoint)
+        if se.resolution == "DNS_ROUND_ROBIN" and len(found) > 1:
+            self._conflict(
+                f"service {se.meta.key}: DNS_ROUND_ROBIN (LOGICAL_DNS) takes one endpoint; "
+                f"{len(found)} given, using the first"
+            )
+        return tuple(sorted(found.values(), key=lambda e: (e.address, e.port, e.workload.meta.key)))
+
+    def _scope(self, namespace: str, sidecar: Sidecar | None) -> SidecarScope:
+        key = (namespace, sidecar.meta.key if sidecar else "")
+        scope = self.scopes.get(key)
+        if scope is None:
+            services = self._visible(namespace, sidecar)
+            scope = SidecarScope(
+                namespace=namespace,
+                sidecar=sidecar,
+                services=services,
+                virtual_hosts=self._virtual_hosts(namespace, services),
+            )
+            self.scopes[key] = scope
+        return scope
+
+    def _visible(self, namespace: str, sidecar: Sidecar | None) -> tuple[OutboundService, ...]:
+        chosen: dict[str, OutboundService] = {}
+        for plan in self.outbound:
+            se = plan.service
+            if not exported_to(se, namespace):
+                continue
+            if not egress_allows(sidecar, namespace, se, plan.host):
+                continue
+            first = chosen.setdefault(plan.cluster_name, plan)
+            if first is not plan:
+                self._conflict(
+                    f"cluster {plan.cluster_name}: defined by {first.service.meta.key} and "
+                    f"{se.meta.key}; using {first.service.meta.key}"
+                )
+        return tuple(chosen.values())
+
+    def _virtual_hosts(
+        self, namespace: str, services: tuple[OutboundService, ...]
+    ) -> tuple[VirtualHostPlan, ...]:
+        owner: dict[str, str] = {}  # domain -> vhost name that claimed it first
+        plans: list[VirtualHostPlan] = []
+        for svc in services:
+            if not svc.port.is_http:
+                continue
+            name = naming.vhost_name(svc.host, svc.port.number)
+            names = list(naming.host_aliases(svc.host, namespace))
+            # VIPs are names too: an app may address the service by its virtual IP. They
+            # go with the first host only; every host of the entry would claim them.
+            if svc.host == min(svc.service.hosts):
+                names += [a for a in svc.service.addresses if "/" not in a]
+            candidates = [f"{n}:{svc.port.number}" for n in names]
+            if _takes_portless(svc):
+                candidates += names
+            domains: list[str] = []
+            for domain in (d.lower() for d in candidates):
+                holder = owner.setdefault(domain, name)
+                if holder == name:
+                    if domain not in domains:
+                        domains.append(domain)
+                else:
+                    self._conflict(
+                        f"namespace {namespace}: domain {domain!r} of {name} "
+                        f"({svc.service.meta.key}) already belongs to {holder}; dropped"
+                    )
+            if domains:
+                plans.append(VirtualHostPlan(name, svc.cluster_name, tuple(domains)))
+            else:
+                self._conflict(f"namespace {namespace}: virtual host {name} has no domain left")
+        return tuple(plans)
+
+    # --- inbound -------------------------------------------------------------
+
+    def _inbound(self, we: WorkloadEntry, sidecar: Sidecar | None) -> tuple[InboundPlan, ...]:
+        plans = self._ingress(we, sidecar) if sidecar and sidecar.ingress else self._derived(we)
+        by_port: dict[int, InboundPlan] = {}
+        for plan in plans:
+            if plan.port == naming.OUTBOUND_HTTP_PORT and plan.bind == we.address:
+                self._conflict(f"workload {we.meta.key}: inbound port {plan.port} is reserved")
+                continue
+            first = by_port.setdefault(plan.port, plan)
+            if first is not plan and first != plan:
+                self._conflict(
+                    f"workload {we.meta.key}: inbound port {plan.port} declared twice "
+                    f"({first.protocol} to {first.upstream_host}:{first.upstream_port}, "
+                    f"{plan.protocol} to {plan.upstream_host}:{plan.upstream_port}); "
+                    "using the first"
+                )
+        return tuple(by_port[p] for p in sorted(by_port))
+
+    def _derived(self, we: WorkloadEntry) -> list[InboundPlan]:
+        plans: list[InboundPlan] = []
+        for se in self.services:
+            if se.meta.namespace == we.meta.namespace and labels_match(
+                se.workload_selector, we.labels
+            ):
+                spec = we
+            else:
+                spec = next((ep for ep in se.endpoints if ep.address == we.address), None)
+                if spec is None:
+                    continue
+            for port in sorted(se.ports, key=lambda p: p.number):
+                target = resolve_port(spec, port)
+                plans.append(
+                    InboundPlan(
+                        listener_name=naming.listener_name(we.address, target),
+                        bind=we.address,
+                        port=target,
+                        protocol=port.protocol,
+                        cluster_name=naming.inbound_cluster(target),
+                        upstream_host="127.0.0.1",
+                        upstream_port=target,
+                    )
+                )
+        return plans
+
+    def _ingress(self, we: WorkloadEntry, sidecar: Sidecar) -> list[InboundPlan]:
+        plans: list[InboundPlan] = []
+        for ingress in sorted(sidecar.ingress, key=lambda i: i.port.number):
+            number = ingress.port.number
+            bind = ingress.bind or we.address
+            if not is_ip(bind):
+                self._conflict(f"sidecar {sidecar.meta.key}: ingress bind {bind!r} is not an IP")
+                continue
+            host, port = "127.0.0.1", number
+            if ingress.default_endpoint:
+                parsed = _parse_host_port(ingress.default_endpoint)
+                if parsed is None:
+                    self._conflict(
+                        f"sidecar {sidecar.meta.key}: defaultEndpoint "
+                        f"{ingress.default_endpoint!r} is not host:port; using {host}:{port}"
+                    )
+                else:
+                    host, port = parsed
+                    # 0.0.0.0 means "the workload's own address" (Istio: the pod IP).
+                    if host == "0.0.0.0":
+                        host = we.address
+            if (host, port) == (bind, number):
+                self._conflict(
+                    f"sidecar {sidecar.meta.key}: ingress {bind}:{number} forwards to itself"
+                )
+            plans.append(
+                InboundPlan(
+                    listener_name=naming.listener_name(bind, number),
+                    bind=bind,
+                    port=number,
+                    protocol=ingress.port.protocol,
+                    cluster_name=naming.inbound_cluster(number),
+                    upstream_host=host,
+                    upstream_port=port,
+                )
+            )
+        return plans
+
+    def _conflict(self, message: str) -> None:
+        # Scopes repeat the same service pairs: report each conflict once.
+        if message not in self._reported:
+            self._reported.add(message)
+            self.conflicts.append(message)
+
+
+def _takes_portless(svc: OutboundService) -> bool:
+    """Port-less names go on port 80's vhost, or on the only HTTP port's."""
+    http_ports = [p.number for p in svc.service.ports if p.is_http]
+    if naming.DEFAULT_HTTP_PORT in http_ports:
+        return svc.port.number == naming.DEFAULT_HTTP_PORT
+    return len(http_ports) == 1
+
+
+def _parse_host_port(value: str) -> tuple[str, int] | None:
+    host, colon, port = value.rpartition(":")
+    if not colon or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        return None
+    return host.strip("[]"), int(port)

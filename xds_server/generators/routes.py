@@ -1,0 +1,64 @@
+"""RDS: the outbound route configuration `15001`, plus the inline inbound one.
+
+One virtual host per visible (host, HTTP port); the domains were allocated in the
+push context (short-name rule, port-80 rule, first-claim-wins on duplicates).
+No catch-all `*` vhost: an unknown host gets Envoy's 404.
+"""
+
+from __future__ import annotations
+
+from envoy.config.route.v3 import route_components_pb2, route_pb2
+from google.protobuf import duration_pb2, wrappers_pb2
+
+from xds_server.generators import naming
+from xds_server.generators.push_context import Proxy, PushContext, SidecarScope, VirtualHostPlan
+
+RouteConfiguration = route_pb2.RouteConfiguration
+
+# Istio disables Envoy's default 15 s route timeout; 0s means none.
+NO_TIMEOUT = duration_pb2.Duration(seconds=0)
+
+
+def outbound_route_config(ctx: PushContext, scope: SidecarScope) -> RouteConfiguration:
+    """Shared by every proxy of the scope (same namespace, same Sidecar)."""
+    return ctx.memoize(("rds", scope), lambda: _outbound(scope))
+
+
+def build_routes(ctx: PushContext, proxy: Proxy) -> dict[str, RouteConfiguration]:
+    return {naming.OUTBOUND_ROUTE_NAME: outbound_route_config(ctx, proxy.scope)}
+
+
+def inbound_route_config(port: int, cluster: str) -> RouteConfiguration:
+    """Everything arriving on an inbound port goes to the app behind it."""
+    return RouteConfiguration(
+        name=naming.inbound_cluster(port),
+        virtual_hosts=[
+            route_components_pb2.VirtualHost(
+                name=naming.inbound_vhost(port), domains=["*"], routes=[_route_to(cluster)]
+            )
+        ],
+        validate_clusters=wrappers_pb2.BoolValue(value=False),
+    )
+
+
+def _outbound(scope: SidecarScope) -> RouteConfiguration:
+    return RouteConfiguration(
+        name=naming.OUTBOUND_ROUTE_NAME,
+        virtual_hosts=[_virtual_host(plan) for plan in scope.virtual_hosts],
+        # Clusters and routes arrive on separate streams; do not reject a route for a
+        # cluster Envoy has not seen yet.
+        validate_clusters=wrappers_pb2.BoolValue(value=False),
+    )
+
+
+def _virtual_host(plan: VirtualHostPlan) -> route_components_pb2.VirtualHost:
+    return route_components_pb2.VirtualHost(
+        name=plan.name, domains=list(plan.domains), routes=[_route_to(plan.cluster)]
+    )
+
+
+def _route_to(cluster: str) -> route_components_pb2.Route:
+    return route_components_pb2.Route(
+        match=route_components_pb2.RouteMatch(prefix="/"),
+        route=route_components_pb2.RouteAction(cluster=cluster, timeout=NO_TIMEOUT),
+    )
