@@ -1,0 +1,430 @@
+"""The CA directory on disk: create, load, and keep the rotation state in it.
+
+Two layouts are understood.
+
+pocketmesh (self-signed root), written by `init_ca_dir`::
+
+    root-cert.pem     the signing root (0644)
+    root-key.pem      its private key, PKCS#8 (0600)
+    rotation.json     root-rotation state, once there is any (0644)
+    roots/<key-id>-cert.pem, roots/<key-id>-key.pem
+                      every root named in rotation.json (keys 0600)
+
+Istio ``cacerts`` (an intermediate signed by an external root, plugged in)::
+
+    ca-cert.pem       the intermediate CA certificate that signs leaves
+    ca-key.pem        its private key
+    cert-chain.pem    ca-cert.pem and any further intermediates (the root may be
+                      included too; it is ignored) — optional if the root signed ca-cert
+    root-cert.pem     the external root(s): the trust bundle
+
+``ca-key.pem`` present means cacerts (as in Istio, plugged-in certs win). The
+directory is mode 0700 and private keys 0600; every write is atomic (temp file +
+rename), with rotation.json written last so it never names a file that is not there.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import tempfile
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
+from datetime import timedelta
+from pathlib import Path
+from typing import Literal
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+from ca.authority import CertificateAuthority
+from ca.certificates import load_pem_certificates
+from ca.clock import Clock, utc_now
+from ca.errors import CaDirError, CaDirExists, CaDirNotFound, CaError
+from ca.keys import (
+    DEFAULT_RSA_BITS,
+    KeyType,
+    PrivateKey,
+    generate_private_key,
+    load_private_key_pem,
+    private_key_to_pem,
+)
+from ca.roots import ROOT_VALIDITY, create_root_certificate, trust_domain_of
+from ca.rotation import DEFAULT_MIN_OVERLAP, DEFAULT_PERSIST_SLACK, RootRotation
+from ca.signer import Signer
+from ca.spiffe_id import validate_trust_domain
+from ca.svid import MAX_TTL
+
+__all__ = [
+    "CA_CERT",
+    "CA_KEY",
+    "CERT_CHAIN",
+    "DEFAULT_TRUST_DOMAIN",
+    "ROOT_CERT",
+    "ROOT_KEY",
+    "ROTATION_STATE",
+    "CaDirectory",
+    "Layout",
+    "detect_layout",
+    "ensure_ca_dir",
+    "init_ca_dir",
+    "load_ca_dir",
+]
+
+ROOT_CERT = "root-cert.pem"
+ROOT_KEY = "root-key.pem"
+CA_CERT = "ca-cert.pem"
+CA_KEY = "ca-key.pem"
+CERT_CHAIN = "cert-chain.pem"
+ROTATION_STATE = "rotation.json"
+ROOTS_DIR = "roots"
+DEFAULT_TRUST_DOMAIN = "cluster.local"
+
+DIR_MODE = 0o700
+KEY_MODE = 0o600
+CERT_MODE = 0o644
+
+Layout = Literal["pocketmesh", "cacerts"]
+_CA_FILES = (ROOT_CERT, ROOT_KEY, CA_CERT, CA_KEY, CERT_CHAIN, ROTATION_STATE)
+_PEM = serialization.Encoding.PEM
+
+
+# -- files ---------------------------------------------------------------------------
+
+
+@contextmanager
+def _io_errors(path: Path, action: str) -> Iterator[None]:
+    try:
+        yield
+    except OSError as exc:
+        raise CaDirError(f"cannot {action} {path}: {exc.strerror or exc}") from exc
+
+
+def _write_new(path: Path, data: bytes, mode: int) -> None:
+    """Create `path` exclusively (never overwrite) with exactly `mode`."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    except FileExistsError:
+        raise CaDirExists(f"{path} already exists; refusing to overwrite a CA") from None
+    with _io_errors(path, "write"), os.fdopen(fd, "wb") as f:
+        os.fchmod(fd, mode)
+        f.write(data)
+        f.flush()
+        os.fsync(fd)
+
+
+def _write_atomic(path: Path, data: bytes, mode: int) -> None:
+    """Replace `path` with `data` atomically; the file has exactly `mode`."""
+    with _io_errors(path, "write"):
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            os.fchmod(fd, mode)
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            with suppress(OSError):
+                os.unlink(tmp)
+            raise
+
+
+def _read(path: Path) -> bytes:
+    if not path.is_file():
+        raise CaDirError(f"missing {path}")
+    with _io_errors(path, "read"):
+        return path.read_bytes()
+
+
+def _load_certs(path: Path) -> list[x509.Certificate]:
+    try:
+        return load_pem_certificates(_read(path), source=str(path))
+    except CaDirError:
+        raise
+    except CaError as exc:
+        raise CaDirError(str(exc)) from exc
+
+
+def _load_key(path: Path) -> PrivateKey:
+    try:
+        return load_private_key_pem(_read(path), source=str(path))
+    except CaDirError:
+        raise
+    except CaError as exc:
+        raise CaDirError(str(exc)) from exc
+
+
+def _signer(
+    cert: x509.Certificate,
+    key: PrivateKey,
+    where: Path,
+    chain: list[x509.Certificate] | None = None,
+    anchors: list[x509.Certificate] | None = None,
+) -> Signer:
+    try:
+        return Signer(cert, key, chain=chain or (), anchors=anchors)
+    except CaError as exc:
+        raise CaDirError(f"{where}: {exc}") from exc
+
+
+def _make_dir(path: Path) -> None:
+    with _io_errors(path, "create"):
+        path.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
+        os.chmod(path, DIR_MODE)
+
+
+# -- layout --------------------------------------------------------------------------
+
+
+def detect_layout(directory: str | os.PathLike[str]) -> Layout | None:
+    """ "cacerts" if ca-key.pem is there, "pocketmesh" if root-key.pem is, else None."""
+    path = Path(directory)
+    if (path / CA_KEY).exists() or (path / CA_CERT).exists():
+        return "cacerts"
+    if (path / ROOT_KEY).exists() or (path / ROTATION_STATE).exists():
+        return "pocketmesh"
+    return None
+
+
+class CaDirectory:
+    """A CA directory; saves rotation state for a `CertificateAuthority` (its `StateSink`)."""
+
+    def __init__(self, path: str | os.PathLike[str], layout: Layout) -> None:
+        self.path = Path(path)
+        self.layout: Layout = layout
+        self._written: dict[Path, bytes] = {}
+        self._lock = threading.Lock()
+
+    def _root_files(self, key_id: str) -> tuple[Path, Path]:
+        roots = self.path / ROOTS_DIR
+        return roots / f"{key_id}-cert.pem", roots / f"{key_id}-key.pem"
+
+    def _put(self, path: Path, data: bytes, mode: int) -> None:
+        if self._written.get(path) == data:
+            return
+        if path.exists():
+            with _io_errors(path, "read"):
+                if path.read_bytes() == data:
+                    self._written[path] = data
+                    return
+        _write_atomic(path, data, mode)
+        self._written[path] = data
+
+    def save_rotation(self, rotation: RootRotation) -> None:
+        """Write every trusted root, the active one as root-cert/key.pem, then rotation.json."""
+        if self.layout != "pocketmesh":
+            return  # a plugged-in CA does not rotate; nothing of ours to keep
+        with self._lock:
+            self._save(rotation)
+
+    def _save(self, rotation: RootRotation) -> None:
+        entries = rotation.entries
+        _make_dir(self.path / ROOTS_DIR)
+        keep: set[Path] = set()
+        for entry in entries:
+            cert_path, key_path = self._root_files(entry.key_id)
+            keep.update((cert_path, key_path))
+            self._put(cert_path, entry.signer.certificate.public_bytes(_PEM), CERT_MODE)
+            self._put(key_path, private_key_to_pem(entry.signer.private_key), KEY_MODE)
+        active = rotation.active.signer
+        self._put(self.path / ROOT_KEY, private_key_to_pem(active.private_key), KEY_MODE)
+        self._put(self.path / ROOT_CERT, active.certificate.public_bytes(_PEM), CERT_MODE)
+        state = json.dumps(rotation.to_dict(), indent=2, sort_keys=True).encode() + b"\n"
+        self._put(self.path / ROTATION_STATE, state, CERT_MODE)
+        for stale in (self.path / ROOTS_DIR).glob("*.pem"):
+            if stale not in keep:
+                with suppress(OSError):
+                    stale.unlink()
+                self._written.pop(stale, None)
+
+    def load_rotation(self, *, min_overlap: timedelta, persist_slack: timedelta) -> RootRotation:
+        """The rotation state from rotation.json and the roots/ files it names."""
+        state_path = self.path / ROTATION_STATE
+        try:
+            data = json.loads(_read(state_path))
+        except ValueError as exc:
+            raise CaDirError(f"{state_path}: not valid JSON ({exc})") from exc
+        if not isinstance(data, dict) or not isinstance(data.get("roots"), list):
+            raise CaDirError(f"{state_path}: expected an object with a 'roots' list")
+        signers: dict[str, Signer] = {}
+        for item in data["roots"]:
+            key_id = item.get("key_id") if isinstance(item, dict) else None
+            if not isinstance(key_id, str) or not key_id.isalnum():
+                raise CaDirError(f"{state_path}: bad root entry {item!r}")
+            cert_path, key_path = self._root_files(key_id)
+            certs = _load_certs(cert_path)
+            signers[key_id] = _signer(certs[0], _load_key(key_path), cert_path)
+        try:
+            return RootRotation.from_dict(
+                data, signers, min_overlap=min_overlap, persist_slack=persist_slack
+            )
+        except CaError as exc:
+            raise CaDirError(f"{state_path}: {exc}") from exc
+
+
+def _resolve_trust_domain(requested: str | None, certs: list[x509.Certificate], where: Path) -> str:
+    found = next((td for c in certs if (td := trust_domain_of(c)) is not None), None)
+    if requested is not None:
+        validate_trust_domain(requested)
+        if found is not None and found != requested:
+            raise CaDirError(f"{where}: the CA is for trust domain {found!r}, not {requested!r}")
+        return requested
+    return found or DEFAULT_TRUST_DOMAIN
+
+
+# -- public API ----------------------------------------------------------------------
+
+
+def init_ca_dir(
+    directory: str | os.PathLike[str],
+    trust_domain: str = DEFAULT_TRUST_DOMAIN,
+    key_type: KeyType = "ec",
+    rsa_bits: int = DEFAULT_RSA_BITS,
+    clock: Clock = utc_now,
+    *,
+    rng: Callable[[], float] = random.random,
+    root_validity: timedelta = ROOT_VALIDITY,
+    min_overlap: timedelta = DEFAULT_MIN_OVERLAP,
+    persist_slack: timedelta = DEFAULT_PERSIST_SLACK,
+    max_ttl: timedelta = MAX_TTL,
+) -> CertificateAuthority:
+    """Create a CA directory with a new self-signed root and return the CA.
+
+    Writes root-key.pem (0600) and root-cert.pem in `directory` (created, or tightened,
+    to 0700). The root: ECDSA P-256 (or RSA `rsa_bits`), 10 years, subject
+    O=pocketmesh with the trust domain in the CN.
+
+    Raises:
+        CaDirExists: the directory already holds CA files of either layout.
+        InvalidSpiffeId: `trust_domain` is not a valid trust domain name.
+        InvalidKeyType: bad `key_type` or `rsa_bits`.
+    """
+    path = Path(directory)
+    validate_trust_domain(trust_domain)
+    present = [name for name in _CA_FILES if (path / name).exists()]
+    if present:
+        raise CaDirExists(
+            f"{path} already holds a CA ({', '.join(present)}); refusing to overwrite it — "
+            "use load_ca_dir, or remove the directory to start over"
+        )
+    key = generate_private_key(key_type, rsa_bits)
+    now = clock()
+    cert = create_root_certificate(key, trust_domain, now=now, validity=root_validity)
+    _make_dir(path)
+    _write_new(path / ROOT_KEY, private_key_to_pem(key), KEY_MODE)
+    _write_new(path / ROOT_CERT, cert.public_bytes(_PEM), CERT_MODE)
+    store = CaDirectory(path, "pocketmesh")
+    rotation = RootRotation.single(
+        Signer(cert, key), now, min_overlap=min_overlap, persist_slack=persist_slack
+    )
+    return CertificateAuthority(
+        rotation,
+        trust_domain=trust_domain,
+        clock=clock,
+        rng=rng,
+        max_ttl=max_ttl,
+        state_sink=store,
+    )
+
+
+def load_ca_dir(
+    directory: str | os.PathLike[str],
+    *,
+    trust_domain: str | None = None,
+    clock: Clock = utc_now,
+    rng: Callable[[], float] = random.random,
+    min_overlap: timedelta = DEFAULT_MIN_OVERLAP,
+    persist_slack: timedelta = DEFAULT_PERSIST_SLACK,
+    max_ttl: timedelta = MAX_TTL,
+) -> CertificateAuthority:
+    """Load a CA directory of either layout (see the module docstring).
+
+    The trust domain comes from the certificates' ``spiffe://<td>`` URI SAN when they
+    carry one; `trust_domain`, if given, must agree with it (and is used when they
+    carry none; the fallback is cluster.local).
+
+    Raises:
+        CaDirNotFound: no CA files in `directory`.
+        CaDirError: partial, unreadable or inconsistent files (named in the message).
+    """
+    path = Path(directory)
+    layout = detect_layout(path)
+    if layout is None:
+        raise CaDirNotFound(
+            f"no CA in {path}: expected {ROOT_CERT} + {ROOT_KEY}, or Istio cacerts "
+            f"({CA_CERT}, {CA_KEY}, {CERT_CHAIN}, {ROOT_CERT})"
+        )
+    store = CaDirectory(path, layout)
+    if layout == "cacerts":
+        for name in (CA_CERT, CA_KEY, ROOT_CERT):
+            if not (path / name).is_file():
+                raise CaDirError(f"incomplete Istio cacerts in {path}: {name} is missing")
+        ca_cert = _load_certs(path / CA_CERT)[0]
+        ca_key = _load_key(path / CA_KEY)
+        roots = _load_certs(path / ROOT_CERT)
+        chain = _load_certs(path / CERT_CHAIN) if (path / CERT_CHAIN).exists() else []
+        signer = _signer(ca_cert, ca_key, path / CA_CERT, chain=chain, anchors=roots)
+        rotation = RootRotation.single(
+            signer, signer.not_before, min_overlap=min_overlap, persist_slack=persist_slack
+        )
+        td = _resolve_trust_domain(trust_domain, [ca_cert, *roots], path)
+        return CertificateAuthority(
+            rotation, trust_domain=td, clock=clock, rng=rng, max_ttl=max_ttl, state_sink=None
+        )
+
+    if (path / ROTATION_STATE).exists():
+        # rotation.json is authoritative; root-cert.pem/root-key.pem mirror its active root
+        rotation = store.load_rotation(min_overlap=min_overlap, persist_slack=persist_slack)
+    else:
+        for name in (ROOT_CERT, ROOT_KEY):
+            if not (path / name).is_file():
+                raise CaDirError(f"incomplete CA in {path}: {name} is missing")
+        root_cert = _load_certs(path / ROOT_CERT)[0]
+        base = _signer(root_cert, _load_key(path / ROOT_KEY), path / ROOT_CERT)
+        rotation = RootRotation.single(
+            base, base.not_before, min_overlap=min_overlap, persist_slack=persist_slack
+        )
+    td = _resolve_trust_domain(trust_domain, [e.signer.certificate for e in rotation.entries], path)
+    return CertificateAuthority(
+        rotation, trust_domain=td, clock=clock, rng=rng, max_ttl=max_ttl, state_sink=store
+    )
+
+
+def ensure_ca_dir(
+    directory: str | os.PathLike[str],
+    trust_domain: str = DEFAULT_TRUST_DOMAIN,
+    key_type: KeyType = "ec",
+    rsa_bits: int = DEFAULT_RSA_BITS,
+    clock: Clock = utc_now,
+    *,
+    rng: Callable[[], float] = random.random,
+    min_overlap: timedelta = DEFAULT_MIN_OVERLAP,
+    persist_slack: timedelta = DEFAULT_PERSIST_SLACK,
+    max_ttl: timedelta = MAX_TTL,
+) -> CertificateAuthority:
+    """Load the CA in `directory` if there is one (it must be for `trust_domain`), else
+    create one with `init_ca_dir`."""
+    if detect_layout(directory) is not None:
+        return load_ca_dir(
+            directory,
+            trust_domain=trust_domain,
+            clock=clock,
+            rng=rng,
+            min_overlap=min_overlap,
+            persist_slack=persist_slack,
+            max_ttl=max_ttl,
+        )
+    return init_ca_dir(
+        directory,
+        trust_domain,
+        key_type,
+        rsa_bits,
+        clock,
+        rng=rng,
+        min_overlap=min_overlap,
+        persist_slack=persist_slack,
+        max_ttl=max_ttl,
+    )
