@@ -1,0 +1,225 @@
+"""Sidecar: ingress and egress listeners, selector, and each rule with its file:line."""
+
+from __future__ import annotations
+
+import textwrap
+
+import pytest
+
+from xds_server.galley.loader import LoadResult, parse_documents
+from xds_server.galley.model import EgressListener, IngressListener, Sidecar, SidecarPort
+
+HEADER = """\
+apiVersion: networking.istio.io/v1beta1
+kind: Sidecar
+metadata:
+  name: reviews
+  namespace: bookinfo
+spec:
+"""
+
+
+def parse(spec: str) -> LoadResult:
+    """A Sidecar with this spec; the spec starts on line 7."""
+    return parse_documents(HEADER + textwrap.indent(textwrap.dedent(spec), "  "), "sc.yaml")
+
+
+def only_sidecar(result: LoadResult) -> Sidecar:
+    assert result.errors == (), [str(e) for e in result.errors]
+    assert result.config is not None
+    [sidecar] = result.config.sidecars
+    return sidecar
+
+
+def test_full_sidecar() -> None:
+    sidecar = only_sidecar(
+        parse(
+            """\
+            workloadSelector:
+              labels: {app: reviews}
+            ingress:
+            - port: {number: 9080, protocol: http, name: http}
+              defaultEndpoint: 127.0.0.1:8080
+              captureMode: IPTABLES
+            - port: {number: 9443, protocol: TCP}
+              bind: 0.0.0.0
+              defaultEndpoint: "[::1]:8443"
+            egress:
+            - port: {number: 9080, protocol: HTTP, name: http}
+              bind: 127.0.0.1
+              hosts: ["./ratings.bookinfo.svc.cluster.local", "*/*.example.com"]
+            - hosts: ["istio-system/*", "~/*"]
+              captureMode: NONE
+            outboundTrafficPolicy:
+              mode: REGISTRY_ONLY
+              egressProxy: {host: egress.example.com, subset: a, port: {number: 443}}
+            """
+        )
+    )
+    assert sidecar.meta.key == "bookinfo/reviews"
+    assert sidecar.workload_selector is not None
+    assert dict(sidecar.workload_selector) == {"app": "reviews"}
+    assert sidecar.ingress == (
+        IngressListener(SidecarPort(9080, "HTTP", "http"), "", "127.0.0.1:8080"),
+        IngressListener(SidecarPort(9443, "TCP", ""), "0.0.0.0", "[::1]:8443"),
+    )
+    assert sidecar.egress == (
+        EgressListener(
+            ("./ratings.bookinfo.svc.cluster.local", "*/*.example.com"),
+            SidecarPort(9080, "HTTP", "http"),
+            "127.0.0.1",
+        ),
+        EgressListener(("istio-system/*", "~/*")),
+    )
+
+
+def test_empty_and_missing_spec() -> None:
+    assert only_sidecar(parse("{}\n")).ingress == ()
+    no_spec = parse_documents(HEADER.replace("spec:\n", ""), "sc.yaml")
+    sidecar = only_sidecar(no_spec)
+    assert sidecar.workload_selector is None and sidecar.egress == ()
+
+
+P = "sc.yaml:{line}: Sidecar bookinfo/reviews: {field}: {message}"
+
+
+@pytest.mark.parametrize(
+    ("spec", "expected"),
+    [
+        (
+            "workloadSelector: {labels: {}}\n",
+            P.format(line=7, field="spec.workloadSelector", message="labels must not be empty"),
+        ),
+        (
+            "ingress:\n- defaultEndpoint: 127.0.0.1:80\n",
+            P.format(line=8, field="spec.ingress[0].port", message="required field missing"),
+        ),
+        (
+            "ingress:\n- port:\n    number: 80\n",
+            P.format(
+                line=8, field="spec.ingress[0].port.protocol", message="required field missing"
+            ),
+        ),
+        (
+            "ingress:\n- port: {number: 80, protocol: TCP}\n  defaultEndpoint: 127.0.0.1:0\n",
+            P.format(
+                line=9,
+                field="spec.ingress[0].defaultEndpoint",
+                message="'127.0.0.1:0' has a port outside 1..65535",
+            ),
+        ),
+        (
+            "ingress:\n- port: {number: 80, protocol: TCP}\n  defaultEndpoint: localhost\n",
+            P.format(
+                line=9,
+                field="spec.ingress[0].defaultEndpoint",
+                message="'localhost' must be host:port, like 127.0.0.1:8080",
+            ),
+        ),
+        (
+            "ingress:\n- port: {number: 80, protocol: TCP}\n  defaultEndpoint: 127.0.0.1:http\n",
+            P.format(
+                line=9,
+                field="spec.ingress[0].defaultEndpoint",
+                message="'127.0.0.1:http' has a port that is not a number",
+            ),
+        ),
+        (
+            "ingress:\n- port: {number: 80, protocol: TCP}\n  bind: localhost\n",
+            P.format(
+                line=9, field="spec.ingress[0].bind", message="'localhost' must be an IP address"
+            ),
+        ),
+        (
+            "ingress:\n- port: {number: 80, protocol: TCP}\n- port: {number: 80, protocol: HTTP}\n",
+            P.format(
+                line=9,
+                field="spec.ingress[1].port",
+                message="port 80 is already used by spec.ingress[0]",
+            ),
+        ),
+        (
+            "ingress:\n- port: {number: 80, protocol: TCP}\n  tls: {mode: SIMPLE}\n",
+            P.format(
+                line=9,
+                field="spec.ingress[0].tls",
+                message="field is not supported by pocketmesh yet",
+            ),
+        ),
+        (
+            "ingress:\n- port: {number: 80, protocol: TCP}\n  captureMode: ALL\n",
+            P.format(
+                line=9,
+                field="spec.ingress[0].captureMode",
+                message="'ALL' must be one of DEFAULT, IPTABLES, NONE",
+            ),
+        ),
+        (
+            "egress:\n- port: {number: 80, protocol: TCP}\n",
+            P.format(line=8, field="spec.egress[0].hosts", message="required field missing"),
+        ),
+        (
+            "egress:\n- hosts: []\n",
+            P.format(line=8, field="spec.egress[0].hosts", message="must not be empty"),
+        ),
+        (
+            "egress:\n- hosts: [reviews.default.svc.cluster.local]\n",
+            P.format(
+                line=8,
+                field="spec.egress[0].hosts[0]",
+                message="'reviews.default.svc.cluster.local' must be namespace/dnsName, "
+                "like './*' or 'istio-system/*.example.com'",
+            ),
+        ),
+        (
+            "egress:\n- hosts: [Bad/*]\n",
+            P.format(
+                line=8,
+                field="spec.egress[0].hosts[0]",
+                message="'Bad/*' must start with '.', '*', '~' or a namespace name before the '/'",
+            ),
+        ),
+        (
+            "egress:\n- hosts: [~/a.com]\n",
+            P.format(
+                line=8,
+                field="spec.egress[0].hosts[0]",
+                message="'~/a.com' may only be '~/*' with the '~' namespace",
+            ),
+        ),
+        (
+            "egress:\n- hosts: [./*]\n- hosts: [./*]\n",
+            P.format(
+                line=8,
+                field="spec.egress[0]",
+                message="an egress listener without a port must be the last one",
+            ),
+        ),
+        (
+            "outboundTrafficPolicy: {mode: DENY}\n",
+            P.format(
+                line=7,
+                field="spec.outboundTrafficPolicy.mode",
+                message="'DENY' must be one of ALLOW_ANY, REGISTRY_ONLY",
+            ),
+        ),
+        (
+            "inboundConnectionPool: {}\n",
+            P.format(
+                line=7,
+                field="spec.inboundConnectionPool",
+                message="field is not supported by pocketmesh yet",
+            ),
+        ),
+        (
+            "ingres: []\n",
+            P.format(
+                line=7, field="spec.ingres", message="unknown field (did you mean 'ingress'?)"
+            ),
+        ),
+    ],
+)
+def test_rule(spec: str, expected: str) -> None:
+    result = parse(spec)
+    assert result.config is None
+    assert expected in [str(e) for e in result.errors]

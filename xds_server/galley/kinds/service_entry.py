@@ -1,0 +1,217 @@
+"""ServiceEntry: a service's hosts and ports, and where its endpoints come from.
+
+Defaults follow Istio (location MESH_EXTERNAL, resolution NONE), not the
+model's constructor defaults, so a document means what it means in Istio.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from ..model import EMPTY_LABELS, ObjectMeta, ServiceEntry, ServicePort, Source, WorkloadEntry
+from ..names import (
+    address_problem,
+    dns1123_label_problem,
+    ip_or_cidr_problem,
+    is_ip,
+    wildcard_host_problem,
+)
+from ..schema import DocChecker, Located, child_path
+from .common import parse_port_name, parse_port_number, parse_protocol, parse_selector
+from .workload_entry import parse_workload_spec
+
+SERVICE_ENTRY_FIELDS = frozenset(
+    {
+        "hosts",
+        "addresses",
+        "ports",
+        "location",
+        "resolution",
+        "endpoints",
+        "workloadSelector",
+        "exportTo",
+        "subjectAltNames",
+    }
+)
+PORT_FIELDS = frozenset({"number", "protocol", "name", "targetPort"})
+LOCATIONS = frozenset({"MESH_INTERNAL", "MESH_EXTERNAL"})
+RESOLUTIONS = frozenset({"NONE", "STATIC", "DNS", "DNS_ROUND_ROBIN"})
+DNS_RESOLUTIONS = frozenset({"DNS", "DNS_ROUND_ROBIN"})
+DEFAULT_LOCATION = "MESH_EXTERNAL"
+DEFAULT_RESOLUTION = "NONE"
+
+
+def _static_address_problem(value: str) -> str | None:
+    return None if is_ip(value) else "must be an IP address for resolution STATIC"
+
+
+def _export_problem(value: str) -> str | None:
+    if value in {".", "*", "~"}:
+        return None
+    if dns1123_label_problem(value) is None:
+        return None
+    return "must be '.', '*', '~' or a namespace name"
+
+
+def parse_service_entry(
+    ck: DocChecker, meta: ObjectMeta, spec: Located | None
+) -> ServiceEntry | None:
+    if spec is None:
+        return None
+    before = len(ck.errors)
+    fields = ck.fields(spec, SERVICE_ENTRY_FIELDS)
+    if fields is None:
+        return None
+    location = DEFAULT_LOCATION
+    if (at := fields.get("location")) is not None:
+        location = ck.enum(at, LOCATIONS) or location
+    resolution = DEFAULT_RESOLUTION
+    if (at := fields.get("resolution")) is not None:
+        resolution = ck.enum(at, RESOLUTIONS) or resolution
+
+    selector_at = fields.get("workloadSelector")
+    endpoints_at = fields.get("endpoints")
+    has_endpoints = endpoints_at is not None and endpoints_at.value != []
+    if selector_at is not None and endpoints_at is not None and has_endpoints:
+        ck.error(endpoints_at, "endpoints and workloadSelector are mutually exclusive")
+
+    hosts = _parse_hosts(ck, spec, fields, location, resolution, has_endpoints=has_endpoints)
+    addresses: tuple[str, ...] = ()
+    if (at := fields.get("addresses")) is not None:
+        addresses = tuple(v for v, _ in ck.strings(at, ip_or_cidr_problem) or ())
+    ports = _parse_ports(ck, spec, fields.get("ports"))
+
+    selector: Mapping[str, str] | None = None
+    if selector_at is not None:
+        selector = parse_selector(ck, selector_at, allow_empty=True)
+        if resolution == "NONE":
+            ck.warn(selector_at, "has no effect with resolution NONE")
+    endpoints: tuple[WorkloadEntry, ...] = ()
+    if endpoints_at is not None:
+        port_names = {p.name for p in ports}
+        endpoints = _parse_endpoints(ck, meta, endpoints_at, resolution, port_names)
+    if not has_endpoints and selector_at is None and resolution == "STATIC":
+        ck.warn(spec, "no endpoints: resolution STATIC needs endpoints or a workloadSelector")
+
+    export_to: tuple[str, ...] = ()
+    if (at := fields.get("exportTo")) is not None:
+        export_to = tuple(v for v, _ in ck.strings(at, _export_problem) or ())
+        if "*" in export_to and len(set(export_to)) > 1:
+            ck.error(at, "'*' exports everywhere and cannot be combined with other entries")
+    if (at := fields.get("subjectAltNames")) is not None:
+        ck.strings(at)  # accepted, not used yet
+
+    if hosts is None or len(ck.errors) > before:
+        return None
+    return ServiceEntry(
+        meta=meta,
+        hosts=hosts,
+        ports=ports,
+        location=location,
+        resolution=resolution,
+        addresses=addresses,
+        workload_selector=selector,
+        endpoints=endpoints,
+        export_to=export_to,
+    )
+
+
+def _parse_hosts(
+    ck: DocChecker,
+    spec: Located,
+    fields: dict[str, Located],
+    location: str,
+    resolution: str,
+    *,
+    has_endpoints: bool,
+) -> tuple[str, ...] | None:
+    hosts_at = ck.required(fields, "hosts", spec)
+    if hosts_at is None:
+        return None
+    found = ck.strings(hosts_at, wildcard_host_problem, non_empty=True)
+    if found is None:
+        return None
+    hosts: list[str] = []
+    seen: set[str] = set()
+    for host, at in found:
+        if host == "*":
+            ck.error(at, "'*' is not a host: use a domain wildcard like '*.example.com'")
+            continue
+        if host.lower() in seen:
+            ck.error(at, f"duplicate host {host!r}")
+            continue
+        seen.add(host.lower())
+        if host.startswith("*."):
+            if location != "MESH_EXTERNAL" and resolution != "NONE":
+                ck.error(at, "a wildcard host needs location MESH_EXTERNAL or resolution NONE")
+            elif resolution in DNS_RESOLUTIONS and not has_endpoints:
+                ck.error(at, f"a wildcard host cannot be resolved by {resolution} alone")
+        elif "." not in host.rstrip("."):
+            ck.warn(at, f"{host!r} is not fully qualified")
+        hosts.append(host)
+    return tuple(hosts)
+
+
+def _parse_ports(ck: DocChecker, spec: Located, at: Located | None) -> tuple[ServicePort, ...]:
+    if at is None:
+        ck.warn(spec, "no ports: no listeners or clusters are built for this entry")
+        return ()
+    ports: list[ServicePort] = []
+    numbers: dict[int, str] = {}
+    names: dict[str, str] = {}
+    for item in ck.items(at) or ():
+        fields = ck.fields(item, PORT_FIELDS)
+        if fields is None:
+            continue
+        number = parse_port_number(ck, ck.required(fields, "number", item))
+        protocol = parse_protocol(ck, ck.required(fields, "protocol", item))
+        name = parse_port_name(ck, ck.required(fields, "name", item))
+        target = parse_port_number(ck, fields.get("targetPort"))
+        if number is not None:
+            if number in numbers:
+                ck.error(fields["number"], f"port {number} is already used by {numbers[number]}")
+                continue
+            numbers[number] = item.path
+        if name is not None:
+            if name in names:
+                ck.error(fields["name"], f"port name {name!r} is already used by {names[name]}")
+                continue
+            names[name] = item.path
+        if number is not None and protocol is not None and name is not None:
+            ports.append(ServicePort(number, protocol, name, target))
+    return tuple(ports)
+
+
+def _parse_endpoints(
+    ck: DocChecker,
+    meta: ObjectMeta,
+    at: Located,
+    resolution: str,
+    port_names: set[str],
+) -> tuple[WorkloadEntry, ...]:
+    items = ck.items(at)
+    if items is None:
+        return ()
+    if resolution == "NONE" and items:
+        ck.error(at, "resolution NONE takes no endpoints")
+        return ()
+    rule = _static_address_problem if resolution == "STATIC" else address_problem
+    endpoints: list[WorkloadEntry] = []
+    for i, item in enumerate(items):
+        endpoint_meta = ObjectMeta(
+            kind="WorkloadEntry",
+            name=f"{meta.name}-endpoint-{i}",
+            namespace=meta.namespace,
+            source=Source(ck.file, item.line),
+            labels=EMPTY_LABELS,
+        )
+        entry = parse_workload_spec(ck, endpoint_meta, item, address_rule=rule)
+        if entry is None:
+            continue
+        for port_name in entry.ports:
+            if port_name not in port_names:
+                path = child_path(child_path(item.path, "ports"), port_name)
+                line = ck.lines.get(path, item.line)
+                ck.warn(Located(None, path, line), "names no port of this ServiceEntry")
+        endpoints.append(entry)
+    return tuple(endpoints)
