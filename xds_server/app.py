@@ -112,9 +112,7 @@ class ControlPlane:
         kept = self.config_status.generation
         for err in errs:
             log.error("config: %s", err)
-        log.error(
-            "config rejected (%d errors); still serving generation %d", len(errs), kept
-        )
+        log.error("config rejected (%d errors); still serving generation %d", len(errs), kept)
         return False
 
     @property

@@ -173,7 +173,7 @@ class Envoy:
         return self.log_path.read_text(errors="replace")[-4000:]
 
     def stats(self, prefix: str) -> dict[str, int]:
-        status, body = get(self.admin + f"/stats?filter={prefix}")
+        _status, body = get(self.admin + f"/stats?filter={prefix}")
         out = {}
         for line in body.splitlines():
             key, _, value = line.partition(": ")
@@ -219,7 +219,7 @@ class EchoApp:
         app_name = name
 
         class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+            def do_GET(self) -> None:
                 body = json.dumps(
                     {
                         "app": app_name,

@@ -32,29 +32,32 @@ NET = "127.0.42"
 
 
 def write_mesh(config: Path, ports: dict[str, int]) -> None:
-    (config / "services.yaml").write_text(textwrap.dedent(f"""\
+    (config / "services.yaml").write_text(
+        textwrap.dedent("""\
         # reviews has two versions; productpage calls it through its sidecar.
         apiVersion: networking.istio.io/v1
         kind: ServiceEntry
-        metadata: {{name: reviews, namespace: default}}
+        metadata: {name: reviews, namespace: default}
         spec:
           hosts: [reviews.default.svc.cluster.local]
           location: MESH_INTERNAL
           resolution: STATIC
-          ports: [{{number: 9080, name: http, protocol: HTTP}}]
-          workloadSelector: {{labels: {{app: reviews}}}}
+          ports: [{number: 9080, name: http, protocol: HTTP}]
+          workloadSelector: {labels: {app: reviews}}
         ---
         apiVersion: networking.istio.io/v1beta1
         kind: ServiceEntry
-        metadata: {{name: productpage, namespace: default}}
+        metadata: {name: productpage, namespace: default}
         spec:
           hosts: [productpage.default.svc.cluster.local]
           location: MESH_INTERNAL
           resolution: STATIC
-          ports: [{{number: 9080, name: http, protocol: HTTP}}]
-          workloadSelector: {{labels: {{app: productpage}}}}
-        """))
-    (config / "workloads.yaml").write_text(textwrap.dedent(f"""\
+          ports: [{number: 9080, name: http, protocol: HTTP}]
+          workloadSelector: {labels: {app: productpage}}
+        """)
+    )
+    (config / "workloads.yaml").write_text(
+        textwrap.dedent(f"""\
         apiVersion: networking.istio.io/v1alpha3
         kind: WorkloadEntry
         metadata: {{name: productpage, namespace: default}}
@@ -69,11 +72,13 @@ def write_mesh(config: Path, ports: dict[str, int]) -> None:
         kind: WorkloadEntry
         metadata: {{name: reviews-v2, namespace: default}}
         spec: {{address: {NET}.12, labels: {{app: reviews, version: v2}}}}
-        """))
+        """)
+    )
     # The apps share one machine, so each sidecar forwards to its own app port.
     sidecars = []
     for version in ("v1", "v2"):
-        sidecars.append(textwrap.dedent(f"""\
+        sidecars.append(
+            textwrap.dedent(f"""\
             apiVersion: networking.istio.io/v1
             kind: Sidecar
             metadata: {{name: reviews-{version}, namespace: default}}
@@ -82,7 +87,8 @@ def write_mesh(config: Path, ports: dict[str, int]) -> None:
               ingress:
               - port: {{number: 9080, protocol: HTTP, name: http}}
                 defaultEndpoint: 127.0.0.1:{ports[version]}
-            """))
+            """)
+        )
     (config / "sidecars.yaml").write_text("---\n".join(sidecars))
 
 
@@ -194,14 +200,16 @@ def test_broken_file_keeps_traffic_flowing_and_reports_the_error(mesh: Any) -> N
         wait_until(lambda: ask(proxy, "http://reviews:9080/")[0] == 200, timeout=10, what="200")
         generation = plane.plane.config_status.generation
         broken = mesh["config"] / "zz-broken.yaml"
-        broken.write_text(textwrap.dedent("""\
+        broken.write_text(
+            textwrap.dedent("""\
             apiVersion: networking.istio.io/v1
             kind: ServiceEntry
             metadata: {name: ratings}
             spec:
               hosts: [ratings.default.svc.cluster.local]
               ports: [{number: "not-a-port", name: http, protocol: HTTP}]
-            """))
+            """)
+        )
         try:
             errors = wait_until(
                 lambda: json.loads(get(plane.debug_url + "/debug/config")[1])["errors"],

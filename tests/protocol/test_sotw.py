@@ -128,7 +128,8 @@ def test_subscription_change_with_stale_nonce_is_honoured() -> None:
     # A push is in flight (nonce N2) when Envoy asks for "c" quoting nonce N1.
     (pending,) = responses(s.on_view(view(*BASE[:-1], route("r", 2), cluster("c"),
                                           endpoints("c", 3), generation=2)))  # fmt: skip
-    (resp,) = responses(s.on_request(req(T.ENDPOINT, ("a", "b", "c"), nonce=sent[T.ENDPOINT].nonce)))
+    stale = sent[T.ENDPOINT].nonce
+    (resp,) = responses(s.on_request(req(T.ENDPOINT, ("a", "b", "c"), nonce=stale)))
     assert names(resp) == ["a", "b", "c"]
     assert pending.type_url == T.ROUTE
 
