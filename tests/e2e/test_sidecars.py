@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.route.v3 import route_pb2
 from google.protobuf.message import Message
 
@@ -29,6 +30,7 @@ from xds_server.galley.loader import load_paths
 
 # Each test module gets its own 127.x block so runs never collide.
 NET = "127.0.42"
+REVIEWS = "outbound|9080||reviews.default.svc.cluster.local"
 
 
 def write_mesh(config: Path, ports: dict[str, int]) -> None:
@@ -107,11 +109,22 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Any:
 
 
 class Injector:
-    """Test-only seam: when armed, corrupts the outbound route config so Envoy NACKs it."""
+    """Test-only seam into the generated resources.
+
+    `armed` corrupts the outbound route config so Envoy NACKs it;
+    `cluster_timeout` changes the reviews cluster so Envoy rebuilds it.
+    """
 
     armed = False
+    cluster_timeout = 0
 
     def __call__(self, node_id: str, generated: dict[str, dict[str, Message]]) -> None:
+        clusters = generated.get(xds_types.CLUSTER, {})
+        if self.cluster_timeout and REVIEWS in clusters:
+            changed = cluster_pb2.Cluster()
+            changed.CopyFrom(clusters[REVIEWS])
+            changed.connect_timeout.seconds = self.cluster_timeout
+            clusters[REVIEWS] = changed
         if not self.armed:
             return
         routes = generated.get(xds_types.ROUTE, {})
@@ -273,3 +286,42 @@ def test_nack_is_recorded_not_resent_and_traffic_keeps_flowing(mesh: Any) -> Non
             timeout=10,
             what="SYNCED after the fix",
         )
+
+
+@pytest.mark.parametrize("delta", [False, True], ids=["sotw", "delta"])
+def test_changed_cluster_gets_its_endpoints_without_the_initial_fetch_timeout(
+    mesh: Any, delta: bool
+) -> None:
+    """Envoy rebuilds a changed EDS cluster and waits for its endpoints; unless the
+    server sends them again, the cluster warms only after the 15 s initial fetch timeout."""
+    envoys = start_sidecars(mesh, delta, "productpage", "reviews-v1", "reviews-v2")
+    plane = mesh["plane"]
+    injector: Injector = mesh["injector"]
+    with running(*envoys):
+        for envoy in envoys:
+            envoy.start().wait_ready()
+        pp = envoys[0]
+        proxy = f"{NET}.10:15001"
+        wait_until(lambda: ask(proxy, "http://reviews:9080/")[0] == 200, timeout=10, what="200")
+        before = pp.stats("cluster_manager.cds.update_success")[
+            "cluster_manager.cds.update_success"
+        ]
+        try:
+            injector.cluster_timeout = 7
+            assert plane.call(plane.plane.reload)
+
+            def rebuilt_and_warm() -> bool:
+                stats = pp.stats("cluster_manager.")
+                return (
+                    stats["cluster_manager.cds.update_success"] > before
+                    and stats["cluster_manager.warming_clusters"] == 0
+                )
+
+            # Well inside the 15 s initial fetch timeout Envoy would otherwise wait out.
+            wait_until(rebuilt_and_warm, timeout=8, what="the changed cluster to warm")
+            dump = json.dumps(pp.config_dump())
+            assert '"connect_timeout": "7s"' in dump
+            assert ask(proxy, "http://reviews:9080/")[0] == 200
+        finally:
+            injector.cluster_timeout = 0
+            plane.call(plane.plane.reload)
