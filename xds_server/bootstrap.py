@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import ipaddress
 from dataclasses import dataclass
 from typing import Any
@@ -18,6 +19,7 @@ XDS_CLUSTER = "xds-grpc"
 class BootstrapOptions:
     xds_address: str = "127.0.0.1:15010"
     delta: bool = False
+    ads: bool = True  # False: the per-type services (CDS, LDS, then EDS, RDS) instead
     admin_port: int = ADMIN_PORT
     admin_address: str | None = None  # default: the workload's address
 
@@ -56,17 +58,7 @@ def sidecar_bootstrap(workload: WorkloadEntry, options: BootstrapOptions) -> dic
         "admin": {
             "address": {"socket_address": {"address": admin_host, "port_value": options.admin_port}}
         },
-        "dynamic_resources": {
-            "ads_config": {
-                "api_type": "DELTA_GRPC" if options.delta else "GRPC",
-                "transport_api_version": "V3",
-                "grpc_services": [{"envoy_grpc": {"cluster_name": XDS_CLUSTER}}],
-                # The first request carries the whole node (~60 KB); later ones need not.
-                "set_node_on_first_message_only": True,
-            },
-            "cds_config": {"ads": {}, "resource_api_version": "V3"},
-            "lds_config": {"ads": {}, "resource_api_version": "V3"},
-        },
+        "dynamic_resources": _dynamic_resources(options),
         "static_resources": {
             "clusters": [
                 {
@@ -104,6 +96,24 @@ def sidecar_bootstrap(workload: WorkloadEntry, options: BootstrapOptions) -> dic
             ]
         },
     }
+
+
+def _dynamic_resources(options: BootstrapOptions) -> dict[str, Any]:
+    api_source = {
+        "api_type": "DELTA_GRPC" if options.delta else "GRPC",
+        "transport_api_version": "V3",
+        "grpc_services": [{"envoy_grpc": {"cluster_name": XDS_CLUSTER}}],
+        # The first request carries the whole node (~60 KB); later ones need not.
+        "set_node_on_first_message_only": True,
+    }
+    if options.ads:
+        return {
+            "ads_config": api_source,
+            "cds_config": {"ads": {}, "resource_api_version": "V3"},
+            "lds_config": {"ads": {}, "resource_api_version": "V3"},
+        }
+    per_type = {"api_config_source": api_source, "resource_api_version": "V3"}
+    return {"cds_config": per_type, "lds_config": copy.deepcopy(per_type)}
 
 
 def render(bootstrap: dict[str, Any]) -> str:

@@ -198,12 +198,20 @@ class Envoy:
 
 
 def sidecar(
-    workload: WorkloadEntry, xds_address: str, workdir: Path, *, delta: bool = False
+    workload: WorkloadEntry,
+    xds_address: str,
+    workdir: Path,
+    *,
+    delta: bool = False,
+    ads: bool = True,
 ) -> Envoy:
     bootstrap = sidecar_bootstrap(
         workload,
         BootstrapOptions(
-            xds_address=xds_address, delta=delta, admin_port=free_port(workload.address)
+            xds_address=xds_address,
+            delta=delta,
+            ads=ads,
+            admin_port=free_port(workload.address),
         ),
     )
     return Envoy(bootstrap, workdir, workload.proxy_id)

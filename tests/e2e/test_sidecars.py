@@ -137,14 +137,16 @@ class Injector:
             routes["15001"] = bad
 
 
-def start_sidecars(mesh: Any, delta: bool, *names: str) -> list[Any]:
+def start_sidecars(mesh: Any, delta: bool, *names: str, ads: bool = True) -> list[Any]:
     config = load_paths([mesh["config"]]).config
     assert config is not None
     envoys = []
     for name in names:
         workload = config.workload(name)
         assert workload is not None
-        envoys.append(sidecar(workload, mesh["plane"].xds_address, mesh["root"], delta=delta))
+        envoys.append(
+            sidecar(workload, mesh["plane"].xds_address, mesh["root"], delta=delta, ads=ads)
+        )
     return envoys
 
 
@@ -161,9 +163,15 @@ def syncz(mesh: Any) -> list[dict[str, Any]]:
     return json.loads(get(mesh["plane"].debug_url + "/debug/syncz")[1])
 
 
-@pytest.mark.parametrize("delta", [False, True], ids=["sotw", "delta"])
-def test_request_reaches_other_workload_and_edits_reroute(mesh: Any, delta: bool) -> None:
-    envoys = start_sidecars(mesh, delta, "productpage", "reviews-v1", "reviews-v2")
+@pytest.mark.parametrize(
+    ("delta", "ads"),
+    [(False, True), (True, True), (False, False), (True, False)],
+    ids=["ads-sotw", "ads-delta", "per-type-sotw", "per-type-delta"],
+)
+def test_request_reaches_other_workload_and_edits_reroute(
+    mesh: Any, delta: bool, ads: bool
+) -> None:
+    envoys = start_sidecars(mesh, delta, "productpage", "reviews-v1", "reviews-v2", ads=ads)
     with running(*envoys):
         for envoy in envoys:
             envoy.start()
@@ -201,6 +209,8 @@ def test_request_reaches_other_workload_and_edits_reroute(mesh: Any, delta: bool
         )
         for envoy in envoys:
             assert "rejected" not in envoy.log().lower(), envoy.log()
+        services = {c["service"] for c in syncz(mesh) if c["proxy"] == "productpage.default"}
+        assert services == ({"ADS"} if ads else {"CDS", "EDS", "LDS", "RDS"})
 
 
 def test_broken_file_keeps_traffic_flowing_and_reports_the_error(mesh: Any) -> None:

@@ -20,6 +20,7 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import (
 from google.protobuf.message import Message
 
 from xds_server import xds_types
+from xds_server.cache.config_source import ADS, Rewriter
 from xds_server.cache.resource import Resource
 from xds_server.galley.model import MeshConfig
 from xds_server.generators import PushContext, generate
@@ -55,22 +56,25 @@ class MeshSnapshot:
         self._extra_types = extra_types
         self._by_identity: dict[int, Resource] = {}
         self._by_content: dict[tuple[str, str, str], Resource] = {}
-        self._views: dict[str, StaticView] = {}
+        self._views: dict[tuple[str, str], StaticView] = {}
+        self._rewriters: dict[str, Rewriter] = {}
         self.serialized = 0
         for workload in mesh.workload_entries:
             self.view(workload.proxy_id)
 
-    def view(self, node_id: str) -> StaticView:
-        view = self._views.get(node_id)
+    def view(self, node_id: str, flavour: str = ADS) -> StaticView:
+        """One proxy's resources; `flavour` says how its bootstrap reaches xDS."""
+        key = (node_id, flavour)
+        view = self._views.get(key)
         if view is None:
-            view = self._views[node_id] = self._build(node_id)
+            view = self._views[key] = self._build(node_id, flavour)
         return view
 
     @property
     def proxy_ids(self) -> tuple[str, ...]:
-        return tuple(self._views)
+        return tuple(dict.fromkeys(node_id for node_id, _ in self._views))
 
-    def _build(self, node_id: str) -> StaticView:
+    def _build(self, node_id: str, flavour: str) -> StaticView:
         proxy = self.push_context.proxy(node_id)
         if proxy is None:
             return StaticView({}, self.generation)
@@ -80,6 +84,11 @@ class MeshSnapshot:
                 generated.setdefault(type_url, {}).update(items)
         if self._transform is not None:
             self._transform(node_id, generated)
+        if flavour != ADS:
+            rewriter = self._rewriters.get(flavour)
+            if rewriter is None:
+                rewriter = self._rewriters[flavour] = Rewriter(flavour)
+            generated = rewriter.rewrite(generated)
         by_type = {
             type_url: {name: self._resource(type_url, name, msg) for name, msg in items.items()}
             for type_url, items in generated.items()

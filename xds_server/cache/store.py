@@ -11,6 +11,7 @@ import logging
 import threading
 from collections.abc import Callable
 
+from xds_server.cache.config_source import ADS
 from xds_server.cache.snapshot import MeshSnapshot, Transform
 from xds_server.galley.model import MeshConfig
 from xds_server.protocol.view import StaticView
@@ -55,8 +56,8 @@ class SnapshotCache:
         self.publish(snapshot)
         return snapshot
 
-    def view(self, node_id: str) -> StaticView:
-        return self._snapshot.view(node_id)
+    def view(self, node_id: str, flavour: str = ADS) -> StaticView:
+        return self._snapshot.view(node_id, flavour)
 
     def watch(self, wake: Watcher) -> Callable[[], None]:
         """Call `wake` after every publish; returns the function that stops it."""

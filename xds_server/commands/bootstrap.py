@@ -19,6 +19,11 @@ def register(sub: Any) -> None:
     boot.add_argument("--config", default=DEFAULT_CONFIG, help="config directory (%(default)s)")
     boot.add_argument("--xds-address", default=DEFAULT_XDS_ADDRESS, help="%(default)s")
     boot.add_argument("--delta", action="store_true", help="use Delta xDS (DELTA_GRPC)")
+    boot.add_argument(
+        "--no-ads",
+        action="store_true",
+        help="use the per-type services (CDS, EDS, LDS, RDS) instead of ADS",
+    )
     boot.add_argument("--admin-port", type=int, default=15000, help="Envoy admin port")
     boot.add_argument("-o", "--output", help="write to a file instead of stdout")
     boot.set_defaults(func=run)
@@ -39,7 +44,10 @@ def run(args: argparse.Namespace) -> int:
         )
         return 1
     options = BootstrapOptions(
-        xds_address=args.xds_address, delta=args.delta, admin_port=args.admin_port
+        xds_address=args.xds_address,
+        delta=args.delta,
+        ads=not args.no_ads,
+        admin_port=args.admin_port,
     )
     text = render(sidecar_bootstrap(workload, options))
     if args.output:

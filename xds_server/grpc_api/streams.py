@@ -20,6 +20,7 @@ from envoy.service.discovery.v3.discovery_pb2 import (
 )
 
 from xds_server import metrics, xds_types
+from xds_server.cache import config_source
 from xds_server.cache.store import SnapshotCache
 from xds_server.grpc_api.connections import Connections
 from xds_server.protocol.delta import DeltaStream
@@ -45,6 +46,13 @@ class StreamKind:
     @property
     def ads(self) -> bool:
         return self.service == "ADS"
+
+    @property
+    def flavour(self) -> str:
+        """How the proxy's resources must point at xDS: over ADS or per-type services."""
+        if self.ads:
+            return config_source.ADS
+        return config_source.DELTA_GRPC if self.delta else config_source.GRPC
 
 
 class StreamHandler:
@@ -96,7 +104,8 @@ class StreamHandler:
                 raise ProtocolError("the first request of a stream must carry node.id")
             if self.authenticate is not None:
                 self.authenticate(node_id, context)
-            view = self.cache.view(node_id)
+            flavour = kind.flavour
+            view = self.cache.view(node_id, flavour)
             machine: SotwStream | DeltaStream
             if kind.delta:
                 machine = DeltaStream(view, allowed_types=kind.types, ads=kind.ads)
@@ -115,7 +124,7 @@ class StreamHandler:
             while item is not _EOF:
                 if item is _WAKE:
                     wake_pending = False
-                    view = self.cache.view(node_id)
+                    view = self.cache.view(node_id, flavour)
                     if view.generation == conn.generation:
                         item = await inbox.get()
                         continue

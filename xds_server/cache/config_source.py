@@ -1,0 +1,96 @@
+"""Resources for proxies that do not use ADS.
+
+The generators point EDS and RDS at ADS (`ads: {}`). A bootstrap that uses the
+per-type services instead needs them to name the xDS cluster's gRPC services;
+Envoy does not implement the `self` config source, so the resources are
+rewritten here, once per shared object, for that flavour of proxy.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from envoy.config.cluster.v3 import cluster_pb2
+from envoy.config.core.v3 import config_source_pb2
+from envoy.config.listener.v3 import listener_pb2
+from envoy.extensions.filters.network.http_connection_manager.v3 import (
+    http_connection_manager_pb2 as hcm_pb2,
+)
+from google.protobuf.message import Message
+
+from xds_server import xds_types
+from xds_server.bootstrap import XDS_CLUSTER
+
+ADS = "ads"
+GRPC = "grpc"
+DELTA_GRPC = "delta_grpc"
+FLAVOURS = (ADS, GRPC, DELTA_GRPC)
+
+_HCM_TYPE = "type.googleapis.com/" + hcm_pb2.HttpConnectionManager.DESCRIPTOR.full_name
+
+
+def api_config_source(flavour: str) -> config_source_pb2.ConfigSource:
+    source = config_source_pb2.ConfigSource(resource_api_version=config_source_pb2.V3)
+    api = source.api_config_source
+    api.api_type = (
+        config_source_pb2.ApiConfigSource.DELTA_GRPC
+        if flavour == DELTA_GRPC
+        else config_source_pb2.ApiConfigSource.GRPC
+    )
+    api.transport_api_version = config_source_pb2.V3
+    api.set_node_on_first_message_only = True
+    api.grpc_services.add().envoy_grpc.cluster_name = XDS_CLUSTER
+    return source
+
+
+class Rewriter:
+    """Rewrites `ads` config sources to the per-type services; memoized by identity."""
+
+    def __init__(self, flavour: str) -> None:
+        self.source = api_config_source(flavour)
+        self._memo: dict[int, tuple[Message, Message]] = {}
+
+    def rewrite(
+        self, generated: Mapping[str, Mapping[str, Message]]
+    ) -> dict[str, dict[str, Message]]:
+        out: dict[str, dict[str, Message]] = {}
+        for type_url, items in generated.items():
+            fix = {xds_types.CLUSTER: self._cluster, xds_types.LISTENER: self._listener}.get(
+                type_url
+            )
+            out[type_url] = (
+                {n: self._memoized(m, fix) for n, m in items.items()} if fix else {**items}
+            )
+        return out
+
+    def _memoized(self, message: Message, fix: object) -> Message:
+        hit = self._memo.get(id(message))
+        if hit is not None and hit[0] is message:
+            return hit[1]
+        result = fix(message)  # type: ignore[operator]
+        self._memo[id(message)] = (message, result)
+        return result
+
+    def _cluster(self, cluster: cluster_pb2.Cluster) -> Message:
+        if not cluster.eds_cluster_config.eds_config.HasField("ads"):
+            return cluster
+        copy = cluster_pb2.Cluster()
+        copy.CopyFrom(cluster)
+        copy.eds_cluster_config.eds_config.CopyFrom(self.source)
+        return copy
+
+    def _listener(self, listener: listener_pb2.Listener) -> Message:
+        copy = listener_pb2.Listener()
+        copy.CopyFrom(listener)
+        changed = False
+        for chain in [*copy.filter_chains, copy.default_filter_chain]:
+            for f in chain.filters:
+                if f.typed_config.type_url != _HCM_TYPE:
+                    continue
+                hcm = hcm_pb2.HttpConnectionManager()
+                f.typed_config.Unpack(hcm)
+                if hcm.HasField("rds") and hcm.rds.config_source.HasField("ads"):
+                    hcm.rds.config_source.CopyFrom(self.source)
+                    f.typed_config.Pack(hcm)
+                    changed = True
+        return copy if changed else listener
