@@ -70,8 +70,9 @@ def test_duplicate_workload_address(tmp_path: Path) -> None:
         tmp_path,
         {"a.yaml": [workload("one", "127.0.0.2"), workload("two", "127.000.0.2", ns="ns")]},
     )
-    # 127.000.0.2 is not an IP (leading zeros), so it is a DNS name: no clash.
-    assert result.errors == ()
+    # 127.000.0.2 is not an IP (leading zeros), nor a DNS name (all-numeric): an error,
+    # but not a clash with 127.0.0.2.
+    assert [(e.field, "already" in e.message) for e in result.errors] == [("spec.address", False)]
     result = load(
         tmp_path,
         {"a.yaml": [workload("one", "'::1'"), workload("two", "'0:0::1'", ns="ns")]},

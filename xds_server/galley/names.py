@@ -53,6 +53,9 @@ def hostname_problem(value: str) -> str | None:
     if not value:
         return "must not be empty"
     name = value[:-1] if value.endswith(".") else value
+    if name.rsplit(".", 1)[-1].isdigit():
+        # An all-numeric top label is never a DNS name (RFC 3696): a mistyped IP.
+        return "is not a valid IP address, and an all-numeric name is not a DNS name"
     if len(name) > MAX_SUBDOMAIN:
         return f"must be at most {MAX_SUBDOMAIN} characters"
     for part in name.split("."):
@@ -94,8 +97,11 @@ def address_problem(value: str) -> str | None:
     """A workload address: an IP, or a DNS name."""
     if is_ip(value):
         return None
-    if hostname_problem(value) is None:
+    problem = hostname_problem(value)
+    if problem is None:
         return None
+    if problem.startswith("is not a valid IP"):
+        return problem
     return "must be an IP address or a DNS name"
 
 
