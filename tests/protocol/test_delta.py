@@ -138,3 +138,14 @@ def test_per_type_stream_refuses_other_types() -> None:
     s = DeltaStream(view(), allowed_types=frozenset({T.ROUTE}), ads=False)
     with pytest.raises(ProtocolError):
         s.on_request(dreq(T.CLUSTER))
+
+
+def test_removed_clusters_leave_only_after_the_routes_changed() -> None:
+    s = connected()
+    after = view(BASE[0], BASE[2], BASE[4], route("r", 2), generation=2)
+    out = delta_responses(s.on_view(after))
+    assert [(r.type_url, names(r), r.removed) for r in out] == [
+        (T.ROUTE, ["r"], ()),
+        (T.CLUSTER, [], ("b",)),
+        (T.ENDPOINT, [], ("b",)),
+    ]

@@ -204,3 +204,16 @@ def test_status_reports_not_sent_stale_synced() -> None:
     assert [st.state for st in s.status()] == [SyncState.STALE]
     s.on_request(ack(resp))
     assert [st.state for st in s.status()] == [SyncState.SYNCED]
+
+
+def test_removed_clusters_leave_only_after_the_routes_changed() -> None:
+    s, _ = connected()
+    # b leaves the mesh, and the route that used it changes in the same push.
+    after = view(BASE[0], BASE[2], BASE[4], route("r", 2), generation=2)
+    out = responses(s.on_view(after))
+    kinds = [(r.type_url, tuple(names(r))) for r in out]
+    assert (T.ROUTE, ("r",)) in kinds
+    assert kinds[-1] == (T.CLUSTER, ("a",))
+    # No CDS without b goes out before the routes.
+    route_at = kinds.index((T.ROUTE, ("r",)))
+    assert all(k != (T.CLUSTER, ("a",)) for k in kinds[:route_at])

@@ -122,6 +122,9 @@ class DeltaStream:
     def on_view(self, view: ProxyView) -> list[Event]:
         self._view = view
         events: list[Event] = []
+        # Make-before-break: clusters and their endpoints leave only after the
+        # listeners and routes that may use them have been updated.
+        deferred = (xds_types.CLUSTER, xds_types.ENDPOINT) if self._ads else ()
         for type_url in xds_types.PUSH_ORDER:
             state = self._types.get(type_url)
             if state is not None:
@@ -132,6 +135,10 @@ class DeltaStream:
                     for n, v in state.rejected.items()
                     if n in available and available[n].version == v
                 }
+                self._respond(state, events, defer_removals=type_url in deferred)
+        for type_url in deferred:
+            state = self._types.get(type_url)
+            if state is not None:
                 self._respond(state, events)
         return events
 
@@ -187,7 +194,12 @@ class DeltaStream:
         return {n: available[n] for n in state.names if n in available}
 
     def _respond(
-        self, state: _TypeState, events: list[Event], *, initial: bool = False
+        self,
+        state: _TypeState,
+        events: list[Event],
+        *,
+        initial: bool = False,
+        defer_removals: bool = False,
     ) -> list[Event]:
         scope = self._in_scope(state)
         changed: list[Resource] = []
@@ -200,7 +212,9 @@ class DeltaStream:
         state.force.clear()
         available = self._view.resources(state.type_url)
         removed = sorted(
-            n for n in state.held if n not in available and (state.wildcard or n in state.names)
+            n
+            for n in state.held
+            if n not in available and (state.wildcard or n in state.names) and not defer_removals
         )
         # Subscribed names that do not exist: say so once, so Envoy need not wait.
         missing = sorted(state.names - available.keys() - state.held.keys() - state.told_missing)

@@ -17,6 +17,8 @@ The rules it keeps, from the xDS spec and from watching real Envoy:
   Envoy does this for EDS after rebuilding a changed cluster, and waits 15 s
   for an answer otherwise. On ADS the endpoints of changed clusters are also
   resent right after the clusters.
+- Make-before-break: on ADS, clusters that leave the config stay in CDS until
+  the listeners and routes that may still use them have been updated.
 """
 
 from __future__ import annotations
@@ -52,7 +54,7 @@ class _TypeState:
     # reconnect, the version it told us it has).
     sent_nonce: str = ""
     sent_version: str = ""
-    sent: dict[str, str] = field(default_factory=dict)  # name -> version
+    sent: dict[str, Resource] = field(default_factory=dict)
     acked_nonce: str = ""
     acked_version: str = ""
     nacked_version: str = ""
@@ -127,10 +129,14 @@ class SotwStream:
         """The proxy's config changed: push what differs, in make-before-break order."""
         self._view = view
         events: list[Event] = []
+        cds = self._types.get(xds_types.CLUSTER)
+        removing = self._ads and cds is not None and cds.requested and self._drops(cds)
         for type_url in xds_types.PUSH_ORDER:
             state = self._types.get(type_url)
             if state is not None and state.requested:
-                self._respond(state, events)
+                self._respond(state, events, keep_removed=removing and state is cds)
+        if removing and cds is not None:
+            self._respond(cds, events)  # now nothing routes to the removed clusters
         return events
 
     # -- state for the operator ----------------------------------------------
@@ -164,8 +170,16 @@ class SotwStream:
             return available
         return {n: available[n] for n in state.names if n in available}
 
-    def _respond(self, state: _TypeState, events: list[Event]) -> list[Event]:
+    def _drops(self, state: _TypeState) -> bool:
+        available = self._view.resources(state.type_url)
+        return any(name not in available for name in state.sent)
+
+    def _respond(
+        self, state: _TypeState, events: list[Event], *, keep_removed: bool = False
+    ) -> list[Event]:
         wanted = self._wanted(state)
+        if keep_removed:
+            wanted = {**state.sent, **wanted}
         version = set_version((n, r.version) for n, r in wanted.items())
         forced = state.force & wanted.keys()
         state.force.clear()
@@ -180,19 +194,19 @@ class SotwStream:
         resources = tuple(wanted[n] for n in sorted(wanted))
         state.sent_nonce = nonce
         state.sent_version = version
-        state.sent = {r.name: r.version for r in resources}
+        state.sent = {r.name: r for r in resources}
         events.append(SotwResponse(state.type_url, version, nonce, resources))
         if self._ads and state.type_url == xds_types.CLUSTER:
             self._resend_endpoints_of_changed_clusters(previous, state.sent, events)
         return events
 
     def _resend_endpoints_of_changed_clusters(
-        self, before: Mapping[str, str], after: Mapping[str, str], events: list[Event]
+        self, before: Mapping[str, Resource], after: Mapping[str, Resource], events: list[Event]
     ) -> None:
         eds = self._types.get(xds_types.ENDPOINT)
         if eds is None or not eds.requested or not before:
             return
-        changed = {n for n, v in after.items() if before.get(n) not in (None, v)}
+        changed = {n for n, r in after.items() if n in before and before[n].version != r.version}
         if changed:
             eds.force.update(changed)
             self._respond(eds, events)
