@@ -252,8 +252,9 @@ def test_broken_file_keeps_traffic_flowing_and_reports_the_error(mesh: Any) -> N
         assert ask(proxy, "http://reviews:9080/")[0] == 200
 
 
-def test_nack_is_recorded_not_resent_and_traffic_keeps_flowing(mesh: Any) -> None:
-    envoys = start_sidecars(mesh, False, "productpage", "reviews-v1", "reviews-v2")
+@pytest.mark.parametrize("delta", [False, True], ids=["sotw", "delta"])
+def test_nack_is_recorded_not_resent_and_traffic_keeps_flowing(mesh: Any, delta: bool) -> None:
+    envoys = start_sidecars(mesh, delta, "productpage", "reviews-v1", "reviews-v2")
     plane = mesh["plane"]
     injector: Injector = mesh["injector"]
     with running(*envoys):

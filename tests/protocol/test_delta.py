@@ -149,3 +149,12 @@ def test_removed_clusters_leave_only_after_the_routes_changed() -> None:
         (T.CLUSTER, [], ("b",)),
         (T.ENDPOINT, [], ("b",)),
     ]
+
+
+def test_going_back_to_the_held_version_after_a_nack_is_in_sync() -> None:
+    s = connected()
+    (resp,) = delta_responses(s.on_view(view(*BASE[:-1], route("r", 2), generation=2)))
+    s.on_request(dreq(T.ROUTE, nonce=resp.nonce, error="rejected"))
+    # Back to the config Envoy kept: nothing to send, and nothing is wrong any more.
+    assert s.on_view(view(*BASE, generation=3)) == []
+    assert next(st for st in s.status() if st.type_url == T.ROUTE).state == SyncState.SYNCED

@@ -135,6 +135,9 @@ class DeltaStream:
                     for n, v in state.rejected.items()
                     if n in available and available[n].version == v
                 }
+                if not state.rejected:
+                    # The config moved past what Envoy rejected (or back to what it holds).
+                    state.errored = False
                 self._respond(state, events, defer_removals=type_url in deferred)
         for type_url in deferred:
             state = self._types.get(type_url)
