@@ -20,7 +20,6 @@ from envoy.service.discovery.v3.discovery_pb2 import DeltaDiscoveryRequest
 
 from xds_server import xds_types
 from xds_server.cache.resource import Resource, set_version
-from xds_server.protocol.errors import ProtocolError
 from xds_server.protocol.events import (
     Acked,
     DeltaResponse,
@@ -29,6 +28,7 @@ from xds_server.protocol.events import (
     SyncState,
     TypeStatus,
 )
+from xds_server.protocol.machine import StreamMachine
 from xds_server.protocol.view import ProxyView
 
 WILDCARD = "*"
@@ -60,7 +60,7 @@ class _TypeState:
     errored: bool = False
 
 
-class DeltaStream:
+class DeltaStream(StreamMachine[_TypeState]):
     def __init__(
         self,
         view: ProxyView,
@@ -68,22 +68,14 @@ class DeltaStream:
         allowed_types: frozenset[str] = xds_types.ALL_TYPES,
         ads: bool = True,
     ) -> None:
-        self._view = view
-        self._allowed = allowed_types
-        self._ads = ads
-        self._types: dict[str, _TypeState] = {}
-        self._nonce = 0
+        super().__init__(view, _TypeState, allowed_types=allowed_types, ads=ads)
 
     # -- inputs -------------------------------------------------------------
 
     def on_request(self, request: DeltaDiscoveryRequest) -> list[Event]:
         type_url = request.type_url
-        if type_url not in self._allowed:
-            raise ProtocolError(f"type {type_url!r} is not served on this stream")
-        state = self._types.get(type_url)
-        first = state is None
-        if state is None:
-            state = self._types[type_url] = _TypeState(type_url)
+        state, first = self._state_for(type_url)
+        if first:
             state.held.update(request.initial_resource_versions)
         events: list[Event] = []
         self._subscribe(state, request, first)
@@ -230,8 +222,7 @@ class DeltaStream:
             return events
         state.answered = True
 
-        self._nonce += 1
-        nonce = str(self._nonce)
+        nonce = self._next_nonce()
         before: dict[str, str | None] = {}
         changes: dict[str, str | None] = {}
         for r in changed:

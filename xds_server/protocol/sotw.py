@@ -30,7 +30,6 @@ from envoy.service.discovery.v3.discovery_pb2 import DiscoveryRequest
 
 from xds_server import xds_types
 from xds_server.cache.resource import Resource, set_version
-from xds_server.protocol.errors import ProtocolError
 from xds_server.protocol.events import (
     Acked,
     Event,
@@ -39,6 +38,7 @@ from xds_server.protocol.events import (
     SyncState,
     TypeStatus,
 )
+from xds_server.protocol.machine import StreamMachine
 from xds_server.protocol.view import ProxyView
 
 WILDCARD = "*"
@@ -63,7 +63,7 @@ class _TypeState:
     force: set[str] = field(default_factory=set)
 
 
-class SotwStream:
+class SotwStream(StreamMachine[_TypeState]):
     def __init__(
         self,
         view: ProxyView,
@@ -71,22 +71,13 @@ class SotwStream:
         allowed_types: frozenset[str] = xds_types.ALL_TYPES,
         ads: bool = True,
     ) -> None:
-        self._view = view
-        self._allowed = allowed_types
-        self._ads = ads
-        self._types: dict[str, _TypeState] = {}
-        self._nonce = 0
+        super().__init__(view, _TypeState, allowed_types=allowed_types, ads=ads)
 
     # -- inputs -------------------------------------------------------------
 
     def on_request(self, request: DiscoveryRequest) -> list[Event]:
         type_url = request.type_url
-        if type_url not in self._allowed:
-            raise ProtocolError(f"type {type_url!r} is not served on this stream")
-        state = self._types.get(type_url)
-        first = state is None
-        if state is None:
-            state = self._types[type_url] = _TypeState(type_url)
+        state, first = self._state_for(type_url)
         events: list[Event] = []
         names_changed = self._subscribe(state, request.resource_names, first)
         nonce = request.response_nonce
@@ -189,8 +180,7 @@ class SotwStream:
             if version == state.nacked_version:
                 return events  # never resend what was rejected
         previous = state.sent
-        self._nonce += 1
-        nonce = str(self._nonce)
+        nonce = self._next_nonce()
         resources = tuple(wanted[n] for n in sorted(wanted))
         state.sent_nonce = nonce
         state.sent_version = version
