@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from dataclasses import dataclass, field
@@ -20,6 +21,7 @@ from xds_server.galley.watch import config_changes
 from xds_server.grpc_api.connections import Connections
 from xds_server.grpc_api.services import xds_handlers
 from xds_server.grpc_api.streams import StreamHandler
+from xds_server.identity import IdentityOptions, IdentityRuntime
 
 log = logging.getLogger("pocketmesh")
 
@@ -36,6 +38,8 @@ class Options:
     debounce_quiet: float = 0.1
     debounce_max: float = 10.0
     trust_domain: str = "cluster.local"
+    # Workload identities (CA, SDS, mTLS, proxy tokens); None: plaintext, no SDS.
+    identity: IdentityOptions | None = None
 
 
 @dataclass
@@ -55,7 +59,12 @@ class ControlPlane:
         self.options = options
         self.cache = SnapshotCache(transform=transform)
         self.connections = Connections()
-        self.handler = StreamHandler(self.cache, self.connections)
+        self.identity: IdentityRuntime | None = None
+        if options.identity is not None:
+            self.identity = IdentityRuntime.create(options.identity, options.trust_domain)
+            self.identity.attach(self.cache, self.connections)
+        auth = self.identity.authenticator if self.identity else None
+        self.handler = StreamHandler(self.cache, self.connections, authenticate=auth)
         self.config_status = ConfigStatus()
         self.xds_port = 0
         self.debug_port = 0
@@ -83,7 +92,13 @@ class ControlPlane:
         if result.config is None:
             return self._reject(result.errors)
         try:
-            snapshot = self.cache.build(result.config)
+            config = result.config
+            if self.identity is not None:
+                trust_domain = self.identity.ca.trust_domain
+                config = dataclasses.replace(
+                    config, workload_identity=True, trust_domain=trust_domain
+                )
+            snapshot = self.cache.build(config)
         except InconsistentSnapshot as err:
             where = str(self.options.config_dir)
             return self._reject([ConfigError(where, 0, "", "", "", str(err))])
@@ -127,7 +142,12 @@ class ControlPlane:
         self.reload()
         server = grpc.aio.server(handlers=xds_handlers(self.handler))
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
-        self.xds_port = server.add_insecure_port(self.options.xds_address)
+        if self.identity is not None and self.identity.options.xds_tls:
+            host = self.options.xds_address.rsplit(":", 1)[0].strip("[]")
+            creds = self.identity.server_credentials(host)
+            self.xds_port = server.add_secure_port(self.options.xds_address, creds)
+        else:
+            self.xds_port = server.add_insecure_port(self.options.xds_address)
         if not self.xds_port:
             raise OSError(f"cannot bind xDS address {self.options.xds_address}")
         await server.start()
@@ -137,6 +157,8 @@ class ControlPlane:
         self.debug_port = await self._debug.start(self.options.debug_address)
         if self.options.watch:
             self._tasks.append(asyncio.create_task(self._watch()))
+        if self.identity is not None:
+            self._tasks.append(asyncio.create_task(self.identity.run(self._stop)))
         log.info(
             "pocketmesh serving xDS on %s, debug on %s, config %s",
             _with_port(self.options.xds_address, self.xds_port),

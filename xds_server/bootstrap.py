@@ -22,6 +22,12 @@ class BootstrapOptions:
     ads: bool = True  # False: the per-type services (CDS, LDS, then EDS, RDS) instead
     admin_port: int = ADMIN_PORT
     admin_address: str | None = None  # default: the workload's address
+    # Identity (xds_server.identity): the proxy's token, sent as gRPC metadata on every
+    # xDS stream, and for an xDS port served over TLS the roots (PEM) and the server's
+    # SPIFFE ID to verify it by.
+    token: str = ""
+    xds_trusted_ca: str = ""
+    xds_server_id: str = ""
 
 
 def split_host_port(address: str) -> tuple[str, int]:
@@ -43,7 +49,7 @@ def sidecar_bootstrap(workload: WorkloadEntry, options: BootstrapOptions) -> dic
     xds_host, xds_port = split_host_port(options.xds_address)
     admin_host = options.admin_address or workload.address
     app = workload.labels.get("app", workload.meta.name)
-    return {
+    bootstrap = {
         "node": {
             "id": workload.proxy_id,
             # Istio's convention: the service cluster is app.namespace.
@@ -96,6 +102,36 @@ def sidecar_bootstrap(workload: WorkloadEntry, options: BootstrapOptions) -> dic
             ]
         },
     }
+    _secure_xds(bootstrap, options)
+    return bootstrap
+
+
+def _secure_xds(bootstrap: dict[str, Any], options: BootstrapOptions) -> None:
+    if options.token:
+        dynamic = bootstrap["dynamic_resources"]
+        sources = [dynamic.get("ads_config")] + [
+            dynamic.get(k, {}).get("api_config_source") for k in ("cds_config", "lds_config")
+        ]
+        for source in filter(None, sources):
+            for service in source["grpc_services"]:
+                service["initial_metadata"] = [
+                    {"key": "x-pocketmesh-token", "value": options.token}
+                ]
+    if options.xds_trusted_ca:
+        validation: dict[str, Any] = {"trusted_ca": {"inline_string": options.xds_trusted_ca}}
+        if options.xds_server_id:
+            validation["match_typed_subject_alt_names"] = [
+                {"san_type": "URI", "matcher": {"exact": options.xds_server_id}}
+            ]
+        bootstrap["static_resources"]["clusters"][0]["transport_socket"] = {
+            "name": "envoy.transport_sockets.tls",
+            "typed_config": {
+                "@type": "type.googleapis.com/"
+                "envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
+                # gRPC servers insist on ALPN h2.
+                "common_tls_context": {"alpn_protocols": ["h2"], "validation_context": validation},
+            },
+        }
 
 
 def _dynamic_resources(options: BootstrapOptions) -> dict[str, Any]:

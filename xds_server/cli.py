@@ -8,10 +8,10 @@ import sys
 from collections.abc import Sequence
 
 from xds_server import __version__
-from xds_server.commands import bootstrap, serve, validate
+from xds_server.commands import bench, bootstrap, ca, demo_app, serve, status, up, validate
 
 # Each module adds its own subcommand(s); the order here is the order in --help.
-COMMANDS = [serve, bootstrap, validate]
+COMMANDS = [up, serve, bootstrap, validate, status, demo_app, bench, ca]
 
 
 def build_parser() -> argparse.ArgumentParser:

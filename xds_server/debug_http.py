@@ -6,6 +6,7 @@
 /debug/syncz      every connected stream and its per-type sync state (JSON)
 /debug/config     the config status: generation, files, errors, warnings (JSON)
 /debug/config_dump?proxy=ID[&type=cluster|listener|route|endpoint|secret]
+POST /debug/reload  reload the config now (for `serve --no-watch` and benchmarks)
 """
 
 from __future__ import annotations
@@ -91,8 +92,11 @@ class DebugServer:
                 web.get("/debug/syncz", self._syncz),
                 web.get("/debug/config", self._config),
                 web.get("/debug/config_dump", self._config_dump),
+                web.post("/debug/reload", self._reload),
             ]
         )
+        if self.plane.identity is not None:  # /debug/ca, POST /debug/ca/rotate-root
+            app.add_routes(self.plane.identity.debug_routes())
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         host, port = address.rsplit(":", 1)
@@ -136,6 +140,12 @@ class DebugServer:
                 "history": s.history,
             }
         )
+
+    async def _reload(self, _: web.Request) -> web.Response:
+        ok = self.plane.reload()
+        s = self.plane.config_status
+        body = {"ok": ok, "generation": s.generation, "loaded_at": s.loaded_at}
+        return web.json_response({**body, "errors": list(s.errors)}, status=200 if ok else 422)
 
     async def _config_dump(self, request: web.Request) -> web.Response:
         proxy = request.query.get("proxy", "")

@@ -6,6 +6,7 @@ import textwrap
 
 import pytest
 
+from xds_server.galley.kinds import SUPPORTED
 from xds_server.galley.loader import LoadResult, parse_documents
 
 SPECS = {
@@ -37,44 +38,17 @@ def test_every_api_version_of_every_kind(kind: str, version: str) -> None:
 
 
 @pytest.mark.parametrize(
-    ("api_version", "kind"),
-    [
-        ("networking.istio.io/v1", "VirtualService"),
-        ("networking.istio.io/v1beta1", "DestinationRule"),
-        ("networking.istio.io/v1alpha3", "Gateway"),
-        ("security.istio.io/v1", "PeerAuthentication"),
-        ("security.istio.io/v1beta1", "AuthorizationPolicy"),
-    ],
-)
-def test_kinds_not_supported_yet_are_warnings(api_version: str, kind: str) -> None:
-    result = parse(
-        f"""\
-        apiVersion: {api_version}
-        kind: {kind}
-        metadata: {{name: x, namespace: ns}}
-        spec: {{anything: [goes]}}
-        """
-    )
-    assert result.errors == ()
-    assert [str(w) for w in result.warnings] == [
-        f"d.yaml:1: warning: {kind} ns/x: not supported yet, ignored"
-    ]
-    assert result.config is not None
-    assert result.config.service_entries == ()
-
-
-@pytest.mark.parametrize(
     ("text", "expected"),
     [
         (
             "apiVersion: networking.istio.io/v1\nkind: EnvoyFilter\nmetadata: {name: x}\n",
             "d.yaml:2: EnvoyFilter default/x: kind: unknown kind 'EnvoyFilter': "
-            "pocketmesh reads ServiceEntry, Sidecar, WorkloadEntry",
+            "pocketmesh reads " + ", ".join(sorted(SUPPORTED)),
         ),
         (
             "apiVersion: v1\nkind: Service\nmetadata: {name: x}\n",
             "d.yaml:2: Service default/x: kind: unknown kind 'Service': "
-            "pocketmesh reads ServiceEntry, Sidecar, WorkloadEntry",
+            "pocketmesh reads " + ", ".join(sorted(SUPPORTED)),
         ),
         (
             "apiVersion: networking.istio.io/v2\nkind: ServiceEntry\nmetadata: {name: x}\n",
@@ -208,11 +182,10 @@ def test_kubernetes_list() -> None:
         """
     )
     assert errors(result) == [
-        "d.yaml:15: WorkloadEntry default/b: spec.weight: -1 must be between 0 and 4294967295"
+        "d.yaml:9: VirtualService default/vs: spec: required field missing",
+        "d.yaml:15: WorkloadEntry default/b: spec.weight: -1 must be between 0 and 4294967295",
     ]
-    assert [str(w) for w in result.warnings] == [
-        "d.yaml:9: warning: VirtualService default/vs: not supported yet, ignored"
-    ]
+    assert [str(w) for w in result.warnings] == []
 
 
 @pytest.mark.parametrize(

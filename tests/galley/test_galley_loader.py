@@ -30,10 +30,7 @@ def test_sample_mesh() -> None:
         str(MESH / f)
         for f in ("routing.yaml", "services.yaml", "sidecars.yml", "workloads/reviews.yaml")
     )
-    assert [str(w) for w in result.warnings] == [
-        f"{MESH}/routing.yaml:2: warning: VirtualService bookinfo/reviews: "
-        "not supported yet, ignored"
-    ]
+    assert [str(w) for w in result.warnings] == []
     config = result.config_or_raise()
     assert config.trust_domain == "example.org"
     assert [s.meta.key for s in config.service_entries] == [

@@ -20,6 +20,7 @@ from google.protobuf.message import Message
 
 from xds_server import xds_types
 from xds_server.bootstrap import XDS_CLUSTER
+from xds_server.generators.mtls import point_sds_at
 
 ADS = "ads"
 GRPC = "grpc"
@@ -72,18 +73,20 @@ class Rewriter:
         return result
 
     def _cluster(self, cluster: cluster_pb2.Cluster) -> Message:
-        if not cluster.eds_cluster_config.eds_config.HasField("ads"):
-            return cluster
         copy = cluster_pb2.Cluster()
         copy.CopyFrom(cluster)
-        copy.eds_cluster_config.eds_config.CopyFrom(self.source)
-        return copy
+        eds = copy.eds_cluster_config.eds_config.HasField("ads")
+        if eds:
+            copy.eds_cluster_config.eds_config.CopyFrom(self.source)
+        sds = point_sds_at(copy.transport_socket, self.source)  # mTLS secrets (identity)
+        return copy if eds or sds else cluster
 
     def _listener(self, listener: listener_pb2.Listener) -> Message:
         copy = listener_pb2.Listener()
         copy.CopyFrom(listener)
         changed = False
         for chain in [*copy.filter_chains, copy.default_filter_chain]:
+            changed = point_sds_at(chain.transport_socket, self.source) or changed
             for f in chain.filters:
                 if f.typed_config.type_url != _HCM_TYPE:
                     continue

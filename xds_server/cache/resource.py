@@ -24,7 +24,16 @@ class Resource:
     reconnecting Envoy that already has it is sent nothing.
     """
 
-    __slots__ = ("_delta_bytes", "any_bytes", "message", "name", "type_url", "version")
+    __slots__ = (
+        "_delta_bytes",
+        "_delta_entry",
+        "_sotw_entry",
+        "any_bytes",
+        "message",
+        "name",
+        "type_url",
+        "version",
+    )
 
     def __init__(self, type_url: str, name: str, message: Message) -> None:
         self.type_url = type_url
@@ -34,6 +43,8 @@ class Resource:
         self.any_bytes = wire.any_message(type_url, value)
         self.version = content_hash(value)
         self._delta_bytes: bytes | None = None
+        self._sotw_entry: bytes | None = None
+        self._delta_entry: bytes | None = None
 
     @property
     def delta_bytes(self) -> bytes:
@@ -44,16 +55,29 @@ class Resource:
             )
         return self._delta_bytes
 
+    @property
+    def sotw_entry(self) -> bytes:
+        """This resource as it sits in a DiscoveryResponse: field 2, length-prefixed."""
+        if self._sotw_entry is None:
+            self._sotw_entry = wire.field(wire.RESOURCES_FIELD, self.any_bytes)
+        return self._sotw_entry
+
+    @property
+    def delta_entry(self) -> bytes:
+        """This resource as it sits in a DeltaDiscoveryResponse: field 2, length-prefixed."""
+        if self._delta_entry is None:
+            self._delta_entry = wire.field(wire.RESOURCES_FIELD, self.delta_bytes)
+        return self._delta_entry
+
     def __repr__(self) -> str:
         return f"Resource({self.type_url.rsplit('.', 1)[-1]} {self.name!r} v={self.version})"
 
 
 def set_version(items: Iterable[tuple[str, str]]) -> str:
-    """Version of a set of (name, version) pairs: what SotW calls version_info."""
-    h = hashlib.blake2b(digest_size=8)
-    for name, version in sorted(items):
-        h.update(name.encode())
-        h.update(b"\0")
-        h.update(version.encode())
-        h.update(b"\n")
-    return h.hexdigest()
+    """Version of a set of (name, version) pairs: what SotW calls version_info.
+
+    Hashes "name\0version\n" for each pair in order, as one buffer: one hash update
+    instead of four per resource (this runs for every response to every proxy).
+    """
+    text = "".join([f"{name}\0{version}\n" for name, version in sorted(items)])
+    return hashlib.blake2b(text.encode(), digest_size=8).hexdigest()

@@ -12,6 +12,7 @@ import threading
 from collections.abc import Callable
 
 from xds_server.cache.config_source import ADS
+from xds_server.cache.overlay import SecretOverlayView, SecretSource
 from xds_server.cache.snapshot import MeshSnapshot, Transform
 from xds_server.galley.model import MeshConfig
 from xds_server.protocol.view import StaticView
@@ -29,6 +30,8 @@ class SnapshotCache:
         self._watchers: set[Watcher] = set()
         self._lock = threading.Lock()
         self._published = False
+        # Per-proxy SDS secrets, laid over every view (see cache.overlay).
+        self.secrets: SecretSource | None = None
 
     @property
     def snapshot(self) -> MeshSnapshot:
@@ -56,8 +59,20 @@ class SnapshotCache:
         self.publish(snapshot)
         return snapshot
 
-    def view(self, node_id: str, flavour: str = ADS) -> StaticView:
-        return self._snapshot.view(node_id, flavour)
+    def view(self, node_id: str, flavour: str = ADS) -> StaticView | SecretOverlayView:
+        snapshot = self._snapshot
+        base = snapshot.view(node_id, flavour)
+        if self.secrets is None:
+            return base
+        secrets = self.secrets.resources(node_id, snapshot)
+        return SecretOverlayView(base, secrets, snapshot.generation + self.secrets.epoch)
+
+    def secrets_changed(self) -> None:
+        """Wake every watcher after the SecretSource's epoch moved (only SDS differs)."""
+        with self._lock:
+            watchers = list(self._watchers)
+        for wake in watchers:
+            wake()
 
     def watch(self, wake: Watcher) -> Callable[[], None]:
         """Call `wake` after every publish; returns the function that stops it."""

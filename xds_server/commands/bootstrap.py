@@ -10,6 +10,7 @@ from typing import Any
 from xds_server.app import DEFAULT_XDS_ADDRESS
 from xds_server.bootstrap import BootstrapOptions, render, sidecar_bootstrap
 from xds_server.commands.common import DEFAULT_CONFIG, load_or_report
+from xds_server.commands.identity_flags import add_bootstrap_identity_flags, bootstrap_identity
 from xds_server.galley.model import DEFAULT_NAMESPACE
 
 
@@ -26,6 +27,7 @@ def register(sub: Any) -> None:
     )
     boot.add_argument("--admin-port", type=int, default=15000, help="Envoy admin port")
     boot.add_argument("-o", "--output", help="write to a file instead of stdout")
+    add_bootstrap_identity_flags(boot)
     boot.set_defaults(func=run)
 
 
@@ -48,6 +50,7 @@ def run(args: argparse.Namespace) -> int:
         delta=args.delta,
         ads=not args.no_ads,
         admin_port=args.admin_port,
+        **bootstrap_identity(args, workload.proxy_id),
     )
     text = render(sidecar_bootstrap(workload, options))
     if args.output:

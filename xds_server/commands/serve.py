@@ -9,8 +9,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from ca import CaError
 from xds_server.app import DEFAULT_DEBUG_ADDRESS, DEFAULT_XDS_ADDRESS, ControlPlane, Options
 from xds_server.commands.common import DEFAULT_CONFIG
+from xds_server.commands.identity_flags import add_identity_flags, identity_options
 
 
 def register(sub: Any) -> None:
@@ -25,6 +27,7 @@ def register(sub: Any) -> None:
     serve.add_argument(
         "--debounce-max", type=float, default=10.0, help="longest wait for quiet, seconds"
     )
+    add_identity_flags(serve)
     serve.set_defaults(func=run)
 
 
@@ -36,6 +39,7 @@ def options_from(args: argparse.Namespace) -> Options:
         watch=not args.no_watch,
         debounce_quiet=args.debounce_quiet,
         debounce_max=args.debounce_max,
+        identity=identity_options(args),
     )
 
 
@@ -54,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         asyncio.run(main())
-    except OSError as err:
+    except (OSError, CaError) as err:
         print(f"pocketmesh: {err}", file=sys.stderr)
         return 1
     return 0

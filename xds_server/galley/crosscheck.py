@@ -14,6 +14,8 @@ from .documents import ParsedDoc
 from .errors import ERROR, WARNING, ConfigError
 from .model import ServiceEntry, Sidecar, WorkloadEntry, labels_match
 from .schema import child_path
+from .security_checks import check_security
+from .traffic_checks import check_traffic
 
 
 def cross_check(docs: Sequence[ParsedDoc]) -> tuple[list[ConfigError], list[ConfigError]]:
@@ -26,7 +28,10 @@ def cross_check(docs: Sequence[ParsedDoc]) -> tuple[list[ConfigError], list[Conf
     errors += _duplicate_hosts(valid)
     errors += _unselected_sidecars(valid)
     warnings += _unknown_workload_ports(valid)
-    return errors, warnings
+    traffic_errors, traffic_warnings = check_traffic(valid)
+    security_errors, security_warnings = check_security(valid)
+    errors += traffic_errors + security_errors
+    return errors, warnings + traffic_warnings + security_warnings
 
 
 def _finding(doc: ParsedDoc, field: str, message: str, severity: str = ERROR) -> ConfigError:

@@ -98,11 +98,11 @@ def _parse_resource(value: object, line: int, file: str) -> ParsedDoc:
     if info.parser is None:
         ck.warn(root, "not supported yet, ignored")
         return _done(ck)
-    fields = ck.fields(root, ROOT_FIELDS, ignored=ROOT_IGNORED)
+    fields = ck.fields(root, ROOT_FIELDS | info.document_fields, ignored=ROOT_IGNORED)
     if fields is None:
         return _done(ck)
     meta = parse_meta(ck, fields.get("metadata"), root)
-    spec = fields.get("spec")
+    spec = fields.get("spec") if not info.document_fields else root
     if spec is None and info.spec_required:
         ck.required(fields, "spec", root)
     # Without a valid name the spec is still checked, so every mistake shows at once.
@@ -112,6 +112,8 @@ def _parse_resource(value: object, line: int, file: str) -> ParsedDoc:
 
 
 def _api_version_ok(info: KindInfo, api_version: str) -> bool:
+    if not info.group:  # Kubernetes' core group: just the version, like "v1"
+        return api_version in info.versions
     group, sep, version = api_version.partition("/")
     return bool(sep) and group == info.group and version in info.versions
 

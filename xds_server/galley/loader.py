@@ -16,7 +16,9 @@ from .crosscheck import cross_check
 from .documents import ParsedDoc, parse_document
 from .errors import ERROR, WARNING, ConfigError, ConfigInvalid
 from .model import MeshConfig, ServiceEntry, Sidecar, WorkloadEntry
+from .model_security import security_resources
 from .names import trust_domain_problem
+from .traffic_checks import traffic_resources
 from .yaml_lines import YamlSyntaxError, load_documents
 
 __all__ = ["DEFAULT_TRUST_DOMAIN", "LoadResult", "load_directory", "load_paths", "parse_documents"]
@@ -117,6 +119,8 @@ class _Collector:
                 sorted((r for r in resources if isinstance(r, WorkloadEntry)), key=by_key)
             ),
             sidecars=tuple(sorted((r for r in resources if isinstance(r, Sidecar)), key=by_key)),
+            **traffic_resources(resources),
+            **security_resources(resources),
             trust_domain=self.trust_domain,
         )
 

@@ -10,6 +10,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .model_security import AuthorizationPolicy, PeerAuthentication
+    from .model_traffic import DestinationRule, Gateway, TLSCredential, VirtualService
 
 DEFAULT_NAMESPACE = "default"
 ROOT_NAMESPACE = "istio-system"
@@ -145,6 +150,15 @@ class MeshConfig:
     service_entries: tuple[ServiceEntry, ...] = ()
     workload_entries: tuple[WorkloadEntry, ...] = ()
     sidecars: tuple[Sidecar, ...] = ()
+    # Traffic management (model_traffic): VirtualService, DestinationRule, Gateway.
+    virtual_services: tuple[VirtualService, ...] = ()
+    destination_rules: tuple[DestinationRule, ...] = ()
+    gateways: tuple[Gateway, ...] = ()
+    tls_credentials: tuple[TLSCredential, ...] = ()  # Secrets named by Gateway credentialName
+    peer_authentications: tuple[PeerAuthentication, ...] = ()
+    authorization_policies: tuple[AuthorizationPolicy, ...] = ()
+    # Set by a control plane that issues workload identities (SDS): only then is mTLS built.
+    workload_identity: bool = False
     root_namespace: str = ROOT_NAMESPACE
     trust_domain: str = "cluster.local"
     # Kinds later issues add (VirtualService, DestinationRule, ...) extend this.

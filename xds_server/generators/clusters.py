@@ -21,6 +21,7 @@ from xds_server.generators.push_context import (
     PushContext,
     is_ip,
 )
+from xds_server.generators.traffic_policy import apply_traffic_policy
 
 Cluster = cluster_pb2.Cluster
 
@@ -80,6 +81,7 @@ def _outbound(ctx: PushContext, svc: OutboundService) -> Cluster:
         cluster.type = _DNS_TYPES[svc.service.resolution]
         cluster.load_assignment.CopyFrom(_dns_assignment(ctx, svc, cluster.type))
     _set_protocol(cluster, svc.port.protocol)
+    apply_traffic_policy(cluster, svc.policy, svc.port.is_http)
     return cluster
 
 

@@ -18,8 +18,11 @@ from google.protobuf import any_pb2, message, wrappers_pb2
 from xds_server.generators import naming
 from xds_server.generators.clusters import ads_config_source
 from xds_server.generators.endpoints import socket_address
+from xds_server.generators.gateway import gateway_listeners
+from xds_server.generators.http_routes import traffic_http_filters
 from xds_server.generators.push_context import InboundPlan, Proxy, PushContext
 from xds_server.generators.routes import inbound_route_config
+from xds_server.generators.tcp_routes import outbound_tcp_listeners
 
 Listener = listener_pb2.Listener
 HCM = hcm_pb2.HttpConnectionManager
@@ -39,7 +42,10 @@ def inbound_listener(ctx: PushContext, plan: InboundPlan) -> Listener:
 
 
 def build_listeners(ctx: PushContext, proxy: Proxy) -> dict[str, Listener]:
+    if proxy.gateways:
+        return dict(sorted(gateway_listeners(ctx, proxy).items()))
     listeners = {plan.listener_name: inbound_listener(ctx, plan) for plan in proxy.inbound}
+    listeners.update(outbound_tcp_listeners(ctx, proxy))  # TCP services: <address>:<port>
     outbound = outbound_listener(ctx, proxy.address)
     listeners[outbound.name] = outbound
     return dict(sorted(listeners.items()))
@@ -56,7 +62,8 @@ def _outbound(address: str) -> Listener:
         http_protocol_options=protocol_pb2.Http1ProtocolOptions(
             allow_absolute_url=wrappers_pb2.BoolValue(value=True)
         ),
-        http_filters=[_router()],
+        # Fault and CORS filters first: VirtualService routes configure them per route.
+        http_filters=[*traffic_http_filters(), _router()],
     )
     return _listener(
         naming.listener_name(address, naming.OUTBOUND_HTTP_PORT),

@@ -32,8 +32,8 @@ def is_http2(protocol: str) -> bool:
     return protocol.upper() in HTTP2_PROTOCOLS
 
 
-def outbound_cluster(port: int, host: str) -> str:
-    return f"outbound|{port}||{host}"
+def outbound_cluster(port: int, host: str, subset: str = "") -> str:
+    return f"outbound|{port}|{subset}|{host}"
 
 
 def inbound_cluster(port: int) -> str:

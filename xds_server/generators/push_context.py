@@ -24,6 +24,7 @@ from xds_server.galley.model import (
     WorkloadEntry,
     labels_match,
 )
+from xds_server.galley.model_traffic import Gateway, TrafficPolicy
 from xds_server.generators import naming
 from xds_server.generators.sidecar_scope import (
     egress_allows,
@@ -31,6 +32,7 @@ from xds_server.generators.sidecar_scope import (
     namespace_default_conflicts,
     select_sidecar,
 )
+from xds_server.generators.traffic_index import TrafficIndex
 
 T = TypeVar("T")
 
@@ -56,6 +58,8 @@ class OutboundService:
     port: ServicePort
     cluster_name: str
     endpoints: tuple[Endpoint, ...]  # sorted, deduplicated by (address, port)
+    subset: str = ""  # a DestinationRule subset: `outbound|9080|v1|reviews...`
+    policy: TrafficPolicy | None = None  # the DestinationRule's, for this port and subset
 
     @property
     def uses_eds(self) -> bool:
@@ -67,6 +71,8 @@ class VirtualHostPlan:
     name: str
     cluster: str
     domains: tuple[str, ...]
+    host: str = ""
+    port: int = 0
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -99,6 +105,8 @@ class Proxy:
     sidecar: Sidecar | None
     scope: SidecarScope
     inbound: tuple[InboundPlan, ...]
+    # Gateways selecting this workload: it is then a gateway proxy, not a sidecar.
+    gateways: tuple[Gateway, ...] = ()
 
     @property
     def node_id(self) -> str:
@@ -112,10 +120,17 @@ class Proxy:
 class PushContext:
     """Immutable plans for one MeshConfig plus a memo of the resources built from them."""
 
-    __slots__ = ("_memo", "_proxies", "conflicts", "mesh")
+    __slots__ = ("_memo", "_proxies", "conflicts", "mesh", "traffic")
 
-    def __init__(self, mesh: MeshConfig, proxies: dict[str, Proxy], conflicts: list[str]) -> None:
+    def __init__(
+        self,
+        mesh: MeshConfig,
+        proxies: dict[str, Proxy],
+        conflicts: list[str],
+        traffic: TrafficIndex | None = None,
+    ) -> None:
         self.mesh = mesh
+        self.traffic = traffic or TrafficIndex(mesh)
         self.conflicts = conflicts
         self._proxies = proxies
         self._memo: dict[Hashable, object] = {}
@@ -172,6 +187,7 @@ class _Builder:
             self.sidecars[sc.meta.namespace].append(sc)
         self.scopes: dict[tuple[str, str], SidecarScope] = {}
         self.outbound: list[OutboundService] = []
+        self.traffic = TrafficIndex(mesh)
 
     def build(self) -> PushContext:
         for namespace, sidecars in sorted(self.sidecars.items()):
@@ -191,14 +207,16 @@ class _Builder:
                 )
                 continue
             sidecar = select_sidecar(we, self.sidecars, self.mesh.root_namespace, self.conflicts)
+            gateways = self.traffic.gateways_for(we)
             proxies[we.proxy_id] = Proxy(
                 workload=we,
                 namespace=we.meta.namespace,
                 sidecar=sidecar,
                 scope=self._scope(we.meta.namespace, sidecar),
-                inbound=self._inbound(we, sidecar),
+                inbound=() if gateways else self._inbound(we, sidecar),
+                gateways=gateways,
             )
-        return PushContext(self.mesh, proxies, self.conflicts)
+        return PushContext(self.mesh, proxies, self.conflicts, self.traffic)
 
     # --- outbound: services, endpoints, visibility, domains -----------------
 
@@ -213,6 +231,7 @@ class _Builder:
             ]
             backing.extend(se.endpoints)
             for host in sorted(se.hosts):
+                rule = self.traffic.rule(host)
                 for port in sorted(se.ports, key=lambda p: p.number):
                     plans.append(
                         OutboundService(
@@ -221,8 +240,25 @@ class _Builder:
                             port=port,
                             cluster_name=naming.outbound_cluster(port.number, host),
                             endpoints=self._endpoints(se, port, backing),
+                            policy=rule.policy(port.number) if rule else None,
                         )
                     )
+                    # Every subset gets its cluster and endpoints, routed to or not (Istio).
+                    for subset in rule.subsets if rule else ():
+                        chosen = [w for w in backing if labels_match(subset.labels, w.labels)]
+                        plans.append(
+                            OutboundService(
+                                service=se,
+                                host=host,
+                                port=port,
+                                cluster_name=naming.outbound_cluster(
+                                    port.number, host, subset.name
+                                ),
+                                endpoints=self._endpoints(se, port, chosen),
+                                subset=subset.name,
+                                policy=rule.policy(port.number, subset.name),
+                            )
+                        )
         return plans
 
     def _endpoints(
@@ -284,7 +320,7 @@ class _Builder:
         owner: dict[str, str] = {}  # domain -> vhost name that claimed it first
         plans: list[VirtualHostPlan] = []
         for svc in services:
-            if not svc.port.is_http:
+            if not svc.port.is_http or svc.subset:
                 continue
             name = naming.vhost_name(svc.host, svc.port.number)
             names = list(naming.host_aliases(svc.host, namespace))
@@ -307,7 +343,11 @@ class _Builder:
                         f"({svc.service.meta.key}) already belongs to {holder}; dropped"
                     )
             if domains:
-                plans.append(VirtualHostPlan(name, svc.cluster_name, tuple(domains)))
+                plans.append(
+                    VirtualHostPlan(
+                        name, svc.cluster_name, tuple(domains), svc.host, svc.port.number
+                    )
+                )
             else:
                 self._conflict(f"namespace {namespace}: virtual host {name} has no domain left")
         return tuple(plans)

@@ -7,11 +7,17 @@ No catch-all `*` vhost: an unknown host gets Envoy's 404.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from envoy.config.route.v3 import route_components_pb2, route_pb2
 from google.protobuf import duration_pb2, wrappers_pb2
 
+from xds_server.galley.model import EMPTY_LABELS
 from xds_server.generators import naming
+from xds_server.generators.gateway import gateway_route_configs
+from xds_server.generators.http_routes import virtual_service_routes
 from xds_server.generators.push_context import Proxy, PushContext, SidecarScope, VirtualHostPlan
+from xds_server.generators.traffic_policy import hash_policies
 
 RouteConfiguration = route_pb2.RouteConfiguration
 
@@ -19,13 +25,20 @@ RouteConfiguration = route_pb2.RouteConfiguration
 NO_TIMEOUT = duration_pb2.Duration(seconds=0)
 
 
-def outbound_route_config(ctx: PushContext, scope: SidecarScope) -> RouteConfiguration:
-    """Shared by every proxy of the scope (same namespace, same Sidecar)."""
-    return ctx.memoize(("rds", scope), lambda: _outbound(scope))
+def outbound_route_config(
+    ctx: PushContext, scope: SidecarScope, labels: Mapping[str, str] = EMPTY_LABELS
+) -> RouteConfiguration:
+    """Shared by every proxy of the scope (same namespace, same Sidecar) whose labels
+    match the same VirtualService `sourceLabels`."""
+    key = ("rds", scope, ctx.traffic.source_key(labels))
+    return ctx.memoize(key, lambda: _outbound(ctx, scope, labels))
 
 
 def build_routes(ctx: PushContext, proxy: Proxy) -> dict[str, RouteConfiguration]:
-    return {naming.OUTBOUND_ROUTE_NAME: outbound_route_config(ctx, proxy.scope)}
+    if proxy.gateways:
+        return gateway_route_configs(ctx, proxy)
+    labels = proxy.workload.labels
+    return {naming.OUTBOUND_ROUTE_NAME: outbound_route_config(ctx, proxy.scope, labels)}
 
 
 def inbound_route_config(port: int, cluster: str) -> RouteConfiguration:
@@ -41,19 +54,33 @@ def inbound_route_config(port: int, cluster: str) -> RouteConfiguration:
     )
 
 
-def _outbound(scope: SidecarScope) -> RouteConfiguration:
+def _outbound(
+    ctx: PushContext, scope: SidecarScope, labels: Mapping[str, str]
+) -> RouteConfiguration:
     return RouteConfiguration(
         name=naming.OUTBOUND_ROUTE_NAME,
-        virtual_hosts=[_virtual_host(plan) for plan in scope.virtual_hosts],
+        virtual_hosts=[_virtual_host(ctx, scope, plan, labels) for plan in scope.virtual_hosts],
         # Clusters and routes arrive on separate streams; do not reject a route for a
         # cluster Envoy has not seen yet.
         validate_clusters=wrappers_pb2.BoolValue(value=False),
     )
 
 
-def _virtual_host(plan: VirtualHostPlan) -> route_components_pb2.VirtualHost:
+def _virtual_host(
+    ctx: PushContext, scope: SidecarScope, plan: VirtualHostPlan, labels: Mapping[str, str]
+) -> route_components_pb2.VirtualHost:
+    vs = ctx.traffic.virtual_service(plan.host, scope.namespace) if plan.host else None
+    if vs is None:
+        routes = [_route_to(plan.cluster)]
+        # DestinationRule consistentHash: the route says what to hash on.
+        policy = ctx.traffic.policy(plan.host, plan.port) if plan.host else None
+        routes[0].route.hash_policy.extend(hash_policies(policy))
+    else:  # Istio: the VirtualService's rules only; no match means 404
+        routes = virtual_service_routes(
+            ctx.traffic, vs, port=plan.port, labels=labels, namespace=scope.namespace
+        )
     return route_components_pb2.VirtualHost(
-        name=plan.name, domains=list(plan.domains), routes=[_route_to(plan.cluster)]
+        name=plan.name, domains=list(plan.domains), routes=routes
     )
 
 

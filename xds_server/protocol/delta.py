@@ -19,7 +19,8 @@ from dataclasses import dataclass, field
 from envoy.service.discovery.v3.discovery_pb2 import DeltaDiscoveryRequest
 
 from xds_server import xds_types
-from xds_server.cache.resource import Resource, set_version
+from xds_server.cache.resource import Resource
+from xds_server.protocol import encoding
 from xds_server.protocol.events import (
     Acked,
     DeltaResponse,
@@ -184,8 +185,8 @@ class DeltaStream(StreamMachine[_TypeState]):
 
     def _in_scope(self, state: _TypeState) -> Mapping[str, Resource]:
         available = self._view.resources(state.type_url)
-        if state.wildcard:
-            return available
+        if state.wildcard or state.names.issuperset(available):
+            return available  # Envoy's EDS subscription names every cluster it has
         return {n: available[n] for n in state.names if n in available}
 
     def _respond(
@@ -231,12 +232,19 @@ class DeltaStream(StreamMachine[_TypeState]):
         for name in removed:
             before[name] = state.held.pop(name)
             changes[name] = None
-        version = set_version(state.held.items())
+        version = encoding.versions.of_versions(state.held)
         state.sent_version = version
         state.pending[nonce] = _Pending(version, changes, before)
+        # Everything the client holds, nothing removed: `version` names exactly this set.
+        whole = not removed and not missing and len(changed) == len(state.held)
         events.append(
             DeltaResponse(
-                state.type_url, version, nonce, tuple(changed), tuple(removed) + tuple(missing)
+                state.type_url,
+                version,
+                nonce,
+                tuple(changed),
+                tuple(removed) + tuple(missing),
+                version if whole else "",
             )
         )
         if self._ads and state.type_url == xds_types.CLUSTER:

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 
 from xds_server.cache.resource import Resource
-from xds_server.protocol import wire
+from xds_server.protocol import encoding, wire
 
 
 @dataclass(frozen=True, slots=True)
@@ -15,11 +15,14 @@ class SotwResponse:
     version_info: str
     nonce: str
     resources: tuple[Resource, ...]
+    # The content version of exactly `resources`, when the machine knows it: equal
+    # sets sent to many proxies are then joined once (see protocol.encoding).
+    cache_key: str = field(default="", compare=False, repr=False)
 
     def encode(self) -> bytes:
         return wire.discovery_response(
             version_info=self.version_info,
-            resources=(r.any_bytes for r in self.resources),
+            encoded_resources=_joined(self.type_url, self.cache_key, False, self.resources),
             type_url=self.type_url,
             nonce=self.nonce,
         )
@@ -32,15 +35,25 @@ class DeltaResponse:
     nonce: str
     resources: tuple[Resource, ...]
     removed: tuple[str, ...]
+    cache_key: str = field(default="", compare=False, repr=False)  # as SotwResponse's
 
     def encode(self) -> bytes:
         return wire.delta_discovery_response(
             system_version_info=self.system_version_info,
-            resources=(r.delta_bytes for r in self.resources),
+            encoded_resources=_joined(self.type_url, self.cache_key, True, self.resources),
             type_url=self.type_url,
             nonce=self.nonce,
             removed_resources=self.removed,
         )
+
+
+def _joined(type_url: str, key: str, delta: bool, resources: tuple[Resource, ...]) -> bytes:
+    def join() -> bytes:
+        if delta:
+            return b"".join([r.delta_entry for r in resources])
+        return b"".join([r.sotw_entry for r in resources])
+
+    return encoding.shared.get((type_url, key, delta), join) if key else join()
 
 
 @dataclass(frozen=True, slots=True)

@@ -29,7 +29,8 @@ from dataclasses import dataclass, field
 from envoy.service.discovery.v3.discovery_pb2 import DiscoveryRequest
 
 from xds_server import xds_types
-from xds_server.cache.resource import Resource, set_version
+from xds_server.cache.resource import Resource
+from xds_server.protocol import encoding
 from xds_server.protocol.events import (
     Acked,
     Event,
@@ -157,8 +158,8 @@ class SotwStream(StreamMachine[_TypeState]):
 
     def _wanted(self, state: _TypeState) -> Mapping[str, Resource]:
         available = self._view.resources(state.type_url)
-        if state.wildcard:
-            return available
+        if state.wildcard or state.names.issuperset(available):
+            return available  # Envoy's EDS request names every cluster it has: all of them
         return {n: available[n] for n in state.names if n in available}
 
     def _drops(self, state: _TypeState) -> bool:
@@ -171,7 +172,7 @@ class SotwStream(StreamMachine[_TypeState]):
         wanted = self._wanted(state)
         if keep_removed:
             wanted = {**state.sent, **wanted}
-        version = set_version((n, r.version) for n, r in wanted.items())
+        version = encoding.versions.of_resources(wanted)
         forced = state.force & wanted.keys()
         state.force.clear()
         if not forced:
@@ -185,7 +186,7 @@ class SotwStream(StreamMachine[_TypeState]):
         state.sent_nonce = nonce
         state.sent_version = version
         state.sent = {r.name: r for r in resources}
-        events.append(SotwResponse(state.type_url, version, nonce, resources))
+        events.append(SotwResponse(state.type_url, version, nonce, resources, version))
         if self._ads and state.type_url == xds_types.CLUSTER:
             self._resend_endpoints_of_changed_clusters(previous, state.sent, events)
         return events

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 _LEN = 2  # wire type: length-delimited
+RESOURCES_FIELD = 2  # `resources` in DiscoveryResponse and DeltaDiscoveryResponse
 
 
 def _varint(value: int) -> bytes:
@@ -40,11 +41,17 @@ def any_message(type_url: str, value: bytes) -> bytes:
 
 # envoy.service.discovery.v3.DiscoveryResponse field numbers.
 def discovery_response(
-    *, version_info: str, resources: Iterable[bytes], type_url: str, nonce: str
+    *,
+    version_info: str,
+    resources: Iterable[bytes] = (),
+    type_url: str,
+    nonce: str,
+    encoded_resources: bytes = b"",
 ) -> bytes:
-    """`resources` are serialized Any messages."""
-    body = [string_field(1, version_info)]
-    body.extend(field(2, r) for r in resources)
+    """`resources` are serialized Any messages; or pass `encoded_resources`, the
+    resource fields already framed (see Resource.sotw_entry)."""
+    body = [string_field(1, version_info), encoded_resources]
+    body.extend(field(RESOURCES_FIELD, r) for r in resources)
     body.append(string_field(4, type_url))
     body.append(string_field(5, nonce))
     return b"".join(body)
@@ -59,14 +66,16 @@ def delta_resource(*, name: str, version: str, any_bytes: bytes) -> bytes:
 def delta_discovery_response(
     *,
     system_version_info: str,
-    resources: Iterable[bytes],
+    resources: Iterable[bytes] = (),
     type_url: str,
     nonce: str,
     removed_resources: Iterable[str],
+    encoded_resources: bytes = b"",
 ) -> bytes:
-    """`resources` are serialized envoy.service.discovery.v3.Resource messages."""
-    body = [string_field(1, system_version_info)]
-    body.extend(field(2, r) for r in resources)
+    """`resources` are serialized envoy.service.discovery.v3.Resource messages; or pass
+    `encoded_resources`, already framed (see Resource.delta_entry)."""
+    body = [string_field(1, system_version_info), encoded_resources]
+    body.extend(field(RESOURCES_FIELD, r) for r in resources)
     body.append(string_field(4, type_url))
     body.append(string_field(5, nonce))
     body.extend(field(6, name.encode()) for name in removed_resources)

@@ -1,0 +1,133 @@
+"""A small mesh for the identity tests: productpage and ratings call reviews.
+
+Every workload has its own service account, so every SPIFFE ID differs. The
+apps listen on 127.0.0.1 free ports; each sidecar forwards its inbound port to
+its app (Sidecar ingress), as on a machine without iptables.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import textwrap
+from pathlib import Path
+from typing import Any
+
+from cryptography import x509
+from cryptography.x509.verification import PolicyBuilder, Store
+
+from tests.e2e.harness import ControlPlaneThread, Envoy, free_port, get, via_proxy
+from xds_server.bootstrap import BootstrapOptions, sidecar_bootstrap
+from xds_server.galley.loader import load_paths
+
+TD = "cluster.local"
+APPS = ("productpage", "reviews", "ratings")
+
+
+def spiffe(sa: str, ns: str = "default") -> str:
+    return f"spiffe://{TD}/ns/{ns}/sa/{sa}"
+
+
+def write_mesh(config: Path, net: str, ports: dict[str, int]) -> None:
+    docs = []
+    for i, app in enumerate(APPS):
+        docs.append(
+            textwrap.dedent(f"""\
+            apiVersion: networking.istio.io/v1
+            kind: ServiceEntry
+            metadata: {{name: {app}, namespace: default}}
+            spec:
+              hosts: [{app}.default.svc.cluster.local]
+              location: MESH_INTERNAL
+              resolution: STATIC
+              ports: [{{number: 9080, name: http, protocol: HTTP}}]
+              workloadSelector: {{labels: {{app: {app}}}}}
+            ---
+            apiVersion: networking.istio.io/v1
+            kind: WorkloadEntry
+            metadata: {{name: {app}, namespace: default}}
+            spec: {{address: {net}.{10 + i}, labels: {{app: {app}}}, serviceAccount: {app}}}
+            ---
+            apiVersion: networking.istio.io/v1
+            kind: Sidecar
+            metadata: {{name: {app}, namespace: default}}
+            spec:
+              workloadSelector: {{labels: {{app: {app}}}}}
+              ingress:
+              - port: {{number: 9080, protocol: HTTP, name: http}}
+                defaultEndpoint: 127.0.0.1:{ports[app]}
+            """)
+        )
+    (config / "mesh.yaml").write_text("---\n".join(docs))
+
+
+def start_sidecar(
+    plane: ControlPlaneThread, config: Path, workdir: Path, name: str, *, delta: bool = False
+) -> Envoy:
+    loaded = load_paths([config]).config
+    assert loaded is not None
+    workload = loaded.workload(name)
+    assert workload is not None
+    identity = plane.plane.identity
+    assert identity is not None
+    options = BootstrapOptions(
+        xds_address=plane.xds_address,
+        delta=delta,
+        admin_port=free_port(workload.address),
+        token=identity.tokens.token(workload.proxy_id),
+    )
+    return Envoy(sidecar_bootstrap(workload, options), workdir, workload.proxy_id)
+
+
+def call(proxy: str, url: str) -> tuple[int, dict[str, Any]]:
+    """GET through a sidecar's outbound proxy; the echo app's JSON (or {})."""
+    status, body = via_proxy(proxy, url)
+    try:
+        return status, json.loads(body)
+    except ValueError:
+        return status, {"raw": body}
+
+
+def direct(url: str) -> tuple[int, dict[str, Any]]:
+    status, body = get(url, timeout=2)
+    try:
+        return status, json.loads(body)
+    except ValueError:
+        return status, {"raw": body}
+
+
+def xfcc(reply: dict[str, Any]) -> str:
+    return str(reply.get("headers", {}).get("x-forwarded-client-cert", ""))
+
+
+def envoy_certificate_chain(envoy: Envoy) -> bytes:
+    """The `default` secret's chain as Envoy holds it (config_dump redacts the key)."""
+    dump = json.loads(get(envoy.admin + "/config_dump?resource=dynamic_active_secrets")[1])
+    for entry in dump.get("configs", []):
+        secret = entry.get("secret", {})
+        if entry.get("name") == "default":
+            chain = secret["tls_certificate"]["certificate_chain"]["inline_bytes"]
+            return base64.b64decode(chain)
+    raise AssertionError(f"envoy {envoy.name} holds no 'default' secret: {dump}")
+
+
+def envoy_serials(envoy: Envoy) -> set[int]:
+    """Serial numbers of the certificates Envoy currently uses (admin /certs)."""
+    certs = json.loads(get(envoy.admin + "/certs")[1])
+    serials = set()
+    for entry in certs.get("certificates", []):
+        for cert in entry.get("cert_chain", []):
+            serials.add(int(cert["serial_number"], 16))
+    return serials
+
+
+def verify_with_cryptography(chain_pem: bytes, bundle_pem: bytes, when: Any) -> list[str]:
+    """Verify a client chain against the roots with cryptography's verifier; its URI SANs."""
+    certs = x509.load_pem_x509_certificates(chain_pem)
+    roots = x509.load_pem_x509_certificates(bundle_pem)
+    verifier = PolicyBuilder().store(Store(roots)).time(when).build_client_verifier()
+    verified = verifier.verify(certs[0], certs[1:])
+    assert verified.subjects is not None
+    return [
+        str(s.value) for s in verified.subjects if isinstance(s, x509.UniformResourceIdentifier)
+    ]

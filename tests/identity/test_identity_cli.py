@@ -1,0 +1,77 @@
+"""`pocketmesh ca init|inspect`, `bootstrap --ca-dir/--xds-tls`, and `serve`'s identity flags."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+import yaml
+
+from ca import load_ca_dir
+from tests.identity.mesh import write_mesh
+from xds_server.cli import build_parser, main
+from xds_server.commands.serve import options_from
+from xds_server.identity.auth import ProxyTokens
+
+
+def test_ca_init_then_inspect_an_svid(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    ca_dir = tmp_path / "ca"
+    assert main(["ca", "init", "--dir", str(ca_dir), "--trust-domain", "example.org"]) == 0
+    assert "trust domain example.org" in capsys.readouterr().out
+    assert (ca_dir / "root-key.pem").stat().st_mode & 0o777 == 0o600
+    assert (ca_dir / "xds-token.key").stat().st_mode & 0o777 == 0o600
+    # A second init refuses to overwrite the root.
+    assert main(["ca", "init", "--dir", str(ca_dir)]) == 1
+    assert "refusing to overwrite" in capsys.readouterr().err
+
+    svid = load_ca_dir(ca_dir).issue_svid(("example.org", "shop", "cart"))
+    pem = tmp_path / "cart.pem"
+    pem.write_bytes(svid.cert_chain_pem)
+    assert main(["ca", "inspect", str(pem), "--ca-dir", str(ca_dir)]) == 0
+    out = capsys.readouterr().out
+    assert "spiffe://example.org/ns/shop/sa/cart" in out
+    assert "pocketmesh root CA example.org" in out  # the issuer
+    assert "verified" in out
+
+    other = tmp_path / "other"
+    main(["ca", "init", "--dir", str(other)])
+    capsys.readouterr()
+    assert main(["ca", "inspect", str(pem), "--ca-dir", str(other)]) == 0
+    assert "verified" not in capsys.readouterr().out.split("Chain:")[1]
+
+
+def test_bootstrap_embeds_the_token_and_xds_tls(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config, ca_dir = tmp_path / "config", tmp_path / "ca"
+    config.mkdir()
+    write_mesh(config, "127.0.81", {"productpage": 1, "reviews": 2, "ratings": 3})
+    main(["ca", "init", "--dir", str(ca_dir)])
+    capsys.readouterr()
+    args = ["bootstrap", "--workload", "reviews", "--config", str(config), "--ca-dir", str(ca_dir)]
+    assert main([*args, "--xds-tls"]) == 0
+    boot = yaml.safe_load(capsys.readouterr().out)
+    (service,) = boot["dynamic_resources"]["ads_config"]["grpc_services"]
+    token = ProxyTokens.load_or_create(ca_dir).token("reviews.default")
+    assert service["initial_metadata"] == [{"key": "x-pocketmesh-token", "value": token}]
+    tls = boot["static_resources"]["clusters"][0]["transport_socket"]["typed_config"]
+    validation = tls["common_tls_context"]["validation_context"]
+    assert "BEGIN CERTIFICATE" in validation["trusted_ca"]["inline_string"]
+    assert validation["match_typed_subject_alt_names"][0]["matcher"]["exact"] == (
+        "spiffe://cluster.local/ns/istio-system/sa/istiod"
+    )
+
+
+def test_serve_identity_flags(tmp_path: Path) -> None:
+    parse = build_parser().parse_args
+    options = options_from(parse(["serve", "--ca-dir", str(tmp_path), "--svid-ttl", "90s"]))
+    assert options.identity is not None
+    assert options.identity.ca_dir == tmp_path
+    assert options.identity.svid_ttl == timedelta(seconds=90)
+    assert not options.identity.xds_tls and not options.identity.proxy_auth
+    options = options_from(parse(["serve", "--xds-tls", "--proxy-auth"]))
+    assert options.identity is not None and options.identity.xds_tls and options.identity.proxy_auth
+    assert options_from(parse(["serve", "--no-identity"])).identity is None
+    with pytest.raises(SystemExit):
+        parse(["serve", "--svid-ttl", "soon"])

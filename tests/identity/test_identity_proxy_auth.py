@@ -1,0 +1,133 @@
+"""Proxies are authenticated: a workload's token gets its own secrets, nobody else's.
+The xDS port over TLS (--xds-tls): a sidecar verifies the control plane and runs.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+from cryptography import x509
+from envoy.extensions.transport_sockets.tls.v3 import secret_pb2
+from envoy.service.discovery.v3 import ads_pb2_grpc
+from envoy.service.discovery.v3.discovery_pb2 import DiscoveryRequest, DiscoveryResponse
+
+from tests.e2e.harness import ControlPlaneThread, EchoApp, Envoy, free_port, running, wait_until
+from tests.identity.mesh import call, spiffe, write_mesh, xfcc
+from xds_server import xds_types
+from xds_server.bootstrap import BootstrapOptions, sidecar_bootstrap
+from xds_server.galley.loader import load_paths
+from xds_server.identity import IdentityOptions
+from xds_server.identity.auth import TOKEN_METADATA
+from xds_server.metrics import registry
+
+NET = "127.0.79"
+
+
+@pytest.fixture(scope="module")
+def config(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    config = tmp_path_factory.mktemp("auth") / "config"
+    config.mkdir()
+    write_mesh(config, NET, {"productpage": 1, "reviews": 2, "ratings": 3})
+    return config
+
+
+@pytest.fixture(scope="module")
+def plane(config: Path) -> Iterator[ControlPlaneThread]:
+    plane = ControlPlaneThread(config, watch=False, identity=IdentityOptions()).start()
+    with running(plane):
+        yield plane
+
+
+def ask_secrets(plane: ControlPlaneThread, node_id: str, token: str | None) -> DiscoveryResponse:
+    request = DiscoveryRequest(type_url=xds_types.SECRET, resource_names=["default", "ROOTCA"])
+    request.node.id = node_id
+    metadata = [(TOKEN_METADATA, token)] if token is not None else []
+    with grpc.insecure_channel(plane.xds_address) as channel:
+        stub = ads_pb2_grpc.AggregatedDiscoveryServiceStub(channel)
+        stream = stub.StreamAggregatedResources(iter([request]), timeout=5, metadata=metadata)
+        return next(stream)
+
+
+def secrets_of(response: DiscoveryResponse) -> dict[str, secret_pb2.Secret]:
+    out = {}
+    for packed in response.resources:
+        secret = secret_pb2.Secret()
+        packed.Unpack(secret)
+        out[secret.name] = secret
+    return out
+
+
+def test_own_token_gets_own_identity(plane: ControlPlaneThread) -> None:
+    tokens = plane.plane.identity.tokens
+    response = ask_secrets(plane, "productpage.default", tokens.token("productpage.default"))
+    secrets = secrets_of(response)
+    assert set(secrets) == {"default", "ROOTCA"}
+    chain = secrets["default"].tls_certificate.certificate_chain.inline_bytes
+    leaf = x509.load_pem_x509_certificates(chain)[0]
+    san = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert san.get_values_for_type(x509.UniformResourceIdentifier) == [spiffe("productpage")]
+
+
+def test_stolen_identity_cannot_obtain_another_workloads_key(
+    plane: ControlPlaneThread, caplog: pytest.LogCaptureFixture
+) -> None:
+    token_a = plane.plane.identity.tokens.token("productpage.default")
+    caplog.set_level(logging.WARNING, logger="pocketmesh.xds")
+    refused_before = registry.get_sample_value("pocketmesh_proxy_auth_refusals_total") or 0
+    for token in (token_a, None, "0" * 64):
+        with pytest.raises(grpc.RpcError) as err:
+            ask_secrets(plane, "reviews.default", token)
+        assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
+        assert "reviews.default" in (err.value.details() or "")
+    refusals = [r.getMessage() for r in caplog.records if "refused" in r.getMessage()]
+    assert len(refusals) == 3 and all("reviews.default" in m for m in refusals), refusals
+    assert registry.get_sample_value("pocketmesh_proxy_auth_refusals_total") == refused_before + 3
+    # The key B would have had was never issued: nothing was handed out for it.
+    assert ("default", "reviews") not in plane.plane.identity.issuer.issued()
+
+
+@pytest.mark.parametrize("ads", [True, False], ids=["ads", "per-type-services"])
+def test_xds_over_tls_verified_by_the_sidecars(config: Path, tmp_path: Path, ads: bool) -> None:
+    ports = {"productpage": free_port(), "reviews": free_port()}
+    write_mesh(config, NET, {**ports, "ratings": free_port()})
+    apps = [EchoApp(app, "127.0.0.1", port).start() for app, port in ports.items()]
+    # Without ADS, EDS/RDS/SDS streams come from shared config sources that carry no
+    # per-proxy token: proxy authentication needs ADS (see the report).
+    identity_options = IdentityOptions(xds_tls=True, proxy_auth=ads)
+    plane = ControlPlaneThread(config, watch=False, identity=identity_options).start()
+    envoys: list[Any] = []
+    with running(*apps, plane):
+        identity = plane.plane.identity
+        loaded = load_paths([config]).config
+        for name in ports:
+            workload = loaded.workload(name)
+            options = BootstrapOptions(
+                xds_address=plane.xds_address,
+                ads=ads,
+                admin_port=free_port(workload.address),
+                token=identity.tokens.token(workload.proxy_id),
+                xds_trusted_ca=identity.issuer.trust_bundle_pem().decode(),
+                xds_server_id=str(identity.ca.control_plane_id),
+            )
+            envoys.append(Envoy(sidecar_bootstrap(workload, options), tmp_path, workload.proxy_id))
+        with running(*envoys):
+            for envoy in envoys:
+                envoy.start()
+            for envoy in envoys:
+                envoy.wait_ready()
+            _status, reply = wait_until(
+                lambda: (r := call(f"{NET}.10:15001", "http://reviews:9080/"))[0] == 200 and r,
+                timeout=10,
+                what="traffic with xDS over TLS",
+            )
+            assert f"URI={spiffe('productpage')}" in xfcc(reply)
+            stats = envoys[0].stats("cluster.xds-grpc.ssl.handshake")
+            assert stats.get("cluster.xds-grpc.ssl.handshake", 0) >= 1, stats
+        # A plaintext client gets nothing from the TLS port.
+        with pytest.raises(grpc.RpcError):
+            ask_secrets(plane, "productpage.default", identity.tokens.token("productpage.default"))

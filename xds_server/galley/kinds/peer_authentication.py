@@ -1,0 +1,77 @@
+"""PeerAuthentication: which mTLS mode a workload's inbound side takes (STRICT, ...)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from ..model import ObjectMeta
+from ..model_security import MTLS_MODES, PeerAuthentication
+from ..schema import DocChecker, Located
+from .common import MAX_PORT, freeze, parse_labels
+
+PA_FIELDS = frozenset({"selector", "mtls", "portLevelMtls"})
+PA_UNSUPPORTED = frozenset({"targetRef", "targetRefs"})
+MTLS_FIELDS = frozenset({"mode"})
+
+
+def parse_match_labels(ck: DocChecker, at: Located) -> Mapping[str, str] | None:
+    """`selector: {matchLabels: {...}}` (security kinds); empty selects the namespace."""
+    fields = ck.fields(at, {"matchLabels"})
+    if fields is None:
+        return None
+    labels = parse_labels(ck, fields.get("matchLabels"))
+    if not labels:
+        ck.warn(at, "has no matchLabels: it applies to every workload of the namespace")
+        return None
+    return freeze(labels)
+
+
+def _mode(ck: DocChecker, at: Located) -> str | None:
+    fields = ck.fields(at, MTLS_FIELDS)
+    if fields is None:
+        return None
+    mode_at = fields.get("mode")
+    return "UNSET" if mode_at is None else ck.enum(mode_at, MTLS_MODES)
+
+
+def parse_peer_authentication(
+    ck: DocChecker, meta: ObjectMeta, spec: Located | None
+) -> PeerAuthentication | None:
+    before = len(ck.errors)
+    selector: Mapping[str, str] | None = None
+    mode: str | None = "UNSET"
+    port_level: dict[int, str] = {}
+    if spec is not None:
+        fields = ck.fields(spec, PA_FIELDS, unsupported=PA_UNSUPPORTED)
+        if fields is None:
+            return None
+        if (at := fields.get("selector")) is not None:
+            selector = parse_match_labels(ck, at)
+        if (at := fields.get("mtls")) is not None:
+            mode = _mode(ck, at)
+        if (at := fields.get("portLevelMtls")) is not None:
+            if selector is None:
+                ck.error(at, "portLevelMtls needs a selector with matchLabels (as in Istio)")
+            for key, entry in (ck.children(at) or {}).items():
+                port = _port_key(key)
+                if port is None:
+                    ck.error(entry, f"port {key!r} must be a number from 1 to {MAX_PORT}")
+                    continue
+                port_mode = _mode(ck, entry)
+                if port_mode is not None:
+                    port_level[port] = port_mode
+    if mode is None or len(ck.errors) > before:
+        return None
+    return PeerAuthentication(
+        meta=meta, selector=selector, mode=mode, port_level=freeze(port_level)
+    )
+
+
+def _port_key(key: object) -> int | None:
+    if isinstance(key, bool):
+        return None
+    if isinstance(key, str) and key.isdigit():
+        key = int(key)
+    if isinstance(key, int) and 1 <= key <= MAX_PORT:
+        return key
+    return None

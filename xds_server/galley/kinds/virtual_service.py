@@ -1,0 +1,566 @@
+"""VirtualService: how requests to a host are routed (Istio's HTTP and TCP routes).
+
+Checks within one document: field names and types, durations, weights summing
+to 100, one of route/redirect per HTTP route, rules that can never match.
+Checks that need other documents (hosts, subsets, gateways) are in
+`traffic_checks`.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Mapping
+from dataclasses import replace
+
+from ..model import ObjectMeta
+from ..model_traffic import (
+    MESH_GATEWAY,
+    CorsPolicy,
+    Destination,
+    DirectResponse,
+    Fault,
+    HeaderOps,
+    HTTPMatch,
+    HTTPRoute,
+    KeyMatch,
+    Redirect,
+    Retries,
+    Rewrite,
+    RouteDestination,
+    StringMatch,
+    TCPMatch,
+    TCPRoute,
+    VirtualService,
+    gateway_key,
+    qualify_host,
+)
+from ..names import dns1123_label_problem
+from ..schema import DocChecker, Located
+from .common import freeze, parse_labels, parse_port_number
+from .traffic_common import (
+    boolean,
+    duration_ms,
+    export_to_problem,
+    header_name_problem,
+    host_problem,
+    percentage,
+    string_match,
+)
+
+VS_FIELDS = frozenset({"hosts", "gateways", "http", "tcp", "exportTo"})
+VS_UNSUPPORTED = frozenset({"tls"})
+HTTP_FIELDS = frozenset(
+    {
+        "name",
+        "match",
+        "route",
+        "redirect",
+        "rewrite",
+        "timeout",
+        "retries",
+        "fault",
+        "mirror",
+        "mirrorPercentage",
+        "mirrorPercent",
+        "headers",
+        "corsPolicy",
+        "directResponse",
+        "mirrors",
+    }
+)
+HTTP_UNSUPPORTED = frozenset({"delegate", "mirror_percent"})
+MIRROR_FIELDS = frozenset({"destination", "percentage"})
+MATCH_FIELDS = frozenset(
+    {
+        "name",
+        "uri",
+        "method",
+        "authority",
+        "scheme",
+        "headers",
+        "queryParams",
+        "withoutHeaders",
+        "port",
+        "sourceLabels",
+        "sourceNamespace",
+        "gateways",
+        "ignoreUriCase",
+    }
+)
+MATCH_UNSUPPORTED = frozenset({"statPrefix"})
+DEST_FIELDS = frozenset({"destination", "weight", "headers"})
+DESTINATION_FIELDS = frozenset({"host", "subset", "port"})
+REDIRECT_FIELDS = frozenset({"uri", "authority", "redirectCode", "scheme", "port"})
+REDIRECT_UNSUPPORTED = frozenset({"derivePort"})
+REDIRECT_SCHEMES = frozenset({"http", "https"})
+DIRECT_FIELDS = frozenset({"status", "body"})
+DIRECT_BODY_FIELDS = frozenset({"string", "bytes"})
+MAX_DIRECT_BODY = 4096  # Envoy's default max_direct_response_body_size_bytes
+REWRITE_FIELDS = frozenset({"uri", "authority"})
+REWRITE_UNSUPPORTED = frozenset({"uriRegexRewrite"})
+RETRY_FIELDS = frozenset({"attempts", "perTryTimeout", "retryOn"})
+RETRY_IGNORED = frozenset({"retryRemoteLocalities"})
+FAULT_FIELDS = frozenset({"delay", "abort"})
+DELAY_FIELDS = frozenset({"fixedDelay", "percentage", "percent"})
+ABORT_FIELDS = frozenset({"httpStatus", "percentage"})
+ABORT_UNSUPPORTED = frozenset({"grpcStatus", "http2Error"})
+HEADERS_FIELDS = frozenset({"request", "response"})
+HEADER_OPS_FIELDS = frozenset({"set", "add", "remove"})
+CORS_FIELDS = frozenset(
+    {"allowOrigins", "allowMethods", "allowHeaders", "exposeHeaders", "maxAge", "allowCredentials"}
+)
+CORS_UNSUPPORTED = frozenset({"allowOrigin", "unmatchedPreflights"})
+TCP_FIELDS = frozenset({"match", "route"})
+TCP_MATCH_FIELDS = frozenset({"port", "sourceLabels", "gateways", "sourceNamespace"})
+TCP_MATCH_UNSUPPORTED = frozenset({"destinationSubnets", "sourceSubnet"})
+REDIRECT_CODES = frozenset({301, 302, 303, 307, 308})
+# Envoy's retry_on vocabulary (Istio passes it through), plus status codes.
+RETRY_ON = frozenset(
+    {
+        "5xx",
+        "gateway-error",
+        "reset",
+        "reset-before-request",
+        "connect-failure",
+        "envoy-ratelimited",
+        "retriable-4xx",
+        "refused-stream",
+        "retriable-status-codes",
+        "retriable-headers",
+        "http3-post-connect-failure",
+        "cancelled",
+        "deadline-exceeded",
+        "internal",
+        "resource-exhausted",
+        "unavailable",
+    }
+)
+
+
+def parse_virtual_service(
+    ck: DocChecker, meta: ObjectMeta, spec: Located | None
+) -> VirtualService | None:
+    if spec is None:
+        return None
+    before = len(ck.errors)
+    fields = ck.fields(spec, VS_FIELDS, unsupported=VS_UNSUPPORTED)
+    if fields is None:
+        return None
+    namespace = meta.namespace
+    hosts: list[str] = []
+    if (at := ck.required(fields, "hosts", spec)) is not None:
+        hosts = [
+            qualify_host(h, namespace)
+            for h, _ in ck.strings(at, host_problem, non_empty=True) or ()
+        ]
+    gateways: tuple[str, ...] = (MESH_GATEWAY,)
+    if (at := fields.get("gateways")) is not None:
+        # Istio: an empty list means the default, the sidecars (`mesh`).
+        gateways = tuple(_gateway_names(ck, at, namespace)) or (MESH_GATEWAY,)
+    http: list[HTTPRoute] = []
+    if (at := fields.get("http")) is not None:
+        http = [r for item in ck.items(at) or () if (r := _http_route(ck, item, namespace))]
+        if len(ck.errors) == before:  # a broken match is no catch-all: warn only on sound rules
+            _unreachable(ck, at, http)
+    tcp: list[TCPRoute] = []
+    if (at := fields.get("tcp")) is not None:
+        tcp = [r for item in ck.items(at) or () if (r := _tcp_route(ck, item, namespace))]
+    if "http" not in fields and "tcp" not in fields:
+        ck.error(spec, "must have at least one of http, tcp")
+    export_to: tuple[str, ...] = ()
+    if (at := fields.get("exportTo")) is not None:
+        export_to = tuple(v for v, _ in ck.strings(at, export_to_problem) or ())
+    if len(ck.errors) > before:
+        return None
+    return VirtualService(meta, tuple(hosts), gateways, tuple(http), tuple(tcp), export_to)
+
+
+def _gateway_names(ck: DocChecker, at: Located, namespace: str) -> list[str]:
+    def problem(value: str) -> str | None:
+        ns, slash, name = value.rpartition("/")
+        if slash and (not ns or not name):
+            return "must be 'mesh', 'name' or 'namespace/name'"
+        return None
+
+    return [gateway_key(v, namespace) for v, _ in ck.strings(at, problem) or ()]
+
+
+# --- HTTP -------------------------------------------------------------------
+
+
+def _http_route(ck: DocChecker, at: Located, namespace: str) -> HTTPRoute | None:
+    fields = ck.fields(at, HTTP_FIELDS, unsupported=HTTP_UNSUPPORTED)
+    if fields is None:
+        return None
+    name = ck.string(fields["name"]) or "" if "name" in fields else ""
+    matches: tuple[HTTPMatch, ...] = ()
+    if (m := fields.get("match")) is not None:
+        matches = tuple(x for item in ck.items(m) or () if (x := _http_match(ck, item)))
+    route: tuple[RouteDestination, ...] = ()
+    if (r := fields.get("route")) is not None:
+        route = _destinations(ck, r, namespace)
+    redirect = _redirect(ck, fields["redirect"]) if "redirect" in fields else None
+    direct = _direct(ck, fields["directResponse"]) if "directResponse" in fields else None
+    if sum(k in fields for k in ("route", "redirect", "directResponse")) != 1:
+        ck.error(at, "must set exactly one of route, redirect, directResponse")
+    rewrite = None
+    if (rw := fields.get("rewrite")) is not None:
+        rewrite = _rewrite(ck, rw)
+        if "route" not in fields:
+            ck.error(rw, "can only be used with route")
+    timeout = duration_ms(ck, fields["timeout"], minimum_ms=0) if "timeout" in fields else None
+    retries = _retries(ck, fields["retries"]) if "retries" in fields else None
+    fault = _fault(ck, fields["fault"]) if "fault" in fields else None
+    mirror = None
+    if (mi := fields.get("mirror")) is not None:
+        mirror = _destination(ck, mi, namespace)
+    mirror_percent = 100.0
+    if (mp := fields.get("mirrorPercentage")) is not None:
+        mirror_percent = percentage(ck, mp) or 0.0
+    elif (mp := fields.get("mirrorPercent")) is not None:
+        mirror_percent = float(ck.integer(mp, 0, 100) or 0)
+    if mirror is None and ("mirrorPercentage" in fields or "mirrorPercent" in fields):
+        ck.warn(at, "mirrorPercentage without mirror has no effect")
+    mirrors: list[tuple[Destination, float]] = []
+    if (ms := fields.get("mirrors")) is not None:
+        if mirror is not None:
+            ck.error(ms, "cannot be used with mirror")
+        for item in ck.items(ms) or ():
+            entry = ck.fields(item, MIRROR_FIELDS)
+            if entry is None:
+                continue
+            dest_at = ck.required(entry, "destination", item)
+            dest = _destination(ck, dest_at, namespace) if dest_at is not None else None
+            share = percentage(ck, entry["percentage"]) if "percentage" in entry else 100.0
+            if dest is not None:
+                mirrors.append((dest, 100.0 if share is None else share))
+    request_headers = response_headers = HeaderOps()
+    if (h := fields.get("headers")) is not None:
+        request_headers, response_headers = _headers(ck, h)
+    cors = _cors(ck, fields["corsPolicy"]) if "corsPolicy" in fields else None
+    return HTTPRoute(
+        name=name,
+        match=matches,
+        route=route,
+        redirect=redirect,
+        direct_response=direct,
+        rewrite=rewrite,
+        timeout_ms=timeout,
+        retries=retries,
+        fault=fault,
+        mirror=mirror,
+        mirror_percent=mirror_percent,
+        mirrors=tuple(mirrors),
+        request_headers=request_headers,
+        response_headers=response_headers,
+        cors=cors,
+    )
+
+
+def _http_match(ck: DocChecker, at: Located) -> HTTPMatch | None:
+    fields = ck.fields(at, MATCH_FIELDS, unsupported=MATCH_UNSUPPORTED)
+    if fields is None:
+        return None
+
+    def one(key: str) -> StringMatch | None:
+        return string_match(ck, fields[key]) if key in fields else None
+
+    source_labels: Mapping[str, str] | None = None
+    if (sl := fields.get("sourceLabels")) is not None:
+        source_labels = freeze(parse_labels(ck, sl))
+    gateways: tuple[str, ...] = ()
+    if (g := fields.get("gateways")) is not None:
+        gateways = tuple(v for v, _ in ck.strings(g) or ())
+    ignore_case = False
+    if (ic := fields.get("ignoreUriCase")) is not None:
+        ignore_case = bool(boolean(ck, ic))
+    method = one("method")
+    return HTTPMatch(
+        name=ck.string(fields["name"]) or "" if "name" in fields else "",
+        uri=one("uri"),
+        method=method,
+        authority=one("authority"),
+        scheme=one("scheme"),
+        headers=_key_matches(ck, fields.get("headers"), headers=True),
+        query_params=_key_matches(ck, fields.get("queryParams"), headers=False),
+        without_headers=_key_matches(ck, fields.get("withoutHeaders"), headers=True),
+        port=parse_port_number(ck, fields.get("port")),
+        source_labels=source_labels,
+        source_namespace=_namespace(ck, fields.get("sourceNamespace")),
+        gateways=gateways,
+        ignore_uri_case=ignore_case,
+    )
+
+
+def _key_matches(ck: DocChecker, at: Located | None, *, headers: bool) -> tuple[KeyMatch, ...]:
+    if at is None:
+        return ()
+    result = []
+    for key, child in (ck.children(at) or {}).items():
+        if not isinstance(key, str):
+            ck.error(child, "key must be a string")
+            continue
+        if headers and (problem := header_name_problem(key)) is not None:
+            ck.error(child, f"{key!r} {problem}")
+            continue
+        if child.value is None:
+            result.append(KeyMatch(key, None))
+            continue
+        result.append(KeyMatch(key, string_match(ck, child, allow_present=True)))
+    return tuple(result)
+
+
+def _destinations(
+    ck: DocChecker, at: Located, namespace: str, *, http: bool = True
+) -> tuple[RouteDestination, ...]:
+    items = ck.items(at, non_empty=True) or []
+    result: list[RouteDestination] = []
+    weights: list[int | None] = []
+    for item in items:
+        fields = ck.fields(item, DEST_FIELDS if http else DEST_FIELDS - {"headers"})
+        if fields is None:
+            continue
+        request = response = HeaderOps()
+        if "headers" in fields:
+            request, response = _headers(ck, fields["headers"])
+        dest_at = ck.required(fields, "destination", item)
+        dest = _destination(ck, dest_at, namespace) if dest_at is not None else None
+        weight = ck.integer(fields["weight"], 0, 100) if "weight" in fields else None
+        weights.append(weight)
+        if dest is not None:
+            given = weight if weight is not None else 0
+            result.append(RouteDestination(dest, given, request, response))
+    if len(items) == 1 and weights and weights[0] is None and result:
+        return (replace(result[0], weight=100),)
+    if len(items) > 1 or (weights and weights[0] is not None):
+        total = sum(w or 0 for w in weights)
+        if total != 100:
+            ck.error(at, f"weights add up to {total}, not 100")
+    return tuple(result)
+
+
+def _destination(ck: DocChecker, at: Located, namespace: str) -> Destination | None:
+    fields = ck.fields(at, DESTINATION_FIELDS)
+    if fields is None:
+        return None
+    host_at = ck.required(fields, "host", at)
+    host = ck.string(host_at, host_problem) if host_at is not None else None
+    if host is not None and host.startswith("*"):
+        ck.error(host_at or at, f"{host!r} must not be a wildcard")  # type: ignore[arg-type]
+        host = None
+    subset = ck.string(fields["subset"]) or "" if "subset" in fields else ""
+    port = None
+    if (p := fields.get("port")) is not None:
+        number = ck.fields(p, {"number"})
+        if number is not None:
+            port = parse_port_number(ck, ck.required(number, "number", p))
+    if host is None:
+        return None
+    return Destination(qualify_host(host, namespace), subset, port)
+
+
+def _redirect(ck: DocChecker, at: Located) -> Redirect | None:
+    fields = ck.fields(at, REDIRECT_FIELDS, unsupported=REDIRECT_UNSUPPORTED)
+    if fields is None:
+        return None
+    uri = ck.string(fields["uri"]) or "" if "uri" in fields else ""
+    authority = ck.string(fields["authority"]) or "" if "authority" in fields else ""
+    code = 301
+    if (c := fields.get("redirectCode")) is not None:
+        value = ck.integer(c, 300, 399)
+        if value is not None and value not in REDIRECT_CODES:
+            ck.error(c, f"{value} must be one of {', '.join(map(str, sorted(REDIRECT_CODES)))}")
+        code = value or 301
+    scheme = ck.enum(fields["scheme"], REDIRECT_SCHEMES) or "" if "scheme" in fields else ""
+    port = parse_port_number(ck, fields.get("port"))
+    if not (uri or authority or scheme or port):
+        ck.error(at, "must set uri, authority, scheme or port")
+    if uri and not uri.startswith("/"):
+        ck.error(fields["uri"], f"{uri!r} must start with '/'")
+    return Redirect(uri, authority, code, scheme, port)
+
+
+def _direct(ck: DocChecker, at: Located) -> DirectResponse | None:
+    fields = ck.fields(at, DIRECT_FIELDS)
+    if fields is None:
+        return None
+    status_at = ck.required(fields, "status", at)
+    status = ck.integer(status_at, 200, 599) if status_at is not None else None
+    body = ""
+    if (body_at := fields.get("body")) is not None:
+        kinds = ck.fields(body_at, DIRECT_BODY_FIELDS) or {}
+        if len(kinds) != 1:
+            ck.error(body_at, "must set exactly one of string, bytes")
+        elif "string" in kinds:
+            body = ck.string(kinds["string"]) or ""
+        else:
+            text = ck.string(kinds["bytes"]) or ""
+            try:
+                body = base64.b64decode(text, validate=True).decode()
+            except (binascii.Error, UnicodeDecodeError):
+                ck.error(kinds["bytes"], "must be base64 of UTF-8 text")
+        if len(body.encode()) > MAX_DIRECT_BODY:
+            ck.error(body_at, f"is longer than Envoy's {MAX_DIRECT_BODY} bytes")
+    return None if status is None else DirectResponse(status, body)
+
+
+def _rewrite(ck: DocChecker, at: Located) -> Rewrite | None:
+    fields = ck.fields(at, REWRITE_FIELDS, unsupported=REWRITE_UNSUPPORTED)
+    if fields is None:
+        return None
+    uri = ck.string(fields["uri"]) or "" if "uri" in fields else ""
+    authority = ck.string(fields["authority"]) or "" if "authority" in fields else ""
+    if not uri and not authority:
+        ck.error(at, "must set uri or authority")
+    return Rewrite(uri, authority)
+
+
+def _retries(ck: DocChecker, at: Located) -> Retries | None:
+    fields = ck.fields(at, RETRY_FIELDS, ignored=RETRY_IGNORED)
+    if fields is None:
+        return None
+    attempts_at = ck.required(fields, "attempts", at)
+    attempts = ck.integer(attempts_at, 0, 1000) if attempts_at is not None else None
+    per_try = duration_ms(ck, fields["perTryTimeout"]) if "perTryTimeout" in fields else None
+    retry_on = ""
+    if (r := fields.get("retryOn")) is not None:
+        retry_on = ck.string(r) or ""
+        for policy in filter(None, (p.strip() for p in retry_on.split(","))):
+            if policy not in RETRY_ON and not (policy.isdigit() and 100 <= int(policy) <= 599):
+                ck.error(r, f"{policy!r} is not a retry policy Envoy knows")
+    if attempts is None:
+        return None
+    return Retries(attempts, per_try, retry_on)
+
+
+def _fault(ck: DocChecker, at: Located) -> Fault | None:
+    fields = ck.fields(at, FAULT_FIELDS)
+    if fields is None:
+        return None
+    fault = Fault()
+    if (d := fields.get("delay")) is not None:
+        delay = ck.fields(d, DELAY_FIELDS, unsupported={"exponentialDelay"})
+        if delay is not None:
+            fixed = ck.required(delay, "fixedDelay", d)
+            ms = duration_ms(ck, fixed) if fixed is not None else None
+            percent = _fault_percent(ck, delay)
+            fault = Fault(ms, percent, fault.abort_status, fault.abort_percent)
+    if (a := fields.get("abort")) is not None:
+        abort = ck.fields(a, ABORT_FIELDS, unsupported=ABORT_UNSUPPORTED)
+        if abort is not None:
+            status_at = ck.required(abort, "httpStatus", a)
+            status = ck.integer(status_at, 200, 599) if status_at is not None else None
+            percent = _fault_percent(ck, abort)
+            fault = Fault(fault.delay_ms, fault.delay_percent, status, percent)
+    if not fields:
+        ck.error(at, "must set delay or abort")
+    return fault
+
+
+def _fault_percent(ck: DocChecker, fields: dict[str, Located]) -> float:
+    if (p := fields.get("percentage")) is not None:
+        value = percentage(ck, p)
+        return 100.0 if value is None else value
+    if (p := fields.get("percent")) is not None:  # deprecated integer form
+        return float(ck.integer(p, 0, 100) or 0)
+    return 100.0
+
+
+def _headers(ck: DocChecker, at: Located) -> tuple[HeaderOps, HeaderOps]:
+    fields = ck.fields(at, HEADERS_FIELDS)
+    if fields is None:
+        return HeaderOps(), HeaderOps()
+    request = _header_ops(ck, fields.get("request"))
+    response = _header_ops(ck, fields.get("response"))
+    return request, response
+
+
+def _header_ops(ck: DocChecker, at: Located | None) -> HeaderOps:
+    if at is None:
+        return HeaderOps()
+    fields = ck.fields(at, HEADER_OPS_FIELDS)
+    if fields is None:
+        return HeaderOps()
+
+    def pairs(key: str) -> tuple[tuple[str, str], ...]:
+        if key not in fields:
+            return ()
+        values = ck.string_map(fields[key], _editable_header_problem) or {}
+        return tuple(values.items())
+
+    remove: tuple[str, ...] = ()
+    if (r := fields.get("remove")) is not None:
+        remove = tuple(v for v, _ in ck.strings(r, _editable_header_problem) or ())
+    return HeaderOps(pairs("set"), pairs("add"), remove)
+
+
+def _namespace(ck: DocChecker, at: Located | None) -> str:
+    return "" if at is None else ck.string(at, dns1123_label_problem) or ""
+
+
+def _editable_header_problem(value: str) -> str | None:
+    # Envoy refuses to set or remove Host (use rewrite.authority for that).
+    if value == "host":
+        return "cannot be changed here: use rewrite.authority"
+    return header_name_problem(value)
+
+
+def _cors(ck: DocChecker, at: Located) -> CorsPolicy | None:
+    fields = ck.fields(at, CORS_FIELDS, unsupported=CORS_UNSUPPORTED)
+    if fields is None:
+        return None
+    origins: list[StringMatch] = []
+    if (o := fields.get("allowOrigins")) is not None:
+        origins = [m for item in ck.items(o) or () if (m := string_match(ck, item))]
+
+    def strings(key: str) -> tuple[str, ...]:
+        return tuple(v for v, _ in ck.strings(fields[key]) or ()) if key in fields else ()
+
+    max_age = duration_ms(ck, fields["maxAge"], minimum_ms=0) if "maxAge" in fields else None
+    credentials = None
+    if (c := fields.get("allowCredentials")) is not None:
+        credentials = boolean(ck, c)
+    return CorsPolicy(
+        tuple(origins),
+        strings("allowMethods"),
+        strings("allowHeaders"),
+        strings("exposeHeaders"),
+        max_age,
+        credentials,
+    )
+
+
+def _unreachable(ck: DocChecker, at: Located, routes: list[HTTPRoute]) -> None:
+    """Warn about HTTP routes after one that matches every request: they never match."""
+    items = at.value if isinstance(at.value, list) else []
+    for i, route in enumerate(routes[:-1]):
+        if not route.match or any(m.is_catch_all for m in route.match):
+            if i + 1 < len(items):
+                line = ck.lines.get(f"{at.path}[{i + 1}]", at.line)
+                ck.warn(
+                    Located(None, f"{at.path}[{i + 1}]", line),
+                    f"never matches: {at.path}[{i}] already matches every request",
+                )
+            return
+
+
+# --- TCP ----------------------------------------------------------------------
+
+
+def _tcp_route(ck: DocChecker, at: Located, namespace: str) -> TCPRoute | None:
+    fields = ck.fields(at, TCP_FIELDS)
+    if fields is None:
+        return None
+    matches: list[TCPMatch] = []
+    for item in ck.items(fields["match"]) or () if "match" in fields else ():
+        m = ck.fields(item, TCP_MATCH_FIELDS, unsupported=TCP_MATCH_UNSUPPORTED)
+        if m is None:
+            continue
+        labels = freeze(parse_labels(ck, m["sourceLabels"])) if "sourceLabels" in m else None
+        gateways = tuple(v for v, _ in ck.strings(m["gateways"]) or ()) if "gateways" in m else ()
+        namespace_ = _namespace(ck, m.get("sourceNamespace"))
+        matches.append(TCPMatch(parse_port_number(ck, m.get("port")), labels, gateways, namespace_))
+    route_at = ck.required(fields, "route", at)
+    route = _destinations(ck, route_at, namespace, http=False) if route_at is not None else ()
+    return TCPRoute(tuple(matches), route)

@@ -1,0 +1,323 @@
+"""Traffic management in the model: VirtualService, DestinationRule, Gateway.
+
+Frozen values, like `model.py`; durations are whole milliseconds and
+percentages are floats in [0, 100], already checked by Galley. Hosts are kept
+as written; `qualify_host` gives the fully qualified name Istio resolves a
+short name to (relative to the namespace of the document naming it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from .model import CLUSTER_DOMAIN, EMPTY_LABELS, ObjectMeta
+
+MESH_GATEWAY = "mesh"
+
+
+def _empty() -> Mapping[str, str]:
+    return EMPTY_LABELS
+
+
+def qualify_host(host: str, namespace: str) -> str:
+    """Istio's short-name rule: `reviews` in namespace `default` is
+    `reviews.default.svc.cluster.local`; names with a dot and wildcards stay as written."""
+    if host == "*" or "." in host:
+        return host.lower()
+    return f"{host}.{namespace}.{CLUSTER_DOMAIN}".lower()
+
+
+# --- VirtualService -------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class StringMatch:
+    kind: str  # "exact", "prefix" or "regex"
+    value: str
+
+
+@dataclass(frozen=True, slots=True)
+class KeyMatch:
+    """A header or query parameter match; `match` None means "present"."""
+
+    name: str
+    match: StringMatch | None
+
+
+@dataclass(frozen=True, slots=True)
+class HTTPMatch:
+    name: str = ""
+    uri: StringMatch | None = None
+    method: StringMatch | None = None
+    authority: StringMatch | None = None
+    scheme: StringMatch | None = None
+    headers: tuple[KeyMatch, ...] = ()
+    query_params: tuple[KeyMatch, ...] = ()
+    without_headers: tuple[KeyMatch, ...] = ()
+    port: int | None = None
+    source_labels: Mapping[str, str] | None = None
+    source_namespace: str = ""
+    gateways: tuple[str, ...] = ()
+    ignore_uri_case: bool = False
+
+    @property
+    def is_catch_all(self) -> bool:
+        """Matches every request: nothing but a name, or a `/` prefix."""
+        uri_all = self.uri is None or (self.uri.kind == "prefix" and self.uri.value == "/")
+        return uri_all and self == HTTPMatch(name=self.name, uri=self.uri)
+
+
+@dataclass(frozen=True, slots=True)
+class Destination:
+    host: str  # fully qualified (see qualify_host)
+    subset: str = ""
+    port: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RouteDestination:
+    destination: Destination
+    weight: int = 100
+    # Istio's per-destination `headers`: edits only when this destination is picked.
+    request_headers: HeaderOps = field(default_factory=lambda: HeaderOps())
+    response_headers: HeaderOps = field(default_factory=lambda: HeaderOps())
+
+
+@dataclass(frozen=True, slots=True)
+class HeaderOps:
+    set: tuple[tuple[str, str], ...] = ()
+    add: tuple[tuple[str, str], ...] = ()
+    remove: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Fault:
+    delay_ms: int | None = None
+    delay_percent: float = 100.0
+    abort_status: int | None = None
+    abort_percent: float = 100.0
+
+
+@dataclass(frozen=True, slots=True)
+class Retries:
+    attempts: int
+    per_try_timeout_ms: int | None = None
+    retry_on: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Rewrite:
+    uri: str = ""
+    authority: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Redirect:
+    uri: str = ""
+    authority: str = ""
+    code: int = 301
+    scheme: str = ""
+    port: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DirectResponse:
+    status: int
+    body: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class CorsPolicy:
+    allow_origins: tuple[StringMatch, ...] = ()
+    allow_methods: tuple[str, ...] = ()
+    allow_headers: tuple[str, ...] = ()
+    expose_headers: tuple[str, ...] = ()
+    max_age_ms: int | None = None
+    allow_credentials: bool | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class HTTPRoute:
+    name: str = ""
+    match: tuple[HTTPMatch, ...] = ()  # empty: every request
+    route: tuple[RouteDestination, ...] = ()
+    redirect: Redirect | None = None
+    direct_response: DirectResponse | None = None
+    rewrite: Rewrite | None = None
+    timeout_ms: int | None = None
+    retries: Retries | None = None
+    fault: Fault | None = None
+    mirror: Destination | None = None
+    mirror_percent: float = 100.0
+    mirrors: tuple[tuple[Destination, float], ...] = ()  # Istio's `mirrors[]`, with percents
+    request_headers: HeaderOps = field(default_factory=HeaderOps)
+    response_headers: HeaderOps = field(default_factory=HeaderOps)
+    cors: CorsPolicy | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TCPMatch:
+    port: int | None = None
+    source_labels: Mapping[str, str] | None = None
+    gateways: tuple[str, ...] = ()
+    source_namespace: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class TCPRoute:
+    match: tuple[TCPMatch, ...] = ()
+    route: tuple[RouteDestination, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class VirtualService:
+    meta: ObjectMeta
+    hosts: tuple[str, ...]  # fully qualified, or `*` / `*.suffix`
+    gateways: tuple[str, ...] = (MESH_GATEWAY,)  # "ns/name" or "mesh"
+    http: tuple[HTTPRoute, ...] = ()
+    tcp: tuple[TCPRoute, ...] = ()
+    export_to: tuple[str, ...] = ()
+
+
+# --- DestinationRule ------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ConsistentHash:
+    http_header_name: str = ""
+    http_cookie_name: str = ""
+    http_cookie_path: str = ""
+    http_cookie_ttl_ms: int = 0
+    use_source_ip: bool = False
+    minimum_ring_size: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionPool:
+    max_connections: int | None = None
+    connect_timeout_ms: int | None = None
+    http1_max_pending_requests: int | None = None
+    http2_max_requests: int | None = None
+    max_requests_per_connection: int | None = None
+    max_retries: int | None = None
+    idle_timeout_ms: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class OutlierDetection:
+    consecutive_5xx_errors: int | None = None
+    consecutive_gateway_errors: int | None = None
+    interval_ms: int | None = None
+    base_ejection_time_ms: int | None = None
+    max_ejection_percent: int | None = None
+    min_health_percent: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TrafficPolicy:
+    """One level of policy; unset fields inherit from the level above (see `merged`)."""
+
+    load_balancer: str | None = None  # ROUND_ROBIN, LEAST_REQUEST, RANDOM
+    consistent_hash: ConsistentHash | None = None
+    connection_pool: ConnectionPool | None = None
+    outlier_detection: OutlierDetection | None = None
+    tls_mode: str | None = None  # DISABLE, SIMPLE, MUTUAL, ISTIO_MUTUAL (consumed by mTLS)
+    port_level: tuple[tuple[int, TrafficPolicy], ...] = ()
+
+    def for_port(self, port: int) -> TrafficPolicy:
+        """Istio: a portLevelSettings entry replaces each field it sets, for that port."""
+        for number, policy in self.port_level:
+            if number == port:
+                return self.merged(policy)
+        return self
+
+    def merged(self, over: TrafficPolicy | None) -> TrafficPolicy:
+        if over is None:
+            return self
+        lb_set = over.load_balancer is not None or over.consistent_hash is not None
+        return TrafficPolicy(
+            load_balancer=over.load_balancer if lb_set else self.load_balancer,
+            consistent_hash=over.consistent_hash if lb_set else self.consistent_hash,
+            connection_pool=over.connection_pool or self.connection_pool,
+            outlier_detection=over.outlier_detection or self.outlier_detection,
+            tls_mode=over.tls_mode or self.tls_mode,
+            port_level=over.port_level or self.port_level,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Subset:
+    name: str
+    labels: Mapping[str, str] = field(default_factory=_empty)
+    traffic_policy: TrafficPolicy | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DestinationRule:
+    meta: ObjectMeta
+    host: str  # fully qualified
+    traffic_policy: TrafficPolicy | None = None
+    subsets: tuple[Subset, ...] = ()
+    export_to: tuple[str, ...] = ()
+
+    def subset(self, name: str) -> Subset | None:
+        return next((s for s in self.subsets if s.name == name), None)
+
+    def policy(self, port: int, subset: str = "") -> TrafficPolicy | None:
+        """The effective policy for one cluster: top level, then subset, then port level."""
+        top = self.traffic_policy or TrafficPolicy()
+        chosen = self.subset(subset) if subset else None
+        effective = top.for_port(port)
+        if chosen is not None and chosen.traffic_policy is not None:
+            effective = effective.merged(chosen.traffic_policy.for_port(port))
+        return None if effective == TrafficPolicy() else effective
+
+
+# --- Gateway --------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ServerTLS:
+    mode: str  # SIMPLE (pocketmesh builds only this), PASSTHROUGH, MUTUAL, ...
+    credential_name: str = ""
+    https_redirect: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayServer:
+    port: int
+    protocol: str
+    port_name: str
+    hosts: tuple[str, ...]  # "ns/host" or "host" (any namespace)
+    tls: ServerTLS | None = None
+    name: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Gateway:
+    meta: ObjectMeta
+    selector: Mapping[str, str]
+    servers: tuple[GatewayServer, ...]
+
+    def selects(self, labels: Mapping[str, str]) -> bool:
+        return bool(self.selector) and all(labels.get(k) == v for k, v in self.selector.items())
+
+
+def gateway_key(name: str, namespace: str) -> str:
+    """`gateways:` entries are `name` (same namespace as the VirtualService) or `ns/name`."""
+    if name == MESH_GATEWAY or "/" in name:
+        return name
+    return f"{namespace}/{name}"
+
+
+# --- TLS credentials (Kubernetes Secrets) ---------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class TLSCredential:
+    """A `kubernetes.io/tls` Secret: what a Gateway server's `credentialName` names."""
+
+    meta: ObjectMeta
+    cert_pem: str = field(repr=False)
+    key_pem: str = field(repr=False)

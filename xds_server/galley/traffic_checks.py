@@ -1,0 +1,242 @@
+"""Traffic rules that need more than one document: hosts, subsets, gateways, conflicts.
+
+Like `crosscheck`, each finding points at the field that is wrong, on the
+document that is wrong. A route to a host no ServiceEntry declares, to a
+subset no DestinationRule defines, or through a Gateway that does not exist
+is an error: Istio would silently send 503s; pocketmesh refuses to push it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+from .documents import ParsedDoc
+from .errors import ERROR, WARNING, ConfigError
+from .model import ServiceEntry, WorkloadEntry, labels_match
+from .model_traffic import (
+    MESH_GATEWAY,
+    Destination,
+    DestinationRule,
+    Gateway,
+    TLSCredential,
+    VirtualService,
+    gateway_key,
+)
+
+__all__ = ["check_traffic", "traffic_resources"]
+
+
+def traffic_resources(resources: Iterable[object]) -> dict[str, tuple[object, ...]]:
+    """The MeshConfig fields of the traffic kinds, each sorted by namespace and name."""
+
+    every = list(resources)
+
+    def of(kind: type) -> tuple[object, ...]:
+        found = [r for r in every if isinstance(r, kind)]
+        return tuple(sorted(found, key=lambda r: (r.meta.namespace, r.meta.name)))
+
+    return {
+        "virtual_services": of(VirtualService),
+        "destination_rules": of(DestinationRule),
+        "gateways": of(Gateway),
+        "tls_credentials": of(TLSCredential),
+    }
+
+
+def check_traffic(docs: Sequence[ParsedDoc]) -> tuple[list[ConfigError], list[ConfigError]]:
+    checker = _Checker(docs)
+    checker.run()
+    return checker.errors, checker.warnings
+
+
+class _Checker:
+    def __init__(self, docs: Sequence[ParsedDoc]) -> None:
+        self.docs = docs
+        self.errors: list[ConfigError] = []
+        self.warnings: list[ConfigError] = []
+        self.services: dict[str, ServiceEntry] = {}
+        for doc in docs:
+            if isinstance(doc.resource, ServiceEntry):
+                for host in doc.resource.hosts:
+                    self.services.setdefault(host.lower(), doc.resource)
+        self.workloads = [d.resource for d in docs if isinstance(d.resource, WorkloadEntry)]
+        self.rules: dict[str, tuple[DestinationRule, ParsedDoc]] = {}
+        self.credentials = {
+            d.resource.meta.key for d in docs if isinstance(d.resource, TLSCredential)
+        }
+        self.gateways = {
+            d.resource.meta.key: d.resource for d in docs if isinstance(d.resource, Gateway)
+        }
+
+    def run(self) -> None:
+        for doc in self.docs:
+            if isinstance(doc.resource, DestinationRule):
+                self._destination_rule(doc, doc.resource)
+        claimed: dict[tuple[str, str], ParsedDoc] = {}
+        for doc in self.docs:
+            if isinstance(doc.resource, VirtualService):
+                self._virtual_service(doc, doc.resource, claimed)
+            elif isinstance(doc.resource, Gateway):
+                self._gateway(doc, doc.resource)
+
+    def _gateway(self, doc: ParsedDoc, gateway: Gateway) -> None:
+        """Istio reads credentialName from the gateway workload's namespace; pocketmesh
+        also looks in the Gateway's own."""
+        selected = [w for w in self.workloads if gateway.selects(w.labels)]
+        if not selected:
+            self._finding(doc, "spec.selector", "selects no WorkloadEntry", WARNING)
+        namespaces = {w.meta.namespace for w in selected} | {gateway.meta.namespace}
+        for i, server in enumerate(gateway.servers):
+            if server.tls is None or not server.tls.credential_name:
+                continue
+            name = server.tls.credential_name
+            if not any(f"{ns}/{name}" in self.credentials for ns in namespaces):
+                where = " or ".join(sorted(namespaces))
+                self._finding(
+                    doc,
+                    f"spec.servers[{i}].tls.credentialName",
+                    f"no Secret {name!r} of type kubernetes.io/tls in namespace {where}",
+                )
+
+    def _finding(self, doc: ParsedDoc, field: str, message: str, severity: str = ERROR) -> None:
+        assert doc.meta is not None
+        line = doc.lines.get(field, doc.meta.source.line)
+        finding = ConfigError(doc.file, line, doc.kind, doc.meta.key, field, message, severity)
+        (self.errors if severity == ERROR else self.warnings).append(finding)
+
+    def _where(self, doc: ParsedDoc, field: str) -> str:
+        assert doc.meta is not None
+        return f"{doc.file}:{doc.lines.get(field, doc.meta.source.line)}"
+
+    # --- DestinationRule ----------------------------------------------------
+
+    def _destination_rule(self, doc: ParsedDoc, rule: DestinationRule) -> None:
+        earlier = self.rules.get(rule.host)
+        if earlier is not None:
+            other, other_doc = earlier
+            if other.meta.key == rule.meta.key:
+                return  # a duplicate name: crosscheck reports it
+            self._finding(
+                doc,
+                "spec.host",
+                f"host {rule.host!r} already has DestinationRule {other.meta.key} "
+                f"({self._where(other_doc, 'spec.host')}); pocketmesh does not merge them",
+            )
+            return
+        self.rules[rule.host] = (rule, doc)
+        service = self.services.get(rule.host)
+        if service is None:
+            if not rule.host.startswith("*"):
+                self._finding(
+                    doc, "spec.host", f"no ServiceEntry declares host {rule.host!r}", WARNING
+                )
+            return
+        backing = [
+            w
+            for w in self.workloads
+            if w.meta.namespace == service.meta.namespace
+            and labels_match(service.workload_selector, w.labels)
+        ] + list(service.endpoints)
+        for i, subset in enumerate(rule.subsets):
+            if subset.labels and not any(labels_match(subset.labels, w.labels) for w in backing):
+                self._finding(
+                    doc,
+                    f"spec.subsets[{i}].labels",
+                    f"subset {subset.name!r} selects no endpoint of {rule.host}",
+                    WARNING,
+                )
+        ports = {p.number for p in service.ports}
+        policy = rule.traffic_policy
+        for number, _ in policy.port_level if policy is not None else ():
+            if number not in ports:
+                self._finding(
+                    doc,
+                    "spec.trafficPolicy.portLevelSettings",
+                    f"port {number} is not a port of {rule.host}",
+                    WARNING,
+                )
+
+    # --- VirtualService -----------------------------------------------------
+
+    def _virtual_service(
+        self, doc: ParsedDoc, vs: VirtualService, claimed: dict[tuple[str, str], ParsedDoc]
+    ) -> None:
+        for i, gateway in enumerate(vs.gateways):
+            if gateway != MESH_GATEWAY and gateway not in self.gateways:
+                self._finding(doc, f"spec.gateways[{i}]", f"no Gateway {gateway}")
+        for i, host in enumerate(vs.hosts):
+            field = f"spec.hosts[{i}]"
+            for gateway in vs.gateways:
+                earlier = claimed.setdefault((gateway, host), doc)
+                if earlier is not doc:
+                    assert earlier.meta is not None
+                    self._finding(
+                        doc,
+                        field,
+                        f"host {host!r} on {gateway} is already routed by VirtualService "
+                        f"{earlier.meta.key} ({self._where(earlier, 'spec.hosts')}); "
+                        "pocketmesh does not merge VirtualServices: put the rules in one",
+                    )
+                    break
+            if vs.gateways == (MESH_GATEWAY,) and not self._known(host):
+                self._finding(
+                    doc,
+                    field,
+                    f"no ServiceEntry declares {host!r}: the rule never applies",
+                    WARNING,
+                )
+        for i, route in enumerate(vs.http):
+            base = f"spec.http[{i}]"
+            for j, dest in enumerate(route.route):
+                self._destination(doc, dest.destination, f"{base}.route[{j}].destination")
+            if route.mirror is not None:
+                self._destination(doc, route.mirror, f"{base}.mirror")
+            for j, (mirror, _) in enumerate(route.mirrors):
+                self._destination(doc, mirror, f"{base}.mirrors[{j}].destination")
+            for j, match in enumerate(route.match):
+                for k, gateway in enumerate(match.gateways):
+                    key = gateway_key(gateway, vs.meta.namespace)
+                    if key not in vs.gateways:
+                        self._finding(
+                            doc,
+                            f"{base}.match[{j}].gateways[{k}]",
+                            f"{gateway!r} is not in spec.gateways",
+                        )
+        for i, tcp in enumerate(vs.tcp):
+            for j, dest in enumerate(tcp.route):
+                self._destination(doc, dest.destination, f"spec.tcp[{i}].route[{j}].destination")
+
+    def _known(self, host: str) -> bool:
+        if not host.startswith("*"):
+            return host in self.services
+        suffix = host[1:]
+        return any(h.endswith(suffix) or host == "*" for h in self.services)
+
+    def _destination(self, doc: ParsedDoc, dest: Destination, field: str) -> None:
+        service = self.services.get(dest.host)
+        if service is None:
+            self._finding(doc, f"{field}.host", f"no ServiceEntry declares host {dest.host!r}")
+            return
+        ports = sorted(p.number for p in service.ports)
+        if dest.port is not None and dest.port not in ports:
+            self._finding(
+                doc,
+                f"{field}.port.number",
+                f"{dest.host} has no port {dest.port} (ports: {', '.join(map(str, ports))})",
+            )
+        if dest.subset:
+            rule = self.rules.get(dest.host)
+            if rule is None:
+                self._finding(
+                    doc,
+                    f"{field}.subset",
+                    f"subset {dest.subset!r}: no DestinationRule defines subsets for {dest.host}",
+                )
+            elif rule[0].subset(dest.subset) is None:
+                names = ", ".join(s.name for s in rule[0].subsets) or "none"
+                self._finding(
+                    doc,
+                    f"{field}.subset",
+                    f"DestinationRule {rule[0].meta.key} defines no subset {dest.subset!r} "
+                    f"(subsets: {names})",
+                )

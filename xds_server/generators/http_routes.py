@@ -1,0 +1,330 @@
+"""VirtualService HTTP routes -> Envoy routes (Istio's `route.BuildHTTPRoutes`).
+
+One Envoy route per match block (blocks are OR; the fields of one block are
+AND), in the VirtualService's order, so the first match wins. No catch-all is
+added after them: a request no rule matches gets Envoy's 404, as in Istio.
+Faults and CORS go in per-route filter config, read by the fault and CORS filters
+that every HTTP connection manager pocketmesh builds carries (`HTTP_FILTERS`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from envoy.config.core.v3 import base_pb2
+from envoy.config.route.v3 import route_components_pb2 as rc
+from envoy.extensions.filters.common.fault.v3 import fault_pb2 as common_fault_pb2
+from envoy.extensions.filters.http.cors.v3 import cors_pb2
+from envoy.extensions.filters.http.fault.v3 import fault_pb2
+from envoy.extensions.filters.network.http_connection_manager.v3 import (
+    http_connection_manager_pb2 as hcm_pb2,
+)
+from envoy.type.matcher.v3 import regex_pb2, string_pb2
+from envoy.type.v3 import percent_pb2
+from google.protobuf import any_pb2, duration_pb2, message, wrappers_pb2
+
+from xds_server.galley.model import labels_match
+from xds_server.galley.model_traffic import (
+    MESH_GATEWAY,
+    CorsPolicy,
+    Destination,
+    Fault,
+    HeaderOps,
+    HTTPMatch,
+    HTTPRoute,
+    KeyMatch,
+    StringMatch,
+    VirtualService,
+    gateway_key,
+)
+from xds_server.generators import naming
+from xds_server.generators.traffic_index import TrafficIndex, service_port
+from xds_server.generators.traffic_policy import duration, hash_policies
+
+FAULT_FILTER = "envoy.filters.http.fault"
+CORS_FILTER = "envoy.filters.http.cors"
+NO_TIMEOUT = duration_pb2.Duration(seconds=0)
+# Istio's retryOn when `retries` gives attempts but no retryOn.
+ISTIO_RETRY_ON = "connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes"
+_REDIRECT_CODES = {
+    301: rc.RedirectAction.MOVED_PERMANENTLY,
+    302: rc.RedirectAction.FOUND,
+    303: rc.RedirectAction.SEE_OTHER,
+    307: rc.RedirectAction.TEMPORARY_REDIRECT,
+    308: rc.RedirectAction.PERMANENT_REDIRECT,
+}
+_SET = base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
+_ADD = base_pb2.HeaderValueOption.APPEND_IF_EXISTS_OR_ADD
+
+
+def pack(config: message.Message) -> any_pb2.Any:
+    packed = any_pb2.Any()
+    packed.Pack(config)
+    return packed
+
+
+def traffic_http_filters() -> list[hcm_pb2.HttpFilter]:
+    """The filters VirtualService features need, before the router (empty: inactive)."""
+    return [
+        hcm_pb2.HttpFilter(name=FAULT_FILTER, typed_config=pack(fault_pb2.HTTPFault())),
+        hcm_pb2.HttpFilter(name=CORS_FILTER, typed_config=pack(cors_pb2.Cors())),
+    ]
+
+
+def virtual_service_routes(
+    traffic: TrafficIndex,
+    vs: VirtualService,
+    *,
+    port: int,
+    labels: Mapping[str, str],
+    namespace: str,
+    gateway: str = MESH_GATEWAY,
+) -> list[rc.Route]:
+    """The Envoy routes of `vs` for a listener on `port` of a proxy with `labels` in
+    `namespace` (what `sourceLabels` and `sourceNamespace` match)."""
+    routes: list[rc.Route] = []
+    for i, http in enumerate(vs.http):
+        matches = http.match or (HTTPMatch(),)
+        for j, match in enumerate(matches):
+            if not _applies(match, vs, port, labels, namespace, gateway):
+                continue
+            name = http.name or f"{vs.meta.key}.{i}"
+            if match.name:
+                name = f"{name}.{match.name}"
+            elif len(matches) > 1:
+                name = f"{name}.{j}"
+            routes.append(_route(traffic, http, match, name, port))
+    return routes
+
+
+def _applies(
+    match: HTTPMatch,
+    vs: VirtualService,
+    port: int,
+    labels: Mapping[str, str],
+    namespace: str,
+    gateway: str,
+) -> bool:
+    if match.port is not None and match.port != port:
+        return False
+    if match.source_namespace and match.source_namespace != namespace:
+        return False
+    if match.gateways and gateway not in {
+        gateway_key(g, vs.meta.namespace) for g in match.gateways
+    }:
+        return False
+    return match.source_labels is None or labels_match(match.source_labels, labels)
+
+
+# --- match ---------------------------------------------------------------------------
+
+
+def _route_match(match: HTTPMatch) -> rc.RouteMatch:
+    result = rc.RouteMatch()
+    uri = match.uri
+    if uri is None or (uri.kind == "prefix" and uri.value == "/"):
+        result.prefix = "/"
+    elif uri.kind == "exact":
+        result.path = uri.value
+    elif uri.kind == "prefix":
+        result.prefix = uri.value
+    else:
+        regex = f"(?i){uri.value}" if match.ignore_uri_case else uri.value
+        result.safe_regex.CopyFrom(regex_pb2.RegexMatcher(regex=regex))
+    if match.ignore_uri_case and uri is not None and uri.kind != "regex":
+        result.case_sensitive.CopyFrom(wrappers_pb2.BoolValue(value=False))
+    for key in match.headers:
+        result.headers.append(_header(key))
+    if match.method is not None:
+        result.headers.append(_header(KeyMatch(":method", match.method)))
+    if match.authority is not None:
+        result.headers.append(_header(KeyMatch(":authority", match.authority)))
+    if match.scheme is not None:
+        result.headers.append(_header(KeyMatch(":scheme", match.scheme)))
+    for key in match.without_headers:
+        header = _header(key)
+        header.invert_match = True
+        result.headers.append(header)
+    for key in match.query_params:
+        param = rc.QueryParameterMatcher(name=key.name)
+        if key.match is None:
+            param.present_match = True
+        else:
+            param.string_match.CopyFrom(string_matcher(key.match))
+        result.query_parameters.append(param)
+    return result
+
+
+def _header(key: KeyMatch) -> rc.HeaderMatcher:
+    if key.match is None:
+        return rc.HeaderMatcher(name=key.name, present_match=True)
+    return rc.HeaderMatcher(name=key.name, string_match=string_matcher(key.match))
+
+
+def string_matcher(match: StringMatch, *, ignore_case: bool = False) -> string_pb2.StringMatcher:
+    if match.kind == "exact":
+        return string_pb2.StringMatcher(exact=match.value, ignore_case=ignore_case)
+    if match.kind == "prefix":
+        return string_pb2.StringMatcher(prefix=match.value, ignore_case=ignore_case)
+    return string_pb2.StringMatcher(safe_regex=regex_pb2.RegexMatcher(regex=match.value))
+
+
+# --- action --------------------------------------------------------------------------
+
+
+def _route(
+    traffic: TrafficIndex, http: HTTPRoute, match: HTTPMatch, name: str, port: int
+) -> rc.Route:
+    route = rc.Route(name=name, match=_route_match(match))
+    if http.redirect is not None:
+        redirect = rc.RedirectAction(response_code=_REDIRECT_CODES[http.redirect.code])
+        if http.redirect.uri:
+            redirect.path_redirect = http.redirect.uri
+        if http.redirect.authority:
+            redirect.host_redirect = http.redirect.authority
+        if http.redirect.scheme:
+            redirect.scheme_redirect = http.redirect.scheme
+        if http.redirect.port is not None:
+            redirect.port_redirect = http.redirect.port
+        route.redirect.CopyFrom(redirect)
+    elif http.direct_response is not None:
+        route.direct_response.CopyFrom(
+            rc.DirectResponseAction(
+                status=http.direct_response.status,
+                body=base_pb2.DataSource(inline_string=http.direct_response.body)
+                if http.direct_response.body
+                else None,
+            )
+        )
+    else:
+        route.route.CopyFrom(_action(traffic, http, port))
+        if not route.route.HasField("weighted_clusters"):  # one destination: on the route
+            [picked] = [d for d in http.route if d.weight > 0]
+            _header_ops(route, picked.request_headers, request=True)
+            _header_ops(route, picked.response_headers, request=False)
+    _header_ops(route, http.request_headers, request=True)
+    _header_ops(route, http.response_headers, request=False)
+    if http.fault is not None:
+        route.typed_per_filter_config[FAULT_FILTER].CopyFrom(pack(_fault(http.fault)))
+    if http.cors is not None:
+        route.typed_per_filter_config[CORS_FILTER].CopyFrom(pack(_cors(http.cors)))
+    return route
+
+
+def destination_port(traffic: TrafficIndex, dest: Destination, listener_port: int) -> int:
+    service = traffic.service(dest.host)
+    if service is None:  # validation rejects this; keep the generator total anyway
+        return dest.port or listener_port
+    return service_port(service, dest.port, listener_port)
+
+
+def cluster_for(traffic: TrafficIndex, dest: Destination, listener_port: int) -> str:
+    """`outbound|<port>|<subset>|<host>` for a destination (see `service_port`)."""
+    port = destination_port(traffic, dest, listener_port)
+    return naming.outbound_cluster(port, dest.host, dest.subset)
+
+
+def _action(traffic: TrafficIndex, http: HTTPRoute, port: int) -> rc.RouteAction:
+    action = rc.RouteAction(timeout=NO_TIMEOUT)
+    weighted = [d for d in http.route if d.weight > 0]
+    if len(weighted) == 1:
+        action.cluster = cluster_for(traffic, weighted[0].destination, port)
+    else:
+        clusters = []
+        for d in weighted:
+            cluster = rc.WeightedCluster.ClusterWeight(
+                name=cluster_for(traffic, d.destination, port),
+                weight=wrappers_pb2.UInt32Value(value=d.weight),
+            )
+            _header_ops(cluster, d.request_headers, request=True)
+            _header_ops(cluster, d.response_headers, request=False)
+            clusters.append(cluster)
+        action.weighted_clusters.CopyFrom(rc.WeightedCluster(clusters=clusters))
+    # consistentHash of the (first) destination's DestinationRule: what to hash on.
+    first = weighted[0].destination
+    policy = traffic.policy(first.host, destination_port(traffic, first, port), first.subset)
+    action.hash_policy.extend(hash_policies(policy))
+    if http.timeout_ms is not None:
+        action.timeout.CopyFrom(duration(http.timeout_ms))
+    if http.retries is not None and http.retries.attempts > 0:
+        retry = rc.RetryPolicy(
+            retry_on=http.retries.retry_on or ISTIO_RETRY_ON,
+            num_retries=wrappers_pb2.UInt32Value(value=http.retries.attempts),
+        )
+        if http.retries.per_try_timeout_ms is not None:
+            retry.per_try_timeout.CopyFrom(duration(http.retries.per_try_timeout_ms))
+        if not http.retries.retry_on:
+            retry.retriable_status_codes.append(503)  # Istio's default retries 503s
+        action.retry_policy.CopyFrom(retry)
+    mirrors = list(http.mirrors)
+    if http.mirror is not None:
+        mirrors.insert(0, (http.mirror, http.mirror_percent))
+    for mirror, percent in mirrors:
+        if percent > 0:
+            action.request_mirror_policies.append(
+                rc.RouteAction.RequestMirrorPolicy(
+                    cluster=cluster_for(traffic, mirror, port),
+                    runtime_fraction=base_pb2.RuntimeFractionalPercent(
+                        default_value=_fraction(percent)
+                    ),
+                )
+            )
+    if http.rewrite is not None:
+        if http.rewrite.uri:
+            action.prefix_rewrite = http.rewrite.uri
+        if http.rewrite.authority:
+            action.host_rewrite_literal = http.rewrite.authority
+    return action
+
+
+def _fraction(percent: float) -> percent_pb2.FractionalPercent:
+    # Istio's percentages are doubles: a million parts keeps four decimals.
+    return percent_pb2.FractionalPercent(
+        numerator=round(percent * 10_000), denominator=percent_pb2.FractionalPercent.MILLION
+    )
+
+
+def _fault(fault: Fault) -> fault_pb2.HTTPFault:
+    result = fault_pb2.HTTPFault()
+    if fault.delay_ms is not None:
+        result.delay.CopyFrom(
+            common_fault_pb2.FaultDelay(
+                fixed_delay=duration(fault.delay_ms), percentage=_fraction(fault.delay_percent)
+            )
+        )
+    if fault.abort_status is not None:
+        result.abort.CopyFrom(
+            fault_pb2.FaultAbort(
+                http_status=fault.abort_status, percentage=_fraction(fault.abort_percent)
+            )
+        )
+    return result
+
+
+def _cors(cors: CorsPolicy) -> cors_pb2.CorsPolicy:
+    result = cors_pb2.CorsPolicy(
+        allow_origin_string_match=[string_matcher(m) for m in cors.allow_origins],
+        allow_methods=",".join(cors.allow_methods),
+        allow_headers=",".join(cors.allow_headers),
+        expose_headers=",".join(cors.expose_headers),
+    )
+    if cors.max_age_ms is not None:
+        result.max_age = str(cors.max_age_ms // 1000)
+    if cors.allow_credentials is not None:
+        result.allow_credentials.CopyFrom(wrappers_pb2.BoolValue(value=cors.allow_credentials))
+    return result
+
+
+def _header_ops(
+    route: rc.Route | rc.WeightedCluster.ClusterWeight, ops: HeaderOps, *, request: bool
+) -> None:
+    add = route.request_headers_to_add if request else route.response_headers_to_add
+    remove = route.request_headers_to_remove if request else route.response_headers_to_remove
+    for action, pairs in ((_SET, ops.set), (_ADD, ops.add)):
+        for key, value in pairs:
+            add.append(
+                base_pb2.HeaderValueOption(
+                    header=base_pb2.HeaderValue(key=key, value=value), append_action=action
+                )
+            )
+    remove.extend(ops.remove)

@@ -1,0 +1,117 @@
+"""Lookups over the traffic kinds, computed once per push context.
+
+Which DestinationRule applies to a host, which VirtualService routes a host for a
+gateway (or the `mesh`), which Gateways select a workload, and the one fact about
+a proxy that changes its routes: which `sourceLabels` selectors match it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from xds_server.galley.model import MeshConfig, ServiceEntry, WorkloadEntry, labels_match
+from xds_server.galley.model_traffic import (
+    MESH_GATEWAY,
+    DestinationRule,
+    Gateway,
+    TrafficPolicy,
+    VirtualService,
+)
+from xds_server.generators.sidecar_scope import host_matches
+
+
+class TrafficIndex:
+    __slots__ = ("_rules", "_selectors", "_services", "gateways", "mesh", "virtual_services")
+
+    def __init__(self, mesh: MeshConfig) -> None:
+        self.mesh = mesh
+        self.virtual_services = mesh.virtual_services
+        self.gateways = mesh.gateways
+        self._rules: dict[str, DestinationRule] = {}
+        self._services: dict[str, ServiceEntry] = {}
+        for se in mesh.service_entries:
+            for host in se.hosts:
+                self._services.setdefault(host.lower(), se)
+        for rule in mesh.destination_rules:  # sorted; validation rejects two for one host
+            self._rules.setdefault(rule.host, rule)
+        selectors: list[Mapping[str, str]] = []
+        for vs in mesh.virtual_services:
+            for route in (*vs.http, *vs.tcp):
+                for match in route.match:
+                    if match.source_labels is not None and match.source_labels not in selectors:
+                        selectors.append(match.source_labels)
+        self._selectors = tuple(selectors)
+
+    def service(self, host: str) -> ServiceEntry | None:
+        return self._services.get(host.lower())
+
+    # --- DestinationRule ----------------------------------------------------
+
+    def rule(self, host: str) -> DestinationRule | None:
+        rule = self._rules.get(host.lower())
+        if rule is not None:
+            return rule
+        # A wildcard rule (`*.example.com`) covers the hosts under it: most specific first.
+        wildcards = [
+            r for h, r in self._rules.items() if h.startswith("*") and host_matches(h, host)
+        ]
+        return max(wildcards, key=lambda r: len(r.host), default=None)
+
+    def policy(self, host: str, port: int, subset: str = "") -> TrafficPolicy | None:
+        rule = self.rule(host)
+        return None if rule is None else rule.policy(port, subset)
+
+    # --- VirtualService -----------------------------------------------------
+
+    def virtual_service(
+        self, host: str, namespace: str, gateway: str = MESH_GATEWAY
+    ) -> VirtualService | None:
+        """The VirtualService routing `host` for `gateway`, visible from `namespace`.
+
+        An exact host beats a wildcard; among wildcards the longest wins (Istio).
+        """
+        best: tuple[int, VirtualService] | None = None
+        for vs in self.virtual_services:
+            if gateway not in vs.gateways or not _exported(vs, namespace):
+                continue
+            for pattern in vs.hosts:
+                if pattern == host.lower():
+                    score = 1 << 16
+                elif pattern.startswith("*") and host_matches(pattern, host):
+                    score = len(pattern)
+                else:
+                    continue
+                if best is None or score > best[0]:
+                    best = (score, vs)
+        return None if best is None else best[1]
+
+    def bound_to(self, gateway: str) -> tuple[VirtualService, ...]:
+        return tuple(vs for vs in self.virtual_services if gateway in vs.gateways)
+
+    def source_key(self, labels: Mapping[str, str]) -> tuple[bool, ...]:
+        """Which `sourceLabels` selectors match a proxy: proxies with equal keys share routes."""
+        return tuple(labels_match(s, labels) for s in self._selectors)
+
+    # --- Gateway ------------------------------------------------------------
+
+    def gateways_for(self, workload: WorkloadEntry) -> tuple[Gateway, ...]:
+        return tuple(g for g in self.gateways if g.selects(workload.labels))
+
+
+def _exported(vs: VirtualService, namespace: str) -> bool:
+    if not vs.export_to:
+        return True
+    return any(
+        t == "*" or t == namespace or (t == "." and namespace == vs.meta.namespace)
+        for t in vs.export_to
+    )
+
+
+def service_port(service: ServiceEntry, wanted: int | None, listener_port: int) -> int:
+    """The port a destination means: as given, else the listener's, else the only one."""
+    numbers = sorted(p.number for p in service.ports)
+    if wanted is not None:
+        return wanted
+    if listener_port in numbers:
+        return listener_port
+    return numbers[0] if numbers else listener_port

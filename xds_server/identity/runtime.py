@@ -1,0 +1,254 @@
+"""The identity side of a running control plane: CA, SVIDs by SDS, proxy auth, rotation.
+
+`IdentityRuntime` is what `ControlPlane` holds when identities are on. It lays the
+SDS secrets over the cache (`attach`), authenticates proxies for the stream
+handler, serves the xDS port's TLS certificate, and runs one loop (`run`) that
+renews SVIDs and moves a root rotation along:
+
+    rotate_root()  -> the new root joins ROOTCA; pushed by SDS to every proxy
+    every proxy ACKs that ROOTCA  -> the new root signs; every SVID re-issued
+    the old root's last certificate expires  -> the old root leaves ROOTCA
+
+A rotation starts by `POST /debug/ca/rotate-root`, or by itself when less than 20 %
+of the signing root's life is left; `GET /debug/ca` shows the roots and SVIDs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import grpc
+
+from ca import (
+    CertificateAuthority,
+    Clock,
+    IssuedServerCertificate,
+    detect_layout,
+    init_ca_dir,
+    load_ca_dir,
+    utc_now,
+)
+from ca.svid import DEFAULT_SVID_TTL
+from xds_server import xds_types
+from xds_server.identity.auth import ProxyTokens
+from xds_server.identity.issuer import WorkloadIssuer
+from xds_server.identity.sds import IdentitySecrets
+from xds_server.protocol.events import SyncState
+
+if TYPE_CHECKING:
+    from aiohttp import web
+
+    from xds_server.cache.store import SnapshotCache
+    from xds_server.grpc_api.connections import Connections
+
+log = logging.getLogger("pocketmesh.identity")
+
+DEFAULT_CA_DIR = Path(".pocketmesh/ca")
+
+
+@dataclass(frozen=True)
+class IdentityOptions:
+    ca_dir: Path | None = None  # None: an in-memory CA (tests, demos)
+    svid_ttl: timedelta = DEFAULT_SVID_TTL
+    xds_tls: bool = False
+    proxy_auth: bool = True
+    clock: Clock | None = None  # test seam: the CA's clock
+    tick_seconds: float = 1.0
+
+
+class IdentityRuntime:
+    def __init__(
+        self, ca: CertificateAuthority, tokens: ProxyTokens, options: IdentityOptions
+    ) -> None:
+        self.ca = ca
+        self.tokens = tokens
+        self.options = options
+        self.issuer = WorkloadIssuer(ca, options.svid_ttl)
+        self.secrets = IdentitySecrets(self.issuer)
+        self._cache: SnapshotCache | None = None
+        self._connections: Connections | None = None
+        self._bundle_generation = 0  # the view generation that carried the new root
+        self.xds_cert: IssuedServerCertificate | None = None  # with --xds-tls
+        self._xds_names: tuple[list[str], list[str]] = ([], [])
+
+    @classmethod
+    def create(cls, options: IdentityOptions, trust_domain: str) -> IdentityRuntime:
+        clock = options.clock or utc_now
+        if options.ca_dir is None:
+            ca = CertificateAuthority.in_memory(trust_domain, clock=clock)
+            tokens = ProxyTokens.in_memory()
+        elif detect_layout(options.ca_dir) is not None:
+            # An existing CA names the trust domain (`pocketmesh ca init --trust-domain`).
+            ca = load_ca_dir(options.ca_dir, clock=clock)
+            tokens = ProxyTokens.load_or_create(options.ca_dir)
+        else:
+            ca = init_ca_dir(options.ca_dir, trust_domain, clock=clock)
+            tokens = ProxyTokens.load_or_create(options.ca_dir)
+        log.info("CA for %s: %r", ca.trust_domain, ca)
+        return cls(ca, tokens, options)
+
+    # -- wiring ---------------------------------------------------------------------
+
+    def attach(self, cache: SnapshotCache, connections: Connections) -> None:
+        cache.secrets = self.secrets
+        self._cache = cache
+        self._connections = connections
+
+    @property
+    def authenticator(self) -> Callable[[str, grpc.aio.ServicerContext], None] | None:
+        return self.tokens.authenticate if self.options.proxy_auth else None
+
+    def server_credentials(self, host: str) -> grpc.ServerCredentials:
+        """The xDS port's certificate: the control plane's SPIFFE ID plus its address.
+
+        gRPC asks for it again on every handshake: it is renewed at half-life, and
+        re-issued once the root that signed it has left the trust bundle (pruned), so
+        proxies bootstrapped with the bundle of any moment keep verifying it for as
+        long as possible.
+        """
+        ips = [host] if _is_ip(host) else ["127.0.0.1"]
+        names = ["localhost"] if _is_ip(host) else [host, "localhost"]
+        self._xds_names = (names, ips)
+        self.xds_cert = self._issue_server_cert()
+
+        def fetch() -> grpc.ServerCertificateConfiguration | None:
+            renewed = self.refresh_xds_cert()
+            return None if renewed is None else _server_config(renewed)
+
+        return grpc.dynamic_ssl_server_credentials(
+            _server_config(self.xds_cert), fetch, require_client_authentication=False
+        )
+
+    def refresh_xds_cert(self) -> IssuedServerCertificate | None:
+        """A new xDS server certificate if the current one is due or its root is gone."""
+        cert = self.xds_cert
+        if cert is None:
+            return None
+        trusted = {entry.key_id for entry in self.ca.rotation.entries}
+        if cert.issuer_key_id in trusted and self.ca.clock() < cert.renew_at:
+            return None
+        self.xds_cert = self._issue_server_cert()
+        return self.xds_cert
+
+    def _issue_server_cert(self) -> IssuedServerCertificate:
+        names, ips = self._xds_names
+        # As long-lived as an SVID: a retired root leaves the bundle once all it signed
+        # expired, this certificate included.
+        cert = self.ca.issue_server_cert(names, ips, ttl=self.options.svid_ttl)
+        log.info(
+            "xDS over TLS: certificate for %s, %s, %s (until %s)",
+            ", ".join(names), ", ".join(ips), cert.spiffe_id, f"{cert.not_after:%Y-%m-%d}",
+        )  # fmt: skip
+        return cert
+
+    # -- the loop ---------------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                self.tick()
+            except Exception:  # a CA hiccup must not end renewals for good
+                log.exception("identity tick failed")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), self.options.tick_seconds)
+
+    def tick(self) -> bool:
+        """Renew what is due and advance a root rotation; push SDS if anything changed."""
+        changed = bool(self.issuer.renew_due())
+        if not self.issuer.rotation_pending and self._root_rotation_due():
+            log.info("root rotation due: less than 20%% of the signing root's life is left")
+            self.rotate_root()
+        elif self.issuer.rotation_pending and self._bundle_acked():
+            self.issuer.activate_new_root()
+            changed = True
+        if self.issuer.prune():
+            changed = True
+        if changed:
+            self._publish()
+        return changed
+
+    def rotate_root(self) -> dict[str, Any]:
+        """Start a root rotation (the new root is trusted first, signs later)."""
+        entry = self.issuer.begin_root_rotation()
+        self._publish()
+        if self._cache is not None:
+            self._bundle_generation = self._cache.snapshot.generation + self.secrets.epoch
+        return {"new_root": entry.key_id, "state": self.rotation_state()}
+
+    def rotation_state(self) -> list[dict[str, Any]]:
+        return [
+            {
+                "key_id": e.key_id,
+                "state": e.state.value,
+                "not_after": e.signer.not_after.isoformat(),
+                "signed_until": e.signed_until.isoformat() if e.signed_until else None,
+            }
+            for e in self.ca.rotation.entries
+        ]
+
+    def _publish(self) -> None:
+        self.secrets.bump()
+        if self._cache is not None:
+            self._cache.secrets_changed()
+
+    def _root_rotation_due(self) -> bool:
+        # A plugged-in intermediate (Istio cacerts) is rotated by replacing its files.
+        return self.ca.signer.is_self_signed_root and self.ca.root_rotation_due()
+
+    def _bundle_acked(self) -> bool:
+        """Every connected proxy has ACKed SDS since the bundle with the new root went out."""
+        if self._connections is None:
+            return True
+        for conn in self._connections:
+            for status in conn.status():
+                if status.type_url != xds_types.SECRET:
+                    continue
+                if conn.generation < self._bundle_generation:
+                    return False
+                if status.state != SyncState.SYNCED:
+                    return False
+        return True
+
+    # -- debug HTTP -----------------------------------------------------------------------
+
+    def debug_routes(self) -> list[web.RouteDef]:
+        from aiohttp import web
+
+        async def rotate(_: web.Request) -> web.Response:
+            return web.json_response(self.rotate_root())
+
+        async def state(_: web.Request) -> web.Response:
+            svids = [
+                {
+                    "spiffe_id": str(svid.spiffe_id),
+                    "serial": f"{svid.serial:x}",
+                    "not_after": svid.not_after.isoformat(),
+                    "renew_at": svid.renew_at.isoformat(),
+                    "root": svid.issuer_key_id,
+                }
+                for _, svid in sorted(self.issuer.issued().items())
+            ]
+            body = {"trust_domain": self.ca.trust_domain, "roots": self.rotation_state()}
+            return web.json_response({**body, "svids": svids})
+
+        return [web.post("/debug/ca/rotate-root", rotate), web.get("/debug/ca", state)]
+
+
+def _server_config(cert: IssuedServerCertificate) -> grpc.ServerCertificateConfiguration:
+    return grpc.ssl_server_certificate_configuration([(cert.private_key_pem, cert.cert_chain_pem)])
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
