@@ -34,6 +34,9 @@ spec:
   - port: {number: 8443, name: https, protocol: HTTPS}
     hosts: ["*"]
     tls: {mode: SIMPLE, credentialName: httpbin-credential}
+  - port: {number: 8443, name: https-named, protocol: HTTPS}
+    hosts: [httpbin.example.com, "*/reviews.example.com"]
+    tls: {mode: SIMPLE, credentialName: httpbin-credential}
 """
 CREDENTIAL = (EXAMPLES / "secure-ingress-gateway" / "httpbin-credential.yaml").read_text()
 

@@ -113,7 +113,7 @@ def test_request_timeout(mesh: Mesh) -> None:
     reply = request(CLIENT, REVIEWS + "/?sleep=3", timeout=10)
     assert reply.status == 504
     assert reply.body == "upstream request timeout"
-    assert request(CLIENT, REVIEWS + "/?sleep=0.05").app == "reviews-v2"
+    assert request(CLIENT, REVIEWS + "/").app == "reviews-v2"
 
 
 def test_retries(mesh: Mesh) -> None:
@@ -166,7 +166,7 @@ def test_circuit_breaking(mesh: Mesh) -> None:
     assert cluster["outlier_detection"]["consecutive_5xx"] == 1
 
     def call(_: int) -> Reply:
-        return request(CLIENT, HTTPBIN + "/get?sleep=0.3", timeout=10)
+        return request(CLIENT, HTTPBIN + "/get?sleep=0.5", timeout=10)
 
     with ThreadPoolExecutor(8) as pool:
         replies = list(pool.map(call, range(8)))

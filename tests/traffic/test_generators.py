@@ -175,3 +175,47 @@ spec:
         ("outbound|8000||httpbin.default.svc.cluster.local", 1_000_000),
         (f"outbound|9080||{REVIEWS}", 250_000),
     ]
+
+
+def test_sidecar_resources_do_not_scope_gateways(tmp_path: Path) -> None:
+    root_default = """\
+apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {name: default, namespace: istio-system}
+spec:
+  egress: [{hosts: [./*]}]
+"""
+    ctx = context("ingress-gateway", extra=root_default, tmp_path=tmp_path)
+    gateway = resources(ctx, "istio-ingressgateway.istio-system", xds_types.CLUSTER)
+    assert "outbound|8000||httpbin.default.svc.cluster.local" in gateway
+    sidecar = resources(ctx, "productpage.default", xds_types.CLUSTER)  # ./* = default
+    assert "outbound|8000||httpbin.default.svc.cluster.local" in sidecar
+    sleep_scope = ctx.proxy("sleep.default")
+    assert sleep_scope is not None and sleep_scope.sidecar is not None  # applies to sidecars
+
+
+def test_https_servers_never_share_an_sni_name(tmp_path: Path) -> None:
+    credential = (EXAMPLES / "secure-ingress-gateway" / "httpbin-credential.yaml").read_text()
+    servers = [["a.example.com", "b.example.com"], ["b.example.com", "c.example.com"],
+               ["b.example.com"], ["*"], ["*"]]  # fmt: skip
+    gateways = "".join(
+        f"""---
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {{name: gw{i}}}
+spec:
+  selector: {{istio: ingressgateway}}
+  servers:
+  - port: {{number: 8443, name: https, protocol: HTTPS}}
+    tls: {{mode: SIMPLE, credentialName: httpbin-credential}}
+    hosts: {hosts}
+"""
+        for i, hosts in enumerate(servers)
+    )
+    ctx = context(extra=credential + gateways, tmp_path=tmp_path)
+    listeners = resources(ctx, "istio-ingressgateway.istio-system", xds_types.LISTENER)
+    listener = listeners["127.0.73.5_8443"]
+    assert isinstance(listener, listener_pb2.Listener)
+    names = [list(c.filter_chain_match.server_names) for c in listener.filter_chains]
+    assert names == [["a.example.com", "b.example.com"], ["c.example.com"], []]
+    assert listener.listener_filters[0].name == "envoy.filters.listener.tls_inspector"

@@ -203,3 +203,36 @@ def test_outlier_detection_ejects_a_failing_endpoint(mesh: Mesh) -> None:
         assert after == {200: len(users)}, after
     finally:
         failing.always_status = None
+
+
+def test_sidecar_egress_scopes_what_a_proxy_sees(mesh: Mesh) -> None:
+    """Istio's Sidecar `egress[].hosts`: sleep only gets config for reviews."""
+    scoped = """\
+apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {name: sleep}
+spec:
+  workloadSelector: {labels: {app: sleep}}
+  egress:
+  - hosts: [./reviews.default.svc.cluster.local]
+"""
+    mesh.use("request-routing", extra={"sidecar.yaml": scoped})
+    sleep = mesh.envoy("sleep")
+
+    def outbound_clusters(node: str) -> set[str]:
+        dump = mesh.envoys[node].config_dump()
+        return {
+            entry["cluster"]["name"]
+            for config in dump["configs"]
+            for entry in config.get("dynamic_active_clusters", [])
+            if entry["cluster"]["name"].startswith("outbound|")
+        }
+
+    assert outbound_clusters(sleep.name) == {
+        f"outbound|9080|{subset}|reviews.default.svc.cluster.local"
+        for subset in ("", "v1", "v2", "v3")
+    }
+    assert len(outbound_clusters("productpage.default")) > 4
+    assert request(SLEEP, FQDN + "/").app == "reviews-v1"  # the VirtualService still applies
+    assert request(SLEEP, "http://ratings:9080/").status == 404  # not in its egress
+    assert request(CLIENT, "http://ratings:9080/").status == 200

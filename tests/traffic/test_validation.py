@@ -396,3 +396,13 @@ def test_warnings_for_rules_that_apply_to_nothing(tmp_path: Path) -> None:
         "'nothing.example.com': the rule never applies",
         "13: warning: Gateway default/gw: spec.selector: selects no WorkloadEntry",
     ]
+
+
+def test_validate_strict_fails_on_warnings(tmp_path: Path) -> None:
+    warn = tmp_path / "warn.yaml"
+    warn.write_text(vs("http:\n- route: [{destination: {host: reviews}}]\n", hosts="[x.example]"))
+    run = [sys.executable, "-m", "xds_server.cli", "validate", str(REGISTRY), str(warn)]
+    assert subprocess.run(run, capture_output=True).returncode == 0
+    strict = subprocess.run([*run, "--strict"], capture_output=True, text=True)
+    assert strict.returncode == 1
+    assert "1 warning(s) in 3 file(s) (--strict)" in strict.stderr

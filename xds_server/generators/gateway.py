@@ -49,9 +49,11 @@ def gateway_listeners(ctx: PushContext, proxy: Proxy) -> dict[str, listener_pb2.
     listeners = {}
     for port, servers in _servers(proxy).items():
         name = naming.listener_name(proxy.address, port)
-        listeners[name] = ctx.memoize(
+        listener = ctx.memoize(
             ("lds-gw", proxy.address, port), lambda p=port, s=servers: _listener(ctx, proxy, p, s)
         )
+        if listener.filter_chains:  # Envoy rejects a listener with none
+            listeners[name] = listener
     return listeners
 
 
@@ -62,19 +64,31 @@ def _listener(
     with its server's certificate; all of them use the port's route config."""
     hcm = _hcm(port)
     chains: list[listener_components_pb2.FilterChain] = []
-    seen_names: set[tuple[str, ...]] = set()
+    taken: set[str] = set()  # SNI names already matched ("" for the catch-all chain)
     for gateway, server in servers:
         if server.protocol != "HTTPS" or server.tls is None:
             continue
         credential = _credential(ctx, proxy, gateway, server.tls.credential_name)
         if credential is None:
             continue
-        names = tuple(sorted({h.rpartition("/")[2] for h in server.hosts}))
-        names = () if "*" in names else names
-        if names in seen_names:
-            _conflict(ctx, f"gateway {gateway.meta.key}: port {port} hosts {names} repeated")
-            continue
-        seen_names.add(names)
+        wanted = {h.rpartition("/")[2] for h in server.hosts}
+        # Envoy rejects two chains matching the same name: the first server keeps it.
+        if "*" in wanted:
+            names: tuple[str, ...] = ()
+            clash = "" in taken
+            taken.add("")
+        else:
+            names = tuple(sorted(wanted - taken))
+            clash = len(names) < len(wanted)
+            taken.update(names)
+        if clash:
+            _conflict(
+                ctx,
+                f"gateway {gateway.meta.key}: port {port}: hosts {sorted(wanted)} are "
+                "already served by an earlier server",
+            )
+            if not names:
+                continue
         chains.append(
             listener_components_pb2.FilterChain(
                 filter_chain_match=listener_components_pb2.FilterChainMatch(server_names=names),

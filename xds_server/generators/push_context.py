@@ -206,8 +206,13 @@ class _Builder:
                     f"workload {we.meta.key}: address {we.address!r} is not an IP; no sidecar"
                 )
                 continue
-            sidecar = select_sidecar(we, self.sidecars, self.mesh.root_namespace, self.conflicts)
             gateways = self.traffic.gateways_for(we)
+            # Istio: Sidecar resources shape sidecars; a gateway sees every exported service.
+            sidecar = (
+                None
+                if gateways
+                else select_sidecar(we, self.sidecars, self.mesh.root_namespace, self.conflicts)
+            )
             proxies[we.proxy_id] = Proxy(
                 workload=we,
                 namespace=we.meta.namespace,
