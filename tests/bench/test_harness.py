@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 
 from xds_server.bench.mesh import MeshSpec, affected_proxies
-from xds_server.bench.report import render, write_json
+from xds_server.bench.report import render, render_markdown, write_json
 from xds_server.bench.run import BenchOptions, run
 from xds_server.cli import build_parser
 from xds_server.commands.bench import options_from
@@ -59,6 +59,7 @@ def test_harness_end_to_end(tmp_path: Path) -> None:
     assert json.loads(out.read_text())["machine"]["nproc"] >= 1
     table = render(results)
     assert "initial sync, all ACKed" in table and "EDS clusters" in table
+    assert "| initial sync, all ACKed |" in render_markdown(results)
 
 
 def test_cli_options() -> None:

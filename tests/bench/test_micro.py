@@ -25,8 +25,10 @@ SMALL = MeshSpec(services=20, endpoints=2, namespaces=4, proxies=40, sidecars=Tr
 
 @pytest.fixture(scope="module")
 def spec(request: pytest.FixtureRequest) -> MeshSpec:
+    # addopts has --benchmark-disable; --benchmark-enable on the command line wins.
+    enabled = request.config.getoption("benchmark_enable", default=False)
     disabled = request.config.getoption("benchmark_disable", default=True)
-    return SMALL if disabled else FULL
+    return FULL if enabled or not disabled else SMALL
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from xds_server.bench.processes import stop_process, wait_for
+from xds_server.bench.processes import read_line, stop_process, wait_for
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,11 +69,7 @@ class Fleet:
 
     @staticmethod
     def _recv(proc: subprocess.Popen[str]) -> Any:
-        assert proc.stdout is not None
-        line = proc.stdout.readline()
-        if not line:
-            raise RuntimeError(f"proxy worker {proc.pid} exited ({proc.poll()})")
-        return json.loads(line)
+        return json.loads(read_line(proc, 120, f"proxy worker {proc.pid}"))
 
     def status(self) -> list[ProxySummary]:
         for proc in self._procs:

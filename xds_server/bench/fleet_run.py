@@ -26,6 +26,7 @@ from xds_server.bench.processes import (
     cpu_seconds,
     free_port,
     memory_mb,
+    read_line,
     stop_process,
 )
 from xds_server.bench.stats import ProgressBar, spread
@@ -52,10 +53,14 @@ class _Floor:
             cmd += ["--config", str(d)]
         self._log = log_path.open("wb")
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=self._log, text=True)
-        assert self.proc.stdout is not None
-        line = self.proc.stdout.readline()
-        if json.loads(line or "null") != "ready":
-            raise RuntimeError(f"floor server did not start; see {log_path}")
+        try:
+            # Pre-encoding every generation takes a while at full size.
+            line = read_line(self.proc, 600, f"floor server (log: {log_path})")
+            if json.loads(line) != "ready":
+                raise RuntimeError(f"floor server did not start; see {log_path}")
+        except BaseException:
+            self.stop()
+            raise
 
     @property
     def target(self) -> str:

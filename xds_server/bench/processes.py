@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import signal
 import socket
 import subprocess
@@ -64,6 +65,18 @@ def wait_for(check: Any, *, timeout: float, what: str, interval: float = 0.01) -
     raise TimeoutError(f"{what}: not done after {timeout:.0f}s (last: {last!r})")
 
 
+def read_line(proc: subprocess.Popen[str], timeout: float, what: str) -> str:
+    """One line of a child's stdout, or an error after `timeout` seconds (never hangs)."""
+    assert proc.stdout is not None
+    ready, _, _ = select.select([proc.stdout], [], [], timeout)
+    if not ready:
+        raise TimeoutError(f"{what}: no answer after {timeout:.0f}s (pid {proc.pid})")
+    line = proc.stdout.readline()
+    if not line:
+        raise RuntimeError(f"{what}: exited ({proc.poll()})")
+    return line
+
+
 def stop_process(proc: subprocess.Popen[Any], grace: float = 5.0) -> None:
     """SIGTERM by PID, then SIGKILL after `grace` seconds."""
     if proc.poll() is not None:
@@ -106,7 +119,11 @@ class ServerProcess:
         ]  # fmt: skip
         self._log = self.log_path.open("wb")
         self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT)
-        wait_for(self._ready, timeout=600, what="pocketmesh /ready")
+        try:
+            wait_for(self._ready, timeout=600, what="pocketmesh /ready")
+        except BaseException:
+            self.stop()
+            raise
         return self
 
     def _ready(self) -> bool:

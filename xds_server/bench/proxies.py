@@ -154,6 +154,8 @@ class SimulatedProxy:
         self._listeners.clear()
         self._lds_started = False
         self._outbox = asyncio.Queue()
+        if not self.stats.synced_at:
+            self.stats.acked.clear()  # a sync counts only when one stream completes it
 
     async def _write(self, call: Any) -> None:
         while True:

@@ -124,5 +124,36 @@ def render(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def render_markdown(results: dict[str, Any]) -> str:
+    """The same tables as `render`, as Markdown (for docs/performance.md)."""
+    lines = []
+    for group in results.get("fleet", []):
+        pm, floor = group.get("pocketmesh"), group.get("floor")
+        lines += ["", f"**{group['mesh']}, {group['protocol']}**", ""]
+        lines += ["| figure | pocketmesh | floor | ratio | target |", "|---|---|---|---|---|"]
+        for label, path, unit, target in FLEET_ROWS:
+            ours, base = _get(pm, path), _get(floor, path)
+            if ours is None and base is None:
+                continue
+            ratio = f"{ours / base:.2f}x" if ours is not None and base else "-"
+            lines.append(
+                f"| {label} | {_fmt(ours, unit)} | {_fmt(base, unit)} | {ratio} | {target} |"
+            )
+    envoy = results.get("envoy", [])
+    if envoy:
+        lines += [
+            "",
+            "| EDS clusters | pocketmesh ADS | static .pb | ratio | server CPU per Envoy |",
+        ]
+        lines.append("|---|---|---|---|---|")
+        for e in envoy:
+            lines.append(
+                f"| {e['eds_clusters']:,} | {_fmt(e['xds_ready_s'], 's')} | "
+                f"{_fmt(e['static_ready_s'], 's')} | {e['ratio']:.2f}x | "
+                f"{e['server_cpu_per_envoy_s'] * 1000:.1f} ms |"
+            )
+    return "\n".join(lines).strip() + "\n"
+
+
 def write_json(results: dict[str, Any], path: Path) -> None:
     path.write_text(json.dumps(results, indent=2, sort_keys=False) + "\n")

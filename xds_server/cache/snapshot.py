@@ -50,13 +50,16 @@ class MeshSnapshot:
         *,
         transform: Transform | None = None,
         extra_types: Callable[[str], Mapping[str, Mapping[str, Message]]] | None = None,
+        previous: MeshSnapshot | None = None,
     ) -> None:
         self.mesh = mesh
         self.generation = generation
-        self.push_context = PushContext.build(mesh)
+        with _gc_paused():
+            self.push_context = PushContext.build(mesh)
         self._transform = transform
         self._extra_types = extra_types
-        self._by_identity: dict[int, Resource] = {}
+        # id(message) -> (message, its Resource); the message is kept to rule out id reuse.
+        self._by_identity: dict[int, tuple[Message, Resource]] = {}
         self._by_content: dict[tuple[str, str, str], Resource] = {}
         self._views: dict[tuple[str, str], StaticView] = {}
         self._rewriters: dict[str, Rewriter] = {}
@@ -66,9 +69,16 @@ class MeshSnapshot:
         # by identity when the streams hash and encode them (protocol.encoding).
         self._interned: dict[tuple[str, tuple[Resource, ...]], dict[str, Resource]] = {}
         self.serialized = 0
-        with _gc_paused():
-            for workload in mesh.workload_entries:
-                self.view(workload.proxy_id)
+        # While building, resources and sets equal to the previous generation's are taken
+        # from it: unchanged config keeps its objects (so a stream sees at once that
+        # nothing changed for it, and both generations share memory during the swap).
+        self._previous = previous
+        try:
+            with _gc_paused():
+                for workload in mesh.workload_entries:
+                    self.view(workload.proxy_id)
+        finally:
+            self._previous = None  # never keep a chain of old generations alive
 
     def view(self, node_id: str, flavour: str = ADS) -> StaticView:
         """One proxy's resources; `flavour` says how its bootstrap reaches xDS."""
@@ -102,7 +112,11 @@ class MeshSnapshot:
             resources = self._resources(type_url, items)
             # A resource's name is its key: its objects in order say the whole dict.
             key = (type_url, tuple(resources.values()))
-            by_type[type_url] = self._interned.setdefault(key, resources)
+            interned = self._interned.get(key)
+            if interned is None:
+                earlier = self._previous._interned.get(key) if self._previous else None
+                interned = self._interned[key] = resources if earlier is None else earlier
+            by_type[type_url] = interned
         check_consistency(node_id, by_type, self._references)
         return StaticView(by_type, self.generation)
 
@@ -112,22 +126,28 @@ class MeshSnapshot:
         by_identity = self._by_identity
         out = {}
         for name, message in items.items():
-            shared = by_identity.get(id(message))
-            if shared is None or shared.message is not message or shared.name != name:
-                shared = self._resource(type_url, name, message)
-            out[name] = shared
+            entry = by_identity.get(id(message))
+            if entry is None or entry[0] is not message or entry[1].name != name:
+                out[name] = self._resource(type_url, name, message)
+            else:
+                out[name] = entry[1]
         return out
 
     def _resource(self, type_url: str, name: str, message: Message) -> Resource:
-        shared = self._by_identity.get(id(message))
-        if shared is not None and shared.message is message and shared.name == name:
-            return shared
+        entry = self._by_identity.get(id(message))
+        if entry is not None and entry[0] is message and entry[1].name == name:
+            return entry[1]
         resource = Resource(type_url, name, message)
         self.serialized += 1
-        # Equal bytes built separately for two proxies still share one object.
-        resource = self._by_content.setdefault((type_url, name, resource.version), resource)
-        self._by_identity[id(message)] = resource
-        return resource
+        # Equal bytes built separately for two proxies (or in the previous generation)
+        # still share one object.
+        key = (type_url, name, resource.version)
+        shared = self._by_content.get(key)
+        if shared is None:
+            earlier = self._previous._by_content.get(key) if self._previous else None
+            shared = self._by_content[key] = resource if earlier is None else earlier
+        self._by_identity[id(message)] = (message, shared)
+        return shared
 
 
 @contextlib.contextmanager

@@ -44,7 +44,9 @@ class SnapshotCache:
 
     def build(self, mesh: MeshConfig) -> MeshSnapshot:
         """Build and check a snapshot without publishing it (raises if inconsistent)."""
-        return MeshSnapshot(mesh, self._snapshot.generation + 1, transform=self.transform)
+        return MeshSnapshot(
+            mesh, self._snapshot.generation + 1, transform=self.transform, previous=self._snapshot
+        )
 
     def publish(self, snapshot: MeshSnapshot) -> None:
         with self._lock:

@@ -8,7 +8,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from xds_server.bench.report import render, write_json
+from xds_server.bench.report import render, render_markdown, write_json
 from xds_server.bench.run import PRESETS, BenchOptions, run
 
 
@@ -44,6 +44,7 @@ def register(sub: Any) -> None:
     )
     p.add_argument("--envoy-runs", type=int, default=3, help="runs per count (median)")
     p.add_argument("--out", type=Path, default=Path("bench.json"), help="JSON of every figure")
+    p.add_argument("--markdown", type=Path, help="also write the tables as Markdown here")
     p.add_argument("--workdir", type=Path, help="keep configs and logs here (default: temp)")
     p.set_defaults(func=main)  # fmt: skip
 
@@ -79,6 +80,8 @@ def main(args: argparse.Namespace) -> int:
         return 2
     results = run(options)
     write_json(results, args.out)
+    if args.markdown is not None:
+        args.markdown.write_text(render_markdown(results))
     print(render(results))
     print(f"\nevery figure: {args.out}")
     return 0

@@ -55,6 +55,13 @@ class StreamKind:
         return config_source.DELTA_GRPC if self.delta else config_source.GRPC
 
 
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:  # called from a thread without a loop
+        return None
+
+
 class StreamHandler:
     def __init__(
         self,
@@ -80,7 +87,12 @@ class StreamHandler:
             nonlocal wake_pending
             if not wake_pending:
                 wake_pending = True
-                loop.call_soon_threadsafe(inbox.put_nowait, _WAKE)
+                if _running_loop() is loop:
+                    # Publishing on the loop (reload, watcher): no self-pipe write per
+                    # stream; with 2,000 streams those writes took 0.2 s of a publish.
+                    inbox.put_nowait(_WAKE)
+                else:
+                    loop.call_soon_threadsafe(inbox.put_nowait, _WAKE)
 
         async def read() -> None:
             try:
