@@ -97,8 +97,11 @@ def render() -> dict[Path, str]:
         "pocketmesh": {
             "build": {"context": ".", "dockerfile": "deploy/Dockerfile"},
             "image": IMAGE,
+            # The sidecars' bootstraps are rendered before the CA exists (it is made in
+            # the container on first start), so they carry no per-proxy token.
             "command": Flow(["pocketmesh", "serve", "--config", MESH_DIR,
-                        "--xds-address", "0.0.0.0:15010", "--debug-address", "0.0.0.0:15014"]),
+                        "--xds-address", "0.0.0.0:15010", "--debug-address", "0.0.0.0:15014",
+                        "--no-proxy-auth"]),
             "volumes": [f"./{p.relative_to(ROOT)}:{MESH_DIR}/{p.name}:ro"
                         for p in mounted],
             "ports": ["127.0.0.1:15014:15014"],  # `pocketmesh status` from the host

@@ -69,9 +69,11 @@ def test_serve_identity_flags(tmp_path: Path) -> None:
     assert options.identity is not None
     assert options.identity.ca_dir == tmp_path
     assert options.identity.svid_ttl == timedelta(seconds=90)
-    assert not options.identity.xds_tls and not options.identity.proxy_auth
-    options = options_from(parse(["serve", "--xds-tls", "--proxy-auth"]))
-    assert options.identity is not None and options.identity.xds_tls and options.identity.proxy_auth
+    # Proxy authentication is on unless turned off.
+    assert not options.identity.xds_tls and options.identity.proxy_auth
+    options = options_from(parse(["serve", "--xds-tls", "--no-proxy-auth"]))
+    assert options.identity is not None and options.identity.xds_tls
+    assert not options.identity.proxy_auth
     assert options_from(parse(["serve", "--no-identity"])).identity is None
     with pytest.raises(SystemExit):
         parse(["serve", "--svid-ttl", "soon"])

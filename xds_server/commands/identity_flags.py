@@ -43,8 +43,11 @@ def add_identity_flags(parser: Any) -> None:
     )
     group.add_argument(
         "--proxy-auth",
-        action="store_true",
-        help="require each proxy's token (from `pocketmesh bootstrap --ca-dir`) on xDS",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="require each proxy's token (embedded by `pocketmesh bootstrap`) on xDS, so a "
+        "proxy gets only its own key; --no-proxy-auth for bootstraps without tokens, such "
+        "as --no-ads ones (default: on)",
     )
     group.add_argument(
         "--no-identity", action="store_true", help="no CA, no SDS, no mTLS: plaintext mesh"

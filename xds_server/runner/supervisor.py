@@ -22,6 +22,7 @@ from typing import TextIO
 
 from xds_server.bootstrap import BootstrapOptions, render, sidecar_bootstrap, split_host_port
 from xds_server.galley.loader import load_paths
+from xds_server.identity.auth import ProxyTokens
 from xds_server.runner.lock import RunLock
 from xds_server.runner.plan import Entry, MeshPlan, PlanError, plan_mesh
 from xds_server.runner.process import Child
@@ -131,11 +132,18 @@ class Supervisor:
             self.say(f"  ✓ app {app.name:<14} {app.app} on {app.listen}{calls}")
         bootstraps = o.run_dir / "bootstrap"
         bootstraps.mkdir(parents=True, exist_ok=True)
+        # The control plane made its token key on start: each sidecar proves its node id.
+        tokens = ProxyTokens.load_or_create(o.ca_dir or o.run_dir / "ca")
         envoys = []
         for we in plan.workloads:
             boot = sidecar_bootstrap(
                 we,
-                BootstrapOptions(xds_address=o.xds_address, delta=o.delta, admin_port=o.admin_port),
+                BootstrapOptions(
+                    xds_address=o.xds_address,
+                    delta=o.delta,
+                    admin_port=o.admin_port,
+                    token=tokens.token(we.proxy_id),
+                ),
             )
             path = bootstraps / f"{we.proxy_id}.yaml"
             path.write_text(render(boot))
