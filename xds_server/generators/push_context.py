@@ -182,6 +182,19 @@ class _Builder:
         self.conflicts: list[str] = []
         self._reported: set[str] = set()
         self.services = sorted(mesh.service_entries, key=_service_order)
+        # Indexes so that matching workloads and services is not services x workloads.
+        self._rank = {id(se): i for i, se in enumerate(self.services)}
+        self.services_by_ns: dict[str, list[ServiceEntry]] = defaultdict(list)
+        self.inline_by_address: dict[str, list[tuple[ServiceEntry, WorkloadEntry]]] = defaultdict(
+            list
+        )
+        for se in self.services:
+            self.services_by_ns[se.meta.namespace].append(se)
+            for ep in se.endpoints:
+                self.inline_by_address[ep.address].append((se, ep))
+        self.workloads_by_ns: dict[str, list[WorkloadEntry]] = defaultdict(list)
+        for we in mesh.workload_entries:
+            self.workloads_by_ns[we.meta.namespace].append(we)
         self.sidecars: dict[str, list[Sidecar]] = defaultdict(list)
         for sc in sorted(mesh.sidecars, key=lambda s: (s.meta.namespace, s.meta.name)):
             self.sidecars[sc.meta.namespace].append(sc)
@@ -230,9 +243,8 @@ class _Builder:
         for se in self.services:
             backing = [
                 we
-                for we in self.mesh.workload_entries
-                if we.meta.namespace == se.meta.namespace
-                and labels_match(se.workload_selector, we.labels)
+                for we in self.workloads_by_ns.get(se.meta.namespace, ())
+                if labels_match(se.workload_selector, we.labels)
             ]
             backing.extend(se.endpoints)
             for host in sorted(se.hosts):
@@ -378,15 +390,14 @@ class _Builder:
 
     def _derived(self, we: WorkloadEntry) -> list[InboundPlan]:
         plans: list[InboundPlan] = []
-        for se in self.services:
-            if se.meta.namespace == we.meta.namespace and labels_match(
-                se.workload_selector, we.labels
-            ):
-                spec = we
-            else:
-                spec = next((ep for ep in se.endpoints if ep.address == we.address), None)
-                if spec is None:
-                    continue
+        # The services that select this workload, or list it inline, in service order.
+        specs: dict[int, tuple[ServiceEntry, WorkloadEntry]] = {}
+        for se in self.services_by_ns.get(we.meta.namespace, ()):
+            if labels_match(se.workload_selector, we.labels):
+                specs[id(se)] = (se, we)
+        for se, ep in self.inline_by_address.get(we.address, ()):
+            specs.setdefault(id(se), (se, ep))  # the first inline endpoint at this address
+        for se, spec in sorted(specs.values(), key=lambda pair: self._rank[id(pair[0])]):
             for port in sorted(se.ports, key=lambda p: p.number):
                 target = resolve_port(spec, port)
                 plans.append(
