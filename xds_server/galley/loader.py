@@ -8,6 +8,8 @@ keep serving its last good config. The same input always gives an equal
 
 from __future__ import annotations
 
+import hashlib
+from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,6 +47,24 @@ class LoadResult:
         return self.config
 
 
+# A reload re-reads every file but re-parses only those whose text changed: parsing
+# is most of the cost of a reload, and one edit usually touches one file.
+_PARSED: OrderedDict[tuple[str, bytes], tuple[tuple[ParsedDoc, ...], tuple[ConfigError, ...]]]
+_PARSED = OrderedDict()
+_PARSED_MAX = 4096
+
+
+def _parse_text(text: str, file: str) -> tuple[tuple[ParsedDoc, ...], tuple[ConfigError, ...]]:
+    loaded = load_documents(text)
+    if isinstance(loaded, YamlSyntaxError):
+        message = f"invalid YAML: {loaded.message} (column {loaded.column})"
+        return (), (ConfigError(file, loaded.line, "", "", "", message, ERROR),)
+    docs: list[ParsedDoc] = []
+    for doc in loaded:
+        docs.extend(parse_document(doc.value, doc.line, file))
+    return tuple(docs), ()
+
+
 @dataclass
 class _Collector:
     """Accumulates documents and findings across files, then builds the result."""
@@ -59,16 +79,18 @@ class _Collector:
         self.errors.append(ConfigError(file, line, "", "", field, message, ERROR))
 
     def add_text(self, text: str, file: str) -> None:
-        loaded = load_documents(text)
-        if isinstance(loaded, YamlSyntaxError):
-            self.file_error(
-                file,
-                loaded.line,
-                f"invalid YAML: {loaded.message} (column {loaded.column})",
-            )
-            return
-        for doc in loaded:
-            self.docs.extend(parse_document(doc.value, doc.line, file))
+        key = (file, hashlib.blake2b(text.encode(), digest_size=16).digest())
+        cached = _PARSED.get(key)
+        if cached is None:
+            cached = _parse_text(text, file)
+            _PARSED[key] = cached
+            while len(_PARSED) > _PARSED_MAX:
+                _PARSED.popitem(last=False)
+        else:
+            _PARSED.move_to_end(key)
+        docs, errors = cached
+        self.docs.extend(docs)
+        self.errors.extend(errors)
 
     def add_file(self, path: Path) -> None:
         file = str(path)
