@@ -62,14 +62,7 @@ class _TypeState:
 
 
 class DeltaStream(StreamMachine[_TypeState]):
-    def __init__(
-        self,
-        view: ProxyView,
-        *,
-        allowed_types: frozenset[str] = xds_types.ALL_TYPES,
-        ads: bool = True,
-    ) -> None:
-        super().__init__(view, _TypeState, allowed_types=allowed_types, ads=ads)
+    state_type = _TypeState
 
     # -- inputs -------------------------------------------------------------
 

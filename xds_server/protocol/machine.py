@@ -15,16 +15,17 @@ S = TypeVar("S")
 class StreamMachine(Generic[S]):
     """One xDS stream's state; subclasses say how requests and config changes play out."""
 
+    # The per-type state class of the protocol: built from the type URL.
+    state_type: Callable[[str], S]
+
     def __init__(
         self,
         view: ProxyView,
-        new_state: Callable[[str], S],
         *,
         allowed_types: frozenset[str] = xds_types.ALL_TYPES,
         ads: bool = True,
     ) -> None:
         self._view = view
-        self._new_state = new_state
         self._allowed = allowed_types
         self._ads = ads
         self._types: dict[str, S] = {}
@@ -37,7 +38,7 @@ class StreamMachine(Generic[S]):
         state = self._types.get(type_url)
         if state is not None:
             return state, False
-        state = self._types[type_url] = self._new_state(type_url)
+        state = self._types[type_url] = self.state_type(type_url)
         return state, True
 
     def _next_nonce(self) -> str:
