@@ -125,7 +125,7 @@ def render(results: dict[str, Any]) -> str:
 
 
 def render_markdown(results: dict[str, Any]) -> str:
-    """The same tables as `render`, as Markdown (for docs/performance.md)."""
+    """The same tables as `render`, as Markdown (for the README's performance section)."""
     lines = []
     for group in results.get("fleet", []):
         pm, floor = group.get("pocketmesh"), group.get("floor")
