@@ -23,9 +23,6 @@ from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.endpoint.v3 import endpoint_pb2
 from envoy.config.listener.v3 import listener_pb2
 from envoy.config.route.v3 import route_pb2
-from envoy.extensions.filters.network.http_connection_manager.v3 import (
-    http_connection_manager_pb2 as hcm_pb2,
-)
 from google.protobuf import json_format
 
 from xds_server import xds_types
@@ -35,10 +32,10 @@ from xds_server.bootstrap import BootstrapOptions, sidecar_bootstrap
 from xds_server.cache.snapshot import MeshSnapshot
 from xds_server.galley.loader import load_paths
 from xds_server.galley.model import WorkloadEntry
+from xds_server.listener_filters import filter_chains, http_managers
 
 # Workload addresses for these runs: a 127.x block no test module uses.
 NETWORK = "127.77"
-HCM_TYPE = "type.googleapis.com/" + hcm_pb2.HttpConnectionManager.DESCRIPTOR.full_name
 
 
 def envoy_binary() -> str:
@@ -73,11 +70,8 @@ def static_bootstrap(snapshot: MeshSnapshot, workload: WorkloadEntry, admin_port
     for resource in view.resources(xds_types.LISTENER).values():
         listener = listener_pb2.Listener()
         listener.CopyFrom(resource.message)
-        for chain in [*listener.filter_chains, listener.default_filter_chain]:
-            for f in chain.filters:
-                if f.typed_config.type_url != HCM_TYPE:
-                    continue
-                hcm = hcm_pb2.HttpConnectionManager.FromString(f.typed_config.value)
+        for chain in filter_chains(listener):
+            for f, hcm in http_managers(chain):
                 if hcm.HasField("rds"):
                     rc = route_pb2.RouteConfiguration()
                     rc.CopyFrom(routes[hcm.rds.route_config_name].message)

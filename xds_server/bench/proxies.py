@@ -24,17 +24,13 @@ from typing import Any
 import grpc
 from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.listener.v3 import listener_pb2
-from envoy.extensions.filters.network.http_connection_manager.v3 import (
-    http_connection_manager_pb2 as hcm_pb2,
-)
 from envoy.service.discovery.v3 import discovery_pb2 as d
 
-from xds_server import xds_types
+from xds_server import listener_filters, xds_types
 
 ADS = "/envoy.service.discovery.v3.AggregatedDiscoveryService/"
 SOTW_METHOD = ADS + "StreamAggregatedResources"
 DELTA_METHOD = ADS + "DeltaAggregatedResources"
-HCM_TYPE = "type.googleapis.com/" + hcm_pb2.HttpConnectionManager.DESCRIPTOR.full_name
 CHANNEL_OPTIONS = [
     ("grpc.max_receive_message_length", 256 << 20),
     # One connection per proxy, as with real sidecars: no subchannel sharing.
@@ -55,15 +51,7 @@ def eds_names(clusters: Iterable[cluster_pb2.Cluster]) -> set[str]:
 
 
 def rds_names(listeners: Iterable[listener_pb2.Listener]) -> set[str]:
-    names = set()
-    for listener in listeners:
-        for chain in [*listener.filter_chains, listener.default_filter_chain]:
-            for f in chain.filters:
-                if f.typed_config.type_url == HCM_TYPE:
-                    hcm = hcm_pb2.HttpConnectionManager.FromString(f.typed_config.value)
-                    if hcm.HasField("rds"):
-                        names.add(hcm.rds.route_config_name)
-    return names
+    return {name for listener in listeners for name in listener_filters.rds_names(listener)}
 
 
 @dataclass(slots=True)

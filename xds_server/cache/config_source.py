@@ -13,21 +13,17 @@ from collections.abc import Mapping
 from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.core.v3 import config_source_pb2
 from envoy.config.listener.v3 import listener_pb2
-from envoy.extensions.filters.network.http_connection_manager.v3 import (
-    http_connection_manager_pb2 as hcm_pb2,
-)
 from google.protobuf.message import Message
 
 from xds_server import xds_types
 from xds_server.bootstrap import XDS_CLUSTER
 from xds_server.generators.mtls import point_sds_at
+from xds_server.listener_filters import filter_chains, http_managers
 
 ADS = "ads"
 GRPC = "grpc"
 DELTA_GRPC = "delta_grpc"
 FLAVOURS = (ADS, GRPC, DELTA_GRPC)
-
-_HCM_TYPE = "type.googleapis.com/" + hcm_pb2.HttpConnectionManager.DESCRIPTOR.full_name
 
 
 def api_config_source(flavour: str) -> config_source_pb2.ConfigSource:
@@ -85,13 +81,9 @@ class Rewriter:
         copy = listener_pb2.Listener()
         copy.CopyFrom(listener)
         changed = False
-        for chain in [*copy.filter_chains, copy.default_filter_chain]:
+        for chain in filter_chains(copy):
             changed = point_sds_at(chain.transport_socket, self.source) or changed
-            for f in chain.filters:
-                if f.typed_config.type_url != _HCM_TYPE:
-                    continue
-                hcm = hcm_pb2.HttpConnectionManager()
-                f.typed_config.Unpack(hcm)
+            for f, hcm in http_managers(chain):
                 if hcm.HasField("rds") and hcm.rds.config_source.HasField("ads"):
                     hcm.rds.config_source.CopyFrom(self.source)
                     f.typed_config.Pack(hcm)

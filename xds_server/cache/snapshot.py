@@ -16,9 +16,6 @@ from collections.abc import Callable, Iterator, Mapping
 
 from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.listener.v3 import listener_pb2
-from envoy.extensions.filters.network.http_connection_manager.v3 import (
-    http_connection_manager_pb2 as hcm_pb2,
-)
 from google.protobuf.message import Message
 
 from xds_server import xds_types
@@ -26,14 +23,13 @@ from xds_server.cache.config_source import ADS, Rewriter
 from xds_server.cache.resource import Resource
 from xds_server.galley.model import MeshConfig
 from xds_server.generators import PushContext, generate
+from xds_server.listener_filters import rds_names
 from xds_server.protocol.view import StaticView
 
 log = logging.getLogger(__name__)
 
 # Test seam: rewrite one proxy's generated resources before they are serialized.
 Transform = Callable[[str, dict[str, dict[str, Message]]], None]
-
-HCM_TYPE = "type.googleapis.com/" + hcm_pb2.HttpConnectionManager.DESCRIPTOR.full_name
 
 
 class InconsistentSnapshot(Exception):
@@ -191,7 +187,7 @@ def check_consistency(
         if needed is None:
             listener = resource.message
             assert isinstance(listener, listener_pb2.Listener)
-            needed = refs[resource] = tuple(_rds_names(listener))
+            needed = refs[resource] = tuple(rds_names(listener))
         for rds_name in needed:
             if rds_name not in routes:
                 raise InconsistentSnapshot(
@@ -205,15 +201,3 @@ def _eds_service(resource: Resource) -> tuple[str, ...]:
     if cluster.type == cluster_pb2.Cluster.EDS:
         return (cluster.eds_cluster_config.service_name or resource.name,)
     return ()
-
-
-def _rds_names(listener: listener_pb2.Listener) -> list[str]:
-    names = []
-    for chain in [*listener.filter_chains, listener.default_filter_chain]:
-        for f in chain.filters:
-            if f.typed_config.type_url == HCM_TYPE:
-                hcm = hcm_pb2.HttpConnectionManager()
-                f.typed_config.Unpack(hcm)
-                if hcm.HasField("rds"):
-                    names.append(hcm.rds.route_config_name)
-    return names

@@ -42,12 +42,12 @@ from xds_server.galley.model_security import DEFAULT_MTLS_MODE, PeerAuthenticati
 from xds_server.generators import authz, naming
 from xds_server.generators.clusters import ads_config_source
 from xds_server.generators.push_context import InboundPlan, OutboundService, Proxy, PushContext
+from xds_server.listener_filters import HCM_TYPE
 
 WORKLOAD_SECRET: Final = "default"
 ROOT_SECRET: Final = "ROOTCA"
 TLS_SOCKET: Final = "envoy.transport_sockets.tls"
 TLS_INSPECTOR: Final = "envoy.filters.listener.tls_inspector"
-HCM_TYPE: Final = "type.googleapis.com/" + hcm_pb2.HttpConnectionManager.DESCRIPTOR.full_name
 
 ISTIO_MUTUAL: Final = "ISTIO_MUTUAL"
 DISABLE: Final = "DISABLE"
