@@ -15,7 +15,7 @@ from __future__ import annotations
 import random
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
-from typing import Protocol
+from typing import Any, Protocol
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -24,7 +24,14 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from ca.bundle import TrustBundle
 from ca.clock import Clock, utc_now
 from ca.errors import IssuanceError, RotationError
-from ca.keys import DEFAULT_RSA_BITS, KeyType, generate_private_key, key_type_of, private_key_to_pem
+from ca.keys import (
+    DEFAULT_RSA_BITS,
+    KeyType,
+    PrivateKey,
+    generate_private_key,
+    key_type_of,
+    private_key_to_pem,
+)
 from ca.roots import ROOT_VALIDITY, create_root_certificate, reissue_root_certificate
 from ca.rotation import (
     DEFAULT_MIN_OVERLAP,
@@ -223,18 +230,8 @@ class CertificateAuthority:
             not_after=not_after,
             serial=x509.random_serial_number(),
         )
-        self._record(not_after)
-        return IssuedSvid(
-            cert_chain_pem=cert.public_bytes(_PEM) + signer.intermediates_pem,
-            private_key_pem=private_key_to_pem(key),
-            not_before=not_before,
-            not_after=not_after,
-            serial=cert.serial_number,
-            renew_at=renewal_time(now, not_after, self._rng),
-            issuer_key_id=signer.key_id,
-            certificate=cert,
-            spiffe_id=spiffe_id,
-        )
+        issued = self._issued(cert, key, signer, now, not_before, not_after)
+        return IssuedSvid(**issued, spiffe_id=spiffe_id)
 
     def issue_server_cert(
         self,
@@ -267,20 +264,34 @@ class CertificateAuthority:
             not_after=not_after,
             serial=x509.random_serial_number(),
         )
-        self._record(not_after)
         return IssuedServerCertificate(
-            cert_chain_pem=cert.public_bytes(_PEM) + signer.intermediates_pem,
-            private_key_pem=private_key_to_pem(key),
-            not_before=not_before,
-            not_after=not_after,
-            serial=cert.serial_number,
-            renew_at=renewal_time(now, not_after, self._rng),
-            issuer_key_id=signer.key_id,
-            certificate=cert,
+            **self._issued(cert, key, signer, now, not_before, not_after),
             dns_names=names,
             ip_addresses=ips,
             spiffe_id=spiffe_id,
         )
+
+    def _issued(
+        self,
+        cert: x509.Certificate,
+        key: PrivateKey,
+        signer: Signer,
+        now: datetime,
+        not_before: datetime,
+        not_after: datetime,
+    ) -> dict[str, Any]:
+        """What every issued certificate carries; records its expiry for root rotation."""
+        self._record(not_after)
+        return {
+            "cert_chain_pem": cert.public_bytes(_PEM) + signer.intermediates_pem,
+            "private_key_pem": private_key_to_pem(key),
+            "not_before": not_before,
+            "not_after": not_after,
+            "serial": cert.serial_number,
+            "renew_at": renewal_time(now, not_after, self._rng),
+            "issuer_key_id": signer.key_id,
+            "certificate": cert,
+        }
 
     def verify(self, chain_pem: bytes | str) -> SpiffeId:
         """Verify a presented SVID chain against this CA's bundle, now; see `verify_svid`."""
