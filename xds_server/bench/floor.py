@@ -31,6 +31,7 @@ from xds_server import xds_types
 from xds_server.cache.resource import Resource, set_version
 from xds_server.cache.snapshot import MeshSnapshot
 from xds_server.galley.loader import load_paths
+from xds_server.grpc_api.services import SERVER_OPTIONS
 from xds_server.protocol import wire
 
 TYPES = (xds_types.CLUSTER, xds_types.ENDPOINT, xds_types.LISTENER, xds_types.ROUTE)
@@ -182,7 +183,7 @@ def handlers(floor: FloorServer) -> list[grpc.GenericRpcHandler]:
 
 async def serve(port: int, config_dirs: list[Path]) -> None:
     floor = FloorServer(encode_generations(config_dirs))
-    server = grpc.aio.server(handlers=handlers(floor))
+    server = grpc.aio.server(handlers=handlers(floor), options=SERVER_OPTIONS)
     server.add_insecure_port(f"127.0.0.1:{port}")
     await server.start()
     loop = asyncio.get_running_loop()

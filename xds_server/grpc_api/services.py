@@ -19,6 +19,16 @@ from envoy.service.discovery.v3.discovery_pb2 import (
 from xds_server import xds_types
 from xds_server.grpc_api.streams import StreamHandler, StreamKind
 
+# gRPC core queues new calls until the server asks for them, and grpc.aio asks one at
+# a time from the event loop. Past `max_pending_requests` (default 1,000) core rejects
+# calls at random (CANCELLED, before any handler runs): with 2,000 sidecars redialing
+# after a restart, 10-13 % of them failed and retried with backoff. The queue only
+# holds calls, so room for a large fleet costs nothing until it is used.
+SERVER_OPTIONS = (
+    ("grpc.server.max_pending_requests", 65536),
+    ("grpc.server.max_pending_requests_hard_limit", 65536),
+)
+
 # (gRPC service, short name, SotW method, Delta method, types served)
 _SERVICES = (
     (
