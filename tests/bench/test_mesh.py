@@ -28,6 +28,10 @@ def test_generated_mesh_validates(name: str, tmp_path: Path) -> None:
     assert not result.warnings, [str(w) for w in result.warnings]
     config = result.config
     assert len(config.service_entries) == spec.services
+    # One VirtualService per service, routing its host to itself with a 10 s timeout.
+    assert len(config.virtual_services) == spec.services
+    assert all(vs.http[0].timeout_ms == 10_000 for vs in config.virtual_services)
+    assert (tmp_path / "virtualservices.yaml").is_file()
     assert len(config.sidecars) == (spec.namespaces if spec.sidecars else 0)
     # Every proxy id names a WorkloadEntry (or the server would send it nothing).
     workloads = {we.proxy_id for we in config.workload_entries}
@@ -41,12 +45,23 @@ def test_generated_mesh_validates(name: str, tmp_path: Path) -> None:
 def test_changes_validate_and_touch_one_service(tmp_path: Path) -> None:
     spec = SPECS["scoped"]
     mesh.write(spec, tmp_path)
-    mesh.route_change(spec, tmp_path)
+    before = load_paths([tmp_path]).config
+    assert before is not None
+    what = mesh.route_change(spec, tmp_path)
+    assert what.startswith("VirtualService ns-0/svc-0")
     mesh.endpoint_change(spec, tmp_path)
     result = load_paths([tmp_path])
     assert result.config is not None, [str(e) for e in result.errors]
-    svc0 = next(se for se in result.config.service_entries if se.meta.name == "svc-0")
-    assert [p.number for p in svc0.ports] == [mesh.PORT, mesh.PORT + 1]
+    assert not result.warnings, [str(w) for w in result.warnings]
+    # The route change edits svc-0's VirtualService and nothing else.
+    assert result.config.service_entries == before.service_entries
+    vs = {v.meta.name: v for v in result.config.virtual_services}
+    old = {v.meta.name: v for v in before.virtual_services}
+    assert [n for n in vs if vs[n].http != old[n].http] == ["svc-0"]
+    (route,) = vs["svc-0"].http
+    assert route.timeout_ms == 5_000
+    assert route.retries is not None and route.retries.attempts == 2
+    assert route.retries.per_try_timeout_ms == 2_000
     moved = [we for we in result.config.workload_entries if we.address == "10.255.255.254"]
     assert len(moved) == 1
     # Scoped: the proxies that see svc-0 are those of its namespace.

@@ -16,6 +16,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -34,15 +35,16 @@ from xds_server.bench.stats import ProgressBar, spread
 CHANGES = ("route", "endpoint")
 
 
-def write_generations(spec: mesh.MeshSpec, workdir: Path) -> list[Path]:
-    """gen1: the mesh; gen2: + the route change; gen3: + the endpoint change."""
+def write_generations(spec: mesh.MeshSpec, workdir: Path) -> tuple[list[Path], dict[str, str]]:
+    """gen1: the mesh; gen2: + the route change; gen3: + the endpoint change.
+    Also returns what each change does (change -> description)."""
     dirs = [workdir / f"gen{i}" for i in (1, 2, 3)]
     mesh.write(spec, dirs[0])
     shutil.copytree(dirs[0], dirs[1])
-    mesh.route_change(spec, dirs[1])
+    what = {"route": mesh.route_change(spec, dirs[1])}
     shutil.copytree(dirs[1], dirs[2])
-    mesh.endpoint_change(spec, dirs[2])
-    return dirs
+    what["endpoint"] = mesh.endpoint_change(spec, dirs[2])
+    return dirs, what
 
 
 class _Floor:
@@ -92,7 +94,7 @@ def run(
     server_name = "floor" if floor else "pocketmesh"
     proto = "delta" if delta else "sotw"
     workdir.mkdir(parents=True, exist_ok=True)
-    dirs = write_generations(spec, workdir / "config")
+    dirs, what = write_generations(spec, workdir / "config")
     live = workdir / "live"
     shutil.copytree(dirs[0], live)
     bar.step(f"{server_name} {proto}: starting the server")
@@ -119,10 +121,17 @@ def run(
             "bytes_total": sum(r.bytes_received for r in rows),
             # Streams the proxies had to redial (connection setup failed under load).
             "reconnects": sum(r.reconnects for r in rows),
+            # Why (each proxy's last failed stream, status code and details): proxy count.
+            "redial_reasons": dict(
+                Counter(r.error.split(" [", 1)[0] for r in rows if r.error).most_common()
+            ),
         }
         if changes:
             for number, change in enumerate(CHANGES, start=2):
-                out[change] = _change(spec, server, fleet, change, number, dirs, live, bar, quiet)
+                out[change] = {
+                    "what": what[change],
+                    **_change(spec, server, fleet, change, number, dirs, live, bar, quiet),
+                }
         rss, peak = memory_mb(server.pid)
         out["server_rss_mb"] = round(rss, 1)
         out["server_peak_rss_mb"] = round(peak, 1)

@@ -1,9 +1,11 @@
 """A synthetic mesh: S services x E endpoints in N namespaces, written as Istio YAML.
 
 Every endpoint is a WorkloadEntry and every simulated proxy is one of them
-(node id NAME.NAMESPACE), so the server builds a real view for each. With
-`sidecars`, each namespace gets a selector-less Sidecar whose egress is
-`./*`: Istio's recommended scoping, and the shape of its 1,000-service figure.
+(node id NAME.NAMESPACE), so the server builds a real view for each. Every
+service has a VirtualService (one HTTP route to itself, `timeout: 10s`), as
+an operator would keep them. With `sidecars`, each namespace gets a
+selector-less Sidecar whose egress is `./*`: Istio's recommended scoping,
+and the shape of its 1,000-service figure.
 """
 
 from __future__ import annotations
@@ -85,18 +87,39 @@ def proxy_ids(spec: MeshSpec) -> list[str]:
     return [w.proxy_id for w in workloads(spec)[: spec.proxies]]
 
 
-def service_entry(spec: MeshSpec, i: int, *, extra_port: bool = False) -> str:
+def host(spec: MeshSpec, i: int) -> str:
+    return f"svc-{i}.{spec.namespace_of(i)}.svc.cluster.local"
+
+
+def service_entry(spec: MeshSpec, i: int) -> str:
     ns = spec.namespace_of(i)
-    ports = f"  - {{number: {PORT}, name: http, protocol: HTTP}}\n"
-    if extra_port:
-        ports += f"  - {{number: {PORT + 1}, name: http-admin, protocol: HTTP}}\n"
     return (
         "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\n"
         f"metadata: {{name: svc-{i}, namespace: {ns}}}\n"
-        f"spec:\n  hosts: [svc-{i}.{ns}.svc.cluster.local]\n"
+        f"spec:\n  hosts: [{host(spec, i)}]\n"
         "  location: MESH_INTERNAL\n  resolution: STATIC\n  ports:\n"
-        f"{ports}{_endpoints(spec, i)}"
+        f"  - {{number: {PORT}, name: http, protocol: HTTP}}\n{_endpoints(spec, i)}"
     )
+
+
+def virtual_service(spec: MeshSpec, i: int, *, edited: bool = False) -> str:
+    """Service i's routing: one HTTP route to itself. `edited` is the route change:
+    a shorter timeout and retries."""
+    policy = "    timeout: 10s\n"
+    if edited:
+        policy = "    timeout: 5s\n    retries: {attempts: 2, perTryTimeout: 2s}\n"
+    return (
+        "apiVersion: networking.istio.io/v1\nkind: VirtualService\n"
+        f"metadata: {{name: svc-{i}, namespace: {spec.namespace_of(i)}}}\n"
+        f"spec:\n  hosts: [{host(spec, i)}]\n  http:\n"
+        f"  - route:\n    - destination: {{host: {host(spec, i)}, port: {{number: {PORT}}}}}\n"
+        f"{policy}"
+    )
+
+
+def _write_virtual_services(spec: MeshSpec, config_dir: Path, edited: int = -1) -> None:
+    docs = [virtual_service(spec, i, edited=i == edited) for i in range(spec.services)]
+    (config_dir / "virtualservices.yaml").write_text("---\n".join(docs))
 
 
 def _endpoints(spec: MeshSpec, i: int) -> str:
@@ -130,6 +153,7 @@ def write(spec: MeshSpec, config_dir: Path) -> None:
     config_dir.mkdir(parents=True, exist_ok=True)
     docs = [service_entry(spec, i) for i in range(spec.services)]
     (config_dir / "services.yaml").write_text("---\n".join(docs))
+    _write_virtual_services(spec, config_dir)
     docs = [workload_entry(w) for w in workloads(spec)]
     (config_dir / "workloads.yaml").write_text("---\n".join(docs))
     if spec.sidecars:
@@ -141,12 +165,13 @@ def write(spec: MeshSpec, config_dir: Path) -> None:
 
 
 def route_change(spec: MeshSpec, config_dir: Path) -> str:
-    """Add a port to service 0. Changes clusters, listeners and routes of every proxy
-    that sees it. (A VirtualService edit is the Istio-typical change; this stands in
-    for it until VirtualService is accepted.)"""
-    docs = [service_entry(spec, i, extra_port=i == 0) for i in range(spec.services)]
-    (config_dir / "services.yaml").write_text("---\n".join(docs))
-    return f"ServiceEntry {spec.namespace_of(0)}/svc-0 gains port {PORT + 1}"
+    """Edit service 0's VirtualService (timeout 10s -> 5s, retries added), rewriting
+    virtualservices.yaml: an RDS change for every proxy that sees the service."""
+    _write_virtual_services(spec, config_dir, edited=0)
+    return (
+        f"VirtualService {spec.namespace_of(0)}/svc-0: timeout 10s -> 5s, "
+        "retries {attempts: 2, perTryTimeout: 2s}"
+    )
 
 
 def endpoint_change(spec: MeshSpec, config_dir: Path) -> str:

@@ -113,6 +113,9 @@ class SimulatedProxy:
             backoff = min(backoff * 2, 2.0)
 
     async def _stream(self, target: str, stop: asyncio.Event) -> str | None:
+        """One stream until `stop` (None) or until it fails: then why, as one line
+        (status; which side saw it first, when, after how many responses)."""
+        dialed, responses = time.time(), self.stats.responses
         async with grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS) as channel:
             method = DELTA_METHOD if self.delta else SOTW_METHOD
             call = channel.stream_stream(
@@ -124,11 +127,21 @@ class SimulatedProxy:
             reader = asyncio.create_task(self._read(call))
             stopping = asyncio.create_task(stop.wait())
             try:
-                await asyncio.wait([reader, writer, stopping], return_when=asyncio.FIRST_COMPLETED)
+                done, _ = await asyncio.wait(
+                    [reader, writer, stopping], return_when=asyncio.FIRST_COMPLETED
+                )
                 if stop.is_set():
                     return None
                 code = await call.code()
-                return f"stream ended: {code.name} {await call.details()}"
+                first = "reader" if reader in done else "writer"
+                exc = next((t.exception() for t in done if t.exception()), None)
+                return (
+                    f"stream ended: {code.name} {await call.details()} "
+                    f"[{first} first, {time.time() - dialed:.3f}s after dial, "
+                    f"{self.stats.responses - responses} responses; "
+                    f"{type(exc).__name__ if exc else 'no exception'}; "
+                    f"{await call.debug_error_string()}]"
+                )
             finally:
                 for task in (reader, writer, stopping):
                     task.cancel()

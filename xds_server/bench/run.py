@@ -52,8 +52,8 @@ def run(options: BenchOptions) -> dict[str, Any]:
         "machine": machine(),
         "notes": [
             *options.notes,
-            "route change = a port added to one ServiceEntry (stands in for a VirtualService "
-            "edit until VirtualService is accepted)",
+            "route change = one VirtualService edited (svc-0: timeout 10s -> 5s, retries "
+            "added): an RDS-only change for the proxies that see svc-0",
             "change times run from the trigger (POST /debug/reload: includes the rebuild, "
             "excludes the debounce window) to each affected proxy's last ACK",
         ],
