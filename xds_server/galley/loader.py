@@ -8,20 +8,18 @@ keep serving its last good config. The same input always gives an equal
 
 from __future__ import annotations
 
-import hashlib
-from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .crosscheck import cross_check
-from .documents import ParsedDoc, parse_document
+from .documents import ParsedDoc
 from .errors import ERROR, WARNING, ConfigError, ConfigInvalid
 from .model import MeshConfig, ServiceEntry, Sidecar, WorkloadEntry
 from .model_security import security_resources
 from .names import trust_domain_problem
+from .parse_cache import parse_file
 from .traffic_checks import traffic_resources
-from .yaml_lines import YamlSyntaxError, load_documents
 
 __all__ = ["DEFAULT_TRUST_DOMAIN", "LoadResult", "load_directory", "load_paths", "parse_documents"]
 
@@ -47,24 +45,6 @@ class LoadResult:
         return self.config
 
 
-# A reload re-reads every file but re-parses only those whose text changed: parsing
-# is most of the cost of a reload, and one edit usually touches one file.
-_PARSED: OrderedDict[tuple[str, bytes], tuple[tuple[ParsedDoc, ...], tuple[ConfigError, ...]]]
-_PARSED = OrderedDict()
-_PARSED_MAX = 4096
-
-
-def _parse_text(text: str, file: str) -> tuple[tuple[ParsedDoc, ...], tuple[ConfigError, ...]]:
-    loaded = load_documents(text)
-    if isinstance(loaded, YamlSyntaxError):
-        message = f"invalid YAML: {loaded.message} (column {loaded.column})"
-        return (), (ConfigError(file, loaded.line, "", "", "", message, ERROR),)
-    docs: list[ParsedDoc] = []
-    for doc in loaded:
-        docs.extend(parse_document(doc.value, doc.line, file))
-    return tuple(docs), ()
-
-
 @dataclass
 class _Collector:
     """Accumulates documents and findings across files, then builds the result."""
@@ -79,16 +59,7 @@ class _Collector:
         self.errors.append(ConfigError(file, line, "", "", field, message, ERROR))
 
     def add_text(self, text: str, file: str) -> None:
-        key = (file, hashlib.blake2b(text.encode(), digest_size=16).digest())
-        cached = _PARSED.get(key)
-        if cached is None:
-            cached = _parse_text(text, file)
-            _PARSED[key] = cached
-            while len(_PARSED) > _PARSED_MAX:
-                _PARSED.popitem(last=False)
-        else:
-            _PARSED.move_to_end(key)
-        docs, errors = cached
+        docs, errors = parse_file(text, file)
         self.docs.extend(docs)
         self.errors.extend(errors)
 

@@ -170,3 +170,25 @@ def load_documents(
         if loader is not None:
             loader.dispose()
     return docs
+
+
+def split_documents(text: str) -> list[tuple[int, str]] | None:
+    """The text cut at its `---` document markers: (first line, text) per piece.
+
+    A marker at the start of a line always starts a document (YAML 1.2: content may
+    not begin a line with one), so the cut needs no parse. None when the text uses
+    what a cut could break: `%` directives and `...` document ends.
+    """
+    pieces: list[tuple[int, str]] = []
+    start, current = 1, []
+    for number, line in enumerate(text.splitlines(keepends=True), start=1):
+        if line.startswith(("%", "...")):
+            return None
+        if line.startswith("---") and line[3:4] in ("", " ", "\t", "\n", "\r"):
+            if current:
+                pieces.append((start, "".join(current)))
+            start, current = number, []
+        current.append(line)
+    if current:
+        pieces.append((start, "".join(current)))
+    return pieces
