@@ -6,6 +6,7 @@ import asyncio
 import dataclasses
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -13,13 +14,13 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from xds_server import metrics
-from xds_server.cache.snapshot import InconsistentSnapshot, Transform
+from xds_server.cache.snapshot import InconsistentSnapshot, MeshSnapshot, Transform
 from xds_server.cache.store import SnapshotCache
 from xds_server.galley.errors import ConfigError
-from xds_server.galley.loader import load_paths
+from xds_server.galley.loader import LoadResult, load_paths
 from xds_server.galley.watch import config_changes
 from xds_server.grpc_api.connections import Connections
-from xds_server.grpc_api.services import xds_handlers
+from xds_server.grpc_api.services import SERVER_OPTIONS, xds_handlers
 from xds_server.grpc_api.streams import StreamHandler
 from xds_server.identity import IdentityOptions, IdentityRuntime
 
@@ -54,6 +55,16 @@ class ConfigStatus:
     history: list[str] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class _Prepared:
+    """A reload up to publishing: the snapshot to publish, or why there is none."""
+
+    started: float
+    result: LoadResult
+    snapshot: MeshSnapshot | None
+    errors: Sequence[ConfigError]
+
+
 class ControlPlane:
     def __init__(self, options: Options, *, transform: Transform | None = None) -> None:
         self.options = options
@@ -73,6 +84,7 @@ class ControlPlane:
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._debug = None
+        self._reloading = asyncio.Lock()
 
     # -- config ------------------------------------------------------------------
 
@@ -82,15 +94,21 @@ class ControlPlane:
         On any error the last good snapshot keeps serving, and the errors are
         reported with file, line and field.
         """
+        return self._commit(self._prepare())
+
+    async def reload_async(self) -> bool:
+        """`reload`, with loading and translating in a worker thread: streams keep being
+        served while a large mesh is rebuilt (seconds, unscoped). One at a time."""
+        async with self._reloading:
+            prepared = await asyncio.to_thread(self._prepare)
+            return self._commit(prepared)
+
+    def _prepare(self) -> _Prepared:
+        """Everything up to publishing; touches nothing the streams read."""
         started = time.perf_counter()
         result = load_paths([self.options.config_dir], trust_domain=self.options.trust_domain)
-        status = self.config_status
-        status.files = result.files
-        status.warnings = tuple(str(w) for w in result.warnings)
-        for warning in result.warnings:
-            log.warning("config: %s", warning)
         if result.config is None:
-            return self._reject(result.errors)
+            return _Prepared(started, result, None, result.errors)
         try:
             config = result.config
             if self.identity is not None:
@@ -101,18 +119,31 @@ class ControlPlane:
             snapshot = self.cache.build(config)
         except InconsistentSnapshot as err:
             where = str(self.options.config_dir)
-            return self._reject([ConfigError(where, 0, "", "", "", str(err))])
+            return _Prepared(started, result, None, (ConfigError(where, 0, "", "", "", str(err)),))
+        return _Prepared(started, result, snapshot, ())
+
+    def _commit(self, prepared: _Prepared) -> bool:
+        result, snapshot = prepared.result, prepared.snapshot
+        status = self.config_status
+        status.files = result.files
+        status.warnings = tuple(str(w) for w in result.warnings)
+        for warning in result.warnings:
+            log.warning("config: %s", warning)
+        if snapshot is None or result.config is None:
+            return self._reject(prepared.errors)
         self.cache.publish(snapshot)
-        elapsed = time.perf_counter() - started
+        elapsed = time.perf_counter() - prepared.started
         metrics.snapshot_build_seconds.observe(elapsed)
         metrics.config_generation.set(snapshot.generation)
         status.generation = snapshot.generation
         status.loaded_at = time.time()
         status.errors = ()
+        rebuilt = len(snapshot.proxy_ids) - len(snapshot.carried)
         message = (
             f"config generation {snapshot.generation}: {len(result.files)} files, "
             f"{len(result.config.service_entries)} services, "
             f"{len(result.config.workload_entries)} workloads, "
+            f"{rebuilt} proxies rebuilt, "
             f"{snapshot.serialized} resources serialized in {elapsed * 1000:.1f} ms"
         )
         status.history.append(message)
@@ -140,7 +171,7 @@ class ControlPlane:
         from xds_server.debug_http import DebugServer
 
         self.reload()
-        server = grpc.aio.server(handlers=xds_handlers(self.handler))
+        server = grpc.aio.server(handlers=xds_handlers(self.handler), options=SERVER_OPTIONS)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         if self.identity is not None and self.identity.options.xds_tls:
             host = self.options.xds_address.rsplit(":", 1)[0].strip("[]")
@@ -174,7 +205,7 @@ class ControlPlane:
             stop=self._stop,
         ):
             log.info("config change: %s", ", ".join(sorted(paths)))
-            self.reload()
+            await self.reload_async()
 
     async def stop(self, grace: float = 1.0) -> None:
         self._stop.set()

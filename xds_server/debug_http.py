@@ -37,7 +37,7 @@ def syncz(plane: ControlPlane) -> list[dict[str, Any]]:
                 "delta": conn.delta,
                 "peer": conn.peer,
                 "connected_seconds": round(time.time() - conn.connected_at, 1),
-                "generation": conn.generation,
+                "generation": plane.cache.current_generation(conn),
                 "types": {
                     xds_types.short_name(s.type_url): {
                         "state": s.state.value,
@@ -142,7 +142,7 @@ class DebugServer:
         )
 
     async def _reload(self, _: web.Request) -> web.Response:
-        ok = self.plane.reload()
+        ok = await self.plane.reload_async()
         s = self.plane.config_status
         body = {"ok": ok, "generation": s.generation, "loaded_at": s.loaded_at}
         return web.json_response({**body, "errors": list(s.errors)}, status=200 if ok else 422)

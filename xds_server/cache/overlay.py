@@ -4,8 +4,8 @@ Certificates renew on a clock, not on config edits, so they do not live in the
 `MeshSnapshot` (rebuilding every listener to rotate one key would be waste).
 A `SecretSource` hands out each proxy's SECRET resources and counts its changes
 in `epoch`; the cache lays them over the snapshot's view. The overlay's
-generation is the config generation plus the secret epoch: both only grow, so
-the sum changes whenever either does and streams wake for both.
+generation is the base view's generation plus the secret epoch: both only grow,
+so the sum changes whenever either does and streams wake for both.
 """
 
 from __future__ import annotations
@@ -31,14 +31,15 @@ class SecretSource(Protocol):
 class SecretOverlayView:
     """A snapshot view whose SECRET type also holds a SecretSource's resources."""
 
-    __slots__ = ("_base", "_secrets", "generation")
+    __slots__ = ("_base", "_secrets", "generation", "secret_epoch")
 
-    def __init__(self, base: ProxyView, secrets: Mapping[str, Resource], generation: int) -> None:
+    def __init__(self, base: ProxyView, secrets: Mapping[str, Resource], epoch: int) -> None:
         self._base = base
         # Secrets the generators built themselves (if any) stay; identity's win on a clash.
         built = base.resources(xds_types.SECRET)
         self._secrets = {**built, **secrets} if built else secrets
-        self.generation = generation
+        self.generation = base.generation + epoch
+        self.secret_epoch = epoch
 
     def resources(self, type_url: str) -> Mapping[str, Resource]:
         if type_url == xds_types.SECRET:

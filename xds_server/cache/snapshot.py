@@ -23,6 +23,7 @@ from xds_server.cache.config_source import ADS, Rewriter
 from xds_server.cache.resource import Resource
 from xds_server.galley.model import MeshConfig
 from xds_server.generators import PushContext, generate
+from xds_server.generators.dependencies import affected_proxies
 from xds_server.listener_filters import rds_names
 from xds_server.protocol.view import StaticView
 
@@ -65,16 +66,46 @@ class MeshSnapshot:
         # by identity when the streams hash and encode them (protocol.encoding).
         self._interned: dict[tuple[str, tuple[Resource, ...]], dict[str, Resource]] = {}
         self.serialized = 0
+        # Nodes whose every view was carried over from `previous` unchanged: their
+        # streams need no wake-up (SnapshotCache.publish).
+        self.carried: frozenset[str] = frozenset()
         # While building, resources and sets equal to the previous generation's are taken
         # from it: unchanged config keeps its objects (so a stream sees at once that
         # nothing changed for it, and both generations share memory during the swap).
         self._previous = previous
         try:
             with _gc_paused():
+                if previous is not None:
+                    self._carry_over(previous)
                 for workload in mesh.workload_entries:
                     self.view(workload.proxy_id)
         finally:
             self._previous = None  # never keep a chain of old generations alive
+
+    def _carry_over(self, previous: MeshSnapshot) -> None:
+        """Take the views of proxies the change cannot reach (generators.dependencies)."""
+        if self._transform is not None or self._extra_types is not None:
+            return  # test seams: they may say something new on every build
+        affected = affected_proxies(previous.push_context, self.push_context)
+        if affected is None:
+            return
+        carried: set[str] = set()
+        walked: set[int] = set()
+        for (node_id, flavour), view in list(previous._views.items()):
+            if node_id in affected or self.push_context.proxy(node_id) is None:
+                continue
+            self._views[(node_id, flavour)] = view
+            carried.add(node_id)
+            # Its resources stay shareable with the proxies rebuilt next time.
+            for resources in view.by_type.values():
+                if id(resources) in walked:
+                    continue
+                walked.add(id(resources))
+                for resource in resources.values():
+                    self._by_content.setdefault(
+                        (resource.type_url, resource.name, resource.version), resource
+                    )
+        self.carried = frozenset(carried)
 
     def view(self, node_id: str, flavour: str = ADS) -> StaticView:
         """One proxy's resources; `flavour` says how its bootstrap reaches xDS."""

@@ -45,7 +45,8 @@ class ObjectMeta:
     kind: str
     name: str
     namespace: str
-    source: Source
+    # Where it was written is not what it says: moving a document is not a change.
+    source: Source = field(compare=False)
     labels: Mapping[str, str] = field(default_factory=_empty_labels)
 
     @property

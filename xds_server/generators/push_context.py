@@ -10,9 +10,10 @@ message objects (the cache serializes each object once, by identity).
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections import defaultdict
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -28,6 +29,7 @@ from xds_server.galley.model_traffic import Gateway, TrafficPolicy
 from xds_server.generators import naming
 from xds_server.generators.sidecar_scope import (
     egress_allows,
+    egress_namespaces,
     exported_to,
     namespace_default_conflicts,
     select_sidecar,
@@ -162,6 +164,7 @@ def resolve_port(workload: WorkloadEntry, port: ServicePort) -> int:
     return workload.ports.get(port.name) or port.target_port or port.number
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def is_ip(address: str) -> bool:
     try:
         ipaddress.ip_address(address)
@@ -184,22 +187,28 @@ class _Builder:
         self.services = sorted(mesh.service_entries, key=_service_order)
         # Indexes so that matching workloads and services is not services x workloads.
         self._rank = {id(se): i for i, se in enumerate(self.services)}
-        self.services_by_ns: dict[str, list[ServiceEntry]] = defaultdict(list)
         self.inline_by_address: dict[str, list[tuple[ServiceEntry, WorkloadEntry]]] = defaultdict(
             list
         )
         for se in self.services:
-            self.services_by_ns[se.meta.namespace].append(se)
             for ep in se.endpoints:
                 self.inline_by_address[ep.address].append((se, ep))
         self.workloads_by_ns: dict[str, list[WorkloadEntry]] = defaultdict(list)
+        # (namespace, label, value) -> workloads: a selector looks only at those with
+        # its first label, not at every workload of the namespace.
+        self.workloads_by_label: dict[tuple[str, str, str], list[WorkloadEntry]] = defaultdict(list)
         for we in mesh.workload_entries:
             self.workloads_by_ns[we.meta.namespace].append(we)
+            for label in we.labels.items():
+                self.workloads_by_label[(we.meta.namespace, *label)].append(we)
+        # id(workload) -> the services whose selector picks it (filled with `outbound`).
+        self.selected_by: dict[int, list[ServiceEntry]] = defaultdict(list)
         self.sidecars: dict[str, list[Sidecar]] = defaultdict(list)
         for sc in sorted(mesh.sidecars, key=lambda s: (s.meta.namespace, s.meta.name)):
             self.sidecars[sc.meta.namespace].append(sc)
         self.scopes: dict[tuple[str, str], SidecarScope] = {}
         self.outbound: list[OutboundService] = []
+        self.outbound_by_ns: dict[str, list[OutboundService]] = defaultdict(list)
         self.traffic = TrafficIndex(mesh)
 
     def build(self) -> PushContext:
@@ -208,6 +217,8 @@ class _Builder:
             if message:
                 self.conflicts.append(f"namespace {namespace}: {message}")
         self.outbound = self._outbound_services()
+        for plan in self.outbound:
+            self.outbound_by_ns[plan.service.meta.namespace].append(plan)
         proxies: dict[str, Proxy] = {}
         for we in sorted(self.mesh.workload_entries, key=lambda w: (w.meta.namespace, w.meta.name)):
             if we.proxy_id in proxies:
@@ -241,11 +252,9 @@ class _Builder:
     def _outbound_services(self) -> list[OutboundService]:
         plans: list[OutboundService] = []
         for se in self.services:
-            backing = [
-                we
-                for we in self.workloads_by_ns.get(se.meta.namespace, ())
-                if labels_match(se.workload_selector, we.labels)
-            ]
+            backing = self._selected(se)
+            for we in backing:
+                self.selected_by[id(we)].append(se)
             backing.extend(se.endpoints)
             for host in sorted(se.hosts):
                 rule = self.traffic.rule(host)
@@ -277,6 +286,17 @@ class _Builder:
                             )
                         )
         return plans
+
+    def _selected(self, se: ServiceEntry) -> list[WorkloadEntry]:
+        """The workloads of the service's namespace its selector picks, in mesh order."""
+        selector = se.workload_selector
+        if selector is None:
+            return []
+        if not selector:  # an empty selector selects every workload (labels_match)
+            return list(self.workloads_by_ns.get(se.meta.namespace, ()))
+        first = next(iter(selector.items()))
+        candidates = self.workloads_by_label.get((se.meta.namespace, *first), ())
+        return [we for we in candidates if labels_match(selector, we.labels)]
 
     def _endpoints(
         self, se: ServiceEntry, port: ServicePort, backing: list[WorkloadEntry]
@@ -317,7 +337,13 @@ class _Builder:
 
     def _visible(self, namespace: str, sidecar: Sidecar | None) -> tuple[OutboundService, ...]:
         chosen: dict[str, OutboundService] = {}
-        for plan in self.outbound:
+        namespaces = egress_namespaces(sidecar, namespace)
+        if namespaces is None:
+            candidates: Iterable[OutboundService] = self.outbound
+        else:  # outbound is in namespace order, and so is this
+            by_ns = self.outbound_by_ns
+            candidates = (p for ns in sorted(namespaces) for p in by_ns.get(ns, ()))
+        for plan in candidates:
             se = plan.service
             if not exported_to(se, namespace):
                 continue
@@ -392,9 +418,8 @@ class _Builder:
         plans: list[InboundPlan] = []
         # The services that select this workload, or list it inline, in service order.
         specs: dict[int, tuple[ServiceEntry, WorkloadEntry]] = {}
-        for se in self.services_by_ns.get(we.meta.namespace, ()):
-            if labels_match(se.workload_selector, we.labels):
-                specs[id(se)] = (se, we)
+        for se in self.selected_by.get(id(we), ()):
+            specs[id(se)] = (se, we)
         for se, ep in self.inline_by_address.get(we.address, ()):
             specs.setdefault(id(se), (se, ep))  # the first inline endpoint at this address
         for se, spec in sorted(specs.values(), key=lambda pair: self._rank[id(pair[0])]):

@@ -97,6 +97,25 @@ def egress_allows(
     return False
 
 
+def egress_namespaces(sidecar: Sidecar | None, scope_namespace: str) -> frozenset[str] | None:
+    """The namespaces whose services `egress_allows` can admit; None when any can.
+
+    Lets a scope look only at those namespaces' services: with `./*` Sidecars in 100
+    namespaces, that is 1 % of the mesh per scope instead of all of it.
+    """
+    if sidecar is None or not sidecar.egress:
+        return None
+    namespaces: set[str] = set()
+    for listener in sidecar.egress:
+        for pattern in listener.hosts:
+            namespace, slash, _ = pattern.partition("/")
+            if not slash or namespace == "*":
+                return None
+            if namespace != "~":
+                namespaces.add(scope_namespace if namespace == "." else namespace)
+    return frozenset(namespaces)
+
+
 def host_matches(pattern: str, host: str) -> bool:
     """`*` matches all, `*.suffix` matches hosts under suffix (wildcard hosts too), else exact."""
     pattern, host = pattern.lower(), host.lower()

@@ -8,7 +8,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from xds_server.cache.config_source import ADS
 from xds_server.protocol.events import TypeStatus
+from xds_server.protocol.view import ProxyView
 
 
 class HasStatus(Protocol):
@@ -24,10 +26,21 @@ class Connection:
     peer: str
     machine: HasStatus
     connected_at: float = field(default_factory=time.time)
+    flavour: str = ADS
+    # The view last handed to the machine: the config generation it was built in (a
+    # view carried over unchanged keeps its own) and the secrets epoch laid over it.
     generation: int = 0
+    secret_epoch: int = 0
 
     def status(self) -> list[TypeStatus]:
         return self.machine.status()
+
+    def hold(self, view: ProxyView) -> None:
+        self.secret_epoch = getattr(view, "secret_epoch", 0)
+        self.generation = view.generation - self.secret_epoch
+
+    def holds(self, view: ProxyView) -> bool:
+        return view.generation == self.generation + self.secret_epoch
 
 
 class Connections:

@@ -124,8 +124,9 @@ class StreamHandler:
             else:
                 machine = SotwStream(view, allowed_types=kind.types, ads=kind.ads)
             conn = self.connections.add(node_id, kind.service, kind.delta, context.peer(), machine)
-            conn.generation = view.generation
-            cancel_watch = self.cache.watch(wake)
+            conn.flavour = flavour
+            conn.hold(view)
+            cancel_watch = self.cache.watch(wake, node_id)
             metrics.connected_proxies.inc()
             if not self.cache.snapshot.push_context.proxy(node_id):
                 log.warning("proxy %s names no WorkloadEntry: it gets an empty config", node_id)
@@ -137,10 +138,10 @@ class StreamHandler:
                 if item is _WAKE:
                     wake_pending = False
                     view = self.cache.view(node_id, flavour)
-                    if view.generation == conn.generation:
+                    if conn.holds(view):
                         item = await inbox.get()
                         continue
-                    conn.generation = view.generation
+                    conn.hold(view)
                     events = machine.on_view(view)
                 else:
                     events = machine.on_request(item)  # type: ignore[arg-type]

@@ -75,7 +75,7 @@ class IdentityRuntime:
         self.secrets = IdentitySecrets(self.issuer)
         self._cache: SnapshotCache | None = None
         self._connections: Connections | None = None
-        self._bundle_generation = 0  # the view generation that carried the new root
+        self._bundle_epoch = 0  # the secrets epoch that carried the new root
         self.xds_cert: IssuedServerCertificate | None = None  # with --xds-tls
         self._xds_names: tuple[list[str], list[str]] = ([], [])
 
@@ -179,8 +179,7 @@ class IdentityRuntime:
         """Start a root rotation (the new root is trusted first, signs later)."""
         entry = self.issuer.begin_root_rotation()
         self._publish()
-        if self._cache is not None:
-            self._bundle_generation = self._cache.snapshot.generation + self.secrets.epoch
+        self._bundle_epoch = self.secrets.epoch
         return {"new_root": entry.key_id, "state": self.rotation_state()}
 
     def rotation_state(self) -> list[dict[str, Any]]:
@@ -211,7 +210,7 @@ class IdentityRuntime:
             for status in conn.status():
                 if status.type_url != xds_types.SECRET:
                     continue
-                if conn.generation < self._bundle_generation:
+                if conn.secret_epoch < self._bundle_epoch:
                     return False
                 if status.state != SyncState.SYNCED:
                     return False

@@ -23,11 +23,11 @@ EMPTY: Mapping[str, Resource] = {}
 class StaticView:
     """A plain ProxyView over dicts; the cache's views and the tests use it."""
 
-    __slots__ = ("_by_type", "generation")
+    __slots__ = ("by_type", "generation")
 
     def __init__(self, by_type: Mapping[str, Mapping[str, Resource]], generation: int = 0) -> None:
-        self._by_type = by_type
+        self.by_type = by_type
         self.generation = generation
 
     def resources(self, type_url: str) -> Mapping[str, Resource]:
-        return self._by_type.get(type_url, EMPTY)
+        return self.by_type.get(type_url, EMPTY)
