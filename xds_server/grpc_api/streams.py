@@ -1,8 +1,8 @@
 """The one stream handler every xDS method hands its stream to.
 
-It reads requests into a queue, wakes on cache publishes through the same
-queue, feeds both to the protocol state machine, and writes the encoded
-responses. Protocol errors become gRPC status codes here and only here.
+It feeds requests, as they arrive, and cache publishes to the protocol state
+machine, and writes the encoded responses. Protocol errors become gRPC status
+codes here and only here.
 """
 
 from __future__ import annotations
@@ -22,16 +22,13 @@ from envoy.service.discovery.v3.discovery_pb2 import (
 from xds_server import metrics, xds_types
 from xds_server.cache import config_source
 from xds_server.cache.store import SnapshotCache
-from xds_server.grpc_api.connections import Connections
+from xds_server.grpc_api.connections import Connection, Connections
 from xds_server.protocol.delta import DeltaStream
 from xds_server.protocol.errors import PermissionDenied, ProtocolError, XdsError
 from xds_server.protocol.events import Acked, DeltaResponse, Event, Nacked, SotwResponse
 from xds_server.protocol.sotw import SotwStream
 
 log = logging.getLogger("pocketmesh.xds")
-
-_WAKE = object()
-_EOF = object()
 
 # Decides whether the peer behind `context` may act as `node_id`; raises PermissionDenied.
 Authenticator = Callable[[str, grpc.aio.ServicerContext], None]
@@ -79,74 +76,14 @@ class StreamHandler:
         requests: AsyncIterator[Any],
         context: grpc.aio.ServicerContext,
     ) -> None:
-        loop = asyncio.get_running_loop()
-        inbox: asyncio.Queue[object] = asyncio.Queue()
-        wake_pending = False
-
-        def wake() -> None:
-            nonlocal wake_pending
-            if not wake_pending:
-                wake_pending = True
-                if _running_loop() is loop:
-                    # Publishing on the loop (reload, watcher): no self-pipe write per
-                    # stream; with 2,000 streams those writes took 0.2 s of a publish.
-                    inbox.put_nowait(_WAKE)
-                else:
-                    loop.call_soon_threadsafe(inbox.put_nowait, _WAKE)
-
-        async def read() -> None:
-            try:
-                async for request in requests:
-                    inbox.put_nowait(request)
-            except (asyncio.CancelledError, grpc.aio.AioRpcError):
-                pass
-            finally:
-                inbox.put_nowait(_EOF)
-
-        reader = asyncio.create_task(read())
-        cancel_watch: Callable[[], None] | None = None
-        conn = None
+        stream: _Stream | None = None
         try:
-            first = await inbox.get()
-            if first is _EOF:
-                return
-            assert isinstance(first, DiscoveryRequest | DeltaDiscoveryRequest)
-            node_id = first.node.id
-            if not node_id:
-                raise ProtocolError("the first request of a stream must carry node.id")
-            if self.authenticate is not None:
-                self.authenticate(node_id, context)
-            flavour = kind.flavour
-            view = self.cache.view(node_id, flavour)
-            machine: SotwStream | DeltaStream
-            if kind.delta:
-                machine = DeltaStream(view, allowed_types=kind.types, ads=kind.ads)
-            else:
-                machine = SotwStream(view, allowed_types=kind.types, ads=kind.ads)
-            conn = self.connections.add(node_id, kind.service, kind.delta, context.peer(), machine)
-            conn.flavour = flavour
-            conn.hold(view)
-            cancel_watch = self.cache.watch(wake, node_id)
-            metrics.connected_proxies.inc()
-            if not self.cache.snapshot.push_context.proxy(node_id):
-                log.warning("proxy %s names no WorkloadEntry: it gets an empty config", node_id)
-            log.info(
-                "proxy %s connected (%s%s)", node_id, kind.service, " delta" if kind.delta else ""
-            )
-            item: object = first
-            while item is not _EOF:
-                if item is _WAKE:
-                    wake_pending = False
-                    view = self.cache.view(node_id, flavour)
-                    if conn.holds(view):
-                        item = await inbox.get()
-                        continue
-                    conn.hold(view)
-                    events = machine.on_view(view)
-                else:
-                    events = machine.on_request(item)  # type: ignore[arg-type]
-                await self._emit(node_id, events, context)
-                item = await inbox.get()
+            async for request in requests:
+                if stream is None:
+                    stream = self._open(kind, request, context)
+                await stream.on_request(request)
+        except grpc.aio.AioRpcError:
+            pass  # the client went away mid-read
         except ProtocolError as err:
             log.warning("xDS protocol error from %s: %s", context.peer(), err)
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(err))
@@ -156,23 +93,119 @@ class StreamHandler:
         except XdsError as err:
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(err))
         finally:
-            reader.cancel()
-            if cancel_watch is not None:
-                cancel_watch()
-            if conn is not None:
-                self.connections.remove(conn)
-                metrics.connected_proxies.dec()
-                log.info("proxy %s disconnected (%s)", conn.node_id, kind.service)
+            if stream is not None:
+                stream.close()
 
-    async def _emit(
-        self, node_id: str, events: list[Event], context: grpc.aio.ServicerContext
+    def _open(self, kind: StreamKind, first: object, context: grpc.aio.ServicerContext) -> _Stream:
+        assert isinstance(first, DiscoveryRequest | DeltaDiscoveryRequest)
+        node_id = first.node.id
+        if not node_id:
+            raise ProtocolError("the first request of a stream must carry node.id")
+        if self.authenticate is not None:
+            self.authenticate(node_id, context)
+        flavour = kind.flavour
+        view = self.cache.view(node_id, flavour)
+        machine: SotwStream | DeltaStream
+        if kind.delta:
+            machine = DeltaStream(view, allowed_types=kind.types, ads=kind.ads)
+        else:
+            machine = SotwStream(view, allowed_types=kind.types, ads=kind.ads)
+        conn = self.connections.add(node_id, kind.service, kind.delta, context.peer(), machine)
+        conn.flavour = flavour
+        conn.hold(view)
+        stream = _Stream(self, kind, conn, machine, context)
+        stream.cancel_watch = self.cache.watch(stream.wake, node_id)
+        metrics.connected_proxies.inc()
+        if not self.cache.snapshot.push_context.proxy(node_id):
+            log.warning("proxy %s names no WorkloadEntry: it gets an empty config", node_id)
+        log.info("proxy %s connected (%s%s)", node_id, kind.service, " delta" if kind.delta else "")
+        return stream
+
+
+class _Stream:
+    """One open stream: its state machine, and the one writer its responses go through.
+
+    Requests are handled in the handler's own read loop, as they arrive; a publish
+    schedules a push task. Both take `_writing`, so the machine's events go out in
+    the order it made them, and one response is written at a time.
+    """
+
+    def __init__(
+        self,
+        handler: StreamHandler,
+        kind: StreamKind,
+        conn: Connection,
+        machine: SotwStream | DeltaStream,
+        context: grpc.aio.ServicerContext,
     ) -> None:
+        self.handler = handler
+        self.kind = kind
+        self.conn = conn
+        self.machine = machine
+        self.context = context
+        self.cancel_watch: Callable[[], None] | None = None
+        self._loop = asyncio.get_running_loop()
+        self._main = asyncio.current_task()
+        self._writing = asyncio.Lock()
+        self._push_pending = False
+        self._pushes: set[asyncio.Task[None]] = set()
+
+    async def on_request(self, request: Any) -> None:
+        async with self._writing:
+            await self._emit(self.machine.on_request(request))
+
+    def wake(self) -> None:
+        """The cache published: push what changed (callable from any thread)."""
+        if self._push_pending:
+            return
+        self._push_pending = True
+        if _running_loop() is self._loop:
+            # Publishing on the loop (reload, watcher): no self-pipe write per
+            # stream; with 2,000 streams those writes took 0.2 s of a publish.
+            self._schedule_push()
+        else:
+            self._loop.call_soon_threadsafe(self._schedule_push)
+
+    def _schedule_push(self) -> None:
+        task = self._loop.create_task(self._push())
+        self._pushes.add(task)
+        task.add_done_callback(self._pushes.discard)
+
+    async def _push(self) -> None:
+        try:
+            async with self._writing:
+                # Reset first: a publish from here on schedules another push.
+                self._push_pending = False
+                conn = self.conn
+                view = self.handler.cache.view(conn.node_id, conn.flavour)
+                if conn.holds(view):
+                    return
+                conn.hold(view)
+                await self._emit(self.machine.on_view(view))
+        except (asyncio.CancelledError, grpc.aio.AioRpcError):
+            raise
+        except Exception:
+            log.exception("push to proxy %s failed; closing its stream", self.conn.node_id)
+            if self._main is not None:
+                self._main.cancel()
+
+    def close(self) -> None:
+        for task in list(self._pushes):
+            task.cancel()
+        if self.cancel_watch is not None:
+            self.cancel_watch()
+        self.handler.connections.remove(self.conn)
+        metrics.connected_proxies.dec()
+        log.info("proxy %s disconnected (%s)", self.conn.node_id, self.kind.service)
+
+    async def _emit(self, events: list[Event]) -> None:
+        node_id = self.conn.node_id
         for event in events:
             if isinstance(event, SotwResponse | DeltaResponse):
                 data = event.encode()
                 metrics.pushes.labels(xds_types.short_name(event.type_url)).inc()
                 metrics.push_bytes.inc(len(data))
-                await context.write(data)
+                await self.context.write(data)
             elif isinstance(event, Nacked):
                 metrics.nacks.labels(xds_types.short_name(event.type_url)).inc()
                 log.warning(

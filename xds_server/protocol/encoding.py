@@ -62,34 +62,39 @@ class VersionMemo:
     equality (so never a false hit), and holds its resources alive while cached.
     """
 
-    SMALL = 32  # below this, hashing directly is as cheap as the lookup
-    IDENTITIES = 256  # mappings remembered by identity (oldest dropped first)
+    SMALL = 32  # below this, hashing directly is as cheap as a lookup by content
 
     def __init__(self, budget: int = 500_000) -> None:
-        self._budget = budget  # total pairs held
+        self._budget = budget  # total pairs held, in each of the two memos
         self._size = 0
         self._entries: OrderedDict[frozenset[tuple[str, object]], str] = OrderedDict()
         self._by_identity: dict[int, tuple[Mapping[str, Resource], str]] = {}
+        self._identity_size = 0
         self._lock = threading.Lock()
 
     def of_resources(self, items: Mapping[str, Resource]) -> str:
         """set_version of name -> Resource (SotW's wanted set)."""
+        # Views are immutable and the snapshot shares equal sets between proxies (the
+        # 20 proxies of a namespace, every proxy of an unscoped mesh): the very same
+        # mapping is the cheapest hit. The entry holds the mapping, so its id cannot
+        # be reused while the entry lives.
+        entry = self._by_identity.get(id(items))
+        if entry is not None and entry[0] is items:
+            return entry[1]
         if len(items) < self.SMALL:
-            return set_version((n, r.version) for n, r in items.items())
-        # Views are immutable and the snapshot shares equal sets between proxies: the
-        # very same mapping is the cheapest hit. The entry holds the mapping, so its
-        # id cannot be reused while the entry lives.
+            version = set_version((n, r.version) for n, r in items.items())
+        else:
+            version = self._memo(
+                frozenset(items.items()),
+                lambda: set_version((n, r.version) for n, r in items.items()),
+            )
         with self._lock:
-            entry = self._by_identity.get(id(items))
-            if entry is not None and entry[0] is items:
-                return entry[1]
-        version = self._memo(
-            frozenset(items.items()), lambda: set_version((n, r.version) for n, r in items.items())
-        )
-        with self._lock:
-            self._by_identity[id(items)] = (items, version)
-            while len(self._by_identity) > self.IDENTITIES:
-                del self._by_identity[next(iter(self._by_identity))]
+            if id(items) not in self._by_identity:
+                self._by_identity[id(items)] = (items, version)
+                self._identity_size += len(items) + 1
+            while self._identity_size > self._budget:
+                old, _ = self._by_identity.pop(next(iter(self._by_identity)))
+                self._identity_size -= len(old) + 1
         return version
 
     def of_versions(self, items: Mapping[str, str]) -> str:

@@ -53,7 +53,10 @@ def _joined(type_url: str, key: str, delta: bool, resources: tuple[Resource, ...
             return b"".join([r.delta_entry for r in resources])
         return b"".join([r.sotw_entry for r in resources])
 
-    return encoding.shared.get((type_url, key, delta), join) if key else join()
+    # A few resources join faster than the shared cache is looked up (and kept).
+    if not key or len(resources) < encoding.VersionMemo.SMALL:
+        return join()
+    return encoding.shared.get((type_url, key, delta), join)
 
 
 @dataclass(frozen=True, slots=True)
