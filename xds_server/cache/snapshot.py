@@ -86,6 +86,8 @@ class MeshSnapshot:
         """Take the views of proxies the change cannot reach (generators.dependencies)."""
         if self._transform is not None or self._extra_types is not None:
             return  # test seams: they may say something new on every build
+        if not previous._views:
+            return  # the first build: nothing to carry
         affected = affected_proxies(previous.push_context, self.push_context)
         if affected is None:
             return

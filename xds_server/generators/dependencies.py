@@ -15,6 +15,7 @@ this module to the rule that matters: an incremental build equals a full one.
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Hashable, Iterable, Iterator
 from typing import Any
 
@@ -52,6 +53,7 @@ class _Change:
         self.nodes: set[str] = set()  # proxies changed themselves
         self.namespaces: set[str] = set()  # whose workloads' inbound may have changed
         self.addresses: set[str] = set()  # inline endpoints: inbound of the workload there
+        self._by_namespace: dict[int, dict[str, list[ServiceEntry]]] = {}
 
     def proxies(self) -> frozenset[str]:
         a, b = self.old.mesh, self.new.mesh
@@ -86,11 +88,17 @@ class _Change:
         self.nodes.add(we.proxy_id)
         # It backs the services that select it (same namespace, as in Istio): their
         # endpoints, and their clusters' auto-mTLS, follow its address and labels.
-        for se in mesh.service_entries:
-            if se.meta.namespace == we.meta.namespace and labels_match(
-                se.workload_selector, we.labels
-            ):
+        for se in self._services_in(mesh, we.meta.namespace):
+            if labels_match(se.workload_selector, we.labels):
                 self._hosts(se.hosts)
+
+    def _services_in(self, mesh: MeshConfig, namespace: str) -> list[ServiceEntry]:
+        index = self._by_namespace.get(id(mesh))
+        if index is None:
+            index = self._by_namespace[id(mesh)] = defaultdict(list)
+            for se in mesh.service_entries:
+                index[se.meta.namespace].append(se)
+        return index.get(namespace, [])
 
     def _hosts(self, hosts: Iterable[str]) -> None:
         for host in hosts:

@@ -68,7 +68,7 @@ class VersionMemo:
         self._budget = budget  # total pairs held, in each of the two memos
         self._size = 0
         self._entries: OrderedDict[frozenset[tuple[str, object]], str] = OrderedDict()
-        self._by_identity: dict[int, tuple[Mapping[str, Resource], str]] = {}
+        self._by_identity: OrderedDict[int, tuple[Mapping[str, Resource], str]] = OrderedDict()
         self._identity_size = 0
         self._lock = threading.Lock()
 
@@ -93,7 +93,7 @@ class VersionMemo:
                 self._by_identity[id(items)] = (items, version)
                 self._identity_size += len(items) + 1
             while self._identity_size > self._budget:
-                old, _ = self._by_identity.pop(next(iter(self._by_identity)))
+                _, (old, _) = self._by_identity.popitem(last=False)
                 self._identity_size -= len(old) + 1
         return version
 
