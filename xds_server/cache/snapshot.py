@@ -24,6 +24,7 @@ from xds_server.cache.resource import Resource
 from xds_server.galley.model import MeshConfig
 from xds_server.generators import PushContext, generate
 from xds_server.generators.dependencies import affected_proxies
+from xds_server.generators.push_context import SharedResources
 from xds_server.listener_filters import rds_names
 from xds_server.protocol.view import StaticView
 
@@ -58,6 +59,8 @@ class MeshSnapshot:
         # id(message) -> (message, its Resource); the message is kept to rule out id reuse.
         self._by_identity: dict[int, tuple[Message, Resource]] = {}
         self._by_content: dict[tuple[str, str, str], Resource] = {}
+        self._consistent: set[tuple[int, int]] = set()  # see check_consistency
+        self._by_set: dict[int, tuple[Mapping[str, Message], dict[str, Resource]]] = {}
         self._views: dict[tuple[str, str], StaticView] = {}
         self._rewriters: dict[str, Rewriter] = {}
         self._references: dict[Resource, tuple[str, ...]] = {}  # see check_consistency
@@ -126,6 +129,9 @@ class MeshSnapshot:
         if proxy is None:
             return StaticView({}, self.generation)
         generated = generate(self.push_context, proxy)
+        if self._extra_types is not None or self._transform is not None:
+            # Test seams change dicts in place; the generators share some across proxies.
+            generated = {t: dict(items) for t, items in generated.items()}
         if self._extra_types is not None:
             for type_url, items in self._extra_types(node_id).items():
                 generated.setdefault(type_url, {}).update(items)
@@ -136,20 +142,34 @@ class MeshSnapshot:
             if rewriter is None:
                 rewriter = self._rewriters[flavour] = Rewriter(flavour)
             generated = rewriter.rewrite(generated)
-        by_type = {}
-        for type_url, items in generated.items():
-            resources = self._resources(type_url, items)
-            # A resource's name is its key: its objects in order say the whole dict.
-            key = (type_url, tuple(resources.values()))
-            interned = self._interned.get(key)
-            if interned is None:
-                earlier = self._previous._interned.get(key) if self._previous else None
-                interned = self._interned[key] = resources if earlier is None else earlier
-            by_type[type_url] = interned
-        check_consistency(node_id, by_type, self._references)
+        by_type = {
+            type_url: self._resources(type_url, items) for type_url, items in generated.items()
+        }
+        check_consistency(node_id, by_type, self._references, self._consistent)
         return StaticView(by_type, self.generation)
 
     def _resources(self, type_url: str, items: Mapping[str, Message]) -> dict[str, Resource]:
+        if type(items) is not SharedResources:
+            return self._interned_set(type_url, self._convert(type_url, items))
+        # Converted once for every proxy it is handed to; the entry holds the dict,
+        # so its id is not reused meanwhile.
+        shared = self._by_set.get(id(items))
+        if shared is not None and shared[0] is items:
+            return shared[1]
+        out = self._interned_set(type_url, self._convert(type_url, items))
+        self._by_set[id(items)] = (items, out)
+        return out
+
+    def _interned_set(self, type_url: str, resources: dict[str, Resource]) -> dict[str, Resource]:
+        # A resource's name is its key: its objects in order say the whole dict.
+        key = (type_url, tuple(resources.values()))
+        interned = self._interned.get(key)
+        if interned is None:
+            earlier = self._previous._interned.get(key) if self._previous else None
+            interned = self._interned[key] = resources if earlier is None else earlier
+        return interned
+
+    def _convert(self, type_url: str, items: Mapping[str, Message]) -> dict[str, Resource]:
         # The hot loop of a build (every proxy x every resource it sees): the shared
         # object is found by identity inline; only a miss pays for a call.
         by_identity = self._by_identity
@@ -197,23 +217,23 @@ def check_consistency(
     node_id: str,
     by_type: Mapping[str, Mapping[str, Resource]],
     references: dict[Resource, tuple[str, ...]] | None = None,
+    consistent: set[tuple[int, int]] | None = None,
 ) -> None:
     """Every EDS cluster has endpoints; every RDS name a listener uses exists.
 
     `references` remembers what each shared resource refers to across the proxies
     of one snapshot, so each cluster and listener is inspected once, not per proxy.
+    `consistent` remembers (clusters, endpoints) sets found consistent, by identity:
+    only for sets the caller keeps alive (the snapshot interns every set).
     """
     refs = {} if references is None else references
     endpoints = by_type.get(xds_types.ENDPOINT, {})
-    for name, resource in by_type.get(xds_types.CLUSTER, {}).items():
-        needed = refs.get(resource)
-        if needed is None:
-            needed = refs[resource] = _eds_service(resource)
-        for service in needed:
-            if service not in endpoints:
-                raise InconsistentSnapshot(
-                    f"proxy {node_id}: cluster {name} has no endpoints ({service})"
-                )
+    clusters = by_type.get(xds_types.CLUSTER, {})
+    pair = (id(clusters), id(endpoints))
+    if consistent is None or pair not in consistent:
+        _check_clusters(node_id, clusters, endpoints, refs)
+        if consistent is not None:
+            consistent.add(pair)
     routes = by_type.get(xds_types.ROUTE, {})
     for name, resource in by_type.get(xds_types.LISTENER, {}).items():
         needed = refs.get(resource)
@@ -225,6 +245,23 @@ def check_consistency(
             if rds_name not in routes:
                 raise InconsistentSnapshot(
                     f"proxy {node_id}: listener {name} uses missing route config {rds_name}"
+                )
+
+
+def _check_clusters(
+    node_id: str,
+    clusters: Mapping[str, Resource],
+    endpoints: Mapping[str, Resource],
+    refs: dict[Resource, tuple[str, ...]],
+) -> None:
+    for name, resource in clusters.items():
+        needed = refs.get(resource)
+        if needed is None:
+            needed = refs[resource] = _eds_service(resource)
+        for service in needed:
+            if service not in endpoints:
+                raise InconsistentSnapshot(
+                    f"proxy {node_id}: cluster {name} has no endpoints ({service})"
                 )
 
 

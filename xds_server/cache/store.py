@@ -20,6 +20,7 @@ from xds_server.protocol.view import StaticView
 
 log = logging.getLogger(__name__)
 
+
 class HeldView(Protocol):
     """What a stream holds: whose view, and the config generation it was built in."""
 

@@ -28,7 +28,7 @@ def generate(ctx: PushContext, proxy: Proxy) -> dict[str, dict[str, Message]]:
     """
     resources: dict[str, dict[str, Message]] = {
         xds_types.CLUSTER: build_clusters(ctx, proxy),
-        xds_types.ENDPOINT: dict(sorted(build_endpoints(ctx, proxy).items())),
+        xds_types.ENDPOINT: build_endpoints(ctx, proxy),
         xds_types.LISTENER: build_listeners(ctx, proxy),
         xds_types.ROUTE: build_routes(ctx, proxy),
         xds_types.SECRET: {},

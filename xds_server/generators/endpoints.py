@@ -8,7 +8,13 @@ from envoy.config.core.v3 import address_pb2, base_pb2
 from envoy.config.endpoint.v3 import endpoint_components_pb2, endpoint_pb2
 from google.protobuf import struct_pb2, wrappers_pb2
 
-from xds_server.generators.push_context import Endpoint, OutboundService, Proxy, PushContext
+from xds_server.generators.push_context import (
+    Endpoint,
+    OutboundService,
+    Proxy,
+    PushContext,
+    SharedResources,
+)
 
 ClusterLoadAssignment = endpoint_pb2.ClusterLoadAssignment
 
@@ -23,9 +29,17 @@ def load_assignment(ctx: PushContext, svc: OutboundService) -> ClusterLoadAssign
 
 
 def build_endpoints(ctx: PushContext, proxy: Proxy) -> dict[str, ClusterLoadAssignment]:
-    return {
-        svc.cluster_name: load_assignment(ctx, svc) for svc in proxy.scope.services if svc.uses_eds
-    }
+    """Sorted by name, one dict per scope: every proxy of the scope gets the very same
+    dict (callers must not change it), so the cache converts it once (MeshSnapshot)."""
+    scope = proxy.scope
+
+    def build() -> dict[str, ClusterLoadAssignment]:
+        found = {
+            svc.cluster_name: load_assignment(ctx, svc) for svc in scope.services if svc.uses_eds
+        }
+        return SharedResources(sorted(found.items()))
+
+    return ctx.memoize(("eds-scope", scope), build)
 
 
 def socket_address(host: str, port: int) -> address_pb2.Address:

@@ -15,7 +15,7 @@ import ipaddress
 from collections import defaultdict
 from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from xds_server.galley.model import (
     MeshConfig,
@@ -39,6 +39,13 @@ from xds_server.generators.traffic_index import TrafficIndex
 T = TypeVar("T")
 
 DNS_RESOLUTIONS = frozenset({"DNS", "DNS_ROUND_ROBIN"})
+
+
+class SharedResources(dict[str, Any]):
+    """A generated name -> resource dict handed to many proxies as is (a scope's
+    endpoints): nobody changes it, so the cache converts it once for all of them."""
+
+    __slots__ = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -76,8 +76,21 @@ def _virtual_host(
         policy = ctx.traffic.policy(plan.host, plan.port) if plan.host else None
         routes[0].route.hash_policy.extend(hash_policies(policy))
     else:  # Istio: the VirtualService's rules only; no match means 404
-        routes = virtual_service_routes(
-            ctx.traffic, vs, port=plan.port, labels=labels, namespace=scope.namespace
+        # The same for every scope that sees the host (unscoped: 100 namespaces), except
+        # through what sourceLabels and sourceNamespace match; the vhost copies them.
+        by_namespace = any(m.source_namespace for http in vs.http for m in http.match)
+        key = (
+            "vs-routes",
+            id(vs),  # the context holds the mesh, so the id stays this object's
+            plan.port,
+            ctx.traffic.source_key(labels),
+            scope.namespace if by_namespace else "",
+        )
+        routes = ctx.memoize(
+            key,
+            lambda: virtual_service_routes(
+                ctx.traffic, vs, port=plan.port, labels=labels, namespace=scope.namespace
+            ),
         )
     return route_components_pb2.VirtualHost(
         name=plan.name, domains=list(plan.domains), routes=routes

@@ -21,7 +21,7 @@ from xds_server.galley.model_traffic import MESH_GATEWAY, TCPRoute, VirtualServi
 from xds_server.generators import naming
 from xds_server.generators.endpoints import socket_address
 from xds_server.generators.http_routes import cluster_for, pack
-from xds_server.generators.push_context import OutboundService, Proxy, PushContext
+from xds_server.generators.push_context import OutboundService, Proxy, PushContext, SidecarScope
 from xds_server.generators.traffic_index import TrafficIndex
 
 TCP_PROXY_FILTER = "envoy.filters.network.tcp_proxy"
@@ -33,9 +33,7 @@ def outbound_tcp_listeners(ctx: PushContext, proxy: Proxy) -> dict[str, listener
     used = {plan.port for plan in proxy.inbound if plan.bind == proxy.address}
     used.add(naming.OUTBOUND_HTTP_PORT)
     chosen: dict[int, OutboundService] = {}
-    for svc in proxy.scope.services:
-        if svc.subset or svc.port.is_http:
-            continue
+    for svc in _tcp_services(ctx, proxy.scope):
         number = svc.port.number
         if number in used or number in ISTIO_RESERVED:
             continue
@@ -56,6 +54,14 @@ def outbound_tcp_listeners(ctx: PushContext, proxy: Proxy) -> dict[str, listener
             lambda s=svc: _listener(ctx.traffic, proxy, s, labels),
         )
     return listeners
+
+
+def _tcp_services(ctx: PushContext, scope: SidecarScope) -> tuple[OutboundService, ...]:
+    """The scope's TCP service ports, found once per scope (not per proxy)."""
+    return ctx.memoize(
+        ("tcp-services", scope),
+        lambda: tuple(s for s in scope.services if not s.subset and not s.port.is_http),
+    )
 
 
 def _conflict(ctx: PushContext, message: str) -> None:
