@@ -26,7 +26,13 @@ from google.protobuf import json_format
 
 from xds_server import xds_types
 from xds_server.bench import mesh
-from xds_server.bench.processes import ServerProcess, cpu_seconds, free_port, stop_process
+from xds_server.bench.processes import (
+    FloorProcess,
+    ServerProcess,
+    cpu_seconds,
+    free_port,
+    stop_process,
+)
 from xds_server.bootstrap import BootstrapOptions, sidecar_bootstrap
 from xds_server.cache.snapshot import MeshSnapshot
 from xds_server.galley.loader import load_paths
@@ -122,37 +128,56 @@ def run(clusters: int, *, workdir: Path | None = None, repeat: int = 3) -> dict[
     workload = loaded.config.workload_entries[0]
     snapshot = MeshSnapshot(loaded.config, 1)
     server = ServerProcess(config_dir, work / f"pocketmesh-{clusters}.log").start()
+    floor = None
     try:
-        xds_times, static_times, cpu = [], [], []
+        floor = FloorProcess([config_dir], work / f"floor-{clusters}.log")
+        xds_times, floor_times, static_times, cpu = [], [], [], []
         for i in range(repeat):
             admin = free_port()
-            # Binary proto, as the static bootstrap: parsing YAML cost Envoy ~2 ms.
             xds_config = work / f"xds-{clusters}-{i}.pb"
-            options = BootstrapOptions(
-                xds_address=server.target, admin_port=admin, admin_address="127.0.0.1"
-            )
-            bootstrap = json_format.ParseDict(
-                sidecar_bootstrap(workload, options), bootstrap_pb2.Bootstrap()
-            )
-            xds_config.write_bytes(bootstrap.SerializeToString())
+            xds_config.write_bytes(_ads_bootstrap(workload, server.target, admin))
             before = cpu_seconds(server.pid)
             xds_times.append(time_envoy(xds_config, admin, work / "envoy.log"))
             cpu.append(cpu_seconds(server.pid) - before)
+            # The same Envoy against the bare-gRPC floor: what ADS itself costs.
+            admin = free_port()
+            floor_config = work / f"floor-{clusters}-{i}.pb"
+            floor_config.write_bytes(_ads_bootstrap(workload, floor.target, admin))
+            floor_times.append(time_envoy(floor_config, admin, work / "envoy.log"))
             admin = free_port()
             static_config = work / f"static-{clusters}-{i}.pb"
             static_config.write_bytes(static_bootstrap(snapshot, workload, admin))
             static_times.append(time_envoy(static_config, admin, work / "envoy.log"))
     finally:
         server.stop()
+        if floor is not None:
+            floor.stop()
         if owned is not None:
             owned.cleanup()
-    xds, static = sorted(xds_times)[len(xds_times) // 2], sorted(static_times)[repeat // 2]
+    xds, static = _median(xds_times), _median(static_times)
+    floor_s = _median(floor_times)
     return {
         "eds_clusters": clusters,
         "xds_ready_s": round(xds, 4),
         "static_ready_s": round(static, 4),
         "ratio": round(xds / static, 3),
+        "floor_ready_s": round(floor_s, 4),
+        "floor_ratio_to_static": round(floor_s / static, 3),
+        "ratio_to_floor": round(xds / floor_s, 3),
         # CPU ticks are 10 ms: the mean over the runs resolves finer.
         "server_cpu_per_envoy_s": round(sum(cpu) / len(cpu), 4),
         "runs": repeat,
     }
+
+
+def _ads_bootstrap(workload: WorkloadEntry, target: str, admin: int) -> bytes:
+    """Binary proto, as the static bootstrap is: parsing YAML cost Envoy ~2 ms."""
+    options = BootstrapOptions(xds_address=target, admin_port=admin, admin_address="127.0.0.1")
+    bootstrap = json_format.ParseDict(
+        sidecar_bootstrap(workload, options), bootstrap_pb2.Bootstrap()
+    )
+    return bootstrap.SerializeToString()
+
+
+def _median(values: list[float]) -> float:
+    return sorted(values)[len(values) // 2]

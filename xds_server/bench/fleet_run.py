@@ -9,12 +9,9 @@ publish (`loaded_at`) is reported too.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import signal
-import subprocess
-import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -23,12 +20,10 @@ from typing import Any
 from xds_server.bench import mesh
 from xds_server.bench.fleet import Fleet, ProxySummary
 from xds_server.bench.processes import (
+    FloorProcess,
     ServerProcess,
     cpu_seconds,
-    free_port,
     memory_mb,
-    read_line,
-    stop_process,
 )
 from xds_server.bench.stats import ProgressBar, spread
 
@@ -45,36 +40,6 @@ def write_generations(spec: mesh.MeshSpec, workdir: Path) -> tuple[list[Path], d
     shutil.copytree(dirs[1], dirs[2])
     what["endpoint"] = mesh.endpoint_change(spec, dirs[2])
     return dirs, what
-
-
-class _Floor:
-    def __init__(self, dirs: list[Path], log_path: Path) -> None:
-        self.port = free_port()
-        cmd = [sys.executable, "-m", "xds_server.bench.floor", "--port", str(self.port)]
-        for d in dirs:
-            cmd += ["--config", str(d)]
-        self._log = log_path.open("wb")
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=self._log, text=True)
-        try:
-            # Pre-encoding every generation takes a while at full size.
-            line = read_line(self.proc, 600, f"floor server (log: {log_path})")
-            if json.loads(line) != "ready":
-                raise RuntimeError(f"floor server did not start; see {log_path}")
-        except BaseException:
-            self.stop()
-            raise
-
-    @property
-    def target(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    def stop(self) -> None:
-        stop_process(self.proc)
-        self._log.close()
 
 
 def run(
@@ -98,9 +63,9 @@ def run(
     live = workdir / "live"
     shutil.copytree(dirs[0], live)
     bar.step(f"{server_name} {proto}: starting the server")
-    server: ServerProcess | _Floor
+    server: ServerProcess | FloorProcess
     if floor:
-        server = _Floor(dirs, workdir / "floor.log")
+        server = FloorProcess(dirs, workdir / "floor.log")
     else:
         server = ServerProcess(live, workdir / "pocketmesh.log").start()
     fleet = Fleet(server.target, mesh.proxy_ids(spec), delta=delta, workers=workers)
@@ -145,7 +110,7 @@ def run(
 
 def _change(
     spec: mesh.MeshSpec,
-    server: ServerProcess | _Floor,
+    server: ServerProcess | FloorProcess,
     fleet: Fleet,
     change: str,
     number: int,

@@ -146,3 +146,36 @@ class ServerProcess:
         if self.proc is not None:
             stop_process(self.proc)
             self._log.close()
+
+
+class FloorProcess:
+    """The bare-gRPC floor (`bench/floor.py`) in its own process, serving `dirs` as
+    config generations (SIGUSR1 moves to the next)."""
+
+    def __init__(self, dirs: list[Path], log_path: Path) -> None:
+        self.port = free_port()
+        cmd = [sys.executable, "-m", "xds_server.bench.floor", "--port", str(self.port)]
+        for d in dirs:
+            cmd += ["--config", str(d)]
+        self._log = log_path.open("wb")
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=self._log, text=True)
+        try:
+            # Pre-encoding every generation takes a while at full size.
+            line = read_line(self.proc, 600, f"floor server (log: {log_path})")
+            if json.loads(line) != "ready":
+                raise RuntimeError(f"floor server did not start; see {log_path}")
+        except BaseException:
+            self.stop()
+            raise
+
+    @property
+    def target(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def stop(self) -> None:
+        stop_process(self.proc)
+        self._log.close()

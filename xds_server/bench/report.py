@@ -112,11 +112,21 @@ def render(results: dict[str, Any]) -> str:
                 _fmt(e["xds_ready_s"], "s"),
                 _fmt(e["static_ready_s"], "s"),
                 f"{e['ratio']:.2f}x",
+                _fmt(e.get("floor_ready_s"), "s"),
+                _ratio(e.get("ratio_to_floor")),
                 f"{e['server_cpu_per_envoy_s'] * 1000:.1f} ms",
             ]
             for e in envoy
         ]
-        header = ["EDS clusters", "pocketmesh ADS", "static .pb", "ratio", "server CPU/Envoy"]
+        header = [
+            "EDS clusters",
+            "pocketmesh ADS",
+            "static .pb",
+            "ratio",
+            "floor ADS",
+            "vs floor",
+            "server CPU/Envoy",
+        ]
         lines.extend(_table(header, rows))
         lines.append("targets: ratio <= 1.1x; server CPU per Envoy <= 20 ms at 1,000 clusters")
     for name, figure in results.get("micro", {}).items():
@@ -143,16 +153,22 @@ def render_markdown(results: dict[str, Any]) -> str:
     if envoy:
         lines += [
             "",
-            "| EDS clusters | pocketmesh ADS | static .pb | ratio | server CPU per Envoy |",
+            "| EDS clusters | pocketmesh ADS | static .pb | ratio | bare-gRPC floor ADS "
+            "| pocketmesh vs floor | server CPU per Envoy |",
         ]
-        lines.append("|---|---|---|---|---|")
+        lines.append("|---|---|---|---|---|---|---|")
         for e in envoy:
             lines.append(
                 f"| {e['eds_clusters']:,} | {_fmt(e['xds_ready_s'], 's')} | "
                 f"{_fmt(e['static_ready_s'], 's')} | {e['ratio']:.2f}x | "
+                f"{_fmt(e.get('floor_ready_s'), 's')} | {_ratio(e.get('ratio_to_floor'))} | "
                 f"{e['server_cpu_per_envoy_s'] * 1000:.1f} ms |"
             )
     return "\n".join(lines).strip() + "\n"
+
+
+def _ratio(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}x"
 
 
 def write_json(results: dict[str, Any], path: Path) -> None:
