@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from xds_server.galley import parse_cache
 from xds_server.galley.loader import load_paths
 from xds_server.galley.yaml_lines import split_documents
@@ -73,3 +76,45 @@ def test_a_syntax_error_in_one_document_yields_no_documents(tmp_path: Path) -> N
     assert [(e.line, e.message) for e in errors] == [
         (e.line, e.message) for e in fresh(text, file)[1]
     ]
+
+
+DOCS = (
+    service(1),
+    service(2, "  location: MESH_EXTERNAL\n  resolution: DNS\n"),
+    service(3).replace("number: 80", "number: -1"),  # a field error
+    service(4).replace("hosts: [", "hosts: [["),  # a syntax error
+    "# only a comment\n",
+    "",
+    "apiVersion: v1\nkind: List\nitems:\n- " + service(5).replace("\n", "\n  ").rstrip() + "\n",
+)
+
+
+def _projection(parsed: parse_cache.Parsed) -> object:
+    """Everything a parse says, lines included (ObjectMeta equality ignores the source)."""
+    docs, errors = parsed
+    return (
+        [
+            (d.kind, d.meta and str(d.meta.source), dict(d.lines), d.errors, d.warnings)
+            for d in docs
+        ],
+        [(e.line, e.message) for e in errors],
+    )
+
+
+@settings(max_examples=60)
+@given(
+    before=st.lists(st.sampled_from(DOCS), min_size=1, max_size=6),
+    edits=st.lists(st.tuples(st.integers(0, 5), st.sampled_from(DOCS)), max_size=3),
+    marker=st.sampled_from(["---\n", "--- \n"]),
+)
+def test_any_edit_parses_as_a_whole_parse_would(
+    before: list[str], edits: list[tuple[int, str]], marker: str
+) -> None:
+    file = "/config/services.yaml"
+    parse_cache.clear()
+    parse_cache.parse_file(marker.join(before), file)
+    after = list(before)
+    for i, doc in edits:
+        after[i % len(after)] = doc
+    text = marker.join(after)
+    assert _projection(parse_cache.parse_file(text, file)) == _projection(fresh(text, file))
