@@ -118,3 +118,13 @@ def test_any_edit_parses_as_a_whole_parse_would(
         after[i % len(after)] = doc
     text = marker.join(after)
     assert _projection(parse_cache.parse_file(text, file)) == _projection(fresh(text, file))
+
+
+def test_the_cache_holds_the_last_version_of_a_file_only() -> None:
+    """A long-running server edits the same files for ever; memory must not grow."""
+    file = "/config/often-edited.yaml"
+    for n in range(20):
+        docs = [service(i, f"  # edit {n}\n" if i == n % 4 else "") for i in range(4)]
+        parse_cache.parse_file("---\n".join(docs), file)
+    assert len(parse_cache._DOCUMENTS[file]) == 4
+    assert list(parse_cache._FILES).count(file) == 1

@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 from collections import OrderedDict
-from typing import Any, TypeVar
+from typing import Any
 
 from .documents import ParsedDoc, parse_document
 from .errors import ERROR, ConfigError
@@ -20,30 +20,15 @@ from .model import ObjectMeta, ServiceEntry
 from .yaml_lines import YamlSyntaxError, load_documents, split_documents
 
 Parsed = tuple[tuple[ParsedDoc, ...], tuple[ConfigError, ...]]
-V = TypeVar("V")
 
 
-class _Lru(OrderedDict[tuple[str, bytes], V]):
-    def __init__(self, size: int) -> None:
-        super().__init__()
-        self.size = size
-
-    def lookup(self, key: tuple[str, bytes]) -> V | None:
-        found = self.get(key)
-        if found is not None:
-            self.move_to_end(key)
-        return found
-
-    def keep(self, key: tuple[str, bytes], value: V) -> V:
-        self[key] = value
-        while len(self) > self.size:
-            self.popitem(last=False)
-        return value
-
-
-_FILES: _Lru[Parsed] = _Lru(4096)
-# A document's text -> (the line it was parsed at, what it yielded).
-_DOCUMENTS: _Lru[tuple[int, Parsed]] = _Lru(1 << 17)
+# The last version of each file: its text's digest and what it yielded; and the
+# documents of that version by their text's digest, with the line each was parsed at.
+# Only the last version is kept, so a long-running server's cache stays the size of
+# its config however often files change.
+_MAX_FILES = 4096
+_FILES: OrderedDict[str, tuple[bytes, Parsed]] = OrderedDict()
+_DOCUMENTS: dict[str, dict[bytes, tuple[int, Parsed]]] = {}
 
 
 def clear() -> None:
@@ -58,33 +43,62 @@ def _digest(text: str) -> bytes:
 
 def parse_file(text: str, file: str) -> Parsed:
     """Every document of a file, checked; or its YAML syntax error (and no documents)."""
-    key = (file, _digest(text))
-    found = _FILES.lookup(key)
-    if found is not None:
-        return found
+    digest = _digest(text)
+    last = _FILES.get(file)
+    if last is not None and last[0] == digest:
+        _FILES.move_to_end(file)
+        return last[1]
+    known = _DOCUMENTS.get(file, {})
     chunks = split_documents(text)
     if chunks is None or len(chunks) < 2:
-        return _FILES.keep(key, parse_text(text, file))
-    keys = [(file, _digest(chunk)) for _, chunk in chunks]
-    if sum(k not in _DOCUMENTS for k in keys) * 2 > len(keys):
-        # Mostly new (a first load): one parser over the whole text is several times
-        # faster than one per document. It fills the document cache as it goes.
-        return _FILES.keep(key, _parse_whole(text, file, chunks, keys))
+        parsed, documents = parse_text(text, file), {}
+    else:
+        digests = [_digest(chunk) for _, chunk in chunks]
+        documents = {}
+        if sum(d not in known for d in digests) * 2 > len(digests):
+            # Mostly new (a first load): one parser over the whole text is several times
+            # faster than one per document. It fills the document cache as it goes.
+            parsed = _parse_whole(text, file, chunks, digests, documents)
+        else:
+            parsed = _parse_chunks(file, chunks, digests, known, documents)
+        if parsed[1]:  # a syntax error: keep what was known for the fixed version
+            documents = {**known, **documents}
+    _FILES[file] = (digest, parsed)
+    _FILES.move_to_end(file)
+    _DOCUMENTS[file] = documents
+    while len(_FILES) > _MAX_FILES:
+        gone, _ = _FILES.popitem(last=False)
+        _DOCUMENTS.pop(gone, None)
+    return parsed
+
+
+def _parse_chunks(
+    file: str,
+    chunks: list[tuple[int, str]],
+    digests: list[bytes],
+    known: dict[bytes, tuple[int, Parsed]],
+    documents: dict[bytes, tuple[int, Parsed]],
+) -> Parsed:
     docs: list[ParsedDoc] = []
-    for (first_line, chunk), chunk_key in zip(chunks, keys, strict=True):
-        found = _DOCUMENTS.lookup(chunk_key)
+    for (first_line, chunk), digest in zip(chunks, digests, strict=True):
+        found = known.get(digest) or documents.get(digest)
         if found is None:
-            found = _DOCUMENTS.keep(chunk_key, (1, parse_text(chunk, file)))
+            found = (1, parse_text(chunk, file))
+        documents[digest] = found
         parsed_at, (chunk_docs, errors) = found
         offset = first_line - parsed_at
         if errors:  # a syntax error: the file yields nothing but it, as a whole parse does
-            return _FILES.keep(key, ((), tuple(_moved_error(e, offset) for e in errors)))
+            return (), tuple(_moved_error(e, offset) for e in errors)
         docs.extend(moved(d, offset) for d in chunk_docs)
-    return _FILES.keep(key, (tuple(docs), ()))
+    return tuple(docs), ()
 
 
 def _parse_whole(
-    text: str, file: str, chunks: list[tuple[int, str]], keys: list[tuple[str, bytes]]
+    text: str,
+    file: str,
+    chunks: list[tuple[int, str]],
+    digests: list[bytes],
+    documents: dict[bytes, tuple[int, Parsed]],
 ) -> Parsed:
     loaded = load_documents(text)
     if isinstance(loaded, YamlSyntaxError):
@@ -99,8 +113,8 @@ def _parse_whole(
         parsed = parse_document(doc.value, doc.line, file)
         docs.extend(parsed)
         by_chunk[i].extend(parsed)
-    for start, chunk_key, chunk_docs in zip(starts, keys, by_chunk, strict=True):
-        _DOCUMENTS.keep(chunk_key, (start, (tuple(chunk_docs), ())))
+    for start, digest, chunk_docs in zip(starts, digests, by_chunk, strict=True):
+        documents.setdefault(digest, (start, (tuple(chunk_docs), ())))
     return tuple(docs), ()
 
 
