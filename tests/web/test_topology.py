@@ -55,24 +55,32 @@ def test_every_workload_is_a_node_grouped_by_its_service(demo: topo.Topology) ->
 
 
 def test_the_split_weights_and_mutual_tls_come_from_what_envoy_is_sent(demo: topo.Topology) -> None:
-    clusters = demo.clusters["productpage.default"]
-    v2 = clusters["outbound|9080|v2|reviews.default.svc.cluster.local"]
-    v3 = clusters["outbound|9080|v3|reviews.default.svc.cluster.local"]
+    v2_name = "outbound|9080|v2|reviews.default.svc.cluster.local"
+    v3_name = "outbound|9080|v3|reviews.default.svc.cluster.local"
+    v2 = demo.cluster("productpage.default", v2_name)
+    v3 = demo.cluster("productpage.default", v3_name)
+    assert v2 is not None and v3 is not None
     assert (v2.host, v2.subset, v2.port) == ("reviews.default.svc.cluster.local", "v2", 9080)
-    assert v2.weights == [50.0] and v3.weights == [50.0]
     assert v2.addresses == ("127.0.10.3",)
     assert v2.mtls and v3.mtls
-    ratings = clusters["outbound|9080||ratings.default.svc.cluster.local"]
-    assert ratings.weights == [] and ratings.addresses == ("127.0.10.4",)
-    # The gateway routes to productpage with no split.
-    gw = demo.clusters["ingressgateway.default"]
-    assert gw["outbound|9080||productpage.default.svc.cluster.local"].weights == []
-    assert not any(name.startswith("inbound") for name in clusters)
+    weights = demo.weights("productpage.default")
+    assert weights == {v2_name: [50.0], v3_name: [50.0]}
+    ratings = demo.cluster(
+        "productpage.default", "outbound|9080||ratings.default.svc.cluster.local"
+    )
+    assert ratings is not None and ratings.addresses == ("127.0.10.4",)
+    # The gateway routes to productpage with no split; inbound clusters are not outbound.
+    assert demo.weights("ingressgateway.default") == {}
+    assert demo.cluster("productpage.default", "inbound|9080||") is None
+    # Read once per shared resource: every sidecar's v2 cluster is the same object.
+    assert demo.cluster("reviews-v1.default", v2_name) is v2
 
 
 def test_without_identities_nothing_is_mutual_tls() -> None:
     plain = demo_topology(identity=False)
-    assert not any(info.mtls for c in plain.clusters.values() for info in c.values())
+    name = "outbound|9080|v2|reviews.default.svc.cluster.local"
+    info = plain.cluster("productpage.default", name)
+    assert info is not None and not info.mtls
 
 
 def test_an_address_outside_the_mesh_is_its_service(demo: topo.Topology) -> None:

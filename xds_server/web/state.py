@@ -149,6 +149,13 @@ def graph(
 ) -> dict[str, Any]:
     edges: dict[tuple[str, str], _Edge] = {}
     active: dict[str, set[str]] = {}  # source -> service hosts it sent requests to
+    weights: dict[str, dict[str, list[float]]] = {}  # source -> cluster -> its split weights
+
+    def split_of(source: str) -> dict[str, list[float]]:
+        if source not in weights:
+            weights[source] = topology.weights(source)
+        return weights[source]
+
     for flow in window.flows():
         if flow.source not in topology.nodes:
             continue
@@ -156,8 +163,8 @@ def graph(
         if target is None:
             continue
         edge = edges.setdefault((flow.source, target), _Edge(flow.source, target))
-        info = topology.clusters.get(flow.source, {}).get(flow.cluster)
-        _add_cluster(edge, info, flow.cluster)
+        info = topology.cluster(flow.source, flow.cluster)
+        _add_cluster(edge, info, flow.cluster, split_of(flow.source))
         edge.total += flow.total
         edge.rps += flow.rps
         if flow.errors is not None:
@@ -169,15 +176,16 @@ def graph(
             active.setdefault(flow.source, set()).add(info.host)
     # The rest of each split the traffic went through: subsets that got nothing yet.
     for source, hosts in active.items():
-        for info in topology.clusters.get(source, {}).values():
-            if not info.weights or info.host not in hosts:
+        for name in split_of(source):
+            info = topology.cluster(source, name)
+            if info is None or info.host not in hosts:
                 continue
             for address in info.addresses:
-                target = topology.node_for(source, info.name, address)
+                target = topology.node_for(source, name, address)
                 if target is None or (source, target) in edges:
                     continue
                 edge = edges[(source, target)] = _Edge(source, target, idle=True)
-                _add_cluster(edge, info, info.name)
+                _add_cluster(edge, info, name, split_of(source))
     gateways = [n for n, node in topology.nodes.items() if node.kind == "gateway"]
     ingress = window.ingress(gateways)
     nodes = {n: node.as_dict() for n, node in topology.nodes.items()}
@@ -222,7 +230,9 @@ def graph(
     }
 
 
-def _add_cluster(edge: _Edge, info: topo.ClusterInfo | None, name: str) -> None:
+def _add_cluster(
+    edge: _Edge, info: topo.ClusterInfo | None, name: str, splits: dict[str, list[float]]
+) -> None:
     if name in edge.clusters:
         return
     edge.clusters.add(name)
@@ -230,4 +240,4 @@ def _add_cluster(edge: _Edge, info: topo.ClusterInfo | None, name: str) -> None:
         edge.mtls = False  # a cluster this proxy was not sent (any more): unknown
         return
     edge.mtls = edge.mtls and info.mtls
-    edge.weights.extend(info.weights)
+    edge.weights.extend(splits.get(name, ()))

@@ -8,13 +8,13 @@ protobufs Envoy runs, not re-derived from the Istio documents:
 - `ClusterInfo`: an outbound cluster's service host and subset, its endpoints'
   addresses (from EDS or the cluster's own load assignment), and whether its
   transport socket presents a workload certificate (mutual TLS);
-- the weight of a cluster in each weighted split of the proxy's routes, in percent.
+- `weights`: a cluster's weight in each weighted split of the proxy's routes, in percent.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from envoy.extensions.transport_sockets.tls.v3 import tls_pb2
@@ -51,7 +51,7 @@ class Node:
         }
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class ClusterInfo:
     name: str
     host: str
@@ -59,24 +59,64 @@ class ClusterInfo:
     port: int
     mtls: bool
     addresses: tuple[str, ...] = ()
-    weights: list[float] = field(default_factory=list)  # percent, one per split naming it
 
 
-@dataclass(slots=True)
 class Topology:
-    nodes: dict[str, Node]
-    groups: dict[str, list[str]]  # group id -> node ids, in display order
-    group_kind: dict[str, str]
-    by_address: dict[str, str]  # workload address -> node id
-    clusters: dict[str, dict[str, ClusterInfo]]  # source node id -> outbound clusters
-    policies: dict[str, list[str]]  # node id -> AuthorizationPolicies (ns/name) that apply
+    """Nodes and groups of the mesh; what each proxy's clusters and routes say, on demand.
+
+    Cluster and route resources are shared between proxies (the snapshot serializes each
+    once): what is read from them is memoized per resource, so a large mesh costs the
+    distinct resources the page asks about, not proxies x clusters.
+    """
+
+    def __init__(
+        self,
+        nodes: dict[str, Node],
+        groups: dict[str, list[str]],
+        group_kind: dict[str, str],
+        by_address: dict[str, str],
+        policies: dict[str, list[str]],
+        resources: Resources,
+    ) -> None:
+        self.nodes = nodes
+        self.groups = groups  # group id -> node ids, in display order
+        self.group_kind = group_kind
+        self.by_address = by_address  # workload address -> node id
+        self.policies = policies  # node id -> AuthorizationPolicies that apply to it
+        self._resources = resources
+        # id(resource) keys; the resources are kept in the values so an id is never reused.
+        self._clusters: dict[tuple[int, int], tuple[Any, Any, ClusterInfo | None]] = {}
+        self._routes: dict[int, tuple[Any, dict[str, list[float]]]] = {}
+
+    def cluster(self, source: str, name: str) -> ClusterInfo | None:
+        """An outbound cluster of `source`'s config (None: not one of its outbound ones)."""
+        resource = self._resources(source, xds_types.CLUSTER).get(name)
+        if resource is None:
+            return None
+        assignment = self._resources(source, xds_types.ENDPOINT).get(name)
+        key = (id(resource), id(assignment))
+        memo = self._clusters.get(key)
+        if memo is None:
+            memo = self._clusters[key] = (resource, assignment, _cluster_info(resource, assignment))
+        return memo[2]
+
+    def weights(self, source: str) -> dict[str, list[float]]:
+        """Cluster name -> its weight in percent in each weighted split of `source`'s routes."""
+        out: dict[str, list[float]] = {}
+        for resource in self._resources(source, xds_types.ROUTE).values():
+            memo = self._routes.get(id(resource))
+            if memo is None:
+                memo = self._routes[id(resource)] = (resource, _split_weights(resource.message))
+            for name, weights in memo[1].items():
+                out.setdefault(name, []).extend(weights)
+        return out
 
     def node_for(self, source: str, cluster: str, address: str) -> str | None:
         """The node a request from `source` through `cluster` to `address` reached."""
         node_id = self.by_address.get(address)
         if node_id is not None:
             return node_id
-        info = self.clusters.get(source, {}).get(cluster)
+        info = self.cluster(source, cluster)
         if info is None:
             return None
         return self.external(info.host)
@@ -121,8 +161,7 @@ def build(mesh: MeshConfig, resources: Resources) -> Topology:
         ]
     for members in groups.values():
         members.sort(key=lambda n: (nodes[n].version, nodes[n].name))
-    clusters = {node_id: outbound_clusters(node_id, resources) for node_id in nodes}
-    return Topology(nodes, groups, kinds, by_address, clusters, policies)
+    return Topology(nodes, groups, kinds, by_address, policies, resources)
 
 
 def _group_of(mesh: MeshConfig, we: WorkloadEntry) -> tuple[str, str]:
@@ -150,42 +189,33 @@ def group_label(group: str) -> str:
     return short if ns == "default" else f"{short}.{ns}"
 
 
-def outbound_clusters(node_id: str, resources: Resources) -> dict[str, ClusterInfo]:
-    out: dict[str, ClusterInfo] = {}
-    endpoints = resources(node_id, xds_types.ENDPOINT)
-    for name, resource in resources(node_id, xds_types.CLUSTER).items():
-        parts = name.split("|")
-        if len(parts) != 4 or parts[0] != "outbound":
-            continue
-        cluster = resource.message
-        assignment = endpoints.get(name)
-        load = assignment.message if assignment is not None else cluster.load_assignment
-        out[name] = ClusterInfo(
-            name=name,
-            host=parts[3],
-            subset=parts[2],
-            port=int(parts[1]) if parts[1].isdigit() else 0,
-            mtls=is_mutual_tls(cluster),
-            addresses=tuple(_addresses(load)),
-        )
-    for route_config in resources(node_id, xds_types.ROUTE).values():
-        for vhost in route_config.message.virtual_hosts:
-            for route in vhost.routes:
-                _add_weights(route, out)
+def _cluster_info(resource: Any, assignment: Any) -> ClusterInfo | None:
+    parts = resource.name.split("|")
+    if len(parts) != 4 or parts[0] != "outbound":
+        return None
+    cluster = resource.message
+    load = assignment.message if assignment is not None else cluster.load_assignment
+    return ClusterInfo(
+        name=resource.name,
+        host=parts[3],
+        subset=parts[2],
+        port=int(parts[1]) if parts[1].isdigit() else 0,
+        mtls=is_mutual_tls(cluster),
+        addresses=tuple(_addresses(load)),
+    )
+
+
+def _split_weights(route_config: Any) -> dict[str, list[float]]:
+    out: dict[str, list[float]] = {}
+    for vhost in route_config.virtual_hosts:
+        for route in vhost.routes:
+            if not route.HasField("route") or not route.route.HasField("weighted_clusters"):
+                continue
+            split = route.route.weighted_clusters.clusters
+            total = sum(c.weight.value for c in split)
+            for c in split if total > 0 else ():
+                out.setdefault(c.name, []).append(round(100.0 * c.weight.value / total, 1))
     return out
-
-
-def _add_weights(route: Any, clusters: dict[str, ClusterInfo]) -> None:
-    if not route.HasField("route") or not route.route.HasField("weighted_clusters"):
-        return
-    split = route.route.weighted_clusters.clusters
-    total = sum(c.weight.value for c in split)
-    if total <= 0:
-        return
-    for c in split:
-        info = clusters.get(c.name)
-        if info is not None:
-            info.weights.append(round(100.0 * c.weight.value / total, 1))
 
 
 def _addresses(load: Any) -> Iterable[str]:

@@ -6,11 +6,12 @@
 
 Traffic comes from each proxy's own admin endpoint (web/envoy_stats.py), polled
 every `POLL` seconds only while someone looks: a page open on /ui/events, or a
-/ui/state request in the last `IDLE` seconds. The control plane reaches a proxy's
-admin at its WorkloadEntry's address (the config's, never one a proxy claims)
-and the port its node metadata names (`PROXY_CONFIG.proxyAdminPort`, Istio's
-convention; 15000 if absent). A proxy whose admin does not answer keeps its
-place in the graph, and the page says why it has no traffic.
+/ui/state request in the last `IDLE` seconds; at most `PER_ROUND` proxies a round.
+The control plane reaches a proxy's admin at its WorkloadEntry's address (the
+config's, never one a proxy claims) and the port its node metadata names
+(`PROXY_CONFIG.proxyAdminPort`, Istio's convention; 15000 if absent). A proxy
+whose admin does not answer keeps its place in the graph, and the page says why
+it has no traffic.
 """
 
 from __future__ import annotations
@@ -41,6 +42,8 @@ POLL = 2.0  # seconds between polls of the proxies' admin endpoints
 IDLE = 15.0  # stop polling this long after the last viewer left
 ADMIN_TIMEOUT = 2.0
 ADMIN_CONCURRENCY = 8
+PER_ROUND = 32  # proxies polled per round
+MAX_ADMIN_BYTES = 8 * 2**20  # a proxy's /clusters in a mesh of thousands of services
 
 _STATIC = {
     "/": ("index.html", "text/html"),
@@ -70,6 +73,7 @@ class WebView:
         self._task: asyncio.Task[None] | None = None
         self._session: aiohttp.ClientSession | None = None
         self._last_seen = 0.0
+        self._next = 0  # where the next round starts, when not every proxy fits in one
 
     def setup(self, app: web.Application) -> None:
         app.add_routes([web.get(path, self._page) for path in _STATIC])
@@ -94,7 +98,8 @@ class WebView:
     # -- polling the proxies --------------------------------------------------------------
 
     async def poll(self) -> None:
-        """Sample every connected proxy's admin endpoint once."""
+        """Sample connected proxies' admin endpoints: all of them, or in a large mesh the
+        next `PER_ROUND` in turn (rates are over the samples' real interval either way)."""
         topology = self.topology()
         targets: dict[str, str] = {}
         for conn in self.plane.connections:
@@ -107,28 +112,38 @@ class WebView:
         self.window.keep(targets)
         for gone in [n for n in self.stats_errors if n not in targets]:
             del self.stats_errors[gone]
+        order = sorted(targets)
+        if len(order) > PER_ROUND:
+            start = self._next % len(order)
+            order = (order[start:] + order[:start])[:PER_ROUND]
+            self._next = start + PER_ROUND
         if self._session is None:
             self._session = aiohttp.ClientSession(
                 timeout=aiohttp.ClientTimeout(total=ADMIN_TIMEOUT),
                 connector=aiohttp.TCPConnector(limit=ADMIN_CONCURRENCY),
             )
-        await asyncio.gather(*(self._sample(n, url) for n, url in targets.items()))
+        await asyncio.gather(*(self._sample(n, targets[n]) for n in order))
 
     async def _sample(self, node_id: str, admin: str) -> None:
-        assert self._session is not None
         try:
-            async with self._session.get(admin + "/clusters?format=json") as resp:
-                resp.raise_for_status()
-                clusters = await resp.json(content_type=None)
-            async with self._session.get(admin + _STATS_QUERY) as resp:
-                resp.raise_for_status()
-                stats = await resp.json(content_type=None)
-            sample = envoy_stats.parse(time.monotonic(), clusters, stats)
+            clusters = await self._fetch(admin + "/clusters?format=json")
+            stats = await self._fetch(admin + _STATS_QUERY)
+            # Parsing a large proxy's JSON is not the xDS streams' time: off the loop.
+            sample = await asyncio.to_thread(_parse, time.monotonic(), clusters, stats)
         except (aiohttp.ClientError, TimeoutError, ValueError) as err:
             self.stats_errors[node_id] = f"admin {admin} unreachable: {_reason(err)}"
             return
         self.stats_errors.pop(node_id, None)
         self.window.add(node_id, sample)
+
+    async def _fetch(self, url: str) -> bytes:
+        assert self._session is not None
+        async with self._session.get(url) as resp:
+            resp.raise_for_status()
+            body = await resp.content.read(MAX_ADMIN_BYTES + 1)
+        if len(body) > MAX_ADMIN_BYTES:
+            raise ValueError(f"answer larger than {MAX_ADMIN_BYTES // 2**20} MiB")
+        return body
 
     # -- serving ---------------------------------------------------------------------------
 
@@ -198,6 +213,10 @@ class WebView:
         if self._session is not None:
             session, self._session = self._session, None
             await session.close()
+
+
+def _parse(at: float, clusters: bytes, stats: bytes) -> envoy_stats.ProxyStats:
+    return envoy_stats.parse(at, json.loads(clusters), json.loads(stats))
 
 
 def _offer(queue: asyncio.Queue[bytes | None], item: bytes | None) -> None:
