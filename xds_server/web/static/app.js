@@ -216,7 +216,7 @@ function clamp(v, lo, hi) { return hi < lo ? (lo + hi) / 2 : Math.min(hi, Math.m
 
 // Each edge's track, and where its label, weight and deny mark go.
 function route(e, L, lane, fan, label, pctW) {
-  const a = L.nodes.get(e.target) && e.source === "clients" ? null : L.nodes.get(e.source);
+  const a = e.source === "clients" ? null : L.nodes.get(e.source);
   const b = L.nodes.get(e.target);
   if (!b || (!a && e.source !== "clients")) return null;
   const out = {};
@@ -233,7 +233,7 @@ function route(e, L, lane, fan, label, pctW) {
     if (rt === rs + 1) {
       const d = Math.max(40, (tx - sx) / 2);
       out.track = new Track(sx, sy).curve([sx + d, sy], [tx - d, ty], [tx, ty]);
-      const gapL = sx + PAD + 6, gapR = tx - PAD - 8;
+      const gapL = sx + PAD + 12, gapR = tx - PAD - 8;
       const want = gapL + (gapR - gapL) * (fan > 0 ? 0.62 : fan < 0 ? 0.38 : 0.5);
       out.label = out.track.at(0, clamp(want, gapL + label / 2, gapR - label / 2 - (pctW ? pctW + 6 : 0)));
       if (pctW) out.weight = out.track.at(0, gapR - pctW / 2);
@@ -313,12 +313,12 @@ function edgeTitle(e) {
   ].filter(Boolean).join("\n");
 }
 
-// Labels must not cover each other: push later ones aside (down, or left when narrow).
-function separate(placed, box, narrow) {
+// Labels must not cover each other: a later one moves down below the one it hits.
+function separate(placed, box) {
   for (let tries = 0; tries < 8; tries++) {
     const hit = placed.find((p) => p.x < box.x + box.w && box.x < p.x + p.w && p.y < box.y + box.h && box.y < p.y + p.h);
     if (!hit) break;
-    if (narrow) box.y = hit.y + hit.h + 2; else box.y = hit.y + hit.h + 2;
+    box.y = hit.y + hit.h + 2;
   }
   placed.push(box);
   return box;
@@ -385,7 +385,7 @@ function renderGraph(mesh) {
     if (e.rps > 0 && cls !== "idle") g.append(svg("path", { d: r.track.d, class: "flow", "stroke-width": Math.max(1, widthPx - 1).toFixed(1) }));
     edgeLayer.append(g);
     if (r.caption) labelLayer.append(svg("text", { x: r.caption[0], y: r.caption[1], class: "caption" }, "clients"));
-    const lb = separate(placed, { x: r.label[0] - labelW / 2, y: r.label[1] - 9, w: labelW, h: 18 }, L.narrow);
+    const lb = separate(placed, { x: r.label[0] - labelW / 2, y: r.label[1] - 9, w: labelW, h: 18 });
     const label = svg("g", { class: "edge-label", "data-source": e.source, "data-target": e.target }, svg("title", {}, title),
       svg("rect", { x: lb.x, y: lb.y, width: labelW, height: 18, rx: 9 }));
     if (e.mtls) label.append(lockIcon(lb.x + 11, lb.y + 8.5));
@@ -394,7 +394,7 @@ function renderGraph(mesh) {
     label.append(textNode);
     labelLayer.append(label);
     if (r.weight && pctText) {
-      const wb = separate(placed, { x: r.weight[0] - pctW / 2, y: r.weight[1] - 8, w: pctW, h: 16 }, L.narrow);
+      const wb = separate(placed, { x: r.weight[0] - pctW / 2, y: r.weight[1] - 8, w: pctW, h: 16 });
       labelLayer.append(svg("g", { class: "weight", "data-source": e.source, "data-target": e.target },
         svg("title", {}, `route weight: ${pctText} of the requests matching this route`),
         svg("rect", { x: wb.x, y: wb.y, width: pctW, height: 16, rx: 4, class: "pct-bg" }),
