@@ -21,9 +21,11 @@ from xds_server.galley.errors import ConfigError
 from xds_server.galley.loader import LoadResult, load_paths
 from xds_server.galley.watch import config_changes
 from xds_server.grpc_api.connections import Connections
+from xds_server.grpc_api.csds import add_csds
 from xds_server.grpc_api.services import SERVER_OPTIONS, xds_handlers
 from xds_server.grpc_api.streams import StreamHandler
 from xds_server.identity import IdentityOptions, IdentityRuntime
+from xds_server.pushes import PushTracker, PushTrigger
 
 if TYPE_CHECKING:
     from xds_server.debug_http import DebugServer
@@ -80,6 +82,7 @@ class ControlPlane:
             self.identity.attach(self.cache, self.connections)
         auth = self.identity.authenticator if self.identity else None
         self.handler = StreamHandler(self.cache, self.connections, authenticate=auth)
+        self.pushes = self.handler.observer = PushTracker(self.connections)
         self.config_status = ConfigStatus()
         self.xds_port = 0
         self.debug_port = 0
@@ -92,20 +95,22 @@ class ControlPlane:
 
     # -- config ------------------------------------------------------------------
 
-    def reload(self) -> bool:
+    def reload(self, trigger: PushTrigger | None = None) -> bool:
         """Load, validate, translate and publish the config directory.
 
         On any error the last good snapshot keeps serving, and the errors are
         reported with file, line and field.
         """
-        return self._commit(self._prepare())
+        trigger = trigger or PushTrigger.now("debugtrigger", "reload requested")
+        return self._commit(self._prepare(), trigger)
 
-    async def reload_async(self) -> bool:
+    async def reload_async(self, trigger: PushTrigger | None = None) -> bool:
         """`reload`, with loading and translating in a worker thread: streams keep being
         served while a large mesh is rebuilt (seconds, unscoped). One at a time."""
+        trigger = trigger or PushTrigger.now("debugtrigger", "reload requested")
         async with self._reloading:
             prepared = await asyncio.to_thread(self._prepare)
-            return self._commit(prepared)
+            return self._commit(prepared, trigger)
 
     def _prepare(self) -> _Prepared:
         """Everything up to publishing; touches nothing the streams read."""
@@ -126,24 +131,30 @@ class ControlPlane:
                 config = dataclasses.replace(
                     config, workload_identity=True, trust_domain=trust_domain
                 )
+            building = time.perf_counter()
             snapshot = self.cache.build(config)
+            metrics.pushcontext_init_seconds.observe(time.perf_counter() - building)
         except InconsistentSnapshot as err:
             where = str(self.options.config_dir)
             return _Prepared(started, result, None, (ConfigError(where, 0, "", "", "", str(err)),))
         return _Prepared(started, result, snapshot, ())
 
-    def _commit(self, prepared: _Prepared) -> bool:
+    def _commit(self, prepared: _Prepared, trigger: PushTrigger) -> bool:
         result, snapshot = prepared.result, prepared.snapshot
         status = self.config_status
         status.files = result.files
         status.warnings = tuple(str(w) for w in result.warnings)
         for warning in result.warnings:
             log.warning("config: %s", warning)
-        if snapshot is None or result.config is None:
-            return self._reject(prepared.errors)
-        self.cache.publish(snapshot)
         elapsed = time.perf_counter() - prepared.started
+        if snapshot is None or result.config is None:
+            metrics.reload_seconds.labels("rejected").observe(elapsed)
+            return self._reject(prepared.errors, trigger)
+        self.cache.publish(snapshot)
+        self.pushes.begin(snapshot.generation, snapshot.carried, trigger)
         metrics.snapshot_build_seconds.observe(elapsed)
+        metrics.reload_seconds.labels("published").observe(elapsed)
+        metrics.config_errors_current.set(0)
         metrics.config_generation.set(snapshot.generation)
         status.generation = snapshot.generation
         status.loaded_at = time.time()
@@ -161,11 +172,13 @@ class ControlPlane:
         log.info("%s", message)
         return True
 
-    def _reject(self, errors: object) -> bool:
+    def _reject(self, errors: object, trigger: PushTrigger) -> bool:
         errs = tuple(str(e) for e in errors)  # type: ignore[attr-defined]
         self.config_status.errors = errs
         metrics.config_errors.inc()
+        metrics.config_errors_current.set(len(errs))
         kept = self.config_status.generation
+        self.pushes.rejected(trigger, len(errs), kept)
         for err in errs:
             log.error("config: %s", err)
         log.error("config rejected (%d errors); still serving generation %d", len(errs), kept)
@@ -180,9 +193,13 @@ class ControlPlane:
     async def start(self) -> None:
         from xds_server.debug_http import DebugServer
 
-        self.reload()
+        self.reload(PushTrigger.now("global", "initial load"))
         server = grpc.aio.server(handlers=xds_handlers(self.handler), options=SERVER_OPTIONS)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
+        add_csds(server, self.connections, self.pushes)
+        if self.identity is not None:
+            ca = self.identity.ca
+            metrics.watch_root_expiry(lambda: ca.signing_root.not_valid_after_utc)
         if self.identity is not None and self.identity.options.xds_tls:
             host = self.options.xds_address.rsplit(":", 1)[0].strip("[]")
             creds = self.identity.server_credentials(host)
@@ -215,7 +232,7 @@ class ControlPlane:
             stop=self._stop,
         ):
             log.info("config change: %s", ", ".join(sorted(paths)))
-            await self.reload_async()
+            await self.reload_async(PushTrigger.for_files(paths, self.options.config_dir))
 
     async def stop(self, grace: float = 1.0) -> None:
         self._stop.set()

@@ -49,17 +49,22 @@ def sidecar_bootstrap(workload: WorkloadEntry, options: BootstrapOptions) -> dic
     xds_host, xds_port = split_host_port(options.xds_address)
     admin_host = options.admin_address or workload.address
     app = workload.labels.get("app", workload.meta.name)
+    metadata: dict[str, Any] = {
+        "NAMESPACE": workload.meta.namespace,
+        "WORKLOAD_NAME": workload.meta.name,
+        "SERVICE_ACCOUNT": workload.service_account,
+        "LABELS": dict(workload.labels),
+    }
+    if options.admin_port != ADMIN_PORT:
+        # Where the control plane's web view reads this proxy's stats (at the WorkloadEntry's
+        # address), as Istio's node metadata says it; 15000 when absent.
+        metadata["PROXY_CONFIG"] = {"proxyAdminPort": options.admin_port}
     bootstrap = {
         "node": {
             "id": workload.proxy_id,
             # Istio's convention: the service cluster is app.namespace.
             "cluster": f"{app}.{workload.meta.namespace}",
-            "metadata": {
-                "NAMESPACE": workload.meta.namespace,
-                "WORKLOAD_NAME": workload.meta.name,
-                "SERVICE_ACCOUNT": workload.service_account,
-                "LABELS": dict(workload.labels),
-            },
+            "metadata": metadata,
         },
         "admin": {
             "address": {"socket_address": {"address": admin_host, "port_value": options.admin_port}}

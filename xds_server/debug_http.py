@@ -1,5 +1,6 @@
 """The debug address: health, readiness, metrics, and what each proxy is sent.
 
+/                 the web view (xds_server/web): the mesh's graph, sync state, pushes
 /healthz          the process is up
 /ready            a config is being served and the xDS port is open (503 otherwise)
 /metrics          Prometheus
@@ -16,9 +17,10 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 from google.protobuf.json_format import MessageToDict
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from xds_server import metrics, xds_types
+from xds_server.web import WebView
 
 if TYPE_CHECKING:
     from xds_server.app import ControlPlane
@@ -97,6 +99,7 @@ class DebugServer:
         )
         if self.plane.identity is not None:  # /debug/ca, POST /debug/ca/rotate-root
             app.add_routes(self.plane.identity.debug_routes())
+        WebView(self.plane).setup(app)  # /, /ui/state, /ui/events
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         host, port = address.rsplit(":", 1)
@@ -120,7 +123,7 @@ class DebugServer:
 
     async def _metrics(self, _: web.Request) -> web.Response:
         return web.Response(
-            body=generate_latest(metrics.registry),
+            body=metrics.exposition(),
             headers={"Content-Type": CONTENT_TYPE_LATEST},
         )
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -23,6 +24,7 @@ from xds_server import metrics, xds_types
 from xds_server.cache import config_source
 from xds_server.cache.store import SnapshotCache
 from xds_server.grpc_api.connections import Connection, Connections
+from xds_server.grpc_api.observer import NullObserver, StreamObserver
 from xds_server.protocol.delta import DeltaStream
 from xds_server.protocol.errors import PermissionDenied, ProtocolError, XdsError
 from xds_server.protocol.events import Acked, DeltaResponse, Event, Nacked, SotwResponse
@@ -69,6 +71,7 @@ class StreamHandler:
         self.cache = cache
         self.connections = connections
         self.authenticate = authenticate
+        self.observer: StreamObserver = NullObserver()  # push timing, telemetry (pushes.py)
 
     async def handle(
         self,
@@ -116,6 +119,7 @@ class StreamHandler:
         stream = _Stream(self, kind, conn, machine, context)
         stream.cancel_watch = self.cache.watch(stream.wake, node_id)
         metrics.connected_proxies.inc()
+        self.observer.opened(conn, first.node)
         if not self.cache.snapshot.push_context.proxy(node_id):
             log.warning("proxy %s names no WorkloadEntry: it gets an empty config", node_id)
         log.info("proxy %s connected (%s%s)", node_id, kind.service, " delta" if kind.delta else "")
@@ -148,10 +152,12 @@ class _Stream:
         self._main = asyncio.current_task()
         self._writing = asyncio.Lock()
         self._push_pending = False
+        self._woken_at = 0.0
         self._pushes: set[asyncio.Task[None]] = set()
 
     async def on_request(self, request: Any) -> None:
         async with self._writing:
+            self.handler.observer.request(self.conn, request)
             await self._emit(self.machine.on_request(request))
 
     def wake(self) -> None:
@@ -159,6 +165,7 @@ class _Stream:
         if self._push_pending:
             return
         self._push_pending = True
+        self._woken_at = time.monotonic()
         if _running_loop() is self._loop:
             # Publishing on the loop (reload, watcher): no self-pipe write per
             # stream; with 2,000 streams those writes took 0.2 s of a publish.
@@ -182,6 +189,7 @@ class _Stream:
                     return
                 conn.hold(view)
                 await self._emit(self.machine.on_view(view))
+                self.handler.observer.pushed(conn, time.monotonic() - self._woken_at)
         except (asyncio.CancelledError, grpc.aio.AioRpcError):
             raise
         except Exception:
@@ -196,15 +204,19 @@ class _Stream:
             self.cancel_watch()
         self.handler.connections.remove(self.conn)
         metrics.connected_proxies.dec()
+        self.handler.observer.closed(self.conn)
         log.info("proxy %s disconnected (%s)", self.conn.node_id, self.kind.service)
 
     async def _emit(self, events: list[Event]) -> None:
         node_id = self.conn.node_id
+        observer = self.handler.observer
         for event in events:
+            nbytes, started = 0, time.perf_counter()
             if isinstance(event, SotwResponse | DeltaResponse):
                 data = event.encode()
+                nbytes = len(data)
                 metrics.pushes.labels(xds_types.short_name(event.type_url)).inc()
-                metrics.push_bytes.inc(len(data))
+                metrics.push_bytes.inc(nbytes)
                 await self.context.write(data)
             elif isinstance(event, Nacked):
                 metrics.nacks.labels(xds_types.short_name(event.type_url)).inc()
@@ -223,3 +235,4 @@ class _Stream:
                     xds_types.short_name(event.type_url),
                     event.version,
                 )
+            observer.event(self.conn, event, nbytes, time.perf_counter() - started)

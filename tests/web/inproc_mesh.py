@@ -1,0 +1,102 @@
+"""An in-process control plane on a copy of config/demo, real Envoy sidecars, and a test
+seam that makes productpage's Envoy NACK its routes on demand. Shared by the web view's
+NACK test, the metrics test and the CSDS test."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from envoy.config.route.v3 import route_pb2
+from google.protobuf.message import Message
+
+from tests.e2e.harness import ControlPlaneThread, Envoy, get, running, sidecar, wait_until
+from tests.run.demo_mesh import demo_copy
+from xds_server import xds_types
+from xds_server.galley.loader import load_paths
+from xds_server.identity import IdentityOptions
+
+TYPES = ("cluster", "listener", "endpoint", "route", "secret")
+
+
+class Injector:
+    """When armed, gives productpage's outbound routes two wildcard virtual hosts: Envoy
+    NACKs that (and keeps its last good routes)."""
+
+    armed = False
+
+    def __call__(self, node_id: str, generated: dict[str, dict[str, Message]]) -> None:
+        routes = generated.get(xds_types.ROUTE, {})
+        if self.armed and node_id == "productpage.default" and "15001" in routes:
+            bad = route_pb2.RouteConfiguration()
+            bad.CopyFrom(routes["15001"])
+            bad.virtual_hosts.add(name="bad-1", domains=["*"])
+            bad.virtual_hosts.add(name="bad-2", domains=["*"])
+            routes["15001"] = bad
+
+
+@dataclass
+class Mesh:
+    plane: ControlPlaneThread
+    injector: Injector
+    envoys: dict[str, Envoy]
+    config: Path
+
+    def syncz(self) -> list[dict[str, Any]]:
+        return list(json.loads(get(self.plane.debug_url + "/debug/syncz")[1]))
+
+    def state(self, proxy: str, type_short: str) -> str | None:
+        for conn in self.syncz():
+            if conn["proxy"] == proxy:
+                return str(conn["types"].get(type_short, {}).get("state")) or None
+        return None
+
+    def wait_synced(self, timeout: float = 20) -> None:
+        wait_until(
+            lambda: all(self.state(p, t) == "SYNCED" for p in self.envoys for t in TYPES),
+            timeout=timeout,
+            what=f"{', '.join(self.envoys)} SYNCED on every type",
+        )
+
+    def nack(self, armed: bool) -> None:
+        """Arm (or disarm) the injector and reload: productpage's RDS goes ERROR (or back)."""
+        self.injector.armed = armed
+        self.plane.call(self.plane.plane.reload)
+        want = "ERROR" if armed else "SYNCED"
+        wait_until(
+            lambda: self.state("productpage.default", "route") == want,
+            timeout=15,
+            what=f"productpage's routes {want}",
+        )
+
+
+@contextlib.contextmanager
+def nack_mesh(
+    root: Path, net: str, names: tuple[str, ...], *, delta: tuple[str, ...] = ()
+) -> Iterator[Mesh]:
+    config = demo_copy(root, net)
+    injector = Injector()
+    identity = IdentityOptions(ca_dir=None, proxy_auth=False)
+    plane = ControlPlaneThread(config, transform=injector, identity=identity).start()
+    envoys: dict[str, Envoy] = {}
+    with running(plane):
+        loaded = load_paths([config]).config
+        assert loaded is not None
+        for name in names:
+            workload = loaded.workload(name)
+            assert workload is not None
+            envoys[workload.proxy_id] = sidecar(
+                workload, plane.xds_address, root, delta=name in delta
+            )
+        with running(*envoys.values()):
+            for envoy in envoys.values():
+                envoy.start()
+            for envoy in envoys.values():
+                envoy.wait_ready()
+            mesh = Mesh(plane, injector, envoys, config)
+            mesh.wait_synced()
+            yield mesh
