@@ -9,6 +9,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -24,6 +25,9 @@ from xds_server.grpc_api.connections import Connections
 from xds_server.grpc_api.services import SERVER_OPTIONS, xds_handlers
 from xds_server.grpc_api.streams import StreamHandler
 from xds_server.identity import IdentityOptions, IdentityRuntime
+
+if TYPE_CHECKING:
+    from xds_server.debug_http import DebugServer
 
 log = logging.getLogger("pocketmesh")
 
@@ -93,7 +97,7 @@ class ControlPlane:
         self._health = health.aio.HealthServicer()
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
-        self._debug = None
+        self._debug: DebugServer | None = None
         self._reloading = asyncio.Lock()
 
     # -- config ------------------------------------------------------------------
@@ -202,8 +206,8 @@ class ControlPlane:
         await server.start()
         self._server = server
         await self._health.set("", health_pb2.HealthCheckResponse.SERVING)
-        self._debug = DebugServer(self)
-        self.debug_port = await self._debug.start(self.options.debug_address)
+        debug = self._debug = DebugServer(self)
+        self.debug_port = await debug.start(self.options.debug_address)
         if self.options.watch:
             self._tasks.append(asyncio.create_task(self._watch()))
         if self.identity is not None:

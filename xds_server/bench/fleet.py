@@ -74,7 +74,7 @@ class Fleet:
     def status(self) -> list[ProxySummary]:
         for proc in self._procs:
             self._send(proc, "status")
-        out = []
+        out: list[ProxySummary] = []
         for proc in self._procs:
             out.extend(ProxySummary(*row) for row in self._recv(proc))
         return out

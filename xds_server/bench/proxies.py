@@ -140,7 +140,7 @@ class SimulatedProxy:
                     f"[{first} first, {time.time() - dialed:.3f}s after dial, "
                     f"{self.stats.responses - responses} responses; "
                     f"{type(exc).__name__ if exc else 'no exception'}; "
-                    f"{await call.debug_error_string()}]"
+                    f"{await call.debug_error_string()}]"  # type: ignore[attr-defined]
                 )
             finally:
                 for task in (reader, writer, stopping):

@@ -69,7 +69,9 @@ def fetch(address: str, path: str, timeout: float = 5.0) -> Any:
         ) from None
     value = json.loads(body or b"null")
     if resp.status != 200:
-        message = value.get("error") if isinstance(value, dict) else body[:200]
+        message = (
+            value.get("error") if isinstance(value, dict) else body[:200].decode(errors="replace")
+        )
         raise Unreachable(f"{address}{path}: HTTP {resp.status}: {message}")
     return value
 

@@ -98,13 +98,13 @@ def _parse_resource(value: object, line: int, file: str) -> ParsedDoc:
     if info.parser is None:
         ck.warn(root, "not supported yet, ignored")
         return _done(ck)
-    fields = ck.fields(root, ROOT_FIELDS | info.document_fields, ignored=ROOT_IGNORED)
-    if fields is None:
+    doc_fields = ck.fields(root, ROOT_FIELDS | info.document_fields, ignored=ROOT_IGNORED)
+    if doc_fields is None:
         return _done(ck)
-    meta = parse_meta(ck, fields.get("metadata"), root)
-    spec = fields.get("spec") if not info.document_fields else root
+    meta = parse_meta(ck, doc_fields.get("metadata"), root)
+    spec = doc_fields.get("spec") if not info.document_fields else root
     if spec is None and info.spec_required:
-        ck.required(fields, "spec", root)
+        ck.required(doc_fields, "spec", root)
     # Without a valid name the spec is still checked, so every mistake shows at once.
     stand_in = ObjectMeta(kind, "", DEFAULT_NAMESPACE, Source(file, line))
     resource = info.parser(ck, meta or stand_in, spec)

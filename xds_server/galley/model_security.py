@@ -99,7 +99,7 @@ class AuthorizationPolicy:
     rules: tuple[AuthzRule, ...] = ()
 
 
-def security_resources(resources: Iterable[object]) -> dict[str, tuple[Any, ...]]:
+def security_resources(resources: Iterable[object]) -> dict[str, Any]:
     """The MeshConfig fields of the security kinds, sorted by namespace and name."""
     items = list(resources)
 

@@ -51,7 +51,7 @@ def parse_file(text: str, file: str) -> Parsed:
     known = _DOCUMENTS.get(file, {})
     chunks = split_documents(text)
     if chunks is None or len(chunks) < 2:
-        parsed, documents = parse_text(text, file), {}
+        parsed, documents = parse_text(text, file), dict[bytes, tuple[int, Parsed]]()
     else:
         digests = [_digest(chunk) for _, chunk in chunks]
         documents = {}

@@ -9,6 +9,7 @@ is an error: Istio would silently send 503s; pocketmesh refuses to push it.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 from .documents import ParsedDoc
 from .errors import ERROR, WARNING, ConfigError
@@ -26,13 +27,13 @@ from .model_traffic import (
 __all__ = ["check_traffic", "traffic_resources"]
 
 
-def traffic_resources(resources: Iterable[object]) -> dict[str, tuple[object, ...]]:
+def traffic_resources(resources: Iterable[object]) -> dict[str, Any]:
     """The MeshConfig fields of the traffic kinds, each sorted by namespace and name."""
 
     every = list(resources)
 
-    def of(kind: type) -> tuple[object, ...]:
-        found = [r for r in every if isinstance(r, kind)]
+    def of(kind: type) -> tuple[Any, ...]:
+        found: list[Any] = [r for r in every if isinstance(r, kind)]
         return tuple(sorted(found, key=lambda r: (r.meta.namespace, r.meta.name)))
 
     return {

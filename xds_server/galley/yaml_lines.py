@@ -180,7 +180,7 @@ def split_documents(text: str) -> list[tuple[int, str]] | None:
     what a cut could break: `%` directives and `...` document ends.
     """
     pieces: list[tuple[int, str]] = []
-    start, current = 1, []
+    start, current = 1, list[str]()
     for number, line in enumerate(text.splitlines(keepends=True), start=1):
         if line.startswith(("%", "...")):
             return None

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Sequence
-from typing import Final
+from typing import Final, TypeAlias
 
 from envoy.config.core.v3 import address_pb2
 from envoy.config.listener.v3 import listener_components_pb2
@@ -46,9 +46,9 @@ from xds_server.galley.model_security import (
 HTTP_RBAC: Final = "envoy.filters.http.rbac"
 NETWORK_RBAC: Final = "envoy.filters.network.rbac"
 
-Permission = rbac_pb2.Permission
-Principal = rbac_pb2.Principal
-Policy = rbac_pb2.Policy
+Permission: TypeAlias = rbac_pb2.Permission
+Principal: TypeAlias = rbac_pb2.Principal
+Policy: TypeAlias = rbac_pb2.Policy
 
 # The policies that apply to one workload, as a hashable memo key.
 PolicyKey = tuple[AuthorizationPolicy, ...]
@@ -58,7 +58,7 @@ _ACTIONS: Final = (("AUDIT", rbac_pb2.RBAC.LOG), ("DENY", rbac_pb2.RBAC.DENY),
                    ("ALLOW", rbac_pb2.RBAC.ALLOW))  # fmt: skip
 
 
-class _Key(tuple):  # type: ignore[type-arg]
+class _Key(tuple[object, ...]):
     """Policies hashed by identity (their selectors are unhashable mappings)."""
 
     def __hash__(self) -> int:
@@ -82,7 +82,7 @@ def policy_key(mesh: MeshConfig, workload: WorkloadEntry) -> PolicyKey:
         and (not p.selector or labels_match(p.selector, workload.labels))
     ]
     found.sort(key=lambda p: (p.meta.namespace, p.meta.name))
-    return _Key(found)
+    return _Key(found)  # type: ignore[return-value]  # a tuple, hashed by identity
 
 
 def http_filters(policies: PolicyKey, port: int) -> list[hcm_pb2.HttpFilter]:

@@ -6,6 +6,8 @@ DNS-resolved services), `inbound|<port>||` pointing at the local app.
 
 from __future__ import annotations
 
+from typing import TypeAlias
+
 from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.core.v3 import config_source_pb2, protocol_pb2
 from envoy.config.endpoint.v3 import endpoint_components_pb2, endpoint_pb2
@@ -23,7 +25,7 @@ from xds_server.generators.push_context import (
 )
 from xds_server.generators.traffic_policy import apply_traffic_policy
 
-Cluster = cluster_pb2.Cluster
+Cluster: TypeAlias = cluster_pb2.Cluster
 
 HTTP_PROTOCOL_OPTIONS_KEY = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 CONNECT_TIMEOUT = duration_pb2.Duration(seconds=10)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from itertools import groupby
+from typing import TypeAlias
 
 from envoy.config.core.v3 import address_pb2, base_pb2
 from envoy.config.endpoint.v3 import endpoint_components_pb2, endpoint_pb2
@@ -16,7 +17,7 @@ from xds_server.generators.push_context import (
     SharedResources,
 )
 
-ClusterLoadAssignment = endpoint_pb2.ClusterLoadAssignment
+ClusterLoadAssignment: TypeAlias = endpoint_pb2.ClusterLoadAssignment
 
 
 def load_assignment(ctx: PushContext, svc: OutboundService) -> ClusterLoadAssignment:

@@ -8,6 +8,8 @@ per host of every VirtualService bound to the Gateway (`gateways: [name]`).
 
 from __future__ import annotations
 
+import functools
+
 from envoy.config.core.v3 import base_pb2, config_source_pb2
 from envoy.config.listener.v3 import listener_components_pb2, listener_pb2
 from envoy.config.route.v3 import route_components_pb2 as rc
@@ -50,7 +52,7 @@ def gateway_listeners(ctx: PushContext, proxy: Proxy) -> dict[str, listener_pb2.
     for port, servers in _servers(proxy).items():
         name = naming.listener_name(proxy.address, port)
         listener = ctx.memoize(
-            ("lds-gw", proxy.address, port), lambda p=port, s=servers: _listener(ctx, proxy, p, s)
+            ("lds-gw", proxy.address, port), functools.partial(_listener, ctx, proxy, port, servers)
         )
         if listener.filter_chains:  # Envoy rejects a listener with none
             listeners[name] = listener

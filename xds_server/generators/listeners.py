@@ -6,6 +6,8 @@ apps reach other services by using `<address>:15001` as their HTTP proxy.
 
 from __future__ import annotations
 
+from typing import TypeAlias
+
 from envoy.config.core.v3 import base_pb2, protocol_pb2
 from envoy.config.listener.v3 import listener_components_pb2, listener_pb2
 from envoy.extensions.filters.http.router.v3 import router_pb2
@@ -24,8 +26,8 @@ from xds_server.generators.push_context import InboundPlan, Proxy, PushContext
 from xds_server.generators.routes import inbound_route_config
 from xds_server.generators.tcp_routes import outbound_tcp_listeners
 
-Listener = listener_pb2.Listener
-HCM = hcm_pb2.HttpConnectionManager
+Listener: TypeAlias = listener_pb2.Listener
+HCM: TypeAlias = hcm_pb2.HttpConnectionManager
 
 HCM_FILTER = "envoy.filters.network.http_connection_manager"
 TCP_PROXY_FILTER = "envoy.filters.network.tcp_proxy"

@@ -23,7 +23,7 @@ result is memoized in the push context, so equal inputs share one message.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Final
+from typing import Final, TypeAlias
 
 from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.core.v3 import base_pb2, config_source_pb2
@@ -52,9 +52,9 @@ TLS_INSPECTOR: Final = "envoy.filters.listener.tls_inspector"
 ISTIO_MUTUAL: Final = "ISTIO_MUTUAL"
 DISABLE: Final = "DISABLE"
 
-HCM = hcm_pb2.HttpConnectionManager
-Listener = listener_pb2.Listener
-Cluster = cluster_pb2.Cluster
+HCM: TypeAlias = hcm_pb2.HttpConnectionManager
+Listener: TypeAlias = listener_pb2.Listener
+Cluster: TypeAlias = cluster_pb2.Cluster
 
 
 # --- PeerAuthentication --------------------------------------------------------
@@ -309,14 +309,14 @@ def secure(
     listeners = resources.get(xds_types.LISTENER, {})
     for plan in proxy.inbound:
         base = listeners.get(plan.listener_name)
-        if isinstance(base, Listener):
+        if isinstance(base, listener_pb2.Listener):
             listeners[plan.listener_name] = secure_listener(ctx, proxy, plan, base)
     if not ctx.mesh.workload_identity:
         return
     clusters = resources.get(xds_types.CLUSTER, {})
     services = {svc.cluster_name: svc for svc in proxy.scope.services}
     for name, base_cluster in list(clusters.items()):
-        if not isinstance(base_cluster, Cluster) or not name.startswith("outbound|"):
+        if not isinstance(base_cluster, cluster_pb2.Cluster) or not name.startswith("outbound|"):
             continue
         # outbound|<port>|<subset>|<host>: subset clusters take their service's endpoints' IDs.
         _, port, subset, host = name.split("|", 3)

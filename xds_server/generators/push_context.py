@@ -276,8 +276,10 @@ class _Builder:
                             policy=rule.policy(port.number) if rule else None,
                         )
                     )
+                    if rule is None:
+                        continue
                     # Every subset gets its cluster and endpoints, routed to or not (Istio).
-                    for subset in rule.subsets if rule else ():
+                    for subset in rule.subsets:
                         chosen = [w for w in backing if labels_match(subset.labels, w.labels)]
                         plans.append(
                             OutboundService(

@@ -8,6 +8,7 @@ No catch-all `*` vhost: an unknown host gets Envoy's 404.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import TypeAlias
 
 from envoy.config.route.v3 import route_components_pb2, route_pb2
 from google.protobuf import duration_pb2, wrappers_pb2
@@ -19,7 +20,7 @@ from xds_server.generators.http_routes import virtual_service_routes
 from xds_server.generators.push_context import Proxy, PushContext, SidecarScope, VirtualHostPlan
 from xds_server.generators.traffic_policy import hash_policies
 
-RouteConfiguration = route_pb2.RouteConfiguration
+RouteConfiguration: TypeAlias = route_pb2.RouteConfiguration
 
 # Istio disables Envoy's default 15 s route timeout; 0s means none.
 NO_TIMEOUT = duration_pb2.Duration(seconds=0)

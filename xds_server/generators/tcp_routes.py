@@ -10,6 +10,7 @@ reported as a conflict.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 
 from envoy.config.core.v3 import base_pb2
@@ -51,7 +52,7 @@ def outbound_tcp_listeners(ctx: PushContext, proxy: Proxy) -> dict[str, listener
         name = naming.listener_name(proxy.address, number)
         listeners[name] = ctx.memoize(
             ("lds-tcp", proxy.address, svc, key),
-            lambda s=svc: _listener(ctx.traffic, proxy, s, labels),
+            functools.partial(_listener, ctx.traffic, proxy, svc, labels),
         )
     return listeners
 

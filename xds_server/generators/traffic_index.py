@@ -55,10 +55,11 @@ class TrafficIndex:
                     self._by_host.setdefault(pattern, []).append(vs)
         selectors: list[Mapping[str, str]] = []
         for vs in mesh.virtual_services:
-            for route in (*vs.http, *vs.tcp):
-                for match in route.match:
-                    if match.source_labels is not None and match.source_labels not in selectors:
-                        selectors.append(match.source_labels)
+            labels = [m.source_labels for r in vs.http for m in r.match]
+            labels += [m.source_labels for r in vs.tcp for m in r.match]
+            for selector in labels:
+                if selector is not None and selector not in selectors:
+                    selectors.append(selector)
         self._selectors = tuple(selectors)
 
     def service(self, host: str) -> ServiceEntry | None:

@@ -7,6 +7,8 @@ the routes too: `hash_policies` gives it to the route generator.
 
 from __future__ import annotations
 
+from typing import TypeAlias
+
 from envoy.config.cluster.v3 import circuit_breaker_pb2, cluster_pb2, outlier_detection_pb2
 from envoy.config.core.v3 import protocol_pb2
 from envoy.config.route.v3 import route_components_pb2
@@ -15,8 +17,8 @@ from google.protobuf import any_pb2, duration_pb2, wrappers_pb2
 
 from xds_server.galley.model_traffic import ConsistentHash, TrafficPolicy
 
-Cluster = cluster_pb2.Cluster
-HashPolicy = route_components_pb2.RouteAction.HashPolicy
+Cluster: TypeAlias = cluster_pb2.Cluster
+HashPolicy: TypeAlias = route_components_pb2.RouteAction.HashPolicy
 
 HTTP_PROTOCOL_OPTIONS_KEY = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 _SIMPLE = {

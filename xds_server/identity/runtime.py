@@ -124,7 +124,10 @@ class IdentityRuntime:
             return None if renewed is None else _server_config(renewed)
 
         return grpc.dynamic_ssl_server_credentials(
-            _server_config(self.xds_cert), fetch, require_client_authentication=False
+            # grpc documents None as "no change"; its stubs say otherwise.
+            _server_config(self.xds_cert),
+            fetch,  # type: ignore[arg-type]
+            require_client_authentication=False,
         )
 
     def refresh_xds_cert(self) -> IssuedServerCertificate | None:

@@ -7,7 +7,7 @@
 
 from __future__ import annotations
 
-from typing import Final
+from typing import Final, TypeAlias
 
 from envoy.config.core.v3 import base_pb2
 from envoy.extensions.transport_sockets.tls.v3 import common_pb2, secret_pb2
@@ -17,7 +17,7 @@ from ca import IssuedSvid
 WORKLOAD_SECRET: Final = "default"
 ROOT_SECRET: Final = "ROOTCA"
 
-Secret = secret_pb2.Secret
+Secret: TypeAlias = secret_pb2.Secret
 
 
 def workload_secret(svid: IssuedSvid) -> Secret:

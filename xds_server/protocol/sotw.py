@@ -132,7 +132,7 @@ class SotwStream(StreamMachine[_TypeState]):
     # -- internals ------------------------------------------------------------
 
     def _subscribe(self, state: _TypeState, names: list[str] | object, first: bool) -> bool:
-        requested = frozenset(names)  # type: ignore[arg-type]
+        requested: frozenset[str] = frozenset(names)  # type: ignore[arg-type]
         if WILDCARD in requested:
             wildcard = True
         elif (

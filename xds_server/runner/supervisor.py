@@ -9,6 +9,7 @@ goes in reverse: sidecars first, so no Envoy is left talking to a gone control p
 
 from __future__ import annotations
 
+import functools
 import http.client
 import os
 import socket
@@ -127,7 +128,7 @@ class Supervisor:
             for app in plan.apps
         ]
         for app, child in apps:
-            self._wait(child, lambda a=app: _accepts(a.listen))
+            self._wait(child, functools.partial(_accepts, app.listen))
             calls = f" → {', '.join(app.calls)}" if app.calls else ""
             self.say(f"  ✓ app {app.name:<14} {app.app} on {app.listen}{calls}")
         bootstraps = o.run_dir / "bootstrap"
@@ -155,7 +156,7 @@ class Supervisor:
             envoys.append((we, child))
         for we, child in envoys:
             admin = f"http://{we.address}:{o.admin_port}"
-            self._wait(child, lambda a=admin: _http_status(a + "/ready") == 200)
+            self._wait(child, functools.partial(_answers_200, admin + "/ready"))
             self.say(f"  ✓ sidecar {we.proxy_id:<22} admin {admin}")
         if plan.entry is not None:
             self._wait_for_entry(plane, plan.entry)
@@ -256,6 +257,10 @@ class Supervisor:
 
     def say(self, text: str) -> None:
         print(text, file=self.out, flush=True)
+
+
+def _answers_200(url: str) -> bool:
+    return _http_status(url) == 200
 
 
 def _http_status(url: str, timeout: float = 1.0, host: str = "") -> int:

@@ -123,8 +123,8 @@ def _subset(ck: DocChecker, at: Located) -> Subset | None:
     return Subset(name, labels, policy)
 
 
-def _policy(ck: DocChecker, at: Located, *, port_level: bool = False) -> TrafficPolicy | None:
-    allowed = PORT_POLICY_FIELDS if port_level else POLICY_FIELDS
+def _policy(ck: DocChecker, at: Located, *, for_port: bool = False) -> TrafficPolicy | None:
+    allowed = PORT_POLICY_FIELDS if for_port else POLICY_FIELDS
     fields = ck.fields(at, allowed, unsupported=POLICY_UNSUPPORTED)
     if fields is None:
         return None
@@ -142,7 +142,7 @@ def _policy(ck: DocChecker, at: Located, *, port_level: bool = False) -> Traffic
     for item in (
         ck.items(fields["portLevelSettings"]) or () if "portLevelSettings" in fields else ()
     ):
-        entry = _policy(ck, item, port_level=True)
+        entry = _policy(ck, item, for_port=True)
         item_fields = item.value if isinstance(item.value, dict) else {}
         port_at = item_fields.get("port") if isinstance(item_fields, dict) else None
         number = None

@@ -95,7 +95,7 @@ def _server(ck: DocChecker, at: Located) -> GatewayServer | None:
     if protocol == "HTTPS" and (tls is None or tls.mode != "SIMPLE"):
         ck.error(at, "an HTTPS server needs tls.mode SIMPLE with a credentialName")
     if protocol not in (None, "HTTPS") and tls is not None and not tls.https_redirect:
-        ck.error(tls_at or at, f"tls on a {protocol} server is only allowed for httpsRedirect")  # type: ignore[arg-type]
+        ck.error(tls_at or at, f"tls on a {protocol} server is only allowed for httpsRedirect")
     name = ck.string(fields["name"]) or "" if "name" in fields else ""
     if "bind" in fields:
         ck.string(fields["bind"])

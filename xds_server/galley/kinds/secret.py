@@ -69,11 +69,11 @@ def parse_secret(ck: DocChecker, meta: ObjectMeta, doc: Located | None) -> TLSCr
         ck.error(cert_at, f"is not a PEM certificate chain: {err}")
         return None
     try:
-        key = serialization.load_pem_private_key(key_pem.encode(), password=None)
+        private_key = serialization.load_pem_private_key(key_pem.encode(), password=None)
     except (ValueError, TypeError) as err:
         ck.error(key_at, f"is not an unencrypted PEM private key: {err}")
         return None
-    public = key.public_key().public_bytes(
+    public = private_key.public_key().public_bytes(
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
     )
     leaf = (
@@ -84,7 +84,7 @@ def parse_secret(ck: DocChecker, meta: ObjectMeta, doc: Located | None) -> TLSCr
     if public != leaf:
         ck.error(key_at, "does not match the first certificate of tls.crt")
         return None
-    if (problem := _key_problem(key)) is not None:
+    if (problem := _key_problem(private_key)) is not None:
         ck.error(key_at, problem)
         return None
     return TLSCredential(meta, cert_pem, key_pem)

@@ -165,7 +165,7 @@ def parse_virtual_service(
             _unreachable(ck, at, http)
     tcp: list[TCPRoute] = []
     if (at := fields.get("tcp")) is not None:
-        tcp = [r for item in ck.items(at) or () if (r := _tcp_route(ck, item, namespace))]
+        tcp = [t for item in ck.items(at) or () if (t := _tcp_route(ck, item, namespace))]
     if "http" not in fields and "tcp" not in fields:
         ck.error(spec, "must have at least one of http, tcp")
     export_to: tuple[str, ...] = ()
@@ -347,7 +347,7 @@ def _destination(ck: DocChecker, at: Located, namespace: str) -> Destination | N
     host_at = ck.required(fields, "host", at)
     host = ck.string(host_at, host_problem) if host_at is not None else None
     if host is not None and host.startswith("*"):
-        ck.error(host_at or at, f"{host!r} must not be a wildcard")  # type: ignore[arg-type]
+        ck.error(host_at or at, f"{host!r} must not be a wildcard")
         host = None
     subset = ck.string(fields["subset"]) or "" if "subset" in fields else ""
     port = None
