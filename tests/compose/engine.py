@@ -88,6 +88,41 @@ def _has_image(client: docker.DockerClient, name: str) -> bool:
     return True
 
 
+PROJECT_PREFIX = "pocketmesh-test-"
+
+
+def remove_abandoned(client: docker.DockerClient) -> list[str]:
+    """Projects of test runs whose process is gone (killed mid-run): their containers
+    would come back with the engine (restart: unless-stopped) and hold the subnet."""
+    removed = []
+    for container in client.containers.list(all=True):
+        labels = container.labels
+        if _abandoned(labels.get(PROJECT_LABEL) or labels.get(TEST_LABEL) or ""):
+            container.remove(force=True)
+            removed.append(container.name)
+    for kind in (client.networks, client.volumes):
+        for item in kind.list(filters={"label": PROJECT_LABEL}):
+            if _abandoned((item.attrs.get("Labels") or {}).get(PROJECT_LABEL, "")):
+                item.remove()
+                removed.append(item.name)
+    return removed
+
+
+def _abandoned(project: str) -> bool:
+    pid = project.removeprefix(PROJECT_PREFIX).split("-")[0]
+    return project.startswith(PROJECT_PREFIX) and pid.isdigit() and not _alive(int(pid))
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def copy_checkout(target: Path) -> Path:
     target.mkdir(parents=True, exist_ok=True)
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
@@ -105,9 +140,11 @@ class ComposeProject:
         self.client = client
         self.command = command
         self.directory = directory
-        self.name = f"pocketmesh-test-{os.getpid()}-{secrets.token_hex(3)}"
+        self.name = f"{PROJECT_PREFIX}{os.getpid()}-{secrets.token_hex(3)}"
         self.gateway_port = free_port()
         self.debug_port = free_port()
+        # Every volume there was before: anything else at the end is this project's.
+        self.volumes_before = {v.name for v in client.volumes.list()}
         self.env = {
             **os.environ,
             "POCKETMESH_GATEWAY_PORT": str(self.gateway_port),
@@ -153,8 +190,16 @@ class ComposeProject:
         return list(self.client.networks.list(filters={"label": label}))
 
     def volumes(self) -> list[Any]:
+        """The project's volumes, named or anonymous (made since it was created)."""
         label = f"{PROJECT_LABEL}={self.name}"
-        return list(self.client.volumes.list(filters={"label": label}))
+        labelled = self.client.volumes.list(filters={"label": label})
+        names = {v.name for v in labelled}
+        others = [
+            v
+            for v in self.client.volumes.list()
+            if v.name not in self.volumes_before and v.name not in names
+        ]
+        return [*labelled, *others]
 
     def container(self, service: str) -> Container:
         label = [f"{PROJECT_LABEL}={self.name}", f"{SERVICE_LABEL}={service}"]
@@ -180,14 +225,14 @@ class ComposeProject:
             all=True, filters={"label": f"{TEST_LABEL}={self.name}"}
         )
         for container in strays:
-            container.remove(force=True)
+            container.remove(force=True, v=True)
         try:
             self.down(volumes=True)
         except (AssertionError, subprocess.TimeoutExpired) as err:
             forced.append(f"down -v failed: {err}")
         for container in self.containers():
             forced.append(f"container {container.name}")
-            container.remove(force=True)
+            container.remove(force=True, v=True)
         for network in self.networks():
             forced.append(f"network {network.name}")
             network.remove()

@@ -31,6 +31,7 @@ from tests.compose.engine import (
     copy_checkout,
     engine,
     fetch,
+    remove_abandoned,
     wait_all_synced,
     wait_for_chain,
 )
@@ -52,6 +53,7 @@ def spiffe(service_account: str) -> str:
 @pytest.fixture(scope="module")
 def project(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ComposeProject]:
     client, command = engine()
+    remove_abandoned(client)
     directory = copy_checkout(tmp_path_factory.mktemp("compose") / "pocketmesh")
     project = ComposeProject(client, command, directory)
     try:
@@ -392,7 +394,7 @@ def test_the_image_runs_non_root_with_a_state_volume_and_a_health_check(
     image = project.client.images.get("pocketmesh:dev")
     config = image.attrs["Config"]
     assert config["User"] == "10001:10001"
-    assert "/var/lib/pocketmesh" in config["Volumes"]
+    assert config["WorkingDir"] == "/var/lib/pocketmesh"
     assert "/healthz" in " ".join(config["Healthcheck"]["Test"])
     assert plane.attrs["State"]["Health"]["Status"] == "healthy"
     print(f"pocketmesh:dev is {image.attrs['Size'] / 1e6:.0f} MB")
@@ -400,10 +402,11 @@ def test_the_image_runs_non_root_with_a_state_volume_and_a_health_check(
     mounts = {m["Destination"]: m for m in plane.attrs["Mounts"]}
     state = mounts["/var/lib/pocketmesh"]
     assert (state["Type"], state["Name"]) == ("volume", f"{project.name}_pocketmesh-state")
-    # The CA was written there by that user, its keys private to it.
+    # The CA was written there by that user, its keys (the root's, the proxy tokens')
+    # private to it.
     listing = plane.exec_run(["ls", "-ln", "/var/lib/pocketmesh/.pocketmesh/ca"]).output.decode()
-    keys = [line.split() for line in listing.splitlines() if line.endswith("-key.pem")]
-    assert keys and all(f[0] == "-rw-------" and f[2] == "10001" for f in keys), listing
+    keys = [line.split() for line in listing.splitlines() if line.endswith(("-key.pem", ".key"))]
+    assert len(keys) >= 2 and all(f[0] == "-rw-------" and f[2] == "10001" for f in keys), listing
     # The config is a directory mount (a single-file mount would miss host edits).
     assert mounts["/etc/pocketmesh/mesh"]["Type"] == "bind"
 
@@ -417,7 +420,10 @@ def test_down_leaves_no_container_or_network_and_up_brings_back_the_same_ca(
     roots = root_key_ids(project)
     project.down()
     assert project.containers() == [] and project.networks() == []
-    assert f"{project.name}_pocketmesh-state" in {v.name for v in project.volumes()}
+    # Only the named volumes are left (no container's anonymous one), the CA's among them.
+    named = {f"{project.name}_{v}" for v in compose_file(project)["volumes"]}
+    assert {v.name for v in project.volumes()} == named
+    assert f"{project.name}_pocketmesh-state" in named
     project.up(build=False)
     wait_for_chain(project)
     assert root_key_ids(project) == roots
