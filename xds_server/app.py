@@ -41,7 +41,7 @@ class Options:
     xds_address: str = DEFAULT_XDS_ADDRESS
     debug_address: str = DEFAULT_DEBUG_ADDRESS
     watch: bool = True
-    watch_polling: bool | None = None  # None: poll inside a container (galley.watch)
+    watch_polling: bool | None = None  # None: poll where events may not arrive (galley.watch)
     debounce_quiet: float = 0.1
     debounce_max: float = 10.0
     trust_domain: str = "cluster.local"

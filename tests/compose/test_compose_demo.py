@@ -223,6 +223,9 @@ def wait_for_generation_after(project: ComposeProject, generation: int) -> float
 def test_a_live_edit_of_the_split_on_the_host_takes_effect(project: ComposeProject) -> None:
     original = (project.directory / "deploy/compose/mesh/traffic.yaml").read_text()
     proxies = len(sidecars(project))
+    # The server chose polling by itself: its config directory is a bind mount.
+    logs = project.container("pocketmesh").logs().decode(errors="replace")
+    assert "by polling every 0.3 s (bind-mounted into this container" in logs, logs[-2000:]
     try:
         for weights, expected, rename in (
             ({"v2": 100, "v3": 0}, "v2", False),

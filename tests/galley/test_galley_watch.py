@@ -11,27 +11,79 @@ from pathlib import Path
 import pytest
 
 from xds_server.galley import watch
-from xds_server.galley.watch import changed_paths, config_changes, scan, use_polling
+from xds_server.galley.watch import changed_paths, config_changes, scan
 
 DEADLINE = 10.0  # seconds for a change to be reported (polling every 0.3 s)
 
 
+# /proc/self/mountinfo of a compose container: an overlay root, the host's config
+# directory bind-mounted (a subtree of the host's disk: root is not "/"), a volume.
+CONTAINER_MOUNTS = """\
+741 612 0:52 / / rw,relatime master:318 - overlay overlay rw,lowerdir=/var/lib/docker/l
+742 741 0:55 / /proc rw,nosuid,nodev,noexec,relatime - proc proc rw
+760 741 254:0 /srv/my\\040mesh/deploy/compose/mesh /etc/pocketmesh/mesh ro - ext4 /dev/vda rw
+761 741 254:0 /var/lib/docker/volumes/s/_data /var/lib/pocketmesh rw - ext4 /dev/vda rw
+762 741 0:60 / /mnt/share rw shared:5 - fuse.grpcfuse grpcfuse rw
+763 741 0:61 / /mnt/nfs rw - nfs4 server:/export rw
+"""
+HOST_MOUNTS = """\
+24 1 254:0 / / rw,relatime - ext4 /dev/vda rw
+25 24 0:5 / /dev/shm rw - tmpfs tmpfs rw
+"""
+
+
 @pytest.mark.parametrize(
-    ("flag", "environ", "container", "expected"),
+    ("directory", "flag", "environ", "mountinfo", "container", "expected"),
     [
-        (True, {}, False, True),
-        (False, {"WATCHFILES_FORCE_POLLING": "1"}, True, False),  # the flag wins
-        (None, {}, True, True),  # inside a container: poll
-        (None, {}, False, False),
-        (None, {"WATCHFILES_FORCE_POLLING": "1"}, False, True),
-        (None, {"WATCHFILES_FORCE_POLLING": "false"}, True, False),
-        (None, {"WATCHFILES_FORCE_POLLING": ""}, True, True),  # empty: unset
+        # The compose case: the host's directory bind-mounted into the container.
+        ("/etc/pocketmesh/mesh", None, {}, CONTAINER_MOUNTS, True, "bind-mounted"),
+        ("/etc/pocketmesh/mesh/sub", None, {}, CONTAINER_MOUNTS, True, "bind-mounted"),
+        ("/etc/pocketmesh/demo", None, {}, CONTAINER_MOUNTS, True, None),  # in the image
+        ("/mnt/share/mesh", None, {}, CONTAINER_MOUNTS, True, "fuse.grpcfuse"),
+        ("/mnt/nfs", None, {}, CONTAINER_MOUNTS, False, "nfs4"),
+        # A host's own disk, a container or not: events.
+        ("/home/me/mesh", None, {}, HOST_MOUNTS, True, None),
+        ("/home/me/mesh", None, {}, HOST_MOUNTS, False, None),
+        # The flag wins, then the environment variable (read as watchfiles reads it).
+        ("/home/me/mesh", True, {}, HOST_MOUNTS, False, "--watch-polling"),
+        ("/etc/pocketmesh/mesh", False, {"WATCHFILES_FORCE_POLLING": "1"}, CONTAINER_MOUNTS,
+         True, None),
+        ("/home/me/mesh", None, {"WATCHFILES_FORCE_POLLING": "1"}, HOST_MOUNTS, False,
+         "WATCHFILES_FORCE_POLLING"),
+        ("/etc/pocketmesh/mesh", None, {"WATCHFILES_FORCE_POLLING": "false"}, CONTAINER_MOUNTS,
+         True, None),
     ],
-)
-def test_polling_is_chosen_by_flag_then_environment_then_container(
-    flag: bool | None, environ: dict[str, str], container: bool, expected: bool
+)  # fmt: skip
+def test_polling_where_events_may_not_arrive(
+    directory: str,
+    flag: bool | None,
+    environ: dict[str, str],
+    mountinfo: str,
+    container: bool,
+    expected: str | None,
 ) -> None:
-    assert use_polling(flag, environ=environ, container=container) is expected
+    mounts = watch.parse_mountinfo(mountinfo)
+    reason = watch.polling_reason(
+        Path(directory), flag, environ=environ, mounts=mounts, container=container
+    )
+    assert (reason is None) == (expected is None), reason
+    assert expected is None or expected in str(reason), reason
+
+
+def test_mountinfo_paths_are_unescaped() -> None:
+    (mount,) = watch.parse_mountinfo(CONTAINER_MOUNTS.splitlines()[2])
+    assert mount.root == "/srv/my mesh/deploy/compose/mesh"
+
+
+def test_this_machines_temporary_directories_are_watched_by_events(tmp_path: Path) -> None:
+    """The other tests' watchers keep inotify here (unless the machine says otherwise)."""
+    if os.environ.get("WATCHFILES_FORCE_POLLING"):
+        pytest.fail("WATCHFILES_FORCE_POLLING is set: every watcher here polls")
+    mounts = watch.parse_mountinfo(watch.MOUNTINFO.read_text())
+    mount = watch.mount_of(str(tmp_path.resolve()), mounts)
+    assert mount is not None
+    # A local disk or tmpfs: events (and so every other test's watcher keeps inotify).
+    assert watch.polling_reason(tmp_path) is None, (mount, watch.polling_reason(tmp_path))
 
 
 def test_in_container_reads_the_engines_marker_files(tmp_path: Path) -> None:
@@ -79,10 +131,9 @@ async def collect(
     async def next_batch() -> set[str]:
         return await anext(changes)
 
-    await asyncio.sleep(0.5)  # the watcher's first look (events: its inotify watch)
+    waiting: Awaitable[set[str]] = asyncio.ensure_future(next_batch())
+    await asyncio.sleep(0.5)  # the watcher's first look (polling: its first scan)
     for edit in edits:
-        waiting: Awaitable[set[str]] = asyncio.ensure_future(next_batch())
-        await asyncio.sleep(0)
         edit()
         try:
             batches.append(await asyncio.wait_for(waiting, DEADLINE))
@@ -90,6 +141,8 @@ async def collect(
             raise AssertionError(
                 f"edit {len(batches) + 1} of {len(edits)} not reported within {DEADLINE}s"
             ) from None
+        waiting = asyncio.ensure_future(next_batch())
+    waiting.cancel()
     stop.set()
     await changes.aclose()
     return batches

@@ -26,8 +26,8 @@ def register(sub: Any) -> None:
         action=argparse.BooleanOptionalAction,
         default=None,
         help="poll the config directory (every 0.3 s) instead of waiting for filesystem "
-        "events, which a bind mount's host edits may not raise (default: poll inside a "
-        "container; WATCHFILES_FORCE_POLLING=1 also forces it)",
+        "events (default: poll where events may not arrive: a directory bind-mounted into "
+        "a container, FUSE, NFS, 9p, virtiofs; WATCHFILES_FORCE_POLLING=1 also forces it)",
     )
     serve.add_argument(
         "--debounce-quiet", type=float, default=0.1, help="seconds of quiet before a reload"

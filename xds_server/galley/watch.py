@@ -1,11 +1,17 @@
 """Watching the config directory: batches of file changes, debounced.
 
 Filesystem events (inotify, by watchfiles) are the default. Where they may not
-arrive, the directory is polled instead, every `POLL_INTERVAL`: inside a container
-the config directory is usually a bind mount, and a host's edits raise no event in
-the container on Docker Desktop or remote filesystems. `serve --watch-polling`
-forces polling and `--no-watch-polling` forbids it; without either, polling is used
-inside a container, or when WATCHFILES_FORCE_POLLING says so.
+arrive, the directory is polled instead, every `POLL_INTERVAL`:
+
+- on a filesystem that raises no events for changes made elsewhere: FUSE, 9p,
+  virtiofs, NFS, SMB, Docker Desktop's shares (`NO_EVENT_FILESYSTEMS`);
+- in a container, when the directory is bind-mounted into it (docker-compose mounts
+  the host's config directory): a host's edits reach the container's inotify on a
+  Linux host, but not from Docker Desktop's VM or a remote filesystem.
+
+`serve --watch-polling` forces polling, `--no-watch-polling` forbids it, and
+WATCHFILES_FORCE_POLLING is honoured as watchfiles reads it. The log line says which
+was chosen, and why.
 
 The poller is our own, not watchfiles': that one compares modification times to
 the second, so an edit made within a second of the previous one was missed (an
@@ -20,8 +26,9 @@ import asyncio
 import hashlib
 import logging
 import os
+import re
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,6 +41,13 @@ POLL_INTERVAL = 0.3  # seconds between polls: an edit is seen within about this 
 RACY_SECONDS = 3.0  # a file modified this recently is compared by content too
 # Files that exist only inside containers (Docker's, Podman's).
 CONTAINER_MARKERS = (Path("/.dockerenv"), Path("/run/.containerenv"))
+MOUNTINFO = Path("/proc/self/mountinfo")
+# Filesystem types (before any ".subtype") whose changes made elsewhere raise no inotify
+# event here. Docker Desktop shares the host's files as fakeowner, grpcfuse or virtiofs.
+NO_EVENT_FILESYSTEMS = frozenset(
+    {"fuse", "fuseblk", "9p", "virtiofs", "nfs", "nfs4", "cifs", "smb3", "smbfs",
+     "fakeowner", "grpcfuse", "osxfs", "vboxsf", "ceph", "glusterfs", "prl_fs", "vmhgfs"}
+)  # fmt: skip
 
 
 def _is_config(_change: watchfiles.Change, path: str) -> bool:
@@ -44,20 +58,74 @@ def in_container(markers: tuple[Path, ...] = CONTAINER_MARKERS) -> bool:
     return any(marker.exists() for marker in markers)
 
 
-def use_polling(
-    requested: bool | None,
+@dataclass(frozen=True, slots=True)
+class Mount:
+    root: str  # the mounted filesystem's directory shown here ("/" unless a bind mount)
+    mount_point: str
+    fstype: str
+
+
+def parse_mountinfo(text: str) -> list[Mount]:
+    """/proc/self/mountinfo: `id parent dev ROOT MOUNT_POINT opts [optional...] - TYPE ...`."""
+    mounts = []
+    for line in text.splitlines():
+        fields = line.split()
+        if len(fields) < 7 or "-" not in fields[6:]:
+            continue
+        fstype = fields[fields.index("-", 6) + 1]
+        mounts.append(Mount(_unescape(fields[3]), _unescape(fields[4]), fstype))
+    return mounts
+
+
+def _unescape(field: str) -> str:
+    # The kernel writes space, tab, newline and backslash as \040, \011, \012, \134.
+    return _OCTAL.sub(lambda m: chr(int(m.group(1), 8)), field)
+
+
+_OCTAL = re.compile(r"\\([0-7]{3})")
+
+
+def mount_of(path: str, mounts: Sequence[Mount]) -> Mount | None:
+    """The mount `path` lives on: the last one over the longest prefix."""
+    best: Mount | None = None
+    for mount in mounts:
+        point = mount.mount_point.rstrip("/") or "/"
+        inside = path == point or path.startswith(point if point == "/" else point + "/")
+        if inside and (best is None or len(point) >= len(best.mount_point.rstrip("/") or "/")):
+            best = mount
+    return best
+
+
+def polling_reason(
+    directory: Path,
+    requested: bool | None = None,
     *,
     environ: Mapping[str, str] = os.environ,
+    mounts: Sequence[Mount] | None = None,
     container: bool | None = None,
-) -> bool:
-    """Whether to poll: the flag if given; else WATCHFILES_FORCE_POLLING if set (read
-    as watchfiles reads it); else exactly when running inside a container."""
+) -> str | None:
+    """Why `directory` is to be polled, or None for filesystem events."""
     if requested is not None:
-        return requested
+        return "--watch-polling" if requested else None
     forced = environ.get("WATCHFILES_FORCE_POLLING")
     if forced:
-        return forced.lower() not in ("false", "disable", "disabled")
-    return in_container() if container is None else container
+        return None if forced.lower() in ("false", "disable", "disabled") else (
+            "WATCHFILES_FORCE_POLLING"
+        )  # fmt: skip
+    if mounts is None:
+        try:
+            mounts = parse_mountinfo(MOUNTINFO.read_text())
+        except OSError:  # not Linux: watchfiles picks its platform's events
+            return None
+    mount = mount_of(os.path.realpath(directory), mounts)
+    if mount is None:
+        return None
+    if mount.fstype.split(".")[0] in NO_EVENT_FILESYSTEMS:
+        return f"{mount.fstype} filesystem at {mount.mount_point}"
+    container = in_container() if container is None else container
+    if container and mount.root != "/":
+        return f"bind-mounted into this container at {mount.mount_point}"
+    return None
 
 
 async def config_changes(
@@ -69,10 +137,11 @@ async def config_changes(
     polling: bool | None = None,
 ) -> AsyncIterator[set[str]]:
     """Yield the changed YAML paths once the directory has been quiet for `quiet`
-    seconds, or after `max_wait` seconds of constant change. `polling`: see
-    `use_polling` (None: decide)."""
-    if use_polling(polling):
-        log.info("watching %s by polling every %s s", directory, POLL_INTERVAL)
+    seconds, or after `max_wait` seconds of constant change. `polling`: force (True)
+    or forbid (False) polling; None decides (`polling_reason`)."""
+    reason = polling_reason(directory, polling)
+    if reason is not None:
+        log.info("watching %s by polling every %s s (%s)", directory, POLL_INTERVAL, reason)
         async for paths in poll_changes(directory, quiet=quiet, max_wait=max_wait, stop=stop):
             yield paths
         return
