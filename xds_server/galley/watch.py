@@ -109,9 +109,8 @@ def polling_reason(
         return "--watch-polling" if requested else None
     forced = environ.get("WATCHFILES_FORCE_POLLING")
     if forced:
-        return None if forced.lower() in ("false", "disable", "disabled") else (
-            "WATCHFILES_FORCE_POLLING"
-        )  # fmt: skip
+        off = forced.lower() in ("false", "disable", "disabled")
+        return None if off else "WATCHFILES_FORCE_POLLING"
     if mounts is None:
         try:
             mounts = parse_mountinfo(MOUNTINFO.read_text())
