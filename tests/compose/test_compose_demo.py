@@ -283,6 +283,7 @@ def test_a_control_plane_restart_fails_no_request(project: ComposeProject) -> No
     finally:
         stop.set()
         sender.join(30)
+    print(f"{len(results)} requests, {during} of them while the control plane restarted")
     failed = [(i, p) for i, p in enumerate(results) if p]
     assert not failed, f"{len(failed)} of {len(results)} requests failed: {failed[:5]}"
     assert during >= 10, f"only {during} requests while the control plane restarted"
