@@ -15,6 +15,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from xds_server import metrics
+from xds_server.bootstrap_dir import BootstrapWriter
 from xds_server.cache.snapshot import InconsistentSnapshot, MeshSnapshot, Transform, gc_paused
 from xds_server.cache.store import SnapshotCache
 from xds_server.galley.errors import ConfigError
@@ -42,11 +43,16 @@ class Options:
     xds_address: str = DEFAULT_XDS_ADDRESS
     debug_address: str = DEFAULT_DEBUG_ADDRESS
     watch: bool = True
+    watch_polling: bool | None = None  # None: poll where events may not arrive (galley.watch)
     debounce_quiet: float = 0.1
     debounce_max: float = 10.0
     trust_domain: str = "cluster.local"
     # Workload identities (CA, SDS, mTLS, proxy tokens); None: plaintext, no SDS.
     identity: IdentityOptions | None = None
+    # Write each WorkloadEntry's sidecar bootstrap (token included) under this
+    # directory, for sidecars that dial xDS at `bootstrap_xds_address` (bootstrap_dir).
+    bootstrap_dir: Path | None = None
+    bootstrap_xds_address: str = ""
 
 
 @dataclass
@@ -83,6 +89,10 @@ class ControlPlane:
         auth = self.identity.authenticator if self.identity else None
         self.handler = StreamHandler(self.cache, self.connections, authenticate=auth)
         self.pushes = self.handler.observer = PushTracker(self.connections)
+        self.bootstraps: BootstrapWriter | None = None
+        if options.bootstrap_dir is not None:
+            xds = options.bootstrap_xds_address or options.xds_address
+            self.bootstraps = BootstrapWriter(options.bootstrap_dir, xds, self.identity)
         self.config_status = ConfigStatus()
         self.xds_port = 0
         self.debug_port = 0
@@ -170,6 +180,8 @@ class ControlPlane:
         status.history.append(message)
         del status.history[:-20]
         log.info("%s", message)
+        if self.bootstraps is not None:
+            self.bootstraps.write(result.config.workload_entries)
         return True
 
     def _reject(self, errors: object, trigger: PushTrigger) -> bool:
@@ -230,6 +242,7 @@ class ControlPlane:
             quiet=self.options.debounce_quiet,
             max_wait=self.options.debounce_max,
             stop=self._stop,
+            polling=self.options.watch_polling,
         ):
             log.info("config change: %s", ", ".join(sorted(paths)))
             await self.reload_async(PushTrigger.for_files(paths, self.options.config_dir))

@@ -50,11 +50,13 @@ def check_compose_schema(path: Path) -> subprocess.CompletedProcess[str]:
 
 
 def test_compose_files_are_up_to_date_with_config_demo() -> None:
+    renderer = compose_renderer()
     stale = [
         str(path.relative_to(ROOT))
-        for path, text in compose_renderer().render().items()
+        for path, text in renderer.render().items()
         if not path.exists() or path.read_text() != text
     ]
+    stale += [str(path.relative_to(ROOT)) for path in renderer.stale()]
     assert not stale, f"out of date, run `python deploy/compose/render.py`: {stale}"
 
 
@@ -68,55 +70,92 @@ def test_compose_file_is_valid_for_the_compose_specification(tmp_path: Path) -> 
     assert check_compose_schema(tmp_path / "broken.yml").returncode == 1
 
 
-def test_every_sidecar_bootstrap_names_a_workload_entry_of_config_demo() -> None:
+def test_compose_file_runs_on_compose_v1_too() -> None:
+    # docker-compose 1.29 (Debian 12's) refuses a top-level `name:` and anything but
+    # these; tests/compose/ runs the file with it.
+    assert set(compose()) <= {"version", "services", "networks", "volumes", "secrets", "configs"}
+
+
+def mounts(service: dict[str, Any]) -> dict[str, str]:
+    """A service's volumes, container path -> source (`./path` or a volume's name)."""
+    out = {}
+    for volume in service.get("volumes", []):
+        source, target, *_ = volume.split(":")
+        out[target] = source
+    return out
+
+
+def flag(command: list[str], name: str) -> str:
+    return command[command.index(name) + 1]
+
+
+def test_each_sidecar_alone_gets_its_bootstrap_from_the_control_plane() -> None:
+    """Proxy authentication on: the control plane writes each WorkloadEntry's bootstrap
+    (its token) into a volume only that workload's sidecar mounts."""
     demo = load_paths([ROOT / "config" / "demo"]).config
     assert demo is not None
     spec = compose()
     services = spec["services"]
+    plane = services["pocketmesh"]
+    command = plane["command"]
+    assert "--no-proxy-auth" not in command and "--no-identity" not in command
+    assert "--xds-tls" in command  # the token and the keys cross the network encrypted
+    xds_host, xds_port = split_host_port(flag(command, "--bootstrap-xds-address"))
+    assert (
+        xds_host == "pocketmesh" and xds_port == split_host_port(flag(command, "--xds-address"))[1]
+    )
+    bootstrap_dir = flag(command, "--bootstrap-dir")
+    written = {
+        source: target.removeprefix(bootstrap_dir + "/")
+        for target, source in mounts(plane).items()
+        if target.startswith(bootstrap_dir + "/")
+    }  # volume -> the proxy id whose bootstrap the control plane writes there
+    assert sorted(written.values()) == sorted(we.proxy_id for we in demo.workload_entries)
     sidecars = {name: s for name, s in services.items() if s["image"].startswith("envoyproxy/")}
     assert len(sidecars) == len(demo.workload_entries)
-    named = set()
     for name, sidecar in sidecars.items():
-        (mount,) = sidecar["volumes"]
-        host_path, container_path, _ = mount.split(":")
-        assert container_path in sidecar["command"]
+        ((target, volume),) = mounts(sidecar).items()
+        assert sidecar["volumes"][0].endswith(":ro")
+        assert f"{target}/bootstrap.yaml" == flag(sidecar["command"], "-c")
         assert "--disable-hot-restart" in sidecar["command"]
-        bootstrap = yaml.safe_load((ROOT / host_path).read_text())
-        proxy_id = bootstrap["node"]["id"]
-        workload, _, namespace = proxy_id.partition(".")
-        assert demo.workload(workload, namespace) is not None, f"{name}: {proxy_id}"
-        named.add(proxy_id)
-        # The sidecar shares its app's network namespace, whose address is the
-        # WorkloadEntry's address in the compose mesh.
+        assert sidecar["depends_on"]["pocketmesh"]["condition"] == "service_healthy"
+        # No other service mounts it; it lives in memory, owned by the image's user.
+        others = [n for n, s in services.items() if volume in mounts(s).values()]
+        assert sorted(others) == sorted([name, "pocketmesh"]), (volume, others)
+        options = spec["volumes"][volume]["driver_opts"]
+        assert options["type"] == "tmpfs" and "uid=10001" in options["o"]
+        # The sidecar shares its app's network namespace, whose address is its
+        # WorkloadEntry's in the compose mesh (a gateway's sidecar has its own).
+        workload, _, namespace = written[volume].partition(".")
+        entry = demo.workload(workload, namespace)
+        assert entry is not None
         owner = sidecar
-        if "network_mode" in sidecar:  # an app's sidecar; a gateway has its own
+        if "network_mode" in sidecar:
             owner = services[sidecar["network_mode"].removeprefix("service:")]
         address = owner["networks"]["mesh"]["ipv4_address"]
-        assert bootstrap["admin"]["address"]["socket_address"]["address"] == address
-        # xDS: the control plane's compose service name.
-        xds = bootstrap["static_resources"]["clusters"][0]["load_assignment"]
-        socket = xds["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]["socket_address"]
-        assert (socket["address"], socket["port_value"]) == ("pocketmesh", 15010)
-        assert sidecar["depends_on"]["pocketmesh"]["condition"] == "service_healthy"
-    assert named == {we.proxy_id for we in demo.workload_entries}
+        assert address == compose_renderer().container_address(str(entry.address))
 
 
-def test_compose_control_plane_reads_config_demo_with_container_addresses() -> None:
+def test_compose_control_plane_reads_a_directory_of_config_demo_with_container_addresses() -> None:
     plane = compose()["services"]["pocketmesh"]
-    mounted = [v.split(":")[0].removeprefix("./") for v in plane["volumes"]]
-    # Every file of config/demo, as it is or with container addresses.
+    config_dir = flag(plane["command"], "--config")
+    # A directory mount: a single-file one would not see the host's edits.
+    mesh = ROOT / mounts(plane)[config_dir]
+    assert mesh.is_dir() and mesh == ROOT / "deploy" / "compose" / "mesh"
     demo_files = sorted(p.name for p in (ROOT / "config" / "demo").glob("*.yaml"))
-    assert [Path(m).name for m in mounted] == demo_files
-    for m in mounted:
-        assert m.startswith(("config/demo/", "deploy/compose/mesh/")), m
-        assert "127.0.10." not in (ROOT / m).read_text(), m
-    result = load_paths([ROOT / m for m in mounted])
+    assert sorted(p.name for p in mesh.glob("*.yaml")) == demo_files
+    for path in mesh.glob("*.yaml"):
+        assert "127.0.10." not in path.read_text(), path
+    result = load_paths([mesh])
     assert result.config is not None, [str(e) for e in result.errors]
     assert {str(we.address) for we in result.config.workload_entries} <= {
         s["networks"]["mesh"]["ipv4_address"]
         for s in compose()["services"].values()
         if isinstance(s.get("networks"), dict)
     }
+    # The CA is kept in a named volume, where the image keeps its state.
+    assert mounts(plane)["/var/lib/pocketmesh"] == "pocketmesh-state"
+    assert "pocketmesh-state" in compose()["volumes"]
     assert plane["build"]["dockerfile"] == "deploy/Dockerfile"
 
 

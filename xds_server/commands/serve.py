@@ -22,12 +22,35 @@ def register(sub: Any) -> None:
     serve.add_argument("--debug-address", default=DEFAULT_DEBUG_ADDRESS, help="%(default)s")
     serve.add_argument("--no-watch", action="store_true", help="do not reload on file changes")
     serve.add_argument(
+        "--watch-polling",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="poll the config directory (every 0.3 s) instead of waiting for filesystem "
+        "events (default: poll where events may not arrive: a directory bind-mounted into "
+        "a container, FUSE, NFS, 9p, virtiofs; WATCHFILES_FORCE_POLLING=1 also forces it)",
+    )
+    serve.add_argument(
         "--debounce-quiet", type=float, default=0.1, help="seconds of quiet before a reload"
     )
     serve.add_argument(
         "--debounce-max", type=float, default=10.0, help="longest wait for quiet, seconds"
     )
     add_identity_flags(serve)
+    boot = serve.add_argument_group("sidecar bootstraps (containers: docker-compose)")
+    boot.add_argument(
+        "--bootstrap-dir",
+        type=Path,
+        metavar="DIR",
+        help="write each WorkloadEntry's sidecar bootstrap, with its proxy token, to "
+        "DIR/<name>.<namespace>/bootstrap.yaml (admin on 127.0.0.1); give each sidecar "
+        "only its own directory",
+    )
+    boot.add_argument(
+        "--bootstrap-xds-address",
+        default="",
+        metavar="HOST:PORT",
+        help="where those sidecars reach xDS (default: --xds-address)",
+    )
     serve.set_defaults(func=run)
 
 
@@ -40,6 +63,9 @@ def options_from(args: argparse.Namespace) -> Options:
         debounce_quiet=args.debounce_quiet,
         debounce_max=args.debounce_max,
         identity=identity_options(args),
+        watch_polling=args.watch_polling,
+        bootstrap_dir=args.bootstrap_dir,
+        bootstrap_xds_address=args.bootstrap_xds_address,
     )
 
 
@@ -48,6 +74,16 @@ def run(args: argparse.Namespace) -> int:
     if not options.config_dir.is_dir():
         print(f"pocketmesh: config directory {options.config_dir} does not exist", file=sys.stderr)
         return 2
+    if options.bootstrap_dir is not None:
+        xds = options.bootstrap_xds_address or options.xds_address
+        host, _, port = xds.rpartition(":")
+        if host.strip("[]") in ("0.0.0.0", "::", "") or not port.isdigit() or port == "0":
+            print(
+                f"pocketmesh: --bootstrap-dir: sidecars cannot dial {xds}; give the address "
+                "they reach the control plane at with --bootstrap-xds-address HOST:PORT",
+                file=sys.stderr,
+            )
+            return 2
 
     async def main() -> None:
         plane = ControlPlane(options)
