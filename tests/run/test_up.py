@@ -80,6 +80,7 @@ def up(tmp_path: Path) -> Iterator[dict[str, Any]]:
     argv = [
         sys.executable, "-m", "xds_server.cli", "up", str(config),
         "--run-dir", str(run_dir),
+        "--ca-dir", str(tmp_path / "ca"),
         "--xds-address", f"127.0.0.1:{free_port()}",
         "--debug-address", debug,
     ]  # fmt: skip
@@ -220,7 +221,8 @@ def test_invalid_config_starts_nothing_and_says_where(tmp_path: Path) -> None:
     workloads = config / "workloads.yaml"
     workloads.write_text(workloads.read_text().replace("address: 127.0.61.3", "address: 300.1"))
     result = subprocess.run(
-        [sys.executable, "-m", "xds_server.cli", "up", str(config), "--run-dir", str(tmp_path)],
+        [sys.executable, "-m", "xds_server.cli", "up", str(config), "--run-dir", str(tmp_path),
+         "--ca-dir", str(tmp_path / "ca")],
         capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert result.returncode == 1, result

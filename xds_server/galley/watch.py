@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
 import watchfiles
@@ -19,17 +19,29 @@ def _is_config(_change: watchfiles.Change, path: str) -> bool:
 
 
 async def config_changes(
-    directory: Path,
+    directory: Path | Sequence[Path],
     *,
     quiet: float = 0.1,
     max_wait: float = 10.0,
     stop: asyncio.Event | None = None,
 ) -> AsyncIterator[set[str]]:
     """Yield the changed YAML paths once the directory has been quiet for `quiet`
-    seconds, or after `max_wait` seconds of constant change."""
+    seconds, or after `max_wait` seconds of constant change. Several files and
+    directories may be given: a file is watched through its folder (editors replace
+    files by rename), and only its own changes count."""
+    given = [directory] if isinstance(directory, Path) else [Path(p) for p in directory]
+    roots = {p.resolve() if p.is_dir() else p.resolve().parent for p in given}
+    dirs = [str(p.resolve()) for p in given if p.is_dir()]
+    files = {str(p.resolve()) for p in given if not p.is_dir()}
+
+    def wanted(change: watchfiles.Change, path: str) -> bool:
+        if not _is_config(change, path):
+            return False
+        return path in files or any(path.startswith(d + "/") for d in dirs)
+
     async for changes in watchfiles.awatch(
-        directory,
-        watch_filter=_is_config,
+        *sorted(roots),
+        watch_filter=wanted,
         step=max(1, int(quiet * 1000)),
         debounce=max(1, int(max_wait * 1000)),
         stop_event=stop,
