@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import re
+import sys
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -108,6 +109,11 @@ def bootstrap_identity(
     ca_dir = ca_dir_for(args.ca_dir, mesh)
     needs_token = mesh is not None and mesh.proxy_auth
     where = f"the pocketmesh server at {args.xds_address} (pid {mesh.pid})" if mesh else ""
+    if needs_token and mesh is not None and mesh.ca_dir is None:
+        raise BootstrapRefused(
+            f"{where} requires proxy tokens, and its CA lives in memory: no bootstrap can "
+            "carry a token it accepts (run it with --ca-dir, or with --no-proxy-auth)"
+        )
     theirs = mesh.ca_dir if mesh is not None and needs_token else None
     if theirs is not None and args.ca_dir is not None and args.ca_dir.resolve() != theirs:
         raise BootstrapRefused(
@@ -127,6 +133,13 @@ def bootstrap_identity(
             f"{where} requires proxy tokens, and {ca_dir} holds no token key "
             f"({TOKEN_KEY_FILE}); a bootstrap without one would be refused: pass the "
             "server's --ca-dir"
+        )
+    if "token" not in fields and mesh is None:
+        print(
+            f"pocketmesh bootstrap: note: no token in this bootstrap: no pocketmesh server "
+            f"answers at {args.debug_address} for {args.xds_address}, and {ca_dir} holds no "
+            f"token key; a server with --proxy-auth (serve's default) will refuse it",
+            file=sys.stderr,
         )
     if args.xds_tls or (mesh is not None and mesh.xds_tls):
         ca = load_ca_dir(ca_dir)

@@ -238,7 +238,7 @@ class Supervisor:
                 self._down_since = None
                 self._restarts = 0
                 self._resync_since = now
-                self._changed.set()  # files may have changed while it was down
+                # Edits made while it was down stay pending (`_changed`): applied next.
             elif self._down_since is not None and now - self._next_restart > READY_TIMEOUT:
                 self.say(f"! the restarted control plane is not ready; see {plane.log_path}")
                 plane.stop()  # and the next tick restarts it
