@@ -26,6 +26,7 @@ from __future__ import annotations
 import logging
 import os
 import secrets
+import signal
 import sys
 import threading
 import time
@@ -49,6 +50,7 @@ from xds_server.runner.process import Child
 from xds_server.runner.reconcile import Changes, Unit, diff, units
 from xds_server.runner.rundir import UnsafeRunDir, private_dir, write_private
 
+DEFAULT_DEBUG = "127.0.0.1:15014"  # as `serve`'s: the commands ask there by default
 READY_TIMEOUT = 30.0
 POLL = 0.05
 TICK = 0.2
@@ -247,10 +249,7 @@ class Supervisor:
             code = plane.exited()
             self._down_since = now
             self._next_restart = now
-            self.say(
-                f"! control plane (pid {plane.pid}) exited with {code}: "
-                f"{plane.last_line() or 'no message'}; its log: {plane.log_path}"
-            )
+            self.say(f"! control plane (pid {plane.pid}) {_how_it_ended(plane, code)}")
             self.say("  the sidecars keep serving their last config; restarting the control plane")
         if now < self._next_restart:
             return
@@ -391,7 +390,8 @@ class Supervisor:
             )
         lines += [
             "",
-            f"Status:  pocketmesh status --debug-address {o.debug_address}",
+            "Status:  pocketmesh status"
+            + ("" if o.debug_address == DEFAULT_DEBUG else f" --debug-address {o.debug_address}"),
             f"Logs:    {self.logs}/",
             "Edit the config to change the live mesh (WorkloadEntries too: their sidecars and "
             "apps follow). Ctrl-C stops everything.",
@@ -560,10 +560,7 @@ class Supervisor:
                 code = child.exited()
                 if code is not None:
                     self._reported.add(child.pid)
-                    self.say(
-                        f"! {child.name} exited with {code}: {child.last_line() or 'no message'}"
-                        f"; its log: {child.log_path}"
-                    )
+                    self.say(f"! {child.name} {_how_it_ended(child, code)}")
 
     # -- helpers ------------------------------------------------------------------------
 
@@ -627,3 +624,10 @@ def _short(path: str) -> str:
     """A changed file as the user would name it: relative to here if below, else whole."""
     relative = os.path.relpath(path)
     return path if relative.startswith("..") else relative
+
+
+def _how_it_ended(child: Child, code: int | None) -> str:
+    if code is not None and code < 0:  # a signal: the log's last line says nothing of it
+        name = signal.Signals(-code).name if -code in signal.valid_signals() else -code
+        return f"was killed ({name}); its log: {child.log_path}"
+    return f"exited with {code}: {child.last_line() or 'no message'}; its log: {child.log_path}"
