@@ -85,6 +85,22 @@ def test_workloads_added_and_removed_while_up_runs_lose_no_request(tmp_path: Pat
                 timeout=30,
                 what="traffic to reach reviews-v4",
             )
+            # Its app changes (no more calls to ratings): restarted while held, no loss.
+            mark = len(up.text())
+            extra.write_text(
+                extra.read_text().replace("    pocketmesh.io/calls: http://ratings:9080/\n", "")
+            )
+            up.wait_for(r"^\s+↻ app reviews-v4 ", timeout=60, since=mark)
+            up.wait_for(r"↻ config generation \d+ applied", timeout=30, since=mark)
+            wait_until(
+                lambda: any(
+                    reviews_of(a) == "reviews-v4"
+                    and not json.loads(a[1])["upstreams"][0]["answer"]["upstreams"]
+                    for a in traffic.answers[-30:]
+                ),
+                timeout=30,
+                what="reviews-v4 answering without calling ratings",
+            )
             mark = len(up.text())
             extra.unlink()
             up.wait_for(r"^\s+- sidecar reviews-v4\.default\s+stopped", timeout=60, since=mark)

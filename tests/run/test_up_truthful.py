@@ -111,7 +111,9 @@ def test_control_plane_port_taken(tmp_path: Path, which: str) -> None:
         rf"{re.escape(address)}",
         text,
     ), text
-    assert f"its log: {up.run_dir / 'logs' / 'control-plane.log'}" in text, text
+    log = up.run_dir / "logs" / "control-plane.log"
+    assert f"its log: {log}" in text, text
+    assert not any(sign in log.read_text() for sign in TRACEBACK_SIGNS), log.read_text()
     assert_nothing_left(up)
 
 
@@ -129,7 +131,9 @@ def test_app_port_taken(tmp_path: Path) -> None:
         rf"127\.0\.0\.1:{app_port}",
         text,
     ), text
-    assert "productpage.app.log" in text
+    log = up.run_dir / "logs" / "productpage.app.log"
+    assert str(log) in text
+    assert not any(sign in log.read_text() for sign in TRACEBACK_SIGNS), log.read_text()
     assert_nothing_left(up)
 
 
