@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import re
 import shutil
 from pathlib import Path
@@ -9,6 +10,19 @@ from pathlib import Path
 from tests.e2e.harness import free_port
 
 DEMO = Path(__file__).resolve().parents[2] / "config" / "demo"
+_given: set[str] = set()
+
+
+def random_net() -> str:
+    """A 127.x.y block of its own for one test. Fixed blocks meet when two checkouts run
+    their tests at once, and Envoy's listeners share ports (SO_REUSEPORT) instead of
+    failing: connections would split between two meshes. 127.2-99.* is used by nobody
+    else (tests/traffic draws from 127.100-254.*, fixed blocks are 127.0.*)."""
+    while True:
+        net = f"127.{random.randint(2, 99)}.{random.randint(0, 255)}"
+        if net not in _given:
+            _given.add(net)
+            return net
 
 
 def demo_copy(root: Path, net: str) -> Path:

@@ -14,12 +14,13 @@ import yaml
 from ca import load_ca_dir
 from tests.e2e.harness import ControlPlaneThread, free_port, running
 from tests.identity.mesh import write_mesh
+from tests.run.demo_mesh import random_net
 from xds_server.cli import main
 from xds_server.commands.locate import ca_dir_for, running_mesh, same_address
 from xds_server.identity import DEFAULT_CA_DIR, IdentityOptions
 from xds_server.identity.auth import ProxyTokens
 
-NET = "127.0.92"
+NET = random_net()
 
 
 @pytest.fixture(scope="module")

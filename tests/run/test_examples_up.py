@@ -25,7 +25,7 @@ from typing import Any
 import pytest
 
 from tests.e2e.harness import wait_until
-from tests.run.demo_mesh import EXAMPLES, example_copy
+from tests.run.demo_mesh import EXAMPLES, example_copy, random_net
 from tests.run.up_process import Up, running_up
 from tests.traffic.apps import Reply, direct, request
 
@@ -268,7 +268,7 @@ def test_every_task_folder_is_checked_here() -> None:
 
 @pytest.mark.parametrize("task", sorted(TASKS))
 def test_example_runs_with_up_and_does_what_it_says(tmp_path: Path, task: str) -> None:
-    net = f"127.0.{80 + sorted(TASKS).index(task)}"
+    net = random_net()
     config = example_copy(tmp_path, task, net)
     with running_up(tmp_path, [config]) as up:
         example = Example(up, net)

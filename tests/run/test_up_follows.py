@@ -12,10 +12,8 @@ import sys
 from pathlib import Path
 
 from tests.e2e.harness import free_port, get, wait_until
-from tests.run.demo_mesh import demo_copy
+from tests.run.demo_mesh import demo_copy, random_net
 from tests.run.up_process import Traffic, running_up
-
-NET = "127.0.64"
 
 REVIEWS_V4 = """\
 apiVersion: networking.istio.io/v1
@@ -65,7 +63,8 @@ def reviews_of(answer: tuple[int, str]) -> str:
 
 
 def test_workloads_added_and_removed_while_up_runs_lose_no_request(tmp_path: Path) -> None:
-    config = demo_copy(tmp_path, NET)
+    net = random_net()
+    config = demo_copy(tmp_path, net)
     # Round robin over every reviews endpoint: a new one gets traffic at once.
     (config / "traffic.yaml").unlink()
     with running_up(tmp_path, [config]) as up:
@@ -77,7 +76,7 @@ def test_workloads_added_and_removed_while_up_runs_lose_no_request(tmp_path: Pat
             wait_until(lambda: len(traffic.answers) > 20, timeout=30, what="steady traffic")
             mark = len(up.text())
             extra = config / "reviews-v4.yaml"
-            extra.write_text(REVIEWS_V4.format(net=NET, port=free_port()))
+            extra.write_text(REVIEWS_V4.format(net=net, port=free_port()))
             up.wait_for(r"^\s+\+ sidecar reviews-v4\.default", timeout=60, since=mark)
             assert re.search(r"^\s+\+ app reviews-v4 ", up.text()[mark:], re.M), up.text()
             wait_until(
@@ -113,13 +112,14 @@ def test_workloads_added_and_removed_while_up_runs_lose_no_request(tmp_path: Pat
 
 
 def test_a_rejected_edit_is_printed_located_and_status_shows_it(tmp_path: Path) -> None:
-    config = demo_copy(tmp_path, NET.replace("64", "65"))
+    net = random_net()
+    config = demo_copy(tmp_path, net)
     with running_up(tmp_path, [config]) as up:
         up.wait_summary()
         mark = len(up.text())
         workloads = config / "workloads.yaml"
         good = workloads.read_text()
-        workloads.write_text(good.replace("address: 127.0.65.3", "address: 127.0.65.300"))
+        workloads.write_text(good.replace(f"address: {net}.3", f"address: {net}.300"))
         found = up.wait_for(r"✗ config change .* rejected, 1 error\(s\)", timeout=30, since=mark)
         located = up.wait_for(
             r"workloads\.yaml:\d+: WorkloadEntry default/reviews-v2: spec\.address: .*300",

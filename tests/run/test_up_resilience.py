@@ -19,17 +19,15 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.harness import get, wait_until
-from tests.run.demo_mesh import demo_copy
+from tests.run.demo_mesh import demo_copy, random_net
 from tests.run.test_up_follows import chain_failure
 from tests.run.up_process import Traffic, running_up, world_traversable_root
-
-NET = "127.0.70"
 
 
 def test_control_plane_killed_under_traffic_is_restarted_and_no_request_fails(
     tmp_path: Path,
 ) -> None:
-    config = demo_copy(tmp_path, NET)
+    config = demo_copy(tmp_path, random_net())
     with running_up(tmp_path, [config]) as up:
         text = up.wait_summary()
         pid = int(re.search(r"✓ control plane .* pid (\d+)", text).group(1))  # type: ignore[union-attr]
@@ -68,7 +66,7 @@ def readable_by_nobody(path: Path) -> bool:
 def test_tokens_and_keys_are_private_to_the_user_running_up() -> None:
     root = world_traversable_root()
     try:
-        config = demo_copy(root, NET.replace("70", "71"))
+        config = demo_copy(root, random_net())
         for path in [config, *config.iterdir()]:
             os.chmod(path, 0o755 if path.is_dir() else 0o644)
         # The control: a file every user may read, next to the run directory, is read.

@@ -17,10 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.run.demo_mesh import demo_copy
+from tests.run.demo_mesh import demo_copy, random_net
 from tests.run.up_process import Up, alive, children_of
 
-NET = "127.0.66"
 TRACEBACK_SIGNS = ("Traceback", "Event loop is closed", "Unclosed client session", "Task was")
 
 
@@ -86,7 +85,7 @@ def assert_nothing_left(up: Up) -> None:
 
 @pytest.mark.parametrize("which", ["debug", "xds"])
 def test_control_plane_port_taken(tmp_path: Path, which: str) -> None:
-    config = demo_copy(tmp_path, NET)
+    config = demo_copy(tmp_path, random_net())
     up = Up(tmp_path, [config])
     address = up.debug if which == "debug" else up.xds
     host, port = address.rsplit(":", 1)
@@ -118,7 +117,7 @@ def test_control_plane_port_taken(tmp_path: Path, which: str) -> None:
 
 
 def test_app_port_taken(tmp_path: Path) -> None:
-    config = demo_copy(tmp_path, NET.replace("66", "67"))
+    config = demo_copy(tmp_path, random_net())
     sidecars = (config / "sidecars.yaml").read_text()
     app_port = int(re.search(r"defaultEndpoint: 127\.0\.0\.1:(\d+)", sidecars).group(1))  # type: ignore[union-attr]
     up = Up(tmp_path, [config])
@@ -138,28 +137,40 @@ def test_app_port_taken(tmp_path: Path) -> None:
 
 
 def test_envoy_admin_port_taken(tmp_path: Path) -> None:
-    net = NET.replace("66", "68")
+    net = random_net()
     config = demo_copy(tmp_path, net)
     up = Up(tmp_path, [config])
     with impostor_at(f"{net}.1", up.admin_port):  # productpage's admin address
         text = run_up_expecting_refusal(up)
     assert "✓ sidecar productpage.default" not in text, text
     assert re.search(
-        rf"sidecar productpage\.default exited with 1 while starting: "
-        rf".*cannot bind '{re.escape(net)}\.1:{up.admin_port}'",
+        rf"sidecar productpage\.default must listen on {re.escape(net)}\.1:{up.admin_port}, "
+        rf"which is taken \(Address already in use\)",
         text,
     ), text
-    assert "productpage.default.envoy.log" in text
     assert_nothing_left(up)
 
 
-def test_sidecar_listener_port_taken_is_envoys_nack(tmp_path: Path) -> None:
-    """The inbound port of a workload taken: Envoy rejects the listener; `up` says so."""
-    net = NET.replace("66", "69")
+@pytest.mark.parametrize("reuseport", [False, True], ids=["plain", "so_reuseport"])
+def test_sidecar_listener_port_taken(tmp_path: Path, reuseport: bool) -> None:
+    """The inbound port of a workload taken, by anything or by an Envoy-like socket with
+    SO_REUSEPORT (another mesh on these addresses), which Envoy would share silently."""
+    net = random_net()
     config = demo_copy(tmp_path, net)
     up = Up(tmp_path, [config])
-    with impostor_at(f"{net}.4", 9080):  # ratings' inbound listener
+    sock = socket.socket()
+    if reuseport:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((f"{net}.4", 9080))  # ratings' inbound listener
+    sock.listen()
+    try:
         text = run_up_expecting_refusal(up)
+    finally:
+        sock.close()
     assert "✓ sidecar ratings.default" not in text, text
-    assert re.search(r"sidecar ratings\.default rejected its config \(listener: .*9080", text), text
+    assert re.search(
+        rf"sidecar ratings\.default must listen on {re.escape(net)}\.4:9080, which is taken "
+        rf"\(Address already in use\): another mesh on these addresses\?",
+        text,
+    ), text
     assert_nothing_left(up)

@@ -111,6 +111,30 @@ def app_identity(listen: str, protocol: str) -> dict[str, Any]:
 # -- the control plane's debug address ------------------------------------------------
 
 
+def listen_addresses(debug_address: str, proxy: str) -> list[tuple[str, int]]:
+    """Where the control plane tells `proxy` to listen (its listeners' addresses)."""
+    query = urlencode({"proxy": proxy, "type": "listener"})
+    dump = request(debug_address, f"/debug/config_dump?{query}", timeout=5.0).json()
+    found = []
+    for item in (dump.get("resources") or {}).get("listener") or ():
+        address = ((item.get("resource") or {}).get("address") or {}).get("socket_address") or {}
+        if "address" in address and "port_value" in address:
+            found.append((str(address["address"]), int(address["port_value"])))
+    return found
+
+
+def in_use(host: str, port: int) -> str:
+    """Why `host:port` cannot be listened on ("" if it can). Binding without
+    SO_REUSEPORT fails wherever anything listens, even an Envoy that set it: Envoy's
+    listeners do, and two of them on one address would split the connections silently."""
+    try:
+        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
+            sock.bind((host, port))
+    except OSError as err:
+        return err.strerror or str(err)
+    return ""
+
+
 def syncz(debug_address: str) -> list[dict[str, Any]]:
     streams = request(debug_address, "/debug/syncz", timeout=5.0).json()
     return streams if isinstance(streams, list) else []

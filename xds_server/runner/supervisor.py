@@ -105,6 +105,8 @@ class Supervisor:
         self.running: dict[str, _Running] = {}
         self.plan = MeshPlan((), (), None)
         self._children: list[Child] = []
+        # Added workloads whose app runs and whose sidecar is not started yet.
+        self._pending: dict[str, tuple[Unit, Child | None]] = {}
         self._tokens: ProxyTokens | None = None
         self._reported: set[int] = set()  # pids whose exit was reported
         self._changed = threading.Event()
@@ -185,6 +187,8 @@ class Supervisor:
             assert unit.app is not None
             self._prove_app(unit.app, child)
             self.say(f"  ✓ app {unit.app.name:<14} {self._app_line(unit.app, child)}")
+        for unit in desired.values():
+            self._check_free(unit)
         sidecars = [(u, self._start_sidecar(u)) for u in desired.values()]
         for unit, child in sidecars:
             self._prove_sidecar(unit.workload, child, self._generation)
@@ -316,6 +320,21 @@ class Supervisor:
         )
         boot["node"].setdefault("metadata", {})[probes.RUN_ID_KEY] = self.run_id
         return render(boot)
+
+    def _check_free(self, unit: Unit) -> None:
+        """Refuse to start a sidecar where something already listens: its admin, and every
+        listener the control plane gives it (another mesh on the same addresses would
+        otherwise share Envoy's SO_REUSEPORT sockets and take half the connections)."""
+        we = unit.workload
+        wanted = [(we.address, self.options.admin_port)]
+        wanted += probes.listen_addresses(self.options.debug_address, unit.proxy_id)
+        for host, port in wanted:
+            if why := probes.in_use(host, port):
+                raise StartupFailed(
+                    f"sidecar {unit.proxy_id} must listen on {host}:{port}, which is taken "
+                    f"({why}): another mesh on these addresses? Stop it, or move this "
+                    "workload (spec.address)"
+                )
 
     def _start_sidecar(self, unit: Unit) -> Child:
         o = self.options
@@ -451,6 +470,12 @@ class Supervisor:
 
     def _apply_change(self) -> None:
         """Apply a config change make-before-break (see the module docstring)."""
+        try:
+            self._apply_change_steps()
+        finally:
+            self._drop_pending()
+
+    def _apply_change_steps(self) -> None:
         o = self.options
         changed = sorted(_short(p) for p in self._changed_paths)
         self._changed_paths.clear()
@@ -479,6 +504,7 @@ class Supervisor:
             self._reject(changed, answer.errors)
             return
         self._generation = answer.generation
+        self._start_added_sidecars(changes)
         gone = {u.proxy_id for u in changes.removed}
         # Every proxy routes by this generation: nothing goes to held or removed ones.
         self._wait_synced([p for p in self.running if p not in held | gone], answer.generation)
@@ -503,12 +529,27 @@ class Supervisor:
             self.say(f"    {err}")
 
     def _start_added(self, changes: Changes) -> None:
+        """Before the held publish: the apps of added workloads, proven."""
         for unit in changes.added:
             app = self._start_app(unit.app) if unit.app else None
+            self._pending[unit.proxy_id] = (unit, app)
             if unit.app is not None and app is not None:
                 self._prove_app(unit.app, app)
                 self.say(f"  + app {unit.app.name:<14} {self._app_line(unit.app, app)}")
+
+    def _start_added_sidecars(self, changes: Changes) -> None:
+        """After the held publish: their listeners are known, and checked free."""
+        for unit in changes.added:
+            self._check_free(unit)
+            _, app = self._pending.pop(unit.proxy_id)
             self.running[unit.proxy_id] = _Running(unit, self._start_sidecar(unit), app)
+
+    def _drop_pending(self) -> None:
+        """A change that stopped half way: apps started for it go (they would hold their
+        ports against the next try); its held workloads stay held, so none gets traffic."""
+        for _, app in self._pending.values():
+            self._retire(app)
+        self._pending.clear()
 
     def _prove_added(self, changes: Changes, generation: int) -> None:
         for unit in changes.added:
