@@ -244,3 +244,33 @@ def test_serve_takes_several_config_paths_and_keeps_the_old_spelling() -> None:
     two = options_from(parse(["serve", "--config", "a", "--config", "b.yaml"]))
     assert two.paths == (Path("a"), Path("b.yaml"))
     assert options_from(parse(["serve"])).paths == (Path("config/demo"),)
+
+
+def test_a_port_is_taken_by_a_listener_not_by_an_earlier_runs_closed_connections() -> None:
+    import socket
+
+    from xds_server.runner.probes import in_use
+
+    for reuseport in (False, True):  # anything, or an Envoy-like listener
+        listener = socket.socket()
+        if reuseport:
+            listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+        try:
+            assert in_use("127.0.0.1", port) == "Address already in use"
+        finally:
+            listener.close()
+    # Connections left in TIME_WAIT by a mesh that just stopped: free to listen again.
+    listener = socket.socket()
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    port = listener.getsockname()[1]
+    client = socket.create_connection(("127.0.0.1", port))
+    accepted, _ = listener.accept()
+    accepted.close()  # the server side closes first: its end waits in TIME_WAIT
+    client.close()
+    listener.close()
+    assert in_use("127.0.0.1", port) == ""

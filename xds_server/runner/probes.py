@@ -126,9 +126,12 @@ def listen_addresses(debug_address: str, proxy: str) -> list[tuple[str, int]]:
 def in_use(host: str, port: int) -> str:
     """Why `host:port` cannot be listened on ("" if it can). Binding without
     SO_REUSEPORT fails wherever anything listens, even an Envoy that set it: Envoy's
-    listeners do, and two of them on one address would split the connections silently."""
+    listeners do, and two of them on one address would split the connections silently.
+    (With SO_REUSEADDR, as Linux still refuses it next to a listening socket.)"""
     try:
         with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
+            # As Envoy binds: connections of an earlier run in TIME_WAIT do not count.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             sock.bind((host, port))
     except OSError as err:
         return err.strerror or str(err)
