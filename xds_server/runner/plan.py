@@ -14,8 +14,8 @@ calls upstreams through the sidecar's HTTP proxy on `<workload address>:15001`.
 `pocketmesh.io/app: tcp-echo` runs Istio's tcp-echo instead (for TCP services).
 
 Any document may carry `pocketmesh.io/try: <one command>`: `up` prints it under the
-URL, as the thing to try first (an example's documented effect); `{logs}` in it
-becomes the directory of the apps' logs.
+URL, as the thing to try first (an example's documented effect); `{dir}` in it
+becomes the directory of its file, `{logs}` the directory of the apps' logs.
 """
 
 from __future__ import annotations
@@ -195,7 +195,8 @@ def _scan(sources: Path | Sequence[Path]) -> tuple[Annotations, list[str]]:
             if not isinstance(meta, dict) or not isinstance(notes, dict):
                 continue
             if TRY_ANNOTATION in notes:
-                tries.append(str(notes[TRY_ANNOTATION]).strip())
+                line = str(notes[TRY_ANNOTATION]).strip()
+                tries.append(line.replace("{dir}", str(path.parent)))
             if doc.get("kind") == "WorkloadEntry":
                 key = (str(meta.get("namespace") or "default"), str(meta.get("name")))
                 found[key] = {str(k): str(v) for k, v in notes.items()}

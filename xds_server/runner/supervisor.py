@@ -141,7 +141,7 @@ class Supervisor:
             print(f"pocketmesh up: {err}", file=sys.stderr)
             return 1
         except OSError as err:
-            print(f"pocketmesh up: cannot prepare {o.run_dir}: {err}", file=sys.stderr)
+            print(f"pocketmesh up: cannot prepare the run or CA directory: {err}", file=sys.stderr)
             return 1
         lock = RunLock(o.run_dir).acquire({"config": o.label, "debug_address": o.debug_address})
         started = time.monotonic()
