@@ -572,6 +572,7 @@ class Supervisor:
         for unit in changes.sidecars_changed:
             running = self.running[unit.proxy_id]
             self._retire(running.sidecar)
+            self._check_free(unit)  # its new address, maybe
             running.sidecar = self._start_sidecar(unit)
             running.unit = Unit(unit.workload, unit.bootstrap, running.unit.app)
             self._prove_sidecar(unit.workload, running.sidecar, self._generation)
