@@ -1,7 +1,8 @@
 """`pocketmesh up` follows the config while it runs: a WorkloadEntry added gets its app
-and sidecar before any proxy routes to it, one removed loses them only after every
-proxy has stopped routing there; traffic through the gateway loses no request. A
-rejected edit is printed located in the terminal, and `status` shows it."""
+and sidecar before any proxy routes to it; one whose app or labels change has its app
+or sidecar restarted while no proxy routes to it; one removed loses them only after
+every proxy has stopped routing there. Traffic through the gateway loses no request
+meanwhile. A rejected edit is printed located in the terminal, and `status` shows it."""
 
 from __future__ import annotations
 
@@ -99,6 +100,22 @@ def test_workloads_added_and_removed_while_up_runs_lose_no_request(tmp_path: Pat
                 ),
                 timeout=30,
                 what="reviews-v4 answering without calling ratings",
+            )
+            # A new label: its bootstrap changes, the sidecar restarts while held, no loss.
+            mark = len(up.text())
+            extra.write_text(
+                extra.read_text().replace(
+                    "labels: {app: reviews, version: v4}",
+                    "labels: {app: reviews, version: v4, track: canary}",
+                )
+            )
+            up.wait_for(r"^\s+↻ sidecar reviews-v4\.default\s+restarted", timeout=60, since=mark)
+            up.wait_for(r"↻ config generation \d+ applied", timeout=30, since=mark)
+            seen = len(traffic.answers)
+            wait_until(
+                lambda: "reviews-v4" in {reviews_of(a) for a in traffic.answers[seen:]},
+                timeout=30,
+                what="traffic to reach the restarted reviews-v4",
             )
             mark = len(up.text())
             extra.unlink()
