@@ -39,7 +39,7 @@ DEFAULT_DEBUG_ADDRESS = "127.0.0.1:15014"
 
 @dataclass
 class Options:
-    config_dir: Path
+    config_dir: Path  # the first config path (kept for callers that name one directory)
     xds_address: str = DEFAULT_XDS_ADDRESS
     debug_address: str = DEFAULT_DEBUG_ADDRESS
     watch: bool = True
@@ -53,6 +53,12 @@ class Options:
     # directory, for sidecars that dial xDS at `bootstrap_xds_address` (bootstrap_dir).
     bootstrap_dir: Path | None = None
     bootstrap_xds_address: str = ""
+    # Every config file or directory, merged as one config; empty: just `config_dir`.
+    config_paths: tuple[Path, ...] = ()
+
+    @property
+    def paths(self) -> tuple[Path, ...]:
+        return self.config_paths or (self.config_dir,)
 
 
 @dataclass
@@ -114,28 +120,42 @@ class ControlPlane:
         trigger = trigger or PushTrigger.now("debugtrigger", "reload requested")
         return self._commit(self._prepare(), trigger)
 
-    async def reload_async(self, trigger: PushTrigger | None = None) -> bool:
+    async def reload_async(
+        self, trigger: PushTrigger | None = None, held: frozenset[str] = frozenset()
+    ) -> bool:
         """`reload`, with loading and translating in a worker thread: streams keep being
-        served while a large mesh is rebuilt (seconds, unscoped). One at a time."""
+        served while a large mesh is rebuilt (seconds, unscoped). One at a time.
+
+        `held`: proxy ids of workloads whose endpoints no proxy gets in this generation
+        (their own sidecars get their config): a supervisor starting or restarting a
+        workload publishes it held, waits for its sidecar, then reloads without."""
         trigger = trigger or PushTrigger.now("debugtrigger", "reload requested")
         async with self._reloading:
-            prepared = await asyncio.to_thread(self._prepare)
+            prepared = await asyncio.to_thread(self._prepare, held)
             return self._commit(prepared, trigger)
 
-    def _prepare(self) -> _Prepared:
+    def _prepare(self, held: frozenset[str] = frozenset()) -> _Prepared:
         """Everything up to publishing; touches nothing the streams read."""
         # A reload makes many objects and no cycles; a full collection during it walks
         # every stream's state too (measured: +0.1 s on the first reload with 2,000).
         with gc_paused():
-            return self._load_and_build()
+            return self._load_and_build(held)
 
-    def _load_and_build(self) -> _Prepared:
+    def _load_and_build(self, held: frozenset[str] = frozenset()) -> _Prepared:
         started = time.perf_counter()
-        result = load_paths([self.options.config_dir], trust_domain=self.options.trust_domain)
+        result = load_paths(self.options.paths, trust_domain=self.options.trust_domain)
         if result.config is None:
             return _Prepared(started, result, None, result.errors)
         try:
             config = result.config
+            if held:
+                config = dataclasses.replace(
+                    config,
+                    workload_entries=tuple(
+                        dataclasses.replace(we, healthy=False) if we.proxy_id in held else we
+                        for we in config.workload_entries
+                    ),
+                )
             if self.identity is not None:
                 trust_domain = self.identity.ca.trust_domain
                 config = dataclasses.replace(
@@ -145,7 +165,7 @@ class ControlPlane:
             snapshot = self.cache.build(config)
             metrics.pushcontext_init_seconds.observe(time.perf_counter() - building)
         except InconsistentSnapshot as err:
-            where = str(self.options.config_dir)
+            where = ", ".join(str(p) for p in self.options.paths)
             return _Prepared(started, result, None, (ConfigError(where, 0, "", "", "", str(err)),))
         return _Prepared(started, result, snapshot, ())
 
@@ -203,28 +223,47 @@ class ControlPlane:
     # -- lifecycle ----------------------------------------------------------------
 
     async def start(self) -> None:
+        """Load, then bind xDS and the debug address. A port that cannot be bound raises
+        OSError naming the address, after closing whatever had started."""
         from xds_server.debug_http import DebugServer
 
         self.reload(PushTrigger.now("global", "initial load"))
-        server = grpc.aio.server(handlers=xds_handlers(self.handler), options=SERVER_OPTIONS)
+        # No SO_REUSEPORT (grpc's default on Linux): a second server on a taken xDS port
+        # must fail to bind, not silently share the port with the first.
+        options = (*SERVER_OPTIONS, ("grpc.so_reuseport", 0))
+        server = grpc.aio.server(handlers=xds_handlers(self.handler), options=options)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         add_csds(server, self.connections, self.pushes)
         if self.identity is not None:
             ca = self.identity.ca
             metrics.watch_root_expiry(lambda: ca.signing_root.not_valid_after_utc)
-        if self.identity is not None and self.identity.options.xds_tls:
-            host = self.options.xds_address.rsplit(":", 1)[0].strip("[]")
-            creds = self.identity.server_credentials(host)
-            self.xds_port = server.add_secure_port(self.options.xds_address, creds)
-        else:
-            self.xds_port = server.add_insecure_port(self.options.xds_address)
-        if not self.xds_port:
-            raise OSError(f"cannot bind xDS address {self.options.xds_address}")
-        await server.start()
-        self._server = server
-        await self._health.set("", health_pb2.HealthCheckResponse.SERVING)
-        debug = self._debug = DebugServer(self)
-        self.debug_port = await debug.start(self.options.debug_address)
+        address = self.options.xds_address
+        try:
+            try:
+                if self.identity is not None and self.identity.options.xds_tls:
+                    host = address.rsplit(":", 1)[0].strip("[]")
+                    creds = self.identity.server_credentials(host)
+                    self.xds_port = server.add_secure_port(address, creds)
+                else:
+                    self.xds_port = server.add_insecure_port(address)
+            except RuntimeError:  # grpcio >= 1.50 raises instead of returning 0
+                self.xds_port = 0
+            if not self.xds_port:
+                raise OSError(f"cannot bind the xDS address {address} (in use, or not local)")
+            await server.start()
+            self._server = server
+            await self._health.set("", health_pb2.HealthCheckResponse.SERVING)
+            debug = self._debug = DebugServer(self)
+            try:
+                self.debug_port = await debug.start(self.options.debug_address)
+            except OSError as err:
+                raise OSError(
+                    f"cannot bind the debug address {self.options.debug_address}: "
+                    f"{err.strerror or err}"
+                ) from None
+        except BaseException:
+            await self._close(server)
+            raise
         if self.options.watch:
             self._tasks.append(asyncio.create_task(self._watch()))
         if self.identity is not None:
@@ -233,12 +272,21 @@ class ControlPlane:
             "pocketmesh serving xDS on %s, debug on %s, config %s",
             _with_port(self.options.xds_address, self.xds_port),
             _with_port(self.options.debug_address, self.debug_port),
-            self.options.config_dir,
+            ", ".join(str(p) for p in self.options.paths),
         )
+
+    async def _close(self, server: grpc.aio.Server) -> None:
+        """Undo a start that failed half way: nothing may outlive it (no warnings about
+        unclosed sessions or a closed event loop at exit)."""
+        if self._debug is not None:
+            await self._debug.stop()
+            self._debug = None
+        self._server = None
+        await server.stop(0)
 
     async def _watch(self) -> None:
         async for paths in config_changes(
-            self.options.config_dir,
+            self.options.paths,
             quiet=self.options.debounce_quiet,
             max_wait=self.options.debounce_max,
             stop=self._stop,

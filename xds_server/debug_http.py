@@ -7,11 +7,13 @@
 /debug/syncz      every connected stream and its per-type sync state (JSON)
 /debug/config     the config status: generation, files, errors, warnings (JSON)
 /debug/config_dump?proxy=ID[&type=cluster|listener|route|endpoint|secret]
-POST /debug/reload  reload the config now (for `serve --no-watch` and benchmarks)
+POST /debug/reload  reload the config now (for `serve --no-watch` and benchmarks);
+                    ?hold=ID,ID publishes those workloads without their endpoints
 """
 
 from __future__ import annotations
 
+import os
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -20,6 +22,7 @@ from google.protobuf.json_format import MessageToDict
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from xds_server import metrics, xds_types
+from xds_server.pushes import PushTrigger
 from xds_server.web import WebView
 
 if TYPE_CHECKING:
@@ -71,6 +74,10 @@ def config_dump(plane: ControlPlane, proxy: str, type_short: str | None) -> dict
     return dump
 
 
+def _ca_dir(path: Any) -> str | None:
+    return str(path.resolve()) if path is not None else None
+
+
 def _redact(value: Any) -> Any:
     if isinstance(value, dict):
         return {k: "[redacted]" if k == "private_key" else _redact(v) for k, v in value.items()}
@@ -117,9 +124,11 @@ class DebugServer:
         return web.Response(text="ok\n")
 
     async def _ready(self, _: web.Request) -> web.Response:
+        # The pid lets a supervisor (`pocketmesh up`) prove the answer is its own child's.
+        headers = {"x-pocketmesh-pid": str(os.getpid())}
         if self.plane.ready:
-            return web.Response(text="ready\n")
-        return web.Response(status=503, text="not ready: no config served yet\n")
+            return web.Response(text="ready\n", headers=headers)
+        return web.Response(status=503, text="not ready: no config served yet\n", headers=headers)
 
     async def _metrics(self, _: web.Request) -> web.Response:
         return web.Response(
@@ -132,9 +141,18 @@ class DebugServer:
 
     async def _config(self, _: web.Request) -> web.Response:
         s = self.plane.config_status
+        options, identity = self.plane.options, self.plane.identity
         return web.json_response(
             {
-                "config_dir": str(self.plane.options.config_dir),
+                "config_dir": ", ".join(str(p) for p in options.paths),
+                "config_paths": [str(p) for p in options.paths],
+                # Where this mesh's CA is and what proxies must present: how the CLI's
+                # commands find the running mesh's CA without flags.
+                "xds_address": f"{options.xds_address.rsplit(':', 1)[0]}:{self.plane.xds_port}",
+                "ca_dir": _ca_dir(identity.options.ca_dir) if identity else None,
+                "proxy_auth": bool(identity and identity.options.proxy_auth),
+                "xds_tls": bool(identity and identity.options.xds_tls),
+                "pid": os.getpid(),
                 "generation": s.generation,
                 "loaded_at": s.loaded_at,
                 "files": list(s.files),
@@ -144,8 +162,15 @@ class DebugServer:
             }
         )
 
-    async def _reload(self, _: web.Request) -> web.Response:
-        ok = await self.plane.reload_async()
+    async def _reload(self, request: web.Request) -> web.Response:
+        # ?hold=ID,ID: those workloads' endpoints stay out of this generation (app.py).
+        held = frozenset(filter(None, request.query.get("hold", "").split(",")))
+        # ?changed=PATH,PATH: the edited files, when a supervisor watches instead (`up`).
+        changed = [p for p in request.query.get("changed", "").split(",") if p][:100]
+        trigger = (
+            PushTrigger.for_files(changed, self.plane.options.config_dir) if changed else None
+        )
+        ok = await self.plane.reload_async(trigger, held=held)
         s = self.plane.config_status
         body = {"ok": ok, "generation": s.generation, "loaded_at": s.loaded_at}
         return web.json_response({**body, "errors": list(s.errors)}, status=200 if ok else 422)

@@ -4,12 +4,23 @@ Every answer names the service and version that produced it, the caller identity
 its sidecar vouched for (from `x-forwarded-client-cert`), and the request headers.
 With `calls`, it first asks other services through its sidecar's HTTP proxy
 (`<workload address>:15001`) and nests their answers: productpage → reviews → ratings.
+
+A few of httpbin's paths, as Istio's tasks use them: `/status/CODE` answers with
+that status, `/delay/SECONDS` answers after a while (at most 10 s). Each request is
+logged (method, path, Host), so a mirrored copy shows in the app's log as in the
+task. `GET /_pocketmesh/identity` names the process (workload, pid) without calling
+upstreams: `pocketmesh up` proves with it that the app on a port is its own.
+
+`--protocol tcp` is Istio's tcp-echo instead: each connection gets back
+`<workload> <first line>`; a first line of `pocketmesh-identity` gets the identity.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,6 +42,9 @@ PROPAGATED = (
     "end-user",
 )
 UPSTREAM_TIMEOUT = 5.0
+IDENTITY_PATH = "/_pocketmesh/identity"
+TCP_IDENTITY = b"pocketmesh-identity"
+MAX_DELAY = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +55,15 @@ class Settings:
     listen: str = "127.0.0.1:9080"
     proxy: str | None = None  # host:port of the sidecar's outbound HTTP proxy
     calls: tuple[str, ...] = field(default=())  # upstream URLs, e.g. http://reviews:9080/
+    protocol: str = "http"  # or "tcp": an echo server
+
+    def identity(self) -> dict[str, Any]:
+        return {
+            "workload": self.workload or self.service,
+            "service": self.service,
+            "version": self.version,
+            "pid": os.getpid(),
+        }
 
 
 def parse_xfcc(value: str) -> dict[str, str] | None:
@@ -93,15 +116,22 @@ class DemoApp:
         self._runner: web.AppRunner | None = None
 
     async def start(self) -> int:
-        """Listen; returns the bound port (useful with port 0)."""
-        self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=UPSTREAM_TIMEOUT))
+        """Listen; returns the bound port (useful with port 0). Raises OSError if the
+        address is taken, with nothing left open."""
         app = web.Application()
-        app.router.add_route("GET", "/{tail:.*}", self._handle)
+        app.router.add_route("GET", IDENTITY_PATH, self._identity)
+        app.router.add_route("*", "/{tail:.*}", self._handle)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         host, port = self.settings.listen.rsplit(":", 1)
         site = web.TCPSite(self._runner, host.strip("[]"), int(port))
-        await site.start()
+        try:
+            await site.start()
+        except BaseException:
+            await self.stop()
+            raise
+        # Only once bound: a failed bind leaves no client session to warn about.
+        self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=UPSTREAM_TIMEOUT))
         server = site._server
         assert server is not None
         return int(server.sockets[0].getsockname()[1])  # type: ignore[attr-defined]
@@ -109,11 +139,26 @@ class DemoApp:
     async def stop(self) -> None:
         if self._runner is not None:
             await self._runner.cleanup()
+            self._runner = None
         if self._session is not None:
             await self._session.close()
+            self._session = None
+
+    async def _identity(self, _: web.Request) -> web.Response:
+        return web.json_response(self.settings.identity())
 
     async def _handle(self, request: web.Request) -> web.Response:
         s = self.settings
+        log.info("%s %s (Host: %s)", request.method, request.path_qs, request.host)
+        status = 200
+        parts = request.path.strip("/").split("/")
+        if len(parts) == 2 and parts[0] == "status" and parts[1].isdigit():
+            status = int(parts[1])
+        elif len(parts) == 2 and parts[0] == "delay":
+            try:
+                await asyncio.sleep(min(float(parts[1]), MAX_DELAY))
+            except ValueError:
+                status = 400
         forwarded = {k: v for k in PROPAGATED if (v := request.headers.get(k)) is not None}
         upstreams = await asyncio.gather(*(self._call(url, forwarded) for url in s.calls))
         xfcc = request.headers.get(XFCC)
@@ -126,7 +171,7 @@ class DemoApp:
             "headers": {k.lower(): v for k, v in request.headers.items()},
             "upstreams": list(upstreams),
         }
-        return web.json_response(body)
+        return web.json_response(body, status=status)
 
     async def _call(self, url: str, headers: dict[str, str]) -> dict[str, Any]:
         assert self._session is not None
@@ -143,13 +188,51 @@ class DemoApp:
             return {"url": url, "status": None, "error": f"{type(err).__name__}: {err}"}
 
 
+class TcpEchoApp:
+    """Istio's tcp-echo: each connection is answered `<workload> <first line>`."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._server: asyncio.Server | None = None
+
+    async def start(self) -> int:
+        host, port = self.settings.listen.rsplit(":", 1)
+        self._server = await asyncio.start_server(self._handle, host.strip("[]"), int(port))
+        return int(self._server.sockets[0].getsockname()[1])
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            line = await asyncio.wait_for(reader.readline(), UPSTREAM_TIMEOUT)
+            if line.strip() == TCP_IDENTITY:
+                answer = json.dumps(self.settings.identity()).encode() + b"\n"
+            else:
+                log.info("connection: %r", line[:80])
+                answer = f"{self.settings.workload or self.settings.service} ".encode() + line
+            writer.write(answer)
+            await writer.drain()
+        except (OSError, TimeoutError):
+            pass
+        finally:
+            writer.close()
+
+
 async def run(settings: Settings, stop: asyncio.Event) -> None:
-    app = DemoApp(settings)
+    app: DemoApp | TcpEchoApp = (
+        TcpEchoApp(settings) if settings.protocol == "tcp" else DemoApp(settings)
+    )
     port = await app.start()
     via = f" via {settings.proxy}" if settings.proxy else ""
     calls = f", calling {', '.join(settings.calls)}{via}" if settings.calls else ""
     host = settings.listen.rsplit(":", 1)[0]
-    log.info("demo-app %s %s on %s:%d%s", settings.service, settings.version, host, port, calls)
+    log.info(
+        "demo-app %s %s (%s) on %s:%d%s, pid %d",
+        settings.service, settings.version, settings.protocol, host, port, calls, os.getpid(),
+    )  # fmt: skip
     try:
         await stop.wait()
     finally:

@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 from ca import load_ca_dir
+from tests.e2e.harness import free_port
 from tests.identity.mesh import write_mesh
 from xds_server.cli import build_parser, main
 from xds_server.commands.serve import options_from
@@ -50,6 +51,8 @@ def test_bootstrap_embeds_the_token_and_xds_tls(
     main(["ca", "init", "--dir", str(ca_dir)])
     capsys.readouterr()
     args = ["bootstrap", "--workload", "reviews", "--config", str(config), "--ca-dir", str(ca_dir)]
+    # No running mesh to ask (one on the default ports must not change this bootstrap).
+    args += ["--debug-address", f"127.0.0.1:{free_port()}"]
     assert main([*args, "--xds-tls"]) == 0
     boot = yaml.safe_load(capsys.readouterr().out)
     (service,) = boot["dynamic_resources"]["ads_config"]["grpc_services"]

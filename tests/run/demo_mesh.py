@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import re
 import shutil
 from pathlib import Path
@@ -9,6 +10,19 @@ from pathlib import Path
 from tests.e2e.harness import free_port
 
 DEMO = Path(__file__).resolve().parents[2] / "config" / "demo"
+_given: set[str] = set()
+
+
+def random_net() -> str:
+    """A 127.x.y block of its own for one test. Fixed blocks meet when two checkouts run
+    their tests at once, and Envoy's listeners share ports (SO_REUSEPORT) instead of
+    failing: connections would split between two meshes. 127.2-99.* is used by nobody
+    else (tests/traffic draws from 127.100-254.*, fixed blocks are 127.0.*)."""
+    while True:
+        net = f"127.{random.randint(2, 99)}.{random.randint(0, 255)}"
+        if net not in _given:
+            _given.add(net)
+            return net
 
 
 def demo_copy(root: Path, net: str) -> Path:
@@ -21,3 +35,27 @@ def demo_copy(root: Path, net: str) -> Path:
         text = re.sub(r"127\.0\.0\.1:19\d\d\d", lambda _: f"127.0.0.1:{free_port()}", text)
         path.write_text(text)
     return config
+
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "config" / "examples"
+EXAMPLES_NET = "127.0.73"
+
+
+def example_copy(root: Path, example: str, net: str) -> Path:
+    """A self-contained copy of config/examples/<example> (the registry files it links,
+    copied in) on the 127.x block `net`, its apps on free ports: the same config as
+    `pocketmesh up config/examples/<example>`, clashing with nothing."""
+    target = root / example
+    target.mkdir(parents=True)
+    ports: dict[str, int] = {}
+
+    def free(match: re.Match[str]) -> str:
+        return f"127.0.0.1:{ports.setdefault(match.group(0), free_port())}"
+
+    for path in sorted((EXAMPLES / example).iterdir()):
+        if path.suffix not in (".yaml", ".yml"):
+            shutil.copy(path, target / path.name)
+            continue
+        text = path.read_text().replace(f"{EXAMPLES_NET}.", f"{net}.")  # follows links
+        (target / path.name).write_text(re.sub(r"127\.0\.0\.1:173\d\d", free, text))
+    return target

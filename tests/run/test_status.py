@@ -16,13 +16,13 @@ from envoy.config.route.v3 import route_pb2
 from google.protobuf.message import Message
 
 from tests.e2e.harness import ControlPlaneThread, free_port, get, running, sidecar, wait_until
-from tests.run.demo_mesh import demo_copy
+from tests.run.demo_mesh import demo_copy, random_net
 from xds_server import xds_types
 from xds_server.cli import main
 from xds_server.galley.loader import load_paths
 from xds_server.identity import IdentityOptions
 
-NET = "127.0.62"
+NET = random_net()
 
 
 class Injector:

@@ -19,10 +19,10 @@ from typing import Any
 import pytest
 
 from tests.e2e.harness import free_port, get, via_proxy, wait_until
-from tests.run.demo_mesh import demo_copy
+from tests.run.demo_mesh import demo_copy, random_net
 
 # Each test module gets its own 127.x block so runs never collide.
-NET = "127.0.61"
+NET = random_net()
 SPIFFE = "spiffe://cluster.local/ns/default/sa"
 
 
@@ -80,6 +80,7 @@ def up(tmp_path: Path) -> Iterator[dict[str, Any]]:
     argv = [
         sys.executable, "-m", "xds_server.cli", "up", str(config),
         "--run-dir", str(run_dir),
+        "--ca-dir", str(tmp_path / "ca"),
         "--xds-address", f"127.0.0.1:{free_port()}",
         "--debug-address", debug,
     ]  # fmt: skip
@@ -218,9 +219,10 @@ def test_children_die_with_up_even_when_it_is_killed(up: dict[str, Any]) -> None
 def test_invalid_config_starts_nothing_and_says_where(tmp_path: Path) -> None:
     config = demo_copy(tmp_path, NET)
     workloads = config / "workloads.yaml"
-    workloads.write_text(workloads.read_text().replace("address: 127.0.61.3", "address: 300.1"))
+    workloads.write_text(workloads.read_text().replace(f"address: {NET}.3", "address: 300.1"))
     result = subprocess.run(
-        [sys.executable, "-m", "xds_server.cli", "up", str(config), "--run-dir", str(tmp_path)],
+        [sys.executable, "-m", "xds_server.cli", "up", str(config), "--run-dir", str(tmp_path),
+         "--ca-dir", str(tmp_path / "ca")],
         capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert result.returncode == 1, result

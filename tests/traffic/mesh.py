@@ -128,7 +128,9 @@ def _copy(source: Path, target: Path) -> None:
     """Copy an example folder, moving its addresses to this run's block."""
     target.mkdir(parents=True)
     for path in sorted(source.iterdir()):
-        if path.is_file():
+        # An example links the registry files it needs (for `pocketmesh up`); this mesh
+        # has the whole registry already, and its own apps in place of up's.
+        if path.is_file() and not path.is_symlink():
             text = path.read_text().replace(EXAMPLES_NET + ".", NET + ".")
             (target / path.name).write_text(text)
 

@@ -10,7 +10,11 @@ from typing import Any
 from xds_server.app import DEFAULT_XDS_ADDRESS
 from xds_server.bootstrap import BootstrapOptions, render, sidecar_bootstrap
 from xds_server.commands.common import DEFAULT_CONFIG, load_or_report
-from xds_server.commands.identity_flags import add_bootstrap_identity_flags, bootstrap_identity
+from xds_server.commands.identity_flags import (
+    BootstrapRefused,
+    add_bootstrap_identity_flags,
+    bootstrap_identity,
+)
 from xds_server.galley.model import DEFAULT_NAMESPACE
 
 
@@ -45,12 +49,17 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 1
+    try:
+        identity = bootstrap_identity(args, workload.proxy_id, ads=not args.no_ads)
+    except BootstrapRefused as err:
+        print(f"pocketmesh bootstrap: refused: {err}", file=sys.stderr)
+        return 1
     options = BootstrapOptions(
         xds_address=args.xds_address,
         delta=args.delta,
         ads=not args.no_ads,
         admin_port=args.admin_port,
-        **bootstrap_identity(args, workload.proxy_id),
+        **identity,
     )
     text = render(sidecar_bootstrap(workload, options))
     if args.output:

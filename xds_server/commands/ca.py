@@ -8,6 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from ca import CaError, init_ca_dir, inspect_certificate, load_ca_dir
+from xds_server.app import DEFAULT_DEBUG_ADDRESS
+from xds_server.commands.locate import ca_dir_for, running_mesh
 from xds_server.identity import DEFAULT_CA_DIR
 from xds_server.identity.auth import ProxyTokens
 
@@ -26,7 +28,16 @@ def register(sub: Any) -> None:
     )
     inspect.add_argument("file", type=Path, help="PEM file (a chain: the leaf first)")
     inspect.add_argument(
-        "--ca-dir", type=Path, default=None, help="check the chain against this CA's trust bundle"
+        "--ca-dir",
+        type=Path,
+        default=None,
+        help="check the chain against this CA's trust bundle (default: the running mesh's "
+        "CA, asked at --debug-address, else .pocketmesh/ca if it exists)",
+    )
+    inspect.add_argument(
+        "--debug-address",
+        default=DEFAULT_DEBUG_ADDRESS,
+        help="the running control plane, asked for its CA directory (%(default)s)",
     )
     inspect.set_defaults(func=run_inspect)
 
@@ -53,9 +64,11 @@ def run_inspect(args: argparse.Namespace) -> int:
         print(f"pocketmesh: cannot read {args.file}: {err.strerror}", file=sys.stderr)
         return 1
     bundle = None
-    ca_dir = args.ca_dir
-    if ca_dir is None and DEFAULT_CA_DIR.is_dir():
-        ca_dir = DEFAULT_CA_DIR
+    ca_dir: Path | None = args.ca_dir
+    if ca_dir is None:
+        ca_dir = ca_dir_for(None, running_mesh(args.debug_address))
+        if not ca_dir.is_dir():
+            ca_dir = None  # no CA anywhere: inspect the certificate alone
     try:
         if ca_dir is not None:
             bundle = load_ca_dir(ca_dir).trust_bundle_pem()

@@ -29,6 +29,12 @@ def add_arguments(app: argparse.ArgumentParser) -> None:
     app.add_argument("--listen", default="127.0.0.1:9080", help="HOST:PORT (%(default)s)")
     app.add_argument("--proxy", help="the sidecar's HTTP proxy, e.g. 127.0.10.1:15001")
     app.add_argument(
+        "--protocol",
+        choices=("http", "tcp"),
+        default="http",
+        help="http: the JSON app; tcp: an echo server, like Istio's tcp-echo (%(default)s)",
+    )
+    app.add_argument(
         "--call",
         action="append",
         default=[],
@@ -45,6 +51,7 @@ def run_command(args: argparse.Namespace) -> int:
         listen=args.listen,
         proxy=args.proxy,
         calls=tuple(args.call),
+        protocol=args.protocol,
     )
 
     async def main() -> None:
@@ -57,7 +64,7 @@ def run_command(args: argparse.Namespace) -> int:
     try:
         asyncio.run(main())
     except OSError as err:
-        print(f"pocketmesh demo-app: {err}", file=sys.stderr)
+        print(f"pocketmesh demo-app: cannot listen on {settings.listen}: {err}", file=sys.stderr)
         return 1
     return 0
 

@@ -11,13 +11,18 @@ from typing import Any
 
 from ca import CaError
 from xds_server.app import DEFAULT_DEBUG_ADDRESS, DEFAULT_XDS_ADDRESS, ControlPlane, Options
-from xds_server.commands.common import DEFAULT_CONFIG
+from xds_server.commands.common import DEFAULT_CONFIG, missing_paths
 from xds_server.commands.identity_flags import add_identity_flags, identity_options
 
 
 def register(sub: Any) -> None:
     serve = sub.add_parser("serve", help="run the control plane (xDS + debug HTTP)")
-    serve.add_argument("--config", default=DEFAULT_CONFIG, help="config directory (%(default)s)")
+    serve.add_argument(
+        "--config",
+        action="append",
+        metavar="PATH",
+        help=f"config directory or file; repeat to merge several ({DEFAULT_CONFIG})",
+    )
     serve.add_argument("--xds-address", default=DEFAULT_XDS_ADDRESS, help="%(default)s")
     serve.add_argument("--debug-address", default=DEFAULT_DEBUG_ADDRESS, help="%(default)s")
     serve.add_argument("--no-watch", action="store_true", help="do not reload on file changes")
@@ -55,8 +60,10 @@ def register(sub: Any) -> None:
 
 
 def options_from(args: argparse.Namespace) -> Options:
+    paths = tuple(Path(p) for p in (args.config or [DEFAULT_CONFIG]))
     return Options(
-        config_dir=Path(args.config),
+        config_dir=paths[0],
+        config_paths=paths,
         xds_address=args.xds_address,
         debug_address=args.debug_address,
         watch=not args.no_watch,
@@ -71,8 +78,8 @@ def options_from(args: argparse.Namespace) -> Options:
 
 def run(args: argparse.Namespace) -> int:
     options = options_from(args)
-    if not options.config_dir.is_dir():
-        print(f"pocketmesh: config directory {options.config_dir} does not exist", file=sys.stderr)
+    if missing := missing_paths(options.paths):
+        print(f"pocketmesh serve: no such config file or directory: {missing}", file=sys.stderr)
         return 2
     if options.bootstrap_dir is not None:
         xds = options.bootstrap_xds_address or options.xds_address
@@ -95,6 +102,6 @@ def run(args: argparse.Namespace) -> int:
     try:
         asyncio.run(main())
     except (OSError, CaError) as err:
-        print(f"pocketmesh: {err}", file=sys.stderr)
+        print(f"pocketmesh serve: {err}", file=sys.stderr)
         return 1
     return 0

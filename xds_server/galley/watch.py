@@ -128,26 +128,40 @@ def polling_reason(
 
 
 async def config_changes(
-    directory: Path,
+    directory: Path | Sequence[Path],
     *,
     quiet: float = 0.1,
     max_wait: float = 10.0,
     stop: asyncio.Event | None = None,
     polling: bool | None = None,
 ) -> AsyncIterator[set[str]]:
-    """Yield the changed YAML paths once the directory has been quiet for `quiet`
-    seconds, or after `max_wait` seconds of constant change. `polling`: force (True)
-    or forbid (False) polling; None decides (`polling_reason`)."""
-    reason = polling_reason(directory, polling)
-    if reason is not None:
-        log.info("watching %s by polling every %s s (%s)", directory, POLL_INTERVAL, reason)
-        async for paths in poll_changes(directory, quiet=quiet, max_wait=max_wait, stop=stop):
+    """Yield the changed YAML paths once the paths have been quiet for `quiet`
+    seconds, or after `max_wait` seconds of constant change. Several files and
+    directories may be given: a file is watched through its folder (editors replace
+    files by rename), and only its own changes count. `polling`: force (True) or
+    forbid (False) polling; None decides per path (`polling_reason`), and one path
+    that needs polling makes every path polled."""
+    given = [directory] if isinstance(directory, Path) else [Path(p) for p in directory]
+    shown = ", ".join(str(p) for p in given)
+    reasons = [r for p in given if (r := polling_reason(p, polling)) is not None]
+    if reasons:
+        log.info("watching %s by polling every %s s (%s)", shown, POLL_INTERVAL, reasons[0])
+        async for paths in poll_changes(given, quiet=quiet, max_wait=max_wait, stop=stop):
             yield paths
         return
-    log.info("watching %s by filesystem events", directory)
+    log.info("watching %s by filesystem events", shown)
+    roots = {p.resolve() if p.is_dir() else p.resolve().parent for p in given}
+    dirs = [str(p.resolve()) for p in given if p.is_dir()]
+    files = {str(p.resolve()) for p in given if not p.is_dir()}
+
+    def wanted(change: watchfiles.Change, path: str) -> bool:
+        if not _is_config(change, path):
+            return False
+        return path in files or any(path.startswith(d + "/") for d in dirs)
+
     async for changes in watchfiles.awatch(
-        directory,
-        watch_filter=_is_config,
+        *sorted(roots),
+        watch_filter=wanted,
         step=max(1, int(quiet * 1000)),
         debounce=max(1, int(max_wait * 1000)),
         stop_event=stop,
@@ -175,27 +189,38 @@ class FileState:
         return self.digest is None or before.digest is None or self.digest == before.digest
 
 
-def scan(directory: Path, now_ns: int | None = None) -> dict[str, FileState]:
-    """The YAML files the loader would read (hidden entries skipped), and their state."""
+def scan(paths: Path | Sequence[Path], now_ns: int | None = None) -> dict[str, FileState]:
+    """The YAML files the loader would read (hidden entries skipped), and their state:
+    every file under a directory given, and each file given by name."""
     now_ns = time.time_ns() if now_ns is None else now_ns
     racy_ns = int(RACY_SECONDS * 1e9)
     found: dict[str, FileState] = {}
-    for root, dirs, files in os.walk(directory):
-        dirs[:] = [d for d in dirs if not d.startswith(".")]
-        for name in files:
-            if name.startswith(".") or not name.endswith(YAML_SUFFIXES):
-                continue
-            path = os.path.join(root, name)
-            try:
-                st = os.stat(path)  # through symlinks: a ConfigMap's swap changes the inode
-                digest = None
-                if now_ns - st.st_mtime_ns < racy_ns:
-                    with open(path, "rb") as f:
-                        digest = hashlib.blake2b(f.read(), digest_size=16).digest()
-            except OSError:  # gone between the listing and the stat: a change anyway
-                continue
-            found[path] = FileState(st.st_size, st.st_ino, st.st_mtime_ns, digest)
+    for given in [paths] if isinstance(paths, Path) else paths:
+        if not given.is_dir():
+            if (state := _file_state(str(given), now_ns, racy_ns)) is not None:
+                found[str(given)] = state
+            continue
+        for root, dirs, files in os.walk(given):
+            dirs[:] = [d for d in dirs if not d.startswith(".")]
+            for name in files:
+                if name.startswith(".") or not name.endswith(YAML_SUFFIXES):
+                    continue
+                path = os.path.join(root, name)
+                if (state := _file_state(path, now_ns, racy_ns)) is not None:
+                    found[path] = state
     return found
+
+
+def _file_state(path: str, now_ns: int, racy_ns: int) -> FileState | None:
+    try:
+        st = os.stat(path)  # through symlinks: a ConfigMap's swap changes the inode
+        digest = None
+        if now_ns - st.st_mtime_ns < racy_ns:
+            with open(path, "rb") as f:
+                digest = hashlib.blake2b(f.read(), digest_size=16).digest()
+    except OSError:  # gone between the listing and the stat: a change anyway
+        return None
+    return FileState(st.st_size, st.st_ino, st.st_mtime_ns, digest)
 
 
 def changed_paths(before: Mapping[str, FileState], after: Mapping[str, FileState]) -> set[str]:
@@ -205,7 +230,7 @@ def changed_paths(before: Mapping[str, FileState], after: Mapping[str, FileState
 
 
 async def poll_changes(
-    directory: Path,
+    directory: Path | Sequence[Path],
     *,
     quiet: float = 0.1,
     max_wait: float = 10.0,

@@ -312,7 +312,7 @@ class _Builder:
     ) -> tuple[Endpoint, ...]:
         found: dict[tuple[str, int], Endpoint] = {}
         for we in backing:
-            if not we.address:
+            if not we.address or not we.healthy:  # an unhealthy workload gets no traffic
                 continue
             if se.resolution not in DNS_RESOLUTIONS and not is_ip(we.address):
                 # Envoy NACKs a whole EDS response for one hostname: drop just this one.

@@ -11,6 +11,11 @@ A WorkloadEntry asks for a local app with annotations:
 The app listens where the sidecar hands inbound traffic (the Sidecar's ingress
 `defaultEndpoint`, else 127.0.0.1:<port>), exactly as the generators plan it, and
 calls upstreams through the sidecar's HTTP proxy on `<workload address>:15001`.
+`pocketmesh.io/app: tcp-echo` runs Istio's tcp-echo instead (for TCP services).
+
+Any document may carry `pocketmesh.io/try: <one command>`: `up` prints it under the
+URL, as the thing to try first (an example's documented effect); `{dir}` in it
+becomes the directory of its file, `{logs}` the directory of the apps' logs.
 """
 
 from __future__ import annotations
@@ -24,14 +29,19 @@ from typing import Any
 
 import yaml
 
-from xds_server.galley.model import MeshConfig, WorkloadEntry
+from xds_server.galley.model import MeshConfig, ServiceEntry, WorkloadEntry, labels_match
 from xds_server.generators import naming
 from xds_server.generators.push_context import InboundPlan, PushContext
 
 APP_ANNOTATION = "pocketmesh.io/app"
 CALLS_ANNOTATION = "pocketmesh.io/calls"
-# The apps `up` knows how to run, and the module that runs each with `python -m`.
-APPS = {"demo-app": "xds_server.commands.demo_app"}
+TRY_ANNOTATION = "pocketmesh.io/try"
+# The apps `up` knows how to run: the module each runs with `python -m`, the CLI
+# command, and its protocol.
+APPS = {
+    "demo-app": ("xds_server.commands.demo_app", "demo-app", "http"),
+    "tcp-echo": ("xds_server.commands.demo_app", "demo-app", "tcp"),
+}
 YAML_SUFFIXES = (".yaml", ".yml")
 
 
@@ -51,16 +61,20 @@ class AppPlan:
     def name(self) -> str:
         return self.workload.meta.name
 
+    @property
+    def protocol(self) -> str:
+        return APPS[self.app][2]
+
     def argv(self, pocketmesh: Sequence[str] | None = None) -> list[str]:
         """The app's command line: `pocketmesh` is how to invoke the CLI (docker-compose
         says ["pocketmesh"]); by default the app's own module, lighter than the CLI."""
         labels = self.workload.labels
-        if pocketmesh is None:
-            argv = [sys.executable, "-m", APPS[self.app]]
-        else:
-            argv = [*pocketmesh, self.app]
+        module, command, protocol = APPS[self.app]
+        argv = [sys.executable, "-m", module] if pocketmesh is None else [*pocketmesh, command]
         argv += ["--service", labels.get("app", self.name), "--version", labels.get("version", "")]
         argv += ["--workload", self.name, "--listen", self.listen, "--proxy", self.proxy]
+        if protocol != "http":
+            argv += ["--protocol", protocol]
         for url in self.calls:
             argv += ["--call", url]
         return argv
@@ -73,9 +87,19 @@ class Entry:
     url: str
     via: str  # which workload answers it, and why it was chosen
     host: str = ""  # the Host header to send, when the gateway routes by host
+    proxy: str = ""  # a client sidecar's HTTP proxy to send it through (curl -x)
+    tcp: bool = False  # a TCP service: no URL, a connection
+    resolve: str = ""  # HTTPS: the address the URL's name stands for (curl --resolve)
 
     @property
     def curl(self) -> str:
+        if self.resolve:
+            authority = self.url.split("://", 1)[1].split("/", 1)[0]
+            return f"curl -k --resolve {authority}:{self.resolve} {self.url}"
+        if self.tcp:
+            return f"echo hello | curl -s telnet://{self.url}"
+        if self.proxy:
+            return f"curl -x http://{self.proxy} {self.url}"
         return f"curl -H 'Host: {self.host}' {self.url}" if self.host else f"curl {self.url}"
 
 
@@ -84,6 +108,10 @@ class MeshPlan:
     workloads: tuple[WorkloadEntry, ...]  # one Envoy each
     apps: tuple[AppPlan, ...]
     entry: Entry | None
+    tries: tuple[str, ...] = ()  # the `pocketmesh.io/try` lines, in file order
+
+    def app_of(self, proxy_id: str) -> AppPlan | None:
+        return next((a for a in self.apps if a.workload.proxy_id == proxy_id), None)
 
 
 def plan_mesh(
@@ -92,7 +120,7 @@ def plan_mesh(
     """`sources`: the config's files or directories (annotations are read from them).
     `local`: every workload must run on this machine (loopback addresses)."""
     ctx = PushContext.build(config)
-    annotations = read_annotations(sources)
+    annotations, tries = _scan(sources)
     apps: list[AppPlan] = []
     inbound: dict[str, InboundPlan] = {}
     listening: dict[str, str] = {}
@@ -122,17 +150,28 @@ def plan_mesh(
         calls = tuple(u.strip() for u in notes.get(CALLS_ANNOTATION, "").split(",") if u.strip())
         proxy_address = f"{we.address}:{naming.OUTBOUND_HTTP_PORT}"
         apps.append(AppPlan(we, app, listen, proxy_address, calls))
-    entry = _gateway_entry(config) or _root_app_entry(apps, inbound)
-    return MeshPlan(config.workload_entries, tuple(apps), entry)
+    entry = _gateway_entry(config) or _client_entry(config, apps) or _root_app_entry(apps, inbound)
+    return MeshPlan(config.workload_entries, tuple(apps), entry, tuple(tries))
 
 
-def read_annotations(sources: Path | Sequence[Path]) -> dict[tuple[str, str], dict[str, str]]:
-    """WorkloadEntry annotations, by (namespace, name), from the raw YAML.
+Annotations = dict[tuple[str, str], dict[str, str]]
+
+
+def read_annotations(sources: Path | Sequence[Path]) -> Annotations:
+    """WorkloadEntry annotations, by (namespace, name), from the raw YAML."""
+    return _scan(sources)[0]
+
+
+def _scan(sources: Path | Sequence[Path]) -> tuple[Annotations, list[str]]:
+    """WorkloadEntry annotations, and every `pocketmesh.io/try` line of any document in
+    file order.
 
     Galley validates annotations but keeps them out of the mesh model (the
     generators have no use for them); `up` is their only reader.
     """
     found: dict[tuple[str, str], dict[str, str]] = {}
+    tries: list[str] = []
+    seen: set[Path] = set()
     paths: list[Path] = []
     for source in [sources] if isinstance(sources, Path) else sources:
         if source.is_file():
@@ -143,21 +182,25 @@ def read_annotations(sources: Path | Sequence[Path]) -> dict[tuple[str, str], di
             if not any(part.startswith(".") for part in path.relative_to(source).parts):
                 paths.append(path)
     for path in paths:
-        if path.suffix not in YAML_SUFFIXES or not path.is_file():
+        if path.suffix not in YAML_SUFFIXES or not path.is_file() or path.resolve() in seen:
             continue
+        seen.add(path.resolve())  # as the loader does: a file linked twice is read once
         try:
             docs = list(yaml.safe_load_all(path.read_text()))
         except (OSError, yaml.YAMLError):
             continue  # the loader already reported it
         for doc in _flatten(docs):
             meta = doc.get("metadata")
-            if doc.get("kind") != "WorkloadEntry" or not isinstance(meta, dict):
+            notes = meta.get("annotations") if isinstance(meta, dict) else None
+            if not isinstance(meta, dict) or not isinstance(notes, dict):
                 continue
-            notes = meta.get("annotations")
-            if isinstance(notes, dict):
+            if TRY_ANNOTATION in notes:
+                line = str(notes[TRY_ANNOTATION]).strip()
+                tries.append(line.replace("{dir}", str(path.parent)))
+            if doc.get("kind") == "WorkloadEntry":
                 key = (str(meta.get("namespace") or "default"), str(meta.get("name")))
                 found[key] = {str(k): str(v) for k, v in notes.items()}
-    return found
+    return found, tries
 
 
 def _flatten(docs: list[Any]) -> list[Mapping[str, Any]]:
@@ -183,21 +226,86 @@ def _check_local(we: WorkloadEntry) -> None:
 
 
 def _gateway_entry(config: MeshConfig) -> Entry | None:
-    """The first Gateway's first server, on the WorkloadEntry its selector picks."""
+    """The first Gateway's first server, on the WorkloadEntry its selector picks; the
+    path is the first one a VirtualService bound to that Gateway routes (`/` else)."""
     for gateway in config.gateways:
         if not gateway.servers:
             continue
         server = gateway.servers[0]
         for we in config.workload_entries:
-            if gateway.selects(we.labels):
-                # A server for specific hosts routes by Host: the URL alone would get a 404.
-                host = server.hosts[0].split("/", 1)[-1] if server.hosts else "*"
-                return Entry(
-                    f"http://{we.address}:{server.port}/",
-                    f"{we.proxy_id}, Gateway {gateway.meta.key}",
-                    "" if "*" in host else host,
-                )
+            if not gateway.selects(we.labels):
+                continue
+            # A server for specific hosts routes by Host: the URL alone would get a 404.
+            host = server.hosts[0].split("/", 1)[-1] if server.hosts else "*"
+            host = "" if "*" in host else host
+            path = _routed_path(config, gateway.meta.namespace, gateway.meta.name)
+            via = f"{we.proxy_id}, Gateway {gateway.meta.key}"
+            if server.tls is not None and not server.tls.https_redirect:
+                name = host or "localhost"
+                return Entry(f"https://{name}:{server.port}{path}", via, resolve=we.address)
+            return Entry(f"http://{we.address}:{server.port}{path}", via, host)
     return None
+
+
+def _routed_path(config: MeshConfig, namespace: str, name: str) -> str:
+    for vs in config.virtual_services:
+        bound = {g if "/" in g else f"{vs.meta.namespace}/{g}" for g in vs.gateways}
+        if f"{namespace}/{name}" not in bound:
+            continue
+        for route in vs.http:
+            for match in route.match:
+                if match.uri is not None and match.uri.kind in ("exact", "prefix"):
+                    return match.uri.value if match.uri.value.startswith("/") else "/"
+            if not route.match:
+                return "/"
+    return "/"
+
+
+def _client_entry(config: MeshConfig, apps: list[AppPlan]) -> Entry | None:
+    """No gateway, but a client: a workload with no app that no service selects (Istio's
+    `sleep`). Requests go through its sidecar, so its VirtualServices apply: the entry
+    is the first service that runs an app here, asked through that sidecar."""
+    with_app = {a.workload.proxy_id for a in apps}
+    client = next(
+        (w for w in config.workload_entries
+         if w.proxy_id not in with_app
+         and not any(_selects(se, w) for se in config.service_entries)),
+        None,
+    )  # fmt: skip
+    if client is None:
+        return None
+    called = {_host_of(url) for app in apps for url in app.calls}
+
+    def rank(se: ServiceEntry) -> tuple[int, int]:
+        """Prefer the head of a call chain (calls others, called by none), then any
+        service nobody calls, then the rest."""
+        backing = [a for a in apps if _selects(se, a.workload)]
+        uncalled = se.hosts[0].split(".", 1)[0] not in called
+        return (0 if uncalled else 1, 0 if any(a.calls for a in backing) else 1)
+
+    runnable = [
+        se for se in config.service_entries
+        if se.hosts and se.ports and any(_selects(se, a.workload) for a in apps)
+    ]  # fmt: skip
+    for se in sorted(runnable, key=rank):
+        port = se.ports[0]
+        host = se.hosts[0]
+        if se.meta.namespace == client.meta.namespace:
+            host = host.split(".", 1)[0]  # the short name, as an app of its namespace says
+        via = f"the sidecar of {client.proxy_id}, a client"
+        if not naming.is_http(port.protocol):
+            return Entry(f"{client.address}:{port.number}", via, tcp=True)
+        proxy = f"{client.address}:{naming.OUTBOUND_HTTP_PORT}"
+        return Entry(f"http://{host}:{port.number}/", via, proxy=proxy)
+    return None
+
+
+def _selects(se: ServiceEntry, we: WorkloadEntry) -> bool:
+    return (
+        se.workload_selector is not None
+        and se.meta.namespace == we.meta.namespace
+        and labels_match(se.workload_selector, we.labels)
+    )
 
 
 def _root_app_entry(apps: list[AppPlan], inbound: Mapping[str, InboundPlan]) -> Entry | None:

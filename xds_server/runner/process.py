@@ -18,6 +18,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import IO
 
+from xds_server.runner.rundir import open_private_append
+
 PR_SET_PDEATHSIG = 1
 
 
@@ -40,8 +42,7 @@ class Child:
         return self.proc.pid if self.proc else None
 
     def start(self) -> Child:
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        self._log = self.log_path.open("ab")
+        self._log = os.fdopen(open_private_append(self.log_path), "ab")
         self.proc = subprocess.Popen(
             self.argv,
             stdin=subprocess.DEVNULL,
@@ -52,6 +53,10 @@ class Child:
             preexec_fn=_die_with_parent if sys.platform == "linux" else None,
         )
         return self
+
+    @property
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
 
     def exited(self) -> int | None:
         """The exit code if the child has exited, else None."""
@@ -72,6 +77,11 @@ class Child:
         if self._log is not None:
             self._log.close()
             self._log = None
+
+    def last_line(self) -> str:
+        """The log's last non-empty line: usually why a child stopped."""
+        lines = [line for line in self.tail(40).splitlines() if line.strip()]
+        return lines[-1].strip() if lines else ""
 
     def tail(self, lines: int = 15) -> str:
         try:
