@@ -39,6 +39,8 @@ class Options:
     config_dir: Path
     xds_address: str = DEFAULT_XDS_ADDRESS
     debug_address: str = DEFAULT_DEBUG_ADDRESS
+    # Mutating debug endpoints (POST) answer only loopback peers unless this is set.
+    debug_remote_admin: bool = False
     watch: bool = True
     debounce_quiet: float = 0.1
     debounce_max: float = 10.0
@@ -79,7 +81,10 @@ class ControlPlane:
             self.identity = IdentityRuntime.create(options.identity, options.trust_domain)
             self.identity.attach(self.cache, self.connections)
         auth = self.identity.authenticator if self.identity else None
-        self.handler = StreamHandler(self.cache, self.connections, authenticate=auth)
+        refused = self.identity.secret_refused if self.identity else None
+        self.handler = StreamHandler(
+            self.cache, self.connections, authenticate=auth, secret_refused=refused
+        )
         self.config_status = ConfigStatus()
         self.xds_port = 0
         self.debug_port = 0

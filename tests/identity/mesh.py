@@ -8,8 +8,11 @@ its app (Sidecar ingress), as on a machine without iptables.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
+import socket
 import textwrap
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -131,3 +134,65 @@ def verify_with_cryptography(chain_pem: bytes, bundle_pem: bytes, when: Any) -> 
     return [
         str(s.value) for s in verified.subjects if isinstance(s, x509.UniformResourceIdentifier)
     ]
+
+
+class SourceRelay:
+    """A TCP relay on 127.0.0.1 that dials `target` from `source` (an address of this
+    machine): a gRPC client through it connects as if it ran on that address, as a
+    sidecar's xDS connection does (its bootstrap binds it to the workload's address)."""
+
+    def __init__(self, source: str, target: str) -> None:
+        host, port = target.rsplit(":", 1)
+        self._target = (host, int(port))
+        self._source = source
+        self._server = socket.create_server(("127.0.0.1", 0))
+        self.address = f"127.0.0.1:{self._server.getsockname()[1]}"
+        self._threads: list[threading.Thread] = []
+        self._sockets: list[socket.socket] = []
+        self._closed = False
+        self._accept = threading.Thread(target=self._serve, daemon=True)
+        self._accept.start()
+
+    def _serve(self) -> None:
+        while not self._closed:
+            try:
+                client, _ = self._server.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(self._target, 5, (self._source, 0))
+            self._sockets += [client, upstream]
+            for a, b in ((client, upstream), (upstream, client)):
+                thread = threading.Thread(target=self._pipe, args=(a, b), daemon=True)
+                thread.start()
+                self._threads.append(thread)
+
+    @staticmethod
+    def _pipe(src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            with contextlib.suppress(OSError):
+                dst.shutdown(socket.SHUT_WR)
+
+    def stop(self) -> None:
+        self._closed = True
+        with contextlib.suppress(OSError):
+            self._server.shutdown(socket.SHUT_RDWR)  # wakes the accept()
+        self._server.close()
+        for sock in self._sockets:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)  # wakes a recv() in another thread
+            with contextlib.suppress(OSError):
+                sock.close()
+        for thread in self._threads:
+            thread.join(2)
+        self._accept.join(2)
+
+    def __enter__(self) -> SourceRelay:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.stop()

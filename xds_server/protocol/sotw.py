@@ -40,6 +40,7 @@ from xds_server.protocol.events import (
     TypeStatus,
 )
 from xds_server.protocol.machine import StreamMachine
+from xds_server.protocol.untrusted import bounded
 from xds_server.protocol.view import ProxyView
 
 WILDCARD = "*"
@@ -82,16 +83,11 @@ class SotwStream(StreamMachine[_TypeState]):
 
         if nonce:
             if request.HasField("error_detail"):
+                message = bounded(request.error_detail.message)
                 state.nacked_version = state.sent_version
-                state.nack_message = request.error_detail.message
+                state.nack_message = message
                 events.append(
-                    Nacked(
-                        type_url,
-                        state.sent_version,
-                        nonce,
-                        request.error_detail.message,
-                        tuple(sorted(state.sent)),
-                    )
+                    Nacked(type_url, state.sent_version, nonce, message, tuple(sorted(state.sent)))
                 )
                 # Keep-last-good: nothing is sent until the config changes.
                 return self._respond(state, events) if names_changed else events
@@ -133,6 +129,7 @@ class SotwStream(StreamMachine[_TypeState]):
 
     def _subscribe(self, state: _TypeState, names: list[str] | object, first: bool) -> bool:
         requested: frozenset[str] = frozenset(names)  # type: ignore[arg-type]
+        self._check_names(state.type_url, requested)
         if WILDCARD in requested:
             wildcard = True
         elif (
