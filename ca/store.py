@@ -207,6 +207,10 @@ class CaDirectory:
                 with suppress(OSError):
                     stale.unlink()
                 self._written.pop(stale, None)
+        # Temporary files a crash left mid-write (they may hold a key).
+        for leftover in [*self.path.glob(".*.tmp"), *(self.path / ROOTS_DIR).glob(".*.tmp")]:
+            with suppress(OSError):
+                leftover.unlink()
 
     def load_rotation(self, *, min_overlap: timedelta, persist_slack: timedelta) -> RootRotation:
         """The rotation state from rotation.json and the roots/ files it names."""

@@ -16,12 +16,18 @@ import threading
 from pathlib import Path
 from typing import Any
 
+import grpc
 from cryptography import x509
 from cryptography.x509.verification import PolicyBuilder, Store
+from envoy.extensions.transport_sockets.tls.v3 import secret_pb2
+from envoy.service.discovery.v3 import ads_pb2_grpc
+from envoy.service.discovery.v3.discovery_pb2 import DiscoveryRequest, DiscoveryResponse
 
 from tests.e2e.harness import ControlPlaneThread, Envoy, free_port, get, via_proxy
+from xds_server import xds_types
 from xds_server.bootstrap import BootstrapOptions, sidecar_bootstrap
 from xds_server.galley.loader import load_paths
+from xds_server.identity.auth import TOKEN_METADATA
 
 TD = "cluster.local"
 APPS = ("productpage", "reviews", "ratings")
@@ -196,3 +202,33 @@ class SourceRelay:
 
     def __exit__(self, *_: object) -> None:
         self.stop()
+
+
+def ask_secrets(
+    plane: ControlPlaneThread,
+    node_id: str,
+    token: str | None,
+    *,
+    source: str = "127.0.0.1",
+    names: tuple[str, ...] = ("default", "ROOTCA"),
+) -> DiscoveryResponse:
+    """The first answer to an SDS request over ADS, sent from `source`."""
+    request = DiscoveryRequest(type_url=xds_types.SECRET, resource_names=list(names))
+    request.node.id = node_id
+    metadata = [(TOKEN_METADATA, token)] if token is not None else []
+    with (
+        SourceRelay(source, plane.xds_address) as relay,
+        grpc.insecure_channel(relay.address) as channel,
+    ):
+        stub = ads_pb2_grpc.AggregatedDiscoveryServiceStub(channel)
+        stream = stub.StreamAggregatedResources(iter([request]), timeout=5, metadata=metadata)
+        return next(stream)
+
+
+def secrets_of(response: DiscoveryResponse) -> dict[str, secret_pb2.Secret]:
+    out = {}
+    for packed in response.resources:
+        secret = secret_pb2.Secret()
+        packed.Unpack(secret)
+        out[secret.name] = secret
+    return out

@@ -12,20 +12,16 @@ from typing import Any
 import grpc
 import pytest
 from cryptography import x509
-from envoy.extensions.transport_sockets.tls.v3 import secret_pb2
-from envoy.service.discovery.v3 import ads_pb2_grpc
-from envoy.service.discovery.v3.discovery_pb2 import DiscoveryRequest, DiscoveryResponse
 
 from tests.e2e.harness import ControlPlaneThread, EchoApp, Envoy, free_port, running, wait_until
-from tests.identity.mesh import SourceRelay, call, spiffe, write_mesh, xfcc
-from xds_server import xds_types
+from tests.identity.mesh import ask_secrets, call, secrets_of, spiffe, write_mesh, xfcc
 from xds_server.bootstrap import BootstrapOptions, sidecar_bootstrap
 from xds_server.galley.loader import load_paths
 from xds_server.identity import IdentityOptions
-from xds_server.identity.auth import TOKEN_METADATA
 from xds_server.metrics import registry
 
 NET = "127.0.79"
+ADDRESSES = {"productpage.default": f"{NET}.10", "reviews.default": f"{NET}.11"}
 
 
 @pytest.fixture(scope="module")
@@ -43,29 +39,10 @@ def plane(config: Path) -> Iterator[ControlPlaneThread]:
         yield plane
 
 
-ADDRESSES = {"productpage.default": f"{NET}.10", "reviews.default": f"{NET}.11"}
-
-
-def ask_secrets(
-    plane: ControlPlaneThread,
-    node_id: str,
-    token: str | None,
-    *,
-    source: str | None = None,
-    names: tuple[str, ...] = ("default", "ROOTCA"),
-) -> DiscoveryResponse:
-    """An SDS request over ADS, from `source` (default: the node's workload address)."""
-    request = DiscoveryRequest(type_url=xds_types.SECRET, resource_names=list(names))
-    request.node.id = node_id
-    metadata = [(TOKEN_METADATA, token)] if token is not None else []
-    source = source or ADDRESSES.get(node_id, "127.0.0.1")
-    with (
-        SourceRelay(source, plane.xds_address) as relay,
-        grpc.insecure_channel(relay.address) as channel,
-    ):
-        stub = ads_pb2_grpc.AggregatedDiscoveryServiceStub(channel)
-        stream = stub.StreamAggregatedResources(iter([request]), timeout=5, metadata=metadata)
-        return next(stream)
+def ask(plane: ControlPlaneThread, node_id: str, token: str | None, **kw: Any) -> Any:
+    """`ask_secrets`, from the node's workload address unless told otherwise."""
+    kw.setdefault("source", ADDRESSES.get(node_id, "127.0.0.1"))
+    return ask_secrets(plane, node_id, token, **kw)
 
 
 def refusals_total(reason: str | None = None) -> float:
@@ -76,18 +53,9 @@ def refusals_total(reason: str | None = None) -> float:
     )
 
 
-def secrets_of(response: DiscoveryResponse) -> dict[str, secret_pb2.Secret]:
-    out = {}
-    for packed in response.resources:
-        secret = secret_pb2.Secret()
-        packed.Unpack(secret)
-        out[secret.name] = secret
-    return out
-
-
 def test_own_token_gets_own_identity(plane: ControlPlaneThread) -> None:
     tokens = plane.plane.identity.tokens
-    response = ask_secrets(plane, "productpage.default", tokens.token("productpage.default"))
+    response = ask(plane, "productpage.default", tokens.token("productpage.default"))
     secrets = secrets_of(response)
     assert set(secrets) == {"default", "ROOTCA"}
     chain = secrets["default"].tls_certificate.certificate_chain.inline_bytes
@@ -104,7 +72,7 @@ def test_stolen_identity_cannot_obtain_another_workloads_key(
     refused_before = refusals_total()
     for token in (token_a, None, "0" * 64):
         with pytest.raises(grpc.RpcError) as err:
-            ask_secrets(plane, "reviews.default", token)
+            ask(plane, "reviews.default", token)
         assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
         assert "reviews.default" in (err.value.details() or "")
     refusals = [r.getMessage() for r in caplog.records if "refused" in r.getMessage()]
@@ -123,14 +91,14 @@ def test_token_replayed_from_another_address_is_refused(
     # From this machine's default address, and from another workload's address.
     for source in ("127.0.0.1", ADDRESSES["reviews.default"]):
         with pytest.raises(grpc.RpcError) as err:
-            ask_secrets(plane, "productpage.default", own, source=source)
+            ask(plane, "productpage.default", own, source=source)
         assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
         assert f"connected from {source}" in (err.value.details() or "")
     assert refusals_total("wrong_address") == before + 2
     lines = [r.getMessage() for r in caplog.records if "connected from" in r.getMessage()]
     assert len(lines) == 2 and all("productpage.default" in line for line in lines), lines
     # From its own address the same token works.
-    assert set(secrets_of(ask_secrets(plane, "productpage.default", own))) == {"default", "ROOTCA"}
+    assert set(secrets_of(ask(plane, "productpage.default", own))) == {"default", "ROOTCA"}
 
 
 def test_secrets_a_proxy_does_not_own_are_not_sent(
@@ -140,7 +108,7 @@ def test_secrets_a_proxy_does_not_own_are_not_sent(
     caplog.set_level(logging.WARNING, logger="pocketmesh.identity")
     before = registry.get_sample_value("pocketmesh_sds_refusals_total", {"reason": "not_owned"})
     names = ("default", "ROOTCA", "reviews", "kubernetes://reviews-credential")
-    response = ask_secrets(
+    response = ask(
         plane, "productpage.default", identity.tokens.token("productpage.default"), names=names
     )
     secrets = secrets_of(response)
@@ -162,7 +130,7 @@ def test_sds_for_a_node_with_no_workload_entry_gets_nothing(
     caplog.set_level(logging.WARNING)
     before = registry.get_sample_value("pocketmesh_sds_refusals_total", {"reason": "no_workload"})
     # A valid token (say, of a WorkloadEntry since removed) for a node the config lacks.
-    response = ask_secrets(plane, "ghost.default", identity.tokens.token("ghost.default"))
+    response = ask(plane, "ghost.default", identity.tokens.token("ghost.default"))
     assert len(response.resources) == 0
     after = registry.get_sample_value("pocketmesh_sds_refusals_total", {"reason": "no_workload"})
     assert after == (before or 0) + 1
@@ -214,4 +182,4 @@ def test_xds_over_tls_verified_by_the_sidecars(config: Path, tmp_path: Path, ads
             assert stats.get("cluster.xds-grpc.ssl.handshake", 0) >= 1, stats
         # A plaintext client gets nothing from the TLS port.
         with pytest.raises(grpc.RpcError):
-            ask_secrets(plane, "productpage.default", identity.tokens.token("productpage.default"))
+            ask(plane, "productpage.default", identity.tokens.token("productpage.default"))

@@ -187,9 +187,10 @@ class _Stream:
 
     async def on_request(self, request: Any) -> None:
         async with self._writing:
-            await self._emit(self.machine.on_request(request))
-        if request.type_url == xds_types.SECRET and self.handler.secret_refused is not None:
-            self._check_secret_names(request)
+            events = self.machine.on_request(request)
+            if request.type_url == xds_types.SECRET and self.handler.secret_refused is not None:
+                self._check_secret_names(request)
+            await self._emit(events)
 
     def _check_secret_names(self, request: Any) -> None:
         asked = request.resource_names_subscribe if self.kind.delta else request.resource_names
