@@ -91,7 +91,7 @@ def test_a_key_that_is_not_a_file_is_refused(tmp_path: Path) -> None:
     init_ca_dir(d)
     (d / "root-key.pem").unlink()
     (d / "root-key.pem").mkdir()
-    with pytest.raises(CaDirError, match="root-key.pem"):
+    with pytest.raises(CaDirError, match=r"root-key\.pem"):
         load_ca_dir(d)
 
 

@@ -179,11 +179,12 @@ def test_no_key_material_on_the_debug_address_or_in_envoy_dumps(mesh: dict[str, 
 
 def test_kept_svids_and_keys_are_owner_only(mesh: dict[str, Any]) -> None:
     ca_dir: Path = mesh["ca_dir"]
+    secret = ("root-key.pem", TOKEN_KEY_FILE)
     for path in [ca_dir, *ca_dir.rglob("*")]:
         mode = path.stat().st_mode & 0o777
         if path.is_dir():
             assert mode == 0o700, path
-        elif path.name.endswith(("-key.pem", ".key", ".json")) and path.parent.name != ca_dir.name:
-            assert mode == 0o600, path
-        elif path.name in ("root-key.pem", TOKEN_KEY_FILE):
+        elif path.name in secret or path.parent.name in ("svids", "roots") and (
+            path.name.endswith(("-key.pem", ".json"))
+        ):
             assert mode == 0o600, path
