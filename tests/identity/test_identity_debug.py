@@ -72,9 +72,7 @@ def test_loopback_may_reload_a_web_page_may_not(mesh: dict[str, Any]) -> None:
     url = mesh["plane"].debug_url
     status, body = request(url + "/debug/reload", "POST")
     assert status == 200 and json.loads(body)["ok"]
-    status, body = request(
-        url + "/debug/reload", "POST", {"Origin": "http://evil.example"}
-    )
+    status, body = request(url + "/debug/reload", "POST", {"Origin": "http://evil.example"})
     assert status == 403
     assert "came from a web page" in json.loads(body)["error"]
 
@@ -184,7 +182,7 @@ def test_kept_svids_and_keys_are_owner_only(mesh: dict[str, Any]) -> None:
         mode = path.stat().st_mode & 0o777
         if path.is_dir():
             assert mode == 0o700, path
-        elif path.name in secret or path.parent.name in ("svids", "roots") and (
-            path.name.endswith(("-key.pem", ".json"))
+        elif path.name in secret or (
+            path.parent.name in ("svids", "roots") and (path.name.endswith(("-key.pem", ".json")))
         ):
             assert mode == 0o600, path
