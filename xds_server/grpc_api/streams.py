@@ -26,6 +26,7 @@ from envoy.service.discovery.v3.discovery_pb2 import (
     DeltaDiscoveryRequest,
     DiscoveryRequest,
 )
+from google.protobuf.message import DecodeError
 
 from xds_server import metrics, xds_types
 from xds_server.cache import config_source
@@ -112,6 +113,10 @@ class StreamHandler:
                 await stream.on_request(request)
         except (grpc.aio.AioRpcError, _ClientGone):
             pass  # the client went away mid-read or mid-write
+        except DecodeError as err:  # bytes that are no DiscoveryRequest
+            who = stream.conn.node_id if stream is not None else "a client"
+            log.warning("undecodable request from %s (%s): %s", shown(who), context.peer(), err)
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"undecodable request: {err}")
         except XdsError as err:
             code, what = next(
                 (v for k, v in _STATUS.items() if isinstance(err, k)),
