@@ -232,3 +232,57 @@ def secrets_of(response: DiscoveryResponse) -> dict[str, secret_pb2.Secret]:
         packed.Unpack(secret)
         out[secret.name] = secret
     return out
+
+
+class SdsStream:
+    """A proxy's SDS over ADS, kept open: every response it gets is ACKed and kept."""
+
+    def __init__(self, plane: ControlPlaneThread, node_id: str, source: str) -> None:
+        import queue
+
+        self._requests: queue.Queue[DiscoveryRequest | None] = queue.Queue()
+        self.responses: queue.Queue[DiscoveryResponse] = queue.Queue()
+        self.relay = SourceRelay(source, plane.xds_address)
+        self.channel = grpc.insecure_channel(self.relay.address)
+        token = plane.plane.identity.tokens.token(node_id)
+        stub = ads_pb2_grpc.AggregatedDiscoveryServiceStub(self.channel)
+        self.call = stub.StreamAggregatedResources(
+            iter(self._requests.get, None), metadata=[(TOKEN_METADATA, token)]
+        )
+        first = DiscoveryRequest(type_url=xds_types.SECRET, resource_names=["default", "ROOTCA"])
+        first.node.id = node_id
+        self._requests.put(first)
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        with contextlib.suppress(grpc.RpcError):
+            for response in self.call:
+                self.responses.put(response)
+                self._requests.put(
+                    DiscoveryRequest(
+                        type_url=response.type_url,
+                        resource_names=["default", "ROOTCA"],
+                        version_info=response.version_info,
+                        response_nonce=response.nonce,
+                    )
+                )
+
+    def next_secrets(self, timeout: float = 10) -> dict[str, secret_pb2.Secret]:
+        return secrets_of(self.responses.get(timeout=timeout))
+
+    def stop(self) -> None:
+        self._requests.put(None)
+        self.call.cancel()
+        self.channel.close()
+        self.relay.stop()
+
+
+def leaf_of(secrets: dict[str, secret_pb2.Secret]) -> x509.Certificate:
+    chain = secrets["default"].tls_certificate.certificate_chain.inline_bytes
+    return x509.load_pem_x509_certificates(chain)[0]
+
+
+def roots_of(secrets: dict[str, secret_pb2.Secret]) -> list[x509.Certificate]:
+    pem = secrets["ROOTCA"].validation_context.trusted_ca.inline_bytes
+    return x509.load_pem_x509_certificates(pem)

@@ -227,7 +227,7 @@ def hostile(workdir: Path, *, small: bool) -> dict[str, Any]:
 
 def memory(workdir: Path, *, small: bool, rounds: int = 3) -> dict[str, Any]:
     """RSS with a huge valid config, then after it is replaced by a small one."""
-    services = 2_000 if small else 20_000
+    services = 1_000 if small else 20_000
     big_spec = mesh.MeshSpec(services=services, endpoints=1, namespaces=100, proxies=4)
     small_spec = mesh.MeshSpec(services=10, endpoints=1, namespaces=2, proxies=4)
     big, little, live = workdir / "big", workdir / "small", workdir / "live"
