@@ -9,6 +9,8 @@ pocketmesh (self-signed root), written by `init_ca_dir`::
     rotation.json     root-rotation state, once there is any (0644)
     roots/<key-id>-cert.pem, roots/<key-id>-key.pem
                       every root named in rotation.json (keys 0600)
+    svids/<hash>.json issued workload SVIDs with their keys (0600; `ca.svid_store`)
+    xds-token.key     the proxy token key (0600; xds_server.identity.auth)
 
 Istio ``cacerts`` (an intermediate signed by an external root, plugged in)::
 
@@ -20,7 +22,10 @@ Istio ``cacerts`` (an intermediate signed by an external root, plugged in)::
 
 ``ca-key.pem`` present means cacerts (as in Istio, plugged-in certs win). The
 directory is mode 0700 and private keys 0600; every write is atomic (temp file +
-rename), with rotation.json written last so it never names a file that is not there.
+fsync + rename, `ca.files`), with rotation.json written last so it never names a file
+that is not there: a crash or a full disk at any write leaves the previous state
+loadable, and a rotation step that cannot be saved is taken back in memory. Keys are
+checked before use: writable by others is refused, readable by others warned about.
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """The chaos scenarios at CI size (`pocketmesh bench --chaos --small`): real Envoys
-through a `kill -9` of the control plane, hostile xDS clients beside a fleet, and the
-memory a huge config leaves. Targets that are not times are checked here: no failed
-request, no version or certificate changed, a clear status for every bad client.
+through a `kill -9` of the control plane and through live edits, hostile xDS clients
+beside a fleet, and the memory a huge config leaves. Targets that are not times are
+checked here: no failed request, no version or certificate changed, a clear status for
+every bad client.
 `pocketmesh bench --chaos` runs them at full size, plus the SVID-expiry scenarios
 (`outlive`, `pause`: a minute each), and reports every figure (docs/faults.md)."""
 
@@ -27,6 +28,14 @@ def test_kill_9_and_restart_under_traffic_loses_nothing(tmp_path: Path) -> None:
     assert figures["envoy_config_updates_across_restart"] == 0
     assert figures["svids_issued_after_restart"] == 0
     assert figures["svids_reused_after_restart"] == 3
+
+
+def test_live_edits_under_traffic_lose_nothing(tmp_path: Path) -> None:
+    figures = chaos.edits(tmp_path, count=20, seconds=4.0)
+    requests = figures["requests_during_and_after"]
+    assert requests["sent"] > 0 and requests["failed"] == 0, requests
+    assert figures["config_generations_served"] >= 1
+    assert figures["config_errors"] == []
 
 
 def test_hostile_clients_get_clear_statuses(tmp_path: Path) -> None:

@@ -12,6 +12,8 @@ outlive     killed, and left down until every SVID the sidecars hold has expired
 pause       the process is stopped (SIGSTOP: a laptop asleep, a clock jump) past every
             SVID's expiry and continued: every expired SVID is renewed at once, traffic
             recovers, nothing restarted.
+edits       live edits of a config file under traffic (the file watcher reloads each):
+            requests sent and failed, config generations served.
 hostile     hostile xDS clients against a fleet of simulated proxies (`chaos_clients`).
 memory      RSS with a huge valid config, and after it is removed (`chaos_clients`).
 config      the hostile config corpus through validate and a live reload.
@@ -36,6 +38,7 @@ from xds_server.bench.chaos_mesh import (
     Traffic,
     address,
     bootstraps,
+    edit,
     new_ca,
     synced,
     wait,
@@ -43,18 +46,25 @@ from xds_server.bench.chaos_mesh import (
 )
 from xds_server.bench.report import machine
 
-SCENARIOS = ("restart", "outlive", "pause", "hostile", "memory", "config")
+SCENARIOS = ("restart", "outlive", "pause", "edits", "hostile", "memory", "config")
 
 
 class Mesh:
-    def __init__(self, workdir: Path, services: int, svid_ttl: str, default_backoff: bool):
+    def __init__(
+        self,
+        workdir: Path,
+        services: int,
+        svid_ttl: str,
+        default_backoff: bool,
+        watch: bool = False,
+    ) -> None:
         self.workdir = workdir
         workdir.mkdir(parents=True, exist_ok=True)
         self.apps = [App(f"s{i}") for i in range(services)]
         write_config(workdir / "config", [a.port for a in self.apps])
         new_ca(workdir / "ca")
         self.plane = ControlPlaneProcess(
-            workdir / "config", workdir / "ca", workdir / "control-plane.log", svid_ttl
+            workdir / "config", workdir / "ca", workdir / "control-plane.log", svid_ttl, watch
         )
         boots = bootstraps(
             workdir / "config", workdir / "ca", self.plane.xds_address,
@@ -94,9 +104,9 @@ class Mesh:
 
 @contextmanager
 def mesh(
-    workdir: Path, services: int, svid_ttl: str, default_backoff: bool = False
+    workdir: Path, services: int, svid_ttl: str, default_backoff: bool = False, watch: bool = False
 ) -> Iterator[Mesh]:
-    m = Mesh(workdir, services, svid_ttl, default_backoff)
+    m = Mesh(workdir, services, svid_ttl, default_backoff, watch)
     try:
         m.up()
         yield m
@@ -216,6 +226,29 @@ def pause(workdir: Path, *, services: int = 3, margin: float = 3.0) -> dict[str,
         }
 
 
+def edits(
+    workdir: Path, *, services: int = 3, count: int = 50, seconds: float = 10.0
+) -> dict[str, Any]:
+    """`count` live edits of a config file in `seconds`, under traffic."""
+    with mesh(workdir, services, "24h", watch=True) as m:
+        generation = m.plane.get("/debug/config")["generation"]
+        started = time.time()
+        for number in range(count):
+            edit(m.workdir / "config", number)
+            time.sleep(seconds / count)
+        wait(lambda: synced(m.plane, m.proxies), 60, "every proxy SYNCED after the edits")
+        time.sleep(1)
+        config = m.plane.get("/debug/config")
+        return {
+            "scenario": "edits",
+            "edits": count,
+            "over_s": seconds,
+            "requests_during_and_after": m.traffic.between(started, time.time()),
+            "config_generations_served": config["generation"] - generation,
+            "config_errors": config["errors"],
+        }
+
+
 _LOG_TIME = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) .*renewed SVID for", re.M)
 
 
@@ -265,6 +298,9 @@ def run(scenarios: tuple[str, ...], *, small: bool, workdir: Path | None = None)
                 out["chaos"].append(outlive(where))
             elif name == "pause":
                 out["chaos"].append(pause(where))
+            elif name == "edits":
+                count, seconds = (20, 4.0) if small else (50, 10.0)
+                out["chaos"].append(edits(where, count=count, seconds=seconds))
             elif name == "hostile":
                 out["chaos"].append(chaos_clients.hostile(where, small=small))
             elif name == "memory":

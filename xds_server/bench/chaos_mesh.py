@@ -43,6 +43,17 @@ def address(i: int) -> str:
     return f"{NETWORK}.{10 + i}"
 
 
+def edit(config_dir: Path, number: int) -> None:
+    """A live edit: s1's VirtualService sets header x-edit to `number` (an RDS change)."""
+    (config_dir / "edit.yaml").write_text(
+        "apiVersion: networking.istio.io/v1\nkind: VirtualService\n"
+        "metadata: {name: s1, namespace: default}\n"
+        "spec:\n  hosts: [s1.default.svc.cluster.local]\n  http:\n"
+        f"  - headers: {{request: {{set: {{x-edit: '{number}'}}}}}}\n"
+        "    route:\n    - destination: {host: s1.default.svc.cluster.local}\n"
+    )
+
+
 def write_config(config_dir: Path, app_ports: list[int]) -> None:
     docs = [
         "apiVersion: security.istio.io/v1\nkind: PeerAuthentication\n"
@@ -106,9 +117,12 @@ class ControlPlaneProcess:
     """`pocketmesh serve` on fixed ports (sidecars are bootstrapped to them), which a
     run kills with SIGKILL, pauses with SIGSTOP and starts again."""
 
-    def __init__(self, config_dir: Path, ca_dir: Path, log_path: Path, svid_ttl: str) -> None:
+    def __init__(
+        self, config_dir: Path, ca_dir: Path, log_path: Path, svid_ttl: str, watch: bool = False
+    ) -> None:
         self.config_dir, self.ca_dir, self.log_path = config_dir, ca_dir, log_path
         self.svid_ttl = svid_ttl
+        self.watch = watch
         self.xds_port, self.debug_port = free_port(), free_port()
         self.proc: subprocess.Popen[bytes] | None = None
         self.starts = 0
@@ -124,7 +138,7 @@ class ControlPlaneProcess:
     def start(self) -> float:
         """Exec it; returns the time of the exec (wait with `wait_ready`)."""
         cmd = [
-            sys.executable, "-m", "xds_server", "serve", "--no-watch",
+            sys.executable, "-m", "xds_server", "serve", *([] if self.watch else ["--no-watch"]),
             "--config", str(self.config_dir), "--ca-dir", str(self.ca_dir),
             "--svid-ttl", self.svid_ttl,
             "--xds-address", self.xds_address,

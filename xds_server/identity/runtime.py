@@ -9,8 +9,11 @@ renews SVIDs and moves a root rotation along:
     every proxy ACKs that ROOTCA  -> the new root signs; every SVID re-issued
     the old root's last certificate expires  -> the old root leaves ROOTCA
 
-A rotation starts by `POST /debug/ca/rotate-root`, or by itself when less than 20 %
-of the signing root's life is left; `GET /debug/ca` shows the roots and SVIDs.
+A rotation starts by `POST /debug/ca/rotate-root` (loopback only, see debug_http), or
+by itself when less than 20 % of the signing root's life is left; it is refused (409,
+with the reason) while one is pending or while two retired roots are still trusted.
+`GET /debug/ca` shows the roots and SVIDs. With a CA directory, issued SVIDs are kept
+there, so a restarted control plane re-issues only what is due.
 """
 
 from __future__ import annotations
