@@ -11,6 +11,8 @@ Where things live:
 * ``rotation.py``   — when to renew leaves; the root-rotation state machine
 * ``bundle.py``     — the trust bundle (all roots currently trusted)
 * ``store.py``      — the CA directory on disk (pocketmesh and Istio cacerts layouts)
+* ``svid_store.py`` — issued workload SVIDs kept beside it, reused after a restart
+* ``files.py``      — secret files: atomic writes with exact modes, permission checks
 * ``verify.py``     — verifying a presented chain against a bundle
 * ``inspect.py``    — human-readable certificate reports
 * ``errors.py``     — the exception tree; ``clock.py`` — the injectable clock
@@ -52,6 +54,7 @@ from ca.signer import Signer
 from ca.spiffe_id import SpiffeId, validate_trust_domain
 from ca.store import CaDirectory, detect_layout, ensure_ca_dir, init_ca_dir, load_ca_dir
 from ca.svid import IssuedCertificate, IssuedServerCertificate, IssuedSvid
+from ca.svid_store import SvidStore
 from ca.verify import verify_chain, verify_svid
 
 __all__ = [
@@ -88,6 +91,7 @@ __all__ = [
     "Signer",
     "SpiffeId",
     "StateSink",
+    "SvidStore",
     "SvidVerificationError",
     "TrustBundle",
     "TrustDomainMismatch",

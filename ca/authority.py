@@ -12,10 +12,11 @@ builds and signs one certificate, and serializes two PEM blocks.
 
 from __future__ import annotations
 
+import logging
 import random
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -23,7 +24,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from ca.bundle import TrustBundle
 from ca.clock import Clock, utc_now
-from ca.errors import IssuanceError, RotationError
+from ca.errors import CaDirError, IssuanceError, RotationError, SvidVerificationError
 from ca.keys import (
     DEFAULT_RSA_BITS,
     KeyType,
@@ -71,6 +72,8 @@ Identity = SpiffeId | str | tuple[str, str, str]
 """A SPIFFE ID, its string form, or ``(trust_domain, namespace, service_account)``."""
 
 _PEM = serialization.Encoding.PEM
+T = TypeVar("T")
+log = logging.getLogger("pocketmesh.ca")
 
 
 class StateSink(Protocol):
@@ -201,7 +204,12 @@ class CertificateAuthority:
 
     def _record(self, not_after: datetime) -> None:
         if self._rotation.record_issued(not_after) and self._sink is not None:
-            self._sink.save_rotation(self._rotation)
+            try:
+                self._sink.save_rotation(self._rotation)
+            except CaDirError as err:
+                # Issuing goes on; the mark is written with the next save that succeeds
+                # (it only matters once this root is retired).
+                log.error("could not save the CA's rotation state: %s", err)
 
     def issue_svid(
         self,
@@ -293,6 +301,26 @@ class CertificateAuthority:
             "certificate": cert,
         }
 
+    def reusable(self, svid: IssuedSvid, ttl: timedelta) -> bool:
+        """Whether an SVID issued earlier (kept across a restart) may be handed out now.
+
+        Yes when the root signing today signed it, it verifies against the bundle now,
+        its renewal time has not come, and it lives no longer than one issued now with
+        `ttl` would (a shortened ``--svid-ttl`` takes effect at once).
+        """
+        now = self._clock()
+        if svid.issuer_key_id != self._rotation.signer.key_id or now >= svid.renew_at:
+            return False
+        if svid.not_after - now > ttl:
+            return False
+        try:
+            if self.verify(svid.cert_chain_pem) != svid.spiffe_id:
+                return False
+        except SvidVerificationError:
+            return False
+        self._record(svid.not_after)
+        return True
+
     def verify(self, chain_pem: bytes | str) -> SpiffeId:
         """Verify a presented SVID chain against this CA's bundle, now; see `verify_svid`."""
         return verify_svid(
@@ -304,6 +332,18 @@ class CertificateAuthority:
     def _save(self) -> None:
         if self._sink is not None:
             self._sink.save_rotation(self._rotation)
+
+    def _transition(self, change: Callable[[], T]) -> T:
+        """Apply a rotation step and save it; if it cannot be saved (a full disk), take
+        it back, so the CA never signs with or trusts a root its directory lacks."""
+        before = self._rotation.checkpoint()
+        result = change()
+        try:
+            self._save()
+        except BaseException:
+            self._rotation.restore(before)
+            raise
+        return result
 
     def _require_self_signed(self, action: str) -> Signer:
         signer = self._rotation.signer
@@ -339,9 +379,8 @@ class CertificateAuthority:
         key = generate_private_key(kt, bits)
         now = self._clock()
         cert = create_root_certificate(key, self._trust_domain, now=now, validity=validity)
-        entry = self._rotation.begin(Signer(cert, key), now)
-        self._save()
-        return entry
+        signer = Signer(cert, key)
+        return self._transition(lambda: self._rotation.begin(signer, now))
 
     def can_activate_new_root(self) -> bool:
         """True when a pending root exists and its minimum overlap is over."""
@@ -353,15 +392,20 @@ class CertificateAuthority:
         Call this once every proxy has acknowledged the bundle with the new root.
         Raises `RotationError` before the minimum overlap unless `force`.
         """
-        entry = self._rotation.activate(self._clock(), force=force)
-        self._save()
-        return entry
+        now = self._clock()
+        return self._transition(lambda: self._rotation.activate(now, force=force))
 
     def prune(self) -> tuple[RootEntry, ...]:
         """Drop retired roots whose certificates have all expired; return them."""
-        gone = self._rotation.prune(self._clock())
+        now = self._clock()
+        before = self._rotation.checkpoint()
+        gone = self._rotation.prune(now)
         if gone:
-            self._save()
+            try:
+                self._save()
+            except BaseException:
+                self._rotation.restore(before)
+                raise
         return gone
 
     def reissue_root_same_key(self, validity: timedelta = ROOT_VALIDITY) -> x509.Certificate:
@@ -374,8 +418,8 @@ class CertificateAuthority:
         cert = reissue_root_certificate(
             current.certificate, current.private_key, now=self._clock(), validity=validity
         )
-        self._rotation.replace_active_signer(Signer(cert, current.private_key))
-        self._save()
+        signer = Signer(cert, current.private_key)
+        self._transition(lambda: self._rotation.replace_active_signer(signer))
         return cert
 
     def __repr__(self) -> str:

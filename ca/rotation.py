@@ -11,7 +11,8 @@ Root rotation without failed requests
         PENDING --activate--> ACTIVE --activate(next)--> RETIRED --prune--> (gone)
 
     1. `begin(new_signer, now)` adds a new root as PENDING: it joins the trust bundle
-       at once but signs nothing yet.
+       at once but signs nothing yet. Refused while another root is pending, or while
+       `max_retired` retired roots are still trusted (the bundle stays bounded).
     2. Once every proxy has the new bundle — the server knows (it saw the ROOTCA ACKs);
        `min_overlap` is a floor — `activate(now)` makes it ACTIVE: new leaves are signed
        by it; the previous root becomes RETIRED, still in the bundle.
@@ -38,6 +39,7 @@ from ca.errors import RotationError
 from ca.signer import Signer
 
 __all__ = [
+    "DEFAULT_MAX_RETIRED",
     "DEFAULT_MIN_OVERLAP",
     "DEFAULT_PERSIST_SLACK",
     "RENEW_FRACTION",
@@ -53,6 +55,9 @@ RENEW_FRACTION = 0.5
 RENEW_JITTER = 0.1
 DEFAULT_MIN_OVERLAP = timedelta(minutes=10)
 DEFAULT_PERSIST_SLACK = timedelta(hours=1)
+# Retired roots stay trusted until the last certificate each signed expires (a day, with
+# the default SVID lifetime); more rotations meanwhile would grow every proxy's bundle.
+DEFAULT_MAX_RETIRED = 2
 ROOT_ROTATION_GRACE = 0.2  # rotate a root when less than 20 % of its life is left (Istio)
 _STATE_FORMAT = 1
 
@@ -147,6 +152,13 @@ class _Slot:
         )
 
 
+def _retired_until(slot: _Slot) -> datetime:
+    """When a retired root may leave the bundle (see `RootRotation.prune`)."""
+    if slot.signed_until is None:
+        return slot.retired_at or slot.added_at
+    return min(slot.signed_until, slot.signer.not_after)
+
+
 def _iso(value: datetime | None) -> str | None:
     return None if value is None else value.isoformat()
 
@@ -171,6 +183,7 @@ class RootRotation:
         *,
         min_overlap: timedelta = DEFAULT_MIN_OVERLAP,
         persist_slack: timedelta = DEFAULT_PERSIST_SLACK,
+        max_retired: int = DEFAULT_MAX_RETIRED,
     ) -> None:
         """Internal; build one with `single` (a new CA) or `from_dict` (saved state)."""
         actives = [s for s in slots if s.state is RootState.ACTIVE]
@@ -189,6 +202,7 @@ class RootRotation:
         self._bundle: TrustBundle | None = None
         self.min_overlap = min_overlap
         self.persist_slack = persist_slack
+        self.max_retired = max_retired
 
     @classmethod
     def single(
@@ -251,7 +265,18 @@ class RootRotation:
         """Add `signer` as the PENDING root: trusted from now on, signing nothing yet."""
         with self._lock:
             if any(s.state is RootState.PENDING for s in self._slots):
-                raise RotationError("a root rotation is already in progress (a root is pending)")
+                raise RotationError(
+                    "a root rotation is already in progress (a root is pending); it "
+                    "completes once every connected proxy has the new trust bundle"
+                )
+            retired = [s for s in self._slots if s.state is RootState.RETIRED]
+            if len(retired) >= self.max_retired:
+                until = min(_retired_until(s) for s in retired)
+                raise RotationError(
+                    f"{len(retired)} retired roots are still trusted (the limit); the first "
+                    f"leaves the trust bundle at {until.isoformat()}, once every "
+                    "certificate it signed has expired: rotate again after that"
+                )
             if any(s.signer.key_id == signer.key_id for s in self._slots):
                 raise RotationError("the new root's key is already in the trust bundle")
             slot = _Slot(signer, RootState.PENDING, added_at=now)
@@ -337,6 +362,27 @@ class RootRotation:
                 slot.persisted_until = not_after + self.persist_slack
                 return True
         return False
+
+    # -- undo (a transition whose state could not be saved is taken back) -------------
+
+    def checkpoint(self) -> object:
+        """An opaque copy of the state, for `restore`."""
+        with self._lock:
+            fields = [(s, *(getattr(s, f) for f in _Slot.__slots__)) for s in self._slots]
+            return (fields, self._active)
+
+    def restore(self, checkpoint: object) -> None:
+        """Go back to the state of `checkpoint` (made by this rotation's `checkpoint`)."""
+        fields: list[tuple[Any, ...]]
+        active: _Slot
+        fields, active = checkpoint  # type: ignore[misc]
+        with self._lock:
+            for slot, *values in fields:
+                for name, value in zip(_Slot.__slots__, values, strict=True):
+                    setattr(slot, name, value)
+            self._slots = [slot for slot, *_ in fields]
+            self._active = active
+            self._bundle = None
 
     # -- persistence (plain data; files are store.py's business) ---------------------
 

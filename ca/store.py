@@ -9,6 +9,8 @@ pocketmesh (self-signed root), written by `init_ca_dir`::
     rotation.json     root-rotation state, once there is any (0644)
     roots/<key-id>-cert.pem, roots/<key-id>-key.pem
                       every root named in rotation.json (keys 0600)
+    svids/<hash>.json issued workload SVIDs with their keys (0600; `ca.svid_store`)
+    xds-token.key     the proxy token key (0600; xds_server.identity.auth)
 
 Istio ``cacerts`` (an intermediate signed by an external root, plugged in)::
 
@@ -20,7 +22,10 @@ Istio ``cacerts`` (an intermediate signed by an external root, plugged in)::
 
 ``ca-key.pem`` present means cacerts (as in Istio, plugged-in certs win). The
 directory is mode 0700 and private keys 0600; every write is atomic (temp file +
-rename), with rotation.json written last so it never names a file that is not there.
+fsync + rename, `ca.files`), with rotation.json written last so it never names a file
+that is not there: a crash or a full disk at any write leaves the previous state
+loadable, and a rotation step that cannot be saved is taken back in memory. Keys are
+checked before use: writable by others is refused, readable by others warned about.
 """
 
 from __future__ import annotations
@@ -28,10 +33,9 @@ from __future__ import annotations
 import json
 import os
 import random
-import tempfile
 import threading
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
+from collections.abc import Callable
+from contextlib import suppress
 from datetime import timedelta
 from pathlib import Path
 from typing import Literal
@@ -43,6 +47,16 @@ from ca.authority import CertificateAuthority
 from ca.certificates import load_pem_certificates
 from ca.clock import Clock, utc_now
 from ca.errors import CaDirError, CaDirExists, CaDirNotFound, CaError
+from ca.files import (
+    CERT_MODE,
+    KEY_MODE,
+    check_private_dir,
+    io_errors,
+    make_private_dir,
+    read_private,
+    write_atomic,
+    write_new,
+)
 from ca.keys import (
     DEFAULT_RSA_BITS,
     KeyType,
@@ -56,6 +70,7 @@ from ca.rotation import DEFAULT_MIN_OVERLAP, DEFAULT_PERSIST_SLACK, RootRotation
 from ca.signer import Signer
 from ca.spiffe_id import validate_trust_domain
 from ca.svid import MAX_TTL
+from ca.svid_store import SVIDS_DIR, SvidStore
 
 __all__ = [
     "CA_CERT",
@@ -82,10 +97,6 @@ ROTATION_STATE = "rotation.json"
 ROOTS_DIR = "roots"
 DEFAULT_TRUST_DOMAIN = "cluster.local"
 
-DIR_MODE = 0o700
-KEY_MODE = 0o600
-CERT_MODE = 0o644
-
 Layout = Literal["pocketmesh", "cacerts"]
 _CA_FILES = (ROOT_CERT, ROOT_KEY, CA_CERT, CA_KEY, CERT_CHAIN, ROTATION_STATE)
 _PEM = serialization.Encoding.PEM
@@ -94,48 +105,10 @@ _PEM = serialization.Encoding.PEM
 # -- files ---------------------------------------------------------------------------
 
 
-@contextmanager
-def _io_errors(path: Path, action: str) -> Iterator[None]:
-    try:
-        yield
-    except OSError as exc:
-        raise CaDirError(f"cannot {action} {path}: {exc.strerror or exc}") from exc
-
-
-def _write_new(path: Path, data: bytes, mode: int) -> None:
-    """Create `path` exclusively (never overwrite) with exactly `mode`."""
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-    except FileExistsError:
-        raise CaDirExists(f"{path} already exists; refusing to overwrite a CA") from None
-    with _io_errors(path, "write"), os.fdopen(fd, "wb") as f:
-        os.fchmod(fd, mode)
-        f.write(data)
-        f.flush()
-        os.fsync(fd)
-
-
-def _write_atomic(path: Path, data: bytes, mode: int) -> None:
-    """Replace `path` with `data` atomically; the file has exactly `mode`."""
-    with _io_errors(path, "write"):
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            os.fchmod(fd, mode)
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            with suppress(OSError):
-                os.unlink(tmp)
-            raise
-
-
 def _read(path: Path) -> bytes:
     if not path.is_file():
         raise CaDirError(f"missing {path}")
-    with _io_errors(path, "read"):
+    with io_errors(path, "read"):
         return path.read_bytes()
 
 
@@ -149,8 +122,10 @@ def _load_certs(path: Path) -> list[x509.Certificate]:
 
 
 def _load_key(path: Path) -> PrivateKey:
+    if not path.is_file():
+        raise CaDirError(f"missing {path}")
     try:
-        return load_private_key_pem(_read(path), source=str(path))
+        return load_private_key_pem(read_private(path), source=str(path))
     except CaDirError:
         raise
     except CaError as exc:
@@ -168,12 +143,6 @@ def _signer(
         return Signer(cert, key, chain=chain or (), anchors=anchors)
     except CaError as exc:
         raise CaDirError(f"{where}: {exc}") from exc
-
-
-def _make_dir(path: Path) -> None:
-    with _io_errors(path, "create"):
-        path.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
-        os.chmod(path, DIR_MODE)
 
 
 # -- layout --------------------------------------------------------------------------
@@ -206,12 +175,16 @@ class CaDirectory:
         if self._written.get(path) == data:
             return
         if path.exists():
-            with _io_errors(path, "read"):
+            with io_errors(path, "read"):
                 if path.read_bytes() == data:
                     self._written[path] = data
                     return
-        _write_atomic(path, data, mode)
+        write_atomic(path, data, mode)
         self._written[path] = data
+
+    def svid_store(self) -> SvidStore:
+        """Where issued workload SVIDs are kept (``svids/``)."""
+        return SvidStore(self.path / SVIDS_DIR)
 
     def save_rotation(self, rotation: RootRotation) -> None:
         """Write every trusted root, the active one as root-cert/key.pem, then rotation.json."""
@@ -222,7 +195,7 @@ class CaDirectory:
 
     def _save(self, rotation: RootRotation) -> None:
         entries = rotation.entries
-        _make_dir(self.path / ROOTS_DIR)
+        make_private_dir(self.path / ROOTS_DIR)
         keep: set[Path] = set()
         for entry in entries:
             cert_path, key_path = self._root_files(entry.key_id)
@@ -239,6 +212,10 @@ class CaDirectory:
                 with suppress(OSError):
                     stale.unlink()
                 self._written.pop(stale, None)
+        # Temporary files a crash left mid-write (they may hold a key).
+        for leftover in [*self.path.glob(".*.tmp"), *(self.path / ROOTS_DIR).glob(".*.tmp")]:
+            with suppress(OSError):
+                leftover.unlink()
 
     def load_rotation(self, *, min_overlap: timedelta, persist_slack: timedelta) -> RootRotation:
         """The rotation state from rotation.json and the roots/ files it names."""
@@ -313,9 +290,9 @@ def init_ca_dir(
     key = generate_private_key(key_type, rsa_bits)
     now = clock()
     cert = create_root_certificate(key, trust_domain, now=now, validity=root_validity)
-    _make_dir(path)
-    _write_new(path / ROOT_KEY, private_key_to_pem(key), KEY_MODE)
-    _write_new(path / ROOT_CERT, cert.public_bytes(_PEM), CERT_MODE)
+    make_private_dir(path)
+    write_new(path / ROOT_KEY, private_key_to_pem(key), KEY_MODE)
+    write_new(path / ROOT_CERT, cert.public_bytes(_PEM), CERT_MODE)
     store = CaDirectory(path, "pocketmesh")
     rotation = RootRotation.single(
         Signer(cert, key), now, min_overlap=min_overlap, persist_slack=persist_slack
@@ -358,6 +335,8 @@ def load_ca_dir(
             f"({CA_CERT}, {CA_KEY}, {CERT_CHAIN}, {ROOT_CERT})"
         )
     store = CaDirectory(path, layout)
+    if layout == "pocketmesh":
+        check_private_dir(path)  # cacerts are often a mounted Secret: its files are checked
     if layout == "cacerts":
         for name in (CA_CERT, CA_KEY, ROOT_CERT):
             if not (path / name).is_file():

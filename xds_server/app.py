@@ -42,6 +42,8 @@ class Options:
     config_dir: Path  # the first config path (kept for callers that name one directory)
     xds_address: str = DEFAULT_XDS_ADDRESS
     debug_address: str = DEFAULT_DEBUG_ADDRESS
+    # Mutating debug endpoints (POST) answer only loopback peers unless this is set.
+    debug_remote_admin: bool = False
     watch: bool = True
     watch_polling: bool | None = None  # None: poll where events may not arrive (galley.watch)
     debounce_quiet: float = 0.1
@@ -93,7 +95,10 @@ class ControlPlane:
             self.identity = IdentityRuntime.create(options.identity, options.trust_domain)
             self.identity.attach(self.cache, self.connections)
         auth = self.identity.authenticator if self.identity else None
-        self.handler = StreamHandler(self.cache, self.connections, authenticate=auth)
+        refused = self.identity.secret_refused if self.identity else None
+        self.handler = StreamHandler(
+            self.cache, self.connections, authenticate=auth, secret_refused=refused
+        )
         self.pushes = self.handler.observer = PushTracker(self.connections)
         self.bootstraps: BootstrapWriter | None = None
         if options.bootstrap_dir is not None:

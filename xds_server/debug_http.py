@@ -8,13 +8,23 @@
 /debug/config     the config status: generation, files, errors, warnings (JSON)
 /debug/config_dump?proxy=ID[&type=cluster|listener|route|endpoint|secret]
 POST /debug/reload  reload the config now (for `serve --no-watch` and benchmarks);
-                    ?hold=ID,ID publishes those workloads without their endpoints
+                    ?hold=ID,ID publishes those workloads without their endpoints,
+                    ?changed=PATH,PATH names the edited files as the push's trigger
+
+What changes state (POST: reload, root rotation) answers only peers on loopback, unless
+`serve --debug-remote-admin`; anything else gets 403 with the reason. A request that a
+web page made (it carries an `Origin` header) is refused too, so a browser on the same
+machine cannot be made to rotate the root. Private keys never leave: the secrets in a
+config dump are redacted.
 """
 
 from __future__ import annotations
 
+import ipaddress
+import logging
 import os
 import time
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
@@ -22,13 +32,47 @@ from google.protobuf.json_format import MessageToDict
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from xds_server import metrics, xds_types
+from xds_server.protocol.untrusted import shown
 from xds_server.pushes import PushTrigger
 from xds_server.web import WebView
 
 if TYPE_CHECKING:
     from xds_server.app import ControlPlane
 
+log = logging.getLogger("pocketmesh.debug")
+
 _TYPES_BY_SHORT = {v: k for k, v in xds_types.SHORT_NAMES.items()}
+_READ_ONLY = frozenset({"GET", "HEAD", "OPTIONS"})
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def _is_loopback(remote: str | None) -> bool:
+    if not remote:
+        return False
+    try:
+        ip = ipaddress.ip_address(remote.split("%", 1)[0])
+    except ValueError:
+        return False
+    mapped = getattr(ip, "ipv4_mapped", None)
+    return ip.is_loopback or (mapped is not None and mapped.is_loopback)
+
+
+def admin_refusal(request: web.Request, remote_admin: bool) -> str | None:
+    """Why a state-changing request may not run, or None when it may."""
+    if request.method in _READ_ONLY:
+        return None
+    if "Origin" in request.headers:
+        return (
+            f"{request.method} {request.path} came from a web page (Origin "
+            f"{shown(request.headers['Origin'], 100)}); use curl or pocketmesh"
+        )
+    if not remote_admin and not _is_loopback(request.remote):
+        return (
+            f"{request.method} {request.path} is accepted only from loopback, and this "
+            f"request came from {shown(request.remote, 64)}: run it on the control plane's "
+            "host (or in its pod), or start `pocketmesh serve --debug-remote-admin`"
+        )
+    return None
 
 
 def syncz(plane: ControlPlane) -> list[dict[str, Any]]:
@@ -91,8 +135,23 @@ class DebugServer:
         self.plane = plane
         self._runner: web.AppRunner | None = None
 
+    @web.middleware
+    async def _guard(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        refusal = admin_refusal(request, self.plane.options.debug_remote_admin)
+        if refusal is not None:
+            log.warning("debug: refused: %s", refusal)
+            return web.json_response({"error": f"refused: {refusal}"}, status=403)
+        try:
+            return await handler(request)
+        except web.HTTPException:
+            raise
+        except Exception as err:  # one line for the log, a reason for the caller
+            log.exception("debug: %s %s failed", request.method, request.path)
+            body = {"error": f"{request.method} {request.path} failed: {shown(err)}"}
+            return web.json_response(body, status=500)
+
     async def start(self, address: str) -> int:
-        app = web.Application()
+        app = web.Application(middlewares=[self._guard])
         app.add_routes(
             [
                 web.get("/healthz", self._healthz),

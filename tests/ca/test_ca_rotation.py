@@ -219,3 +219,36 @@ def test_root_rotation_due_threshold(rca: CertificateAuthority) -> None:
     life = signer.not_after - signer.not_before
     assert not root_rotation_due(signer, signer.not_before + life * 0.79)
     assert root_rotation_due(signer, signer.not_before + life * 0.81)
+
+
+def test_retired_roots_are_bounded(rca: CertificateAuthority, clock: ManualClock) -> None:
+    """Rotating again and again keeps at most `max_retired` retired roots in the bundle."""
+    for _ in range(rca.rotation.max_retired):
+        rca.issue_svid(WEB, ttl=DAY)
+        rca.begin_root_rotation()
+        rca.activate_new_root(force=True)
+    assert len(rca.trust_bundle) == 1 + rca.rotation.max_retired
+    with pytest.raises(RotationError, match=r"2 retired roots are still trusted .* leaves"):
+        rca.begin_root_rotation()
+    assert len(rca.trust_bundle) == 1 + rca.rotation.max_retired
+    # Once the oldest retired root's certificates have expired, it leaves, and a new
+    # rotation may start.
+    clock.advance(DAY + 2 * HOUR)
+    assert len(rca.prune()) >= 1
+    rca.begin_root_rotation()
+    assert len(rca.trust_bundle) <= 2 + rca.rotation.max_retired
+
+
+def test_a_step_that_cannot_be_saved_is_taken_back(rca: CertificateAuthority) -> None:
+    """The CA never signs with, or trusts, a root its directory lacks."""
+
+    class FullDisk:
+        def save_rotation(self, rotation: RootRotation) -> None:
+            raise OSError("No space left on device")
+
+    before = [(e.key_id, e.state) for e in rca.rotation.entries]
+    rca._sink = FullDisk()
+    with pytest.raises(OSError):
+        rca.begin_root_rotation()
+    assert [(e.key_id, e.state) for e in rca.rotation.entries] == before
+    assert len(rca.trust_bundle) == 1

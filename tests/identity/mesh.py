@@ -8,17 +8,26 @@ its app (Sidecar ingress), as on a machine without iptables.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
+import socket
 import textwrap
+import threading
 from pathlib import Path
 from typing import Any
 
+import grpc
 from cryptography import x509
 from cryptography.x509.verification import PolicyBuilder, Store
+from envoy.extensions.transport_sockets.tls.v3 import secret_pb2
+from envoy.service.discovery.v3 import ads_pb2_grpc
+from envoy.service.discovery.v3.discovery_pb2 import DiscoveryRequest, DiscoveryResponse
 
 from tests.e2e.harness import ControlPlaneThread, Envoy, free_port, get, via_proxy
+from xds_server import xds_types
 from xds_server.bootstrap import BootstrapOptions, sidecar_bootstrap
 from xds_server.galley.loader import load_paths
+from xds_server.identity.auth import TOKEN_METADATA
 
 TD = "cluster.local"
 APPS = ("productpage", "reviews", "ratings")
@@ -131,3 +140,149 @@ def verify_with_cryptography(chain_pem: bytes, bundle_pem: bytes, when: Any) -> 
     return [
         str(s.value) for s in verified.subjects if isinstance(s, x509.UniformResourceIdentifier)
     ]
+
+
+class SourceRelay:
+    """A TCP relay on 127.0.0.1 that dials `target` from `source` (an address of this
+    machine): a gRPC client through it connects as if it ran on that address, as a
+    sidecar's xDS connection does (its bootstrap binds it to the workload's address)."""
+
+    def __init__(self, source: str, target: str) -> None:
+        host, port = target.rsplit(":", 1)
+        self._target = (host, int(port))
+        self._source = source
+        self._server = socket.create_server(("127.0.0.1", 0))
+        self.address = f"127.0.0.1:{self._server.getsockname()[1]}"
+        self._threads: list[threading.Thread] = []
+        self._sockets: list[socket.socket] = []
+        self._closed = False
+        self._accept = threading.Thread(target=self._serve, daemon=True)
+        self._accept.start()
+
+    def _serve(self) -> None:
+        while not self._closed:
+            try:
+                client, _ = self._server.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(self._target, 5, (self._source, 0))
+            self._sockets += [client, upstream]
+            for a, b in ((client, upstream), (upstream, client)):
+                thread = threading.Thread(target=self._pipe, args=(a, b), daemon=True)
+                thread.start()
+                self._threads.append(thread)
+
+    @staticmethod
+    def _pipe(src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            with contextlib.suppress(OSError):
+                dst.shutdown(socket.SHUT_WR)
+
+    def stop(self) -> None:
+        self._closed = True
+        with contextlib.suppress(OSError):
+            self._server.shutdown(socket.SHUT_RDWR)  # wakes the accept()
+        self._server.close()
+        for sock in self._sockets:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)  # wakes a recv() in another thread
+            with contextlib.suppress(OSError):
+                sock.close()
+        for thread in self._threads:
+            thread.join(2)
+        self._accept.join(2)
+
+    def __enter__(self) -> SourceRelay:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.stop()
+
+
+def ask_secrets(
+    plane: ControlPlaneThread,
+    node_id: str,
+    token: str | None,
+    *,
+    source: str = "127.0.0.1",
+    names: tuple[str, ...] = ("default", "ROOTCA"),
+) -> DiscoveryResponse:
+    """The first answer to an SDS request over ADS, sent from `source`."""
+    request = DiscoveryRequest(type_url=xds_types.SECRET, resource_names=list(names))
+    request.node.id = node_id
+    metadata = [(TOKEN_METADATA, token)] if token is not None else []
+    with (
+        SourceRelay(source, plane.xds_address) as relay,
+        grpc.insecure_channel(relay.address) as channel,
+    ):
+        stub = ads_pb2_grpc.AggregatedDiscoveryServiceStub(channel)
+        stream = stub.StreamAggregatedResources(iter([request]), timeout=5, metadata=metadata)
+        return next(stream)
+
+
+def secrets_of(response: DiscoveryResponse) -> dict[str, secret_pb2.Secret]:
+    out = {}
+    for packed in response.resources:
+        secret = secret_pb2.Secret()
+        packed.Unpack(secret)
+        out[secret.name] = secret
+    return out
+
+
+class SdsStream:
+    """A proxy's SDS over ADS, kept open: every response it gets is ACKed and kept."""
+
+    def __init__(self, plane: ControlPlaneThread, node_id: str, source: str) -> None:
+        import queue
+
+        self._requests: queue.Queue[DiscoveryRequest | None] = queue.Queue()
+        self.responses: queue.Queue[DiscoveryResponse] = queue.Queue()
+        self.relay = SourceRelay(source, plane.xds_address)
+        self.channel = grpc.insecure_channel(self.relay.address)
+        token = plane.plane.identity.tokens.token(node_id)
+        stub = ads_pb2_grpc.AggregatedDiscoveryServiceStub(self.channel)
+        self.call = stub.StreamAggregatedResources(
+            iter(self._requests.get, None), metadata=[(TOKEN_METADATA, token)]
+        )
+        first = DiscoveryRequest(type_url=xds_types.SECRET, resource_names=["default", "ROOTCA"])
+        first.node.id = node_id
+        self._requests.put(first)
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        with contextlib.suppress(grpc.RpcError):
+            for response in self.call:
+                self.responses.put(response)
+                self._requests.put(
+                    DiscoveryRequest(
+                        type_url=response.type_url,
+                        resource_names=["default", "ROOTCA"],
+                        version_info=response.version_info,
+                        response_nonce=response.nonce,
+                    )
+                )
+
+    def next_secrets(self, timeout: float = 10) -> dict[str, secret_pb2.Secret]:
+        return secrets_of(self.responses.get(timeout=timeout))
+
+    def stop(self) -> None:
+        self._requests.put(None)
+        self.call.cancel()
+        self.channel.close()
+        self.relay.stop()
+
+
+def leaf_of(secrets: dict[str, secret_pb2.Secret]) -> x509.Certificate:
+    chain = secrets["default"].tls_certificate.certificate_chain.inline_bytes
+    return x509.load_pem_x509_certificates(chain)[0]
+
+
+def roots_of(secrets: dict[str, secret_pb2.Secret]) -> list[x509.Certificate]:
+    pem = secrets["ROOTCA"].validation_context.trusted_ca.inline_bytes
+    return x509.load_pem_x509_certificates(pem)

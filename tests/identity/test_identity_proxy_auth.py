@@ -12,20 +12,16 @@ from typing import Any
 import grpc
 import pytest
 from cryptography import x509
-from envoy.extensions.transport_sockets.tls.v3 import secret_pb2
-from envoy.service.discovery.v3 import ads_pb2_grpc
-from envoy.service.discovery.v3.discovery_pb2 import DiscoveryRequest, DiscoveryResponse
 
 from tests.e2e.harness import ControlPlaneThread, EchoApp, Envoy, free_port, running, wait_until
-from tests.identity.mesh import call, spiffe, write_mesh, xfcc
-from xds_server import xds_types
+from tests.identity.mesh import ask_secrets, call, secrets_of, spiffe, write_mesh, xfcc
 from xds_server.bootstrap import BootstrapOptions, sidecar_bootstrap
 from xds_server.galley.loader import load_paths
 from xds_server.identity import IdentityOptions
-from xds_server.identity.auth import TOKEN_METADATA
 from xds_server.metrics import registry
 
 NET = "127.0.79"
+ADDRESSES = {"productpage.default": f"{NET}.10", "reviews.default": f"{NET}.11"}
 
 
 @pytest.fixture(scope="module")
@@ -43,28 +39,23 @@ def plane(config: Path) -> Iterator[ControlPlaneThread]:
         yield plane
 
 
-def ask_secrets(plane: ControlPlaneThread, node_id: str, token: str | None) -> DiscoveryResponse:
-    request = DiscoveryRequest(type_url=xds_types.SECRET, resource_names=["default", "ROOTCA"])
-    request.node.id = node_id
-    metadata = [(TOKEN_METADATA, token)] if token is not None else []
-    with grpc.insecure_channel(plane.xds_address) as channel:
-        stub = ads_pb2_grpc.AggregatedDiscoveryServiceStub(channel)
-        stream = stub.StreamAggregatedResources(iter([request]), timeout=5, metadata=metadata)
-        return next(stream)
+def ask(plane: ControlPlaneThread, node_id: str, token: str | None, **kw: Any) -> Any:
+    """`ask_secrets`, from the node's workload address unless told otherwise."""
+    kw.setdefault("source", ADDRESSES.get(node_id, "127.0.0.1"))
+    return ask_secrets(plane, node_id, token, **kw)
 
 
-def secrets_of(response: DiscoveryResponse) -> dict[str, secret_pb2.Secret]:
-    out = {}
-    for packed in response.resources:
-        secret = secret_pb2.Secret()
-        packed.Unpack(secret)
-        out[secret.name] = secret
-    return out
+def refusals_total(reason: str | None = None) -> float:
+    reasons = [reason] if reason else ["no_token", "wrong_token", "wrong_address"]
+    return sum(
+        registry.get_sample_value("pocketmesh_proxy_auth_refusals_total", {"reason": r}) or 0
+        for r in reasons
+    )
 
 
 def test_own_token_gets_own_identity(plane: ControlPlaneThread) -> None:
     tokens = plane.plane.identity.tokens
-    response = ask_secrets(plane, "productpage.default", tokens.token("productpage.default"))
+    response = ask(plane, "productpage.default", tokens.token("productpage.default"))
     secrets = secrets_of(response)
     assert set(secrets) == {"default", "ROOTCA"}
     chain = secrets["default"].tls_certificate.certificate_chain.inline_bytes
@@ -78,17 +69,78 @@ def test_stolen_identity_cannot_obtain_another_workloads_key(
 ) -> None:
     token_a = plane.plane.identity.tokens.token("productpage.default")
     caplog.set_level(logging.WARNING, logger="pocketmesh.xds")
-    refused_before = registry.get_sample_value("pocketmesh_proxy_auth_refusals_total") or 0
+    refused_before = refusals_total()
     for token in (token_a, None, "0" * 64):
         with pytest.raises(grpc.RpcError) as err:
-            ask_secrets(plane, "reviews.default", token)
+            ask(plane, "reviews.default", token)
         assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
         assert "reviews.default" in (err.value.details() or "")
     refusals = [r.getMessage() for r in caplog.records if "refused" in r.getMessage()]
     assert len(refusals) == 3 and all("reviews.default" in m for m in refusals), refusals
-    assert registry.get_sample_value("pocketmesh_proxy_auth_refusals_total") == refused_before + 3
+    assert refusals_total() == refused_before + 3
     # The key B would have had was never issued: nothing was handed out for it.
     assert ("default", "reviews") not in plane.plane.identity.issuer.issued()
+
+
+def test_token_replayed_from_another_address_is_refused(
+    plane: ControlPlaneThread, caplog: pytest.LogCaptureFixture
+) -> None:
+    own = plane.plane.identity.tokens.token("productpage.default")
+    caplog.set_level(logging.WARNING, logger="pocketmesh.xds")
+    before = refusals_total("wrong_address")
+    # From this machine's default address, and from another workload's address.
+    for source in ("127.0.0.1", ADDRESSES["reviews.default"]):
+        with pytest.raises(grpc.RpcError) as err:
+            ask(plane, "productpage.default", own, source=source)
+        assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
+        assert f"connected from {source}" in (err.value.details() or "")
+    assert refusals_total("wrong_address") == before + 2
+    lines = [r.getMessage() for r in caplog.records if "connected from" in r.getMessage()]
+    assert len(lines) == 2 and all("productpage.default" in line for line in lines), lines
+    # From its own address the same token works.
+    assert set(secrets_of(ask(plane, "productpage.default", own))) == {"default", "ROOTCA"}
+
+
+def test_secrets_a_proxy_does_not_own_are_not_sent(
+    plane: ControlPlaneThread, caplog: pytest.LogCaptureFixture
+) -> None:
+    identity = plane.plane.identity
+    caplog.set_level(logging.WARNING, logger="pocketmesh.identity")
+    before = registry.get_sample_value("pocketmesh_sds_refusals_total", {"reason": "not_owned"})
+    names = ("default", "ROOTCA", "reviews", "kubernetes://reviews-credential")
+    response = ask(
+        plane, "productpage.default", identity.tokens.token("productpage.default"), names=names
+    )
+    secrets = secrets_of(response)
+    assert set(secrets) == {"default", "ROOTCA"}
+    chain = secrets["default"].tls_certificate.certificate_chain.inline_bytes
+    leaf = x509.load_pem_x509_certificates(chain)[0]
+    san = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert san.get_values_for_type(x509.UniformResourceIdentifier) == [spiffe("productpage")]
+    after = registry.get_sample_value("pocketmesh_sds_refusals_total", {"reason": "not_owned"})
+    assert after == (before or 0) + 1
+    (line,) = [r.getMessage() for r in caplog.records if "not its own" in r.getMessage()]
+    assert "productpage.default" in line and "kubernetes://reviews-credential" in line
+
+
+def test_sds_for_a_node_with_no_workload_entry_gets_nothing(
+    plane: ControlPlaneThread, caplog: pytest.LogCaptureFixture
+) -> None:
+    identity = plane.plane.identity
+    caplog.set_level(logging.WARNING)
+    before = registry.get_sample_value("pocketmesh_sds_refusals_total", {"reason": "no_workload"})
+    # A valid token (say, of a WorkloadEntry since removed) for a node the config lacks.
+    response = ask(plane, "ghost.default", identity.tokens.token("ghost.default"))
+    assert len(response.resources) == 0
+    after = registry.get_sample_value("pocketmesh_sds_refusals_total", {"reason": "no_workload"})
+    assert after == (before or 0) + 1
+    assert ("default", "ghost") not in identity.issuer.issued()
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("ghost.default" in m and "names no WorkloadEntry" in m for m in messages), messages
+    # No log line, of any test here, carries key material or a token.
+    assert not any(
+        "PRIVATE KEY" in m or identity.tokens.token("ghost.default") in m for m in messages
+    )
 
 
 @pytest.mark.parametrize("ads", [True, False], ids=["ads", "per-type-services"])
@@ -130,4 +182,4 @@ def test_xds_over_tls_verified_by_the_sidecars(config: Path, tmp_path: Path, ads
             assert stats.get("cluster.xds-grpc.ssl.handshake", 0) >= 1, stats
         # A plaintext client gets nothing from the TLS port.
         with pytest.raises(grpc.RpcError):
-            ask_secrets(plane, "productpage.default", identity.tokens.token("productpage.default"))
+            ask(plane, "productpage.default", identity.tokens.token("productpage.default"))

@@ -8,6 +8,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from xds_server.bench import chaos
 from xds_server.bench.report import render, render_markdown, write_json
 from xds_server.bench.run import PRESETS, BenchOptions, run
 
@@ -46,6 +47,17 @@ def register(sub: Any) -> None:
     p.add_argument("--out", type=Path, default=Path("bench.json"), help="JSON of every figure")
     p.add_argument("--markdown", type=Path, help="also write the tables as Markdown here")
     p.add_argument("--workdir", type=Path, help="keep configs and logs here (default: temp)")
+    p.add_argument(
+        "--chaos",
+        nargs="?",
+        const=",".join(chaos.SCENARIOS),
+        metavar="SCENARIO,...",
+        help="run fault scenarios instead: " + ", ".join(chaos.SCENARIOS) + " (default: all;"
+        " see docs/faults.md); figures go to --out (chaos.json)",
+    )
+    p.add_argument(
+        "--small", action="store_true", help="with --chaos: the CI size (short outages, samples)"
+    )
     p.set_defaults(func=main)  # fmt: skip
 
 
@@ -72,7 +84,30 @@ def options_from(args: argparse.Namespace) -> BenchOptions:
     )
 
 
+def run_chaos(args: argparse.Namespace) -> int:
+    scenarios = tuple(s.strip() for s in args.chaos.split(",") if s.strip())
+    unknown = [s for s in scenarios if s not in chaos.SCENARIOS]
+    if unknown:
+        print(
+            f"pocketmesh bench: unknown chaos scenario {', '.join(unknown)}; "
+            f"one of {', '.join(chaos.SCENARIOS)}",
+            file=sys.stderr,
+        )
+        return 2
+    out = args.out if args.out != Path("bench.json") else Path("chaos.json")
+    results = chaos.run(scenarios, small=args.small, workdir=args.workdir)
+    write_json(results, out)
+    text = chaos.render(results)
+    if args.markdown is not None:
+        args.markdown.write_text(text)
+    print(text)
+    print(f"every figure: {out}")
+    return 0
+
+
 def main(args: argparse.Namespace) -> int:
+    if args.chaos is not None:
+        return run_chaos(args)
     try:
         options = options_from(args)
     except ValueError as err:

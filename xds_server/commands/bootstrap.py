@@ -7,6 +7,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from ca import CaError
+from ca.files import KEY_MODE, write_atomic
 from xds_server.app import DEFAULT_XDS_ADDRESS
 from xds_server.bootstrap import BootstrapOptions, render, sidecar_bootstrap
 from xds_server.commands.common import DEFAULT_CONFIG, load_or_report
@@ -30,7 +32,11 @@ def register(sub: Any) -> None:
         help="use the per-type services (CDS, EDS, LDS, RDS) instead of ADS",
     )
     boot.add_argument("--admin-port", type=int, default=15000, help="Envoy admin port")
-    boot.add_argument("-o", "--output", help="write to a file instead of stdout")
+    boot.add_argument(
+        "-o",
+        "--output",
+        help="write to a file instead of stdout (mode 0600: it holds the proxy's token)",
+    )
     add_bootstrap_identity_flags(boot)
     boot.set_defaults(func=run)
 
@@ -54,6 +60,9 @@ def run(args: argparse.Namespace) -> int:
     except BootstrapRefused as err:
         print(f"pocketmesh bootstrap: refused: {err}", file=sys.stderr)
         return 1
+    except CaError as err:  # the CA directory's token key or roots
+        print(f"pocketmesh: {err}", file=sys.stderr)
+        return 1
     options = BootstrapOptions(
         xds_address=args.xds_address,
         delta=args.delta,
@@ -63,7 +72,12 @@ def run(args: argparse.Namespace) -> int:
     )
     text = render(sidecar_bootstrap(workload, options))
     if args.output:
-        Path(args.output).write_text(text)
+        try:
+            # Owner-only from the first byte, replaced whole: it holds the proxy's token.
+            write_atomic(Path(args.output), text.encode(), KEY_MODE)
+        except CaError as err:  # the output file
+            print(f"pocketmesh: {err}", file=sys.stderr)
+            return 1
     else:
         sys.stdout.write(text)
     return 0

@@ -25,6 +25,12 @@ def register(sub: Any) -> None:
     )
     serve.add_argument("--xds-address", default=DEFAULT_XDS_ADDRESS, help="%(default)s")
     serve.add_argument("--debug-address", default=DEFAULT_DEBUG_ADDRESS, help="%(default)s")
+    serve.add_argument(
+        "--debug-remote-admin",
+        action="store_true",
+        help="accept the debug address's POST endpoints (reload, root rotation) from any "
+        "peer, not only loopback: bind the debug address where only operators reach it",
+    )
     serve.add_argument("--no-watch", action="store_true", help="do not reload on file changes")
     serve.add_argument(
         "--watch-polling",
@@ -66,6 +72,7 @@ def options_from(args: argparse.Namespace) -> Options:
         config_paths=paths,
         xds_address=args.xds_address,
         debug_address=args.debug_address,
+        debug_remote_admin=args.debug_remote_admin,
         watch=not args.no_watch,
         debounce_quiet=args.debounce_quiet,
         debounce_max=args.debounce_max,

@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 from yaml.constructor import ConstructorError
-from yaml.nodes import MappingNode, Node, SequenceNode
+from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 from yaml.reader import ReaderError
 
 __all__ = [
@@ -31,6 +31,7 @@ __all__ = [
 _MAP_TAG = "tag:yaml.org,2002:map"
 _SEQ_TAG = "tag:yaml.org,2002:seq"
 _MERGE_TAG = "tag:yaml.org,2002:merge"
+_INT_TAG = "tag:yaml.org,2002:int"
 
 
 class YamlMap(dict[Any, Any]):
@@ -109,12 +110,24 @@ def _construct_seq(loader: Any, node: SequenceNode) -> Iterator[YamlList]:
     result.extend(loader.construct_object(child, deep=False) for child in node.value)
 
 
+def _construct_int(loader: Any, node: ScalarNode) -> int:
+    # Python refuses to convert integers of more than 4,300 digits (a DoS guard); the
+    # ValueError would carry no position, so say where the number is written.
+    try:
+        return int(yaml.SafeLoader.construct_yaml_int(loader, node))
+    except ValueError:
+        digits = sum(c.isdigit() for c in str(node.value))
+        problem = f"an integer of {digits} digits is too large"
+        raise ConstructorError(None, None, problem, node.start_mark) from None
+
+
 class PyLineLoader(yaml.SafeLoader):
     """PyYAML's SafeLoader (pure Python) building `YamlMap` and `YamlList`."""
 
 
 PyLineLoader.add_constructor(_MAP_TAG, _construct_map)
 PyLineLoader.add_constructor(_SEQ_TAG, _construct_seq)
+PyLineLoader.add_constructor(_INT_TAG, _construct_int)
 
 # The same on libyaml's parser when PyYAML was built with it: about ten times
 # faster, and it caps nesting at 1000 levels instead of recursing. Problem
@@ -127,6 +140,7 @@ if hasattr(yaml, "CSafeLoader"):
 
     CLineLoader.add_constructor(_MAP_TAG, _construct_map)
     CLineLoader.add_constructor(_SEQ_TAG, _construct_seq)
+    CLineLoader.add_constructor(_INT_TAG, _construct_int)
     LineLoader = CLineLoader
 
 

@@ -2,7 +2,15 @@
 
 It feeds requests, as they arrive, and cache publishes to the protocol state
 machine, and writes the encoded responses. Protocol errors become gRPC status
-codes here and only here.
+codes here and only here:
+
+    ProtocolError     INVALID_ARGUMENT     no node id, a type the service does not serve
+    LimitExceeded     RESOURCE_EXHAUSTED   more names than a stream may subscribe to
+    PermissionDenied  PERMISSION_DENIED    another workload's token or address
+    XdsError          FAILED_PRECONDITION
+
+Each refusal is one bounded log line: anything the client sent is passed through
+`protocol.untrusted.shown` first.
 """
 
 from __future__ import annotations
@@ -19,6 +27,7 @@ from envoy.service.discovery.v3.discovery_pb2 import (
     DeltaDiscoveryRequest,
     DiscoveryRequest,
 )
+from google.protobuf.message import DecodeError
 
 from xds_server import metrics, xds_types
 from xds_server.cache import config_source
@@ -26,14 +35,32 @@ from xds_server.cache.store import SnapshotCache
 from xds_server.grpc_api.connections import Connection, Connections
 from xds_server.grpc_api.observer import NullObserver, StreamObserver
 from xds_server.protocol.delta import DeltaStream
-from xds_server.protocol.errors import PermissionDenied, ProtocolError, XdsError
+from xds_server.protocol.errors import LimitExceeded, PermissionDenied, ProtocolError, XdsError
 from xds_server.protocol.events import Acked, DeltaResponse, Event, Nacked, SotwResponse
 from xds_server.protocol.sotw import SotwStream
+from xds_server.protocol.untrusted import shown
 
 log = logging.getLogger("pocketmesh.xds")
 
+# Kubernetes names a pod in at most 253 characters and its namespace in 63.
+MAX_NODE_ID = 512
+
 # Decides whether the peer behind `context` may act as `node_id`; raises PermissionDenied.
 Authenticator = Callable[[str, grpc.aio.ServicerContext], None]
+# Told when a proxy asks for secrets it is not sent: (node id, names, first time on
+# this stream); the identity runtime logs and counts them.
+SecretRefusal = Callable[[str, list[str], bool], None]
+
+
+_STATUS: dict[type[XdsError], tuple[grpc.StatusCode, str]] = {
+    ProtocolError: (grpc.StatusCode.INVALID_ARGUMENT, "xDS protocol error"),
+    LimitExceeded: (grpc.StatusCode.RESOURCE_EXHAUSTED, "over a limit"),
+    PermissionDenied: (grpc.StatusCode.PERMISSION_DENIED, "refused"),
+}
+
+
+class _ClientGone(Exception):
+    """A write failed because the client's stream is gone; nothing to report."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,11 +94,13 @@ class StreamHandler:
         cache: SnapshotCache,
         connections: Connections,
         authenticate: Authenticator | None = None,
+        secret_refused: SecretRefusal | None = None,
     ) -> None:
         self.cache = cache
         self.connections = connections
         self.authenticate = authenticate
         self.observer: StreamObserver = NullObserver()  # push timing, telemetry (pushes.py)
+        self.secret_refused = secret_refused
 
     async def handle(
         self,
@@ -85,16 +114,20 @@ class StreamHandler:
                 if stream is None:
                     stream = self._open(kind, request, context)
                 await stream.on_request(request)
-        except grpc.aio.AioRpcError:
-            pass  # the client went away mid-read
-        except ProtocolError as err:
-            log.warning("xDS protocol error from %s: %s", context.peer(), err)
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(err))
-        except PermissionDenied as err:
-            log.warning("refused %s: %s", context.peer(), err)
-            await context.abort(grpc.StatusCode.PERMISSION_DENIED, str(err))
+        except (grpc.aio.AioRpcError, _ClientGone):
+            pass  # the client went away mid-read or mid-write
+        except DecodeError as err:  # bytes that are no DiscoveryRequest
+            who = stream.conn.node_id if stream is not None else "a client"
+            log.warning("undecodable request from %s (%s): %s", shown(who), context.peer(), err)
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"undecodable request: {err}")
         except XdsError as err:
-            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(err))
+            code, what = next(
+                (v for k, v in _STATUS.items() if isinstance(err, k)),
+                (grpc.StatusCode.FAILED_PRECONDITION, "refused"),
+            )
+            who = stream.conn.node_id if stream is not None else "a client"
+            log.warning("%s %s from %s: %s", what, shown(who), context.peer(), err)
+            await context.abort(code, str(err))
         finally:
             if stream is not None:
                 stream.close()
@@ -104,6 +137,11 @@ class StreamHandler:
         node_id = first.node.id
         if not node_id:
             raise ProtocolError("the first request of a stream must carry node.id")
+        if len(node_id) > MAX_NODE_ID:
+            raise ProtocolError(
+                f"node.id is {len(node_id)} characters long; at most {MAX_NODE_ID}: "
+                f"{shown(node_id, 64)}"
+            )
         if self.authenticate is not None:
             self.authenticate(node_id, context)
         flavour = kind.flavour
@@ -121,8 +159,9 @@ class StreamHandler:
         metrics.connected_proxies.inc()
         self.observer.opened(conn, first.node)
         if not self.cache.snapshot.push_context.proxy(node_id):
-            log.warning("proxy %s names no WorkloadEntry: it gets an empty config", node_id)
-        log.info("proxy %s connected (%s%s)", node_id, kind.service, " delta" if kind.delta else "")
+            log.warning("proxy %s names no WorkloadEntry: it gets an empty config", shown(node_id))
+        flavour_note = " delta" if kind.delta else ""
+        log.info("proxy %s connected (%s%s)", shown(node_id), kind.service, flavour_note)
         return stream
 
 
@@ -154,11 +193,23 @@ class _Stream:
         self._push_pending = False
         self._woken_at = 0.0
         self._pushes: set[asyncio.Task[None]] = set()
+        self._secrets_refused = False
 
     async def on_request(self, request: Any) -> None:
         async with self._writing:
             self.handler.observer.request(self.conn, request)
-            await self._emit(self.machine.on_request(request))
+            events = self.machine.on_request(request)
+            if request.type_url == xds_types.SECRET and self.handler.secret_refused is not None:
+                self._check_secret_names(request)
+            await self._emit(events)
+
+    def _check_secret_names(self, request: Any) -> None:
+        asked = request.resource_names_subscribe if self.kind.delta else request.resource_names
+        available = self.machine.view.resources(xds_types.SECRET)
+        refused = [name for name in asked if name != "*" and name not in available]
+        if refused and self.handler.secret_refused is not None:
+            self.handler.secret_refused(self.conn.node_id, refused, not self._secrets_refused)
+            self._secrets_refused = True
 
     def wake(self) -> None:
         """The cache published: push what changed (callable from any thread)."""
@@ -192,8 +243,11 @@ class _Stream:
                 self.handler.observer.pushed(conn, time.monotonic() - self._woken_at)
         except (asyncio.CancelledError, grpc.aio.AioRpcError):
             raise
+        except _ClientGone:
+            if self._main is not None:
+                self._main.cancel()
         except Exception:
-            log.exception("push to proxy %s failed; closing its stream", self.conn.node_id)
+            log.exception("push to proxy %s failed; closing its stream", shown(self.conn.node_id))
             if self._main is not None:
                 self._main.cancel()
 
@@ -205,10 +259,10 @@ class _Stream:
         self.handler.connections.remove(self.conn)
         metrics.connected_proxies.dec()
         self.handler.observer.closed(self.conn)
-        log.info("proxy %s disconnected (%s)", self.conn.node_id, self.kind.service)
+        log.info("proxy %s disconnected (%s)", shown(self.conn.node_id), self.kind.service)
 
     async def _emit(self, events: list[Event]) -> None:
-        node_id = self.conn.node_id
+        node_id = shown(self.conn.node_id)
         observer = self.handler.observer
         for event in events:
             nbytes, started = 0, time.perf_counter()
@@ -217,7 +271,10 @@ class _Stream:
                 nbytes = len(data)
                 metrics.pushes.labels(xds_types.short_name(event.type_url)).inc()
                 metrics.push_bytes.inc(nbytes)
-                await self.context.write(data)
+                try:
+                    await self.context.write(data)
+                except grpc.aio.InternalError as err:  # the stream ended under the write
+                    raise _ClientGone from err
             elif isinstance(event, Nacked):
                 metrics.nacks.labels(xds_types.short_name(event.type_url)).inc()
                 log.warning(
@@ -225,8 +282,8 @@ class _Stream:
                     node_id,
                     xds_types.short_name(event.type_url),
                     event.version,
-                    ", ".join(event.resource_names[:10]),
-                    event.message,
+                    shown(", ".join(event.resource_names[:10])),
+                    shown(event.message),
                 )
             elif isinstance(event, Acked):
                 log.debug(

@@ -1,28 +1,46 @@
-"""Authenticating proxies: a per-workload token, checked against the node id.
+"""Authenticating proxies: a per-workload token, checked against the node id, and the
+address the proxy connects from, checked against its WorkloadEntry.
 
 `pocketmesh bootstrap` puts `HMAC-SHA256(server key, node id)` in the bootstrap's
 gRPC `initial_metadata`; the xDS server recomputes it for the node id of the
 first request and refuses the stream otherwise. So a proxy holding workload A's
 bootstrap cannot pose as B and receive B's private key. The server key lives in
 the CA directory (0600) beside the root key, which it is as secret as.
+
+A token copied elsewhere is refused too when it can be told: a stream for a
+WorkloadEntry must come from that entry's address. The bootstrap binds the xDS
+connection to the workload's address when both are on this machine's loopback, so
+on one machine a proxy's address is its WorkloadEntry's; across machines the peer
+address is the workload's own (pod IPs, container addresses). When one side is
+loopback and the other is not (a port-forward, NAT, a sidecar whose WorkloadEntry
+names the pod's loopback) the address says nothing and only the token counts.
+Any local user can bind any 127.x address, so on one machine the token file's
+permissions (0600) are what keep it secret.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
-import os
+import ipaddress
 import secrets
+from collections.abc import Callable
 from pathlib import Path
 from typing import Final
 
 import grpc
 
+from ca import CaDirError
+from ca.files import make_private_dir, read_private, write_new
 from xds_server.identity import metrics
 from xds_server.protocol.errors import PermissionDenied
+from xds_server.protocol.untrusted import shown
 
 TOKEN_METADATA: Final = "x-pocketmesh-token"
 TOKEN_KEY_FILE: Final = "xds-token.key"
+
+# The WorkloadEntry address of a node id, or None when there is no such workload.
+AddressOf = Callable[[str], str | None]
 
 
 class ProxyTokens:
@@ -37,13 +55,20 @@ class ProxyTokens:
 
     @classmethod
     def load_or_create(cls, ca_dir: Path) -> ProxyTokens:
+        """The key in `ca_dir`, made (0600, in a 0700 directory) if there is none.
+
+        Raises:
+            CaDirError: the key file is writable by others, unreadable or not hex.
+        """
         path = ca_dir / TOKEN_KEY_FILE
         if not path.exists():
-            ca_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "wb") as out:
-                out.write(secrets.token_bytes(32).hex().encode())
-        return cls(bytes.fromhex(path.read_text().strip()))
+            make_private_dir(ca_dir)
+            write_new(path, secrets.token_bytes(32).hex().encode(), 0o600)
+        text = read_private(path, "proxy token key").decode(errors="replace").strip()
+        try:
+            return cls(bytes.fromhex(text))
+        except ValueError:
+            raise CaDirError(f"{path}: not a proxy token key (64 hex digits)") from None
 
     def token(self, node_id: str) -> str:
         return hmac.new(self._key, node_id.encode(), hashlib.sha256).hexdigest()
@@ -51,19 +76,68 @@ class ProxyTokens:
     def check(self, node_id: str, presented: str | None) -> None:
         """Raises PermissionDenied unless `presented` is `node_id`'s token."""
         if not presented:
-            raise PermissionDenied(f"proxy {node_id!r} presented no {TOKEN_METADATA}")
-        if not hmac.compare_digest(self.token(node_id), presented):
+            metrics.proxy_auth_refusals.labels("no_token").inc()
+            raise PermissionDenied(f"proxy {shown(repr(node_id))} presented no {TOKEN_METADATA}")
+        if not hmac.compare_digest(self.token(node_id).encode(), presented.encode()):
+            metrics.proxy_auth_refusals.labels("wrong_token").inc()
             raise PermissionDenied(
-                f"proxy {node_id!r} presented a token that is not its own (another "
+                f"proxy {shown(repr(node_id))} presented a token that is not its own (another "
                 "workload's credentials?)"
             )
 
     def authenticate(self, node_id: str, context: grpc.aio.ServicerContext) -> None:
-        """The StreamHandler's `authenticate` hook."""
+        """The StreamHandler's `authenticate` hook, token only."""
         metadata = context.invocation_metadata() or ()
         presented = next((str(v) for k, v in metadata if k == TOKEN_METADATA), None)
-        try:
-            self.check(node_id, presented)
-        except PermissionDenied:
-            metrics.proxy_auth_refusals.inc()
-            raise
+        self.check(node_id, presented)
+
+
+def peer_ip(peer: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """The IP of a gRPC peer string (``ipv4:127.0.0.1:5000``, ``ipv6:[::1]:5000``)."""
+    kind, _, rest = peer.partition(":")
+    if kind == "ipv4":
+        host = rest.rsplit(":", 1)[0]
+    elif kind == "ipv6":
+        host = rest.rsplit(":", 1)[0].strip("[]")
+    else:
+        return None
+    try:
+        return ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        return None
+
+
+def check_peer_address(node_id: str, peer: str, workload_address: str | None) -> None:
+    """Raises PermissionDenied when `peer` cannot be the workload's own address.
+
+    Compared only when both are IPs on the same side of loopback (see the module doc).
+    """
+    if workload_address is None:
+        return
+    ip = peer_ip(peer)
+    try:
+        expected = ipaddress.ip_address(workload_address)
+    except ValueError:
+        return  # a hostname: nothing to compare
+    if ip is None or ip.is_loopback != expected.is_loopback or ip == expected:
+        return
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped == expected:
+        return
+    metrics.proxy_auth_refusals.labels("wrong_address").inc()
+    raise PermissionDenied(
+        f"proxy {shown(repr(node_id))} connected from {ip}, but its WorkloadEntry's address "
+        f"is {expected}: a token used from elsewhere? (a bootstrap made before pocketmesh "
+        "bound xDS connections to the workload's address: run `pocketmesh bootstrap` again)"
+    )
+
+
+class ProxyAuthenticator:
+    """The token, then the address: the StreamHandler's `authenticate` hook."""
+
+    def __init__(self, tokens: ProxyTokens, address_of: AddressOf) -> None:
+        self.tokens = tokens
+        self.address_of = address_of
+
+    def __call__(self, node_id: str, context: grpc.aio.ServicerContext) -> None:
+        self.tokens.authenticate(node_id, context)
+        check_peer_address(node_id, context.peer(), self.address_of(node_id))

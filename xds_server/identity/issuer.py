@@ -3,7 +3,9 @@
 Wraps Citadel's `CertificateAuthority` with the cache a control plane needs:
 certificates are issued on first use, shared by every proxy of one identity,
 renewed once the CA's clock passes their `renew_at` (half-life, jittered), and
-all re-issued when a new root starts signing. Root rotation is driven from here
+all re-issued when a new root starts signing. With a CA directory, every SVID is
+also kept on disk (`ca.SvidStore`): a restarted control plane hands each proxy the
+certificate it already holds, and issues only what is due. Root rotation is driven from here
 in three steps that keep every request working:
 
 1. `begin_root_rotation`: the new root joins the trust bundle (ROOTCA) only;
@@ -19,7 +21,7 @@ import logging
 import threading
 from datetime import timedelta
 
-from ca import CertificateAuthority, IssuedSvid, RootEntry, SpiffeId
+from ca import CertificateAuthority, IssuedSvid, RootEntry, SpiffeId, SvidStore
 from ca.svid import DEFAULT_SVID_TTL
 from xds_server.identity import metrics
 
@@ -29,11 +31,19 @@ IdentityKey = tuple[str, str]  # (namespace, serviceAccount)
 
 
 class WorkloadIssuer:
-    def __init__(self, ca: CertificateAuthority, ttl: timedelta = DEFAULT_SVID_TTL) -> None:
+    def __init__(
+        self,
+        ca: CertificateAuthority,
+        ttl: timedelta = DEFAULT_SVID_TTL,
+        store: SvidStore | None = None,
+    ) -> None:
         self.ca = ca
         self.ttl = ttl
+        self.store = store
         self._svids: dict[IdentityKey, IssuedSvid] = {}
         self._lock = threading.Lock()
+        if store is not None:
+            store.prune(ca.clock())
 
     @property
     def trust_domain(self) -> str:
@@ -48,9 +58,26 @@ class WorkloadIssuer:
         with self._lock:
             svid = self._svids.get(key)
             if svid is None:
-                svid = self._svids[key] = self._issue(key)
+                svid = self._kept(key)
+            if svid is None:
+                svid = self._issue(key)
                 metrics.svids_issued.labels("first").inc()
+            self._svids[key] = svid
             return svid
+
+    def _kept(self, key: IdentityKey) -> IssuedSvid | None:
+        """The SVID kept on disk for `key`, if it may still be handed out."""
+        if self.store is None:
+            return None
+        svid = self.store.load(self.spiffe_id(*key))
+        if svid is None or not self.ca.reusable(svid, self.ttl):
+            return None
+        metrics.svids_reused.inc()
+        log.info(
+            "kept SVID for %s reused (serial %x, renewal at %s)",
+            svid.spiffe_id, svid.serial, f"{svid.renew_at:%Y-%m-%d %H:%M:%S}",
+        )  # fmt: skip
+        return svid
 
     def issued(self) -> dict[IdentityKey, IssuedSvid]:
         """The current SVID of every identity issued so far."""
@@ -78,7 +105,10 @@ class WorkloadIssuer:
         return keys
 
     def _issue(self, key: IdentityKey) -> IssuedSvid:
-        return self.ca.issue_svid((self.trust_domain, *key), ttl=self.ttl)
+        svid = self.ca.issue_svid((self.trust_domain, *key), ttl=self.ttl)
+        if self.store is not None:
+            self.store.save(svid)
+        return svid
 
     # -- roots --------------------------------------------------------------------
 

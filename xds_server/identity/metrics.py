@@ -12,11 +12,25 @@ svids_issued = Counter(
     ["reason"],
     registry=registry,
 )
+svids_reused = Counter(
+    "pocketmesh_svids_reused",
+    "Workload certificates kept on disk and handed out again after a restart.",
+    registry=registry,
+)
 trusted_roots = Gauge(
     "pocketmesh_trusted_roots", "Roots in the trust bundle (ROOTCA).", registry=registry
 )
 proxy_auth_refusals = Counter(
     "pocketmesh_proxy_auth_refusals",
-    "xDS streams refused: missing token or one not the node's own.",
+    "xDS streams refused, by reason: no_token, wrong_token (not the node's own), "
+    "wrong_address (not the WorkloadEntry's address).",
+    ["reason"],
+    registry=registry,
+)
+sds_refusals = Counter(
+    "pocketmesh_sds_refusals",
+    "Secret requests not served, by reason: no_workload (the node names no "
+    "WorkloadEntry), not_owned (a secret name that is not the proxy's own).",
+    ["reason"],
     registry=registry,
 )

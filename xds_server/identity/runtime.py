@@ -9,8 +9,11 @@ renews SVIDs and moves a root rotation along:
     every proxy ACKs that ROOTCA  -> the new root signs; every SVID re-issued
     the old root's last certificate expires  -> the old root leaves ROOTCA
 
-A rotation starts by `POST /debug/ca/rotate-root`, or by itself when less than 20 %
-of the signing root's life is left; `GET /debug/ca` shows the roots and SVIDs.
+A rotation starts by `POST /debug/ca/rotate-root` (loopback only, see debug_http), or
+by itself when less than 20 % of the signing root's life is left; it is refused (409,
+with the reason) while one is pending or while two retired roots are still trusted.
+`GET /debug/ca` shows the roots and SVIDs. With a CA directory, issued SVIDs are kept
+there, so a restarted control plane re-issues only what is due.
 """
 
 from __future__ import annotations
@@ -28,20 +31,26 @@ from typing import TYPE_CHECKING, Any
 import grpc
 
 from ca import (
+    CaError,
     CertificateAuthority,
     Clock,
     IssuedServerCertificate,
+    RotationError,
+    SvidStore,
     detect_layout,
     init_ca_dir,
     load_ca_dir,
     utc_now,
 )
 from ca.svid import DEFAULT_SVID_TTL
+from ca.svid_store import SVIDS_DIR
 from xds_server import xds_types
-from xds_server.identity.auth import ProxyTokens
+from xds_server.identity import metrics
+from xds_server.identity.auth import ProxyAuthenticator, ProxyTokens
 from xds_server.identity.issuer import WorkloadIssuer
 from xds_server.identity.sds import IdentitySecrets
 from xds_server.protocol.events import SyncState
+from xds_server.protocol.untrusted import shown
 
 if TYPE_CHECKING:
     from aiohttp import web
@@ -66,12 +75,17 @@ class IdentityOptions:
 
 class IdentityRuntime:
     def __init__(
-        self, ca: CertificateAuthority, tokens: ProxyTokens, options: IdentityOptions
+        self,
+        ca: CertificateAuthority,
+        tokens: ProxyTokens,
+        options: IdentityOptions,
+        store: SvidStore | None = None,
     ) -> None:
         self.ca = ca
         self.tokens = tokens
         self.options = options
-        self.issuer = WorkloadIssuer(ca, options.svid_ttl)
+        self.issuer = WorkloadIssuer(ca, options.svid_ttl, store)
+        self._rotation_refused = ""  # why the last automatic rotation could not start
         self.secrets = IdentitySecrets(self.issuer)
         self._cache: SnapshotCache | None = None
         self._connections: Connections | None = None
@@ -93,7 +107,8 @@ class IdentityRuntime:
             ca = init_ca_dir(options.ca_dir, trust_domain, clock=clock)
             tokens = ProxyTokens.load_or_create(options.ca_dir)
         log.info("CA for %s: %r", ca.trust_domain, ca)
-        return cls(ca, tokens, options)
+        store = SvidStore(options.ca_dir / SVIDS_DIR) if options.ca_dir is not None else None
+        return cls(ca, tokens, options, store)
 
     # -- wiring ---------------------------------------------------------------------
 
@@ -104,7 +119,31 @@ class IdentityRuntime:
 
     @property
     def authenticator(self) -> Callable[[str, grpc.aio.ServicerContext], None] | None:
-        return self.tokens.authenticate if self.options.proxy_auth else None
+        if not self.options.proxy_auth:
+            return None
+        return ProxyAuthenticator(self.tokens, self._workload_address)
+
+    def _workload_address(self, node_id: str) -> str | None:
+        if self._cache is None:
+            return None
+        proxy = self._cache.snapshot.push_context.proxy(node_id)
+        return None if proxy is None else proxy.workload.address
+
+    def secret_refused(self, node_id: str, names: list[str], first: bool) -> None:
+        """A proxy asked for secrets it is not sent: count it; log it once per stream."""
+        known = self._cache is not None and self._workload_address(node_id) is not None
+        reason = "not_owned" if known else "no_workload"
+        metrics.sds_refusals.labels(reason).inc()
+        if first:
+            why = (
+                "secrets that are not its own"
+                if known
+                else "secrets, but it names no WorkloadEntry"
+            )
+            log.warning(
+                "proxy %s asked for %s: %s (not sent)",
+                shown(node_id), why, shown(", ".join(names[:10])),
+            )  # fmt: skip
 
     def server_credentials(self, host: str) -> grpc.ServerCredentials:
         """The xDS port's certificate: the control plane's SPIFFE ID plus its address.
@@ -167,8 +206,14 @@ class IdentityRuntime:
         """Renew what is due and advance a root rotation; push SDS if anything changed."""
         changed = bool(self.issuer.renew_due())
         if not self.issuer.rotation_pending and self._root_rotation_due():
-            log.info("root rotation due: less than 20%% of the signing root's life is left")
-            self.rotate_root()
+            try:
+                self.rotate_root()
+            except RotationError as err:
+                if str(err) != self._rotation_refused:  # say it once, not every tick
+                    log.error("root rotation due but refused: %s", err)
+                self._rotation_refused = str(err)
+            else:
+                log.info("root rotation due: less than 20%% of the signing root's life was left")
         elif self.issuer.rotation_pending and self._bundle_acked():
             self.issuer.activate_new_root()
             changed = True
@@ -225,7 +270,12 @@ class IdentityRuntime:
         from aiohttp import web
 
         async def rotate(_: web.Request) -> web.Response:
-            return web.json_response(self.rotate_root())
+            try:
+                return web.json_response(self.rotate_root())
+            except CaError as err:  # one pending already, too many retired, cacerts
+                log.warning("root rotation refused: %s", err)
+                body = {"error": f"root rotation refused: {err}", "roots": self.rotation_state()}
+                return web.json_response(body, status=409)
 
         async def state(_: web.Request) -> web.Response:
             svids = [

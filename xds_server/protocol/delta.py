@@ -29,7 +29,8 @@ from xds_server.protocol.events import (
     SyncState,
     TypeStatus,
 )
-from xds_server.protocol.machine import StreamMachine
+from xds_server.protocol.machine import MAX_SUBSCRIBED_NAMES, StreamMachine
+from xds_server.protocol.untrusted import bounded
 from xds_server.protocol.view import ProxyView
 
 WILDCARD = "*"
@@ -70,6 +71,7 @@ class DeltaStream(StreamMachine[_TypeState]):
         type_url = request.type_url
         state, first = self._state_for(type_url)
         if first:
+            self._check_names(type_url, request.initial_resource_versions)
             state.held.update(request.initial_resource_versions)
         events: list[Event] = []
         self._subscribe(state, request, first)
@@ -86,17 +88,11 @@ class DeltaStream(StreamMachine[_TypeState]):
                         state.held.pop(name, None)
                     else:
                         state.held[name] = previous
+                message = bounded(request.error_detail.message)
                 state.errored = True
-                state.nack_message = request.error_detail.message
-                events.append(
-                    Nacked(
-                        type_url,
-                        pending.version,
-                        nonce,
-                        request.error_detail.message,
-                        tuple(sorted(pending.changes)),
-                    )
-                )
+                state.nack_message = message
+                rejected = tuple(sorted(pending.changes))
+                events.append(Nacked(type_url, pending.version, nonce, message, rejected))
             else:
                 state.acked_version = pending.version
                 if not state.pending:
@@ -168,6 +164,8 @@ class DeltaStream(StreamMachine[_TypeState]):
             state.wildcard = False
         subscribe.discard(WILDCARD)
         unsubscribe.discard(WILDCARD)
+        if len(state.names) + len(subscribe) > MAX_SUBSCRIBED_NAMES:
+            self._check_names(state.type_url, (state.names | subscribe) - unsubscribe)
         state.names |= subscribe
         state.names -= unsubscribe
         state.told_missing -= unsubscribe

@@ -15,3 +15,7 @@ class UnknownProxy(XdsError):
 
 class PermissionDenied(XdsError):
     """The client asked for something its identity does not allow."""
+
+
+class LimitExceeded(XdsError):
+    """The client asked for more than one stream may hold (names per subscription, ...)."""

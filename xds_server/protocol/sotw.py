@@ -12,7 +12,7 @@ The rules it keeps, from the xDS spec and from watching real Envoy:
   with the content last sent, not by nonces alone. Names requested before they
   exist are sent when they appear.
 - A rejected version is never sent again; a new version is sent when the
-  config changes.
+  config changes. A NACK repeated for the same nonce is said (and logged) once.
 - A request that repeats an already-ACKed nonce asks for the resources again:
   Envoy does this for EDS after rebuilding a changed cluster, and waits 15 s
   for an answer otherwise. On ADS the endpoints of changed clusters are also
@@ -40,6 +40,7 @@ from xds_server.protocol.events import (
     TypeStatus,
 )
 from xds_server.protocol.machine import StreamMachine
+from xds_server.protocol.untrusted import bounded
 from xds_server.protocol.view import ProxyView
 
 WILDCARD = "*"
@@ -59,6 +60,7 @@ class _TypeState:
     acked_nonce: str = ""
     acked_version: str = ""
     nacked_version: str = ""
+    nacked_nonce: str = ""
     nack_message: str = ""
     # Names whose resources must go out again even if unchanged.
     force: set[str] = field(default_factory=set)
@@ -82,16 +84,14 @@ class SotwStream(StreamMachine[_TypeState]):
 
         if nonce:
             if request.HasField("error_detail"):
+                if nonce == state.nacked_nonce and not names_changed:
+                    return events  # the same NACK again: nothing new to say or send
+                state.nacked_nonce = nonce
+                message = bounded(request.error_detail.message)
                 state.nacked_version = state.sent_version
-                state.nack_message = request.error_detail.message
+                state.nack_message = message
                 events.append(
-                    Nacked(
-                        type_url,
-                        state.sent_version,
-                        nonce,
-                        request.error_detail.message,
-                        tuple(sorted(state.sent)),
-                    )
+                    Nacked(type_url, state.sent_version, nonce, message, tuple(sorted(state.sent)))
                 )
                 # Keep-last-good: nothing is sent until the config changes.
                 return self._respond(state, events) if names_changed else events
@@ -133,6 +133,7 @@ class SotwStream(StreamMachine[_TypeState]):
 
     def _subscribe(self, state: _TypeState, names: list[str] | object, first: bool) -> bool:
         requested: frozenset[str] = frozenset(names)  # type: ignore[arg-type]
+        self._check_names(state.type_url, requested)
         if WILDCARD in requested:
             wildcard = True
         elif (
