@@ -51,7 +51,7 @@ def gateway_listeners(ctx: PushContext, proxy: Proxy) -> dict[str, listener_pb2.
     listeners = {}
     for port, servers in _servers(proxy).items():
         name = naming.listener_name(proxy.address, port)
-        listener = ctx.memoize(
+        listener = ctx.shared(
             ("lds-gw", proxy.address, port), functools.partial(_listener, ctx, proxy, port, servers)
         )
         if listener.filter_chains:  # Envoy rejects a listener with none
@@ -95,7 +95,7 @@ def _listener(
             listener_components_pb2.FilterChain(
                 filter_chain_match=listener_components_pb2.FilterChainMatch(server_names=names),
                 filters=[listener_components_pb2.Filter(name=HCM_FILTER, typed_config=pack(hcm))],
-                transport_socket=_tls_socket(credential),
+                transport_socket=_tls_socket(credential, server.tls.min_protocol_version),
             )
         )
     plain = [s for _, s in servers if s.protocol != "HTTPS"]
@@ -146,7 +146,17 @@ def _credential(
     return None
 
 
-def _tls_socket(credential: TLSCredential) -> base_pb2.TransportSocket:
+# Istio's minProtocolVersion -> Envoy's TLS parameters.
+_TLS_VERSIONS = {
+    "TLS_AUTO": common_pb2.TlsParameters.TLS_AUTO,
+    "TLSV1_0": common_pb2.TlsParameters.TLSv1_0,
+    "TLSV1_1": common_pb2.TlsParameters.TLSv1_1,
+    "TLSV1_2": common_pb2.TlsParameters.TLSv1_2,
+    "TLSV1_3": common_pb2.TlsParameters.TLSv1_3,
+}
+
+
+def _tls_socket(credential: TLSCredential, min_version: str = "") -> base_pb2.TransportSocket:
     # Inline over ADS, to this gateway only; SDS would keep keys out of config dumps.
     context = tls_pb2.DownstreamTlsContext(
         common_tls_context=tls_pb2.CommonTlsContext(
@@ -159,6 +169,10 @@ def _tls_socket(credential: TLSCredential) -> base_pb2.TransportSocket:
             alpn_protocols=["h2", "http/1.1"],
         )
     )
+    if min_version:
+        context.common_tls_context.tls_params.tls_minimum_protocol_version = _TLS_VERSIONS[
+            min_version
+        ]
     return base_pb2.TransportSocket(name=TLS_SOCKET, typed_config=pack(context))
 
 
