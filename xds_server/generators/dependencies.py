@@ -20,6 +20,7 @@ build equals a full one.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections import defaultdict
 from collections.abc import Hashable, Iterable, Iterator
 from typing import Any
@@ -29,7 +30,11 @@ from xds_server.galley.model_traffic import VirtualService
 from xds_server.galley.registry import BY_FIELD, Reach, reach_of
 from xds_server.generators.push_context import PushContext
 
-MESH_FIELDS = tuple(f.name for f in dataclasses.fields(MeshConfig))
+
+@functools.cache
+def _mesh_fields(config_type: type) -> tuple[str, ...]:
+    """Every field of the MeshConfig (type) in hand: a field added later is seen too."""
+    return tuple(f.name for f in dataclasses.fields(config_type))
 
 
 class _Everything(Exception):
@@ -57,7 +62,9 @@ class _Change:
         a, b = self.old.mesh, self.new.mesh
         if a is b:
             return frozenset()
-        for name in MESH_FIELDS:
+        if type(a) is not type(b):
+            raise _Everything
+        for name in _mesh_fields(type(a)):
             before, after = getattr(a, name), getattr(b, name)
             if before is after:
                 continue
