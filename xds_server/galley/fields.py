@@ -108,8 +108,8 @@ def label(note: str = "a label; changes no Envoy config (as in Istio)") -> Field
     return Field(Status.LABEL, note)
 
 
-def restricted(note: str) -> Field:
-    return Field(Status.RESTRICTED, note)
+def restricted(note: str, fields: Shape | None = None) -> Field:
+    return Field(Status.RESTRICTED, note, fields)
 
 
 def not_yet(note: str = "") -> Field:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..fields import Shape, each, label, no_effect, not_yet, obj, shape, supported
+from ..fields import Shape, each, label, no_effect, not_yet, obj, restricted, shape, supported
 from ..model import ObjectMeta
 from ..model_traffic import Gateway, GatewayServer, ServerTLS
 from ..names import dns1123_label_problem, wildcard_host_problem
@@ -18,7 +18,7 @@ PORT: Shape = shape(
     targetPort=no_effect("Istio applies targetPort to ServiceEntry ports only"),
 )
 SERVER_TLS: Shape = shape(
-    mode=supported("SIMPLE; MUTUAL, PASSTHROUGH, AUTO_PASSTHROUGH, ISTIO_MUTUAL not yet"),
+    mode=restricted("SIMPLE (the default); MUTUAL, PASSTHROUGH, ... not yet"),
     credentialName=supported(
         "a kubernetes.io/tls Secret of the gateway's (or Gateway's) namespace"
     ),

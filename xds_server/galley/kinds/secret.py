@@ -11,7 +11,7 @@ from __future__ import annotations
 import base64
 import binascii
 
-from ..fields import Shape, no_effect, shape, supported
+from ..fields import Shape, no_effect, restricted, shape, supported
 from ..model import ObjectMeta
 from ..model_traffic import TLSCredential
 from ..pem import certificates_problem, key_pair_problems
@@ -23,7 +23,7 @@ KEYS = ("tls.crt", "tls.key")
 CA_KEY = "ca.crt"  # optional: roots a DestinationRule naming this Secret trusts
 # A Secret has no spec: these are its top-level fields besides apiVersion/kind/metadata.
 SPEC: Shape = shape(
-    type=supported("kubernetes.io/tls only"),
+    type=restricted("kubernetes.io/tls only"),
     data=supported("base64 PEM: tls.crt, tls.key, and ca.crt (optional)"),
     stringData=supported("the same, as plain text"),
     immutable=no_effect("pocketmesh reads Secrets from files; it never edits them"),

@@ -50,7 +50,7 @@ SPEC: Shape = shape(
     workloadSelector=obj(SELECTOR),
     ingress=each(INGRESS),
     egress=each(EGRESS),
-    outboundTrafficPolicy=obj(OUTBOUND),
+    outboundTrafficPolicy=restricted("mode REGISTRY_ONLY only", OUTBOUND),
     inboundConnectionPool=not_yet(),
 )
 
