@@ -20,7 +20,6 @@ build equals a full one.
 from __future__ import annotations
 
 import dataclasses
-import functools
 from collections import defaultdict
 from collections.abc import Hashable, Iterable, Iterator
 from typing import Any
@@ -30,11 +29,15 @@ from xds_server.galley.model_traffic import VirtualService
 from xds_server.galley.registry import BY_FIELD, Reach, reach_of
 from xds_server.generators.push_context import PushContext
 
+_FIELDS: dict[type, tuple[str, ...]] = {}
 
-@functools.cache
+
 def _mesh_fields(config_type: type) -> tuple[str, ...]:
     """Every field of the MeshConfig (type) in hand: a field added later is seen too."""
-    return tuple(f.name for f in dataclasses.fields(config_type))
+    names = _FIELDS.get(config_type)
+    if names is None:
+        names = _FIELDS[config_type] = tuple(f.name for f in dataclasses.fields(config_type))
+    return names
 
 
 class _Everything(Exception):
