@@ -103,7 +103,7 @@ def _server(ck: DocChecker, at: Located) -> GatewayServer | None:
             protocol = parse_protocol(ck, ck.required(port, "protocol", port_at))
             port_name = parse_port_name(ck, port.get("name"))
             if protocol is not None and protocol not in GATEWAY_PROTOCOLS:
-                ck.not_yet(port["protocol"], f"{protocol} servers")
+                ck.not_yet(port["protocol"], f"a {protocol} server")
     hosts: list[str] = []
     if (hosts_at := ck.required(fields, "hosts", at)) is not None:
         hosts = [h for h, _ in ck.strings(hosts_at, _server_host_problem, non_empty=True) or ()]
