@@ -8,7 +8,7 @@ from typing import cast
 
 from google.protobuf.message import Message
 
-from xds_server.generators.frozen import Frozen, freeze
+from xds_server.generators.frozen import Frozen, freeze, peek
 from xds_server.protocol import wire
 
 
@@ -43,7 +43,7 @@ class Resource:
         self.name = name
         # A read-only stand-in for the message (it passes isinstance checks).
         self.message: Message = cast(Message, freeze(message))
-        value = message.SerializeToString(deterministic=True)
+        value = peek(message).SerializeToString(deterministic=True)
         self.any_bytes = wire.any_message(type_url, value)
         self.version = content_hash(value)
         self._delta_bytes: bytes | None = None

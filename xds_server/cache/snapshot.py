@@ -26,7 +26,7 @@ from xds_server.cache.resource import Resource
 from xds_server.galley.model import MeshConfig
 from xds_server.generators import PushContext, UnbuildableConfig, generate
 from xds_server.generators.dependencies import affected_proxies
-from xds_server.generators.frozen import FrozenResources, thaw
+from xds_server.generators.frozen import FrozenResources, peek, thaw
 from xds_server.generators.tls_plan import ROOT_SECRET, WORKLOAD_SECRET
 from xds_server.listener_filters import rds_names
 from xds_server.protocol.view import StaticView
@@ -250,7 +250,7 @@ def check_consistency(
     for name, resource in by_type.get(xds_types.LISTENER, {}).items():
         needed = refs.get(resource)
         if needed is None:
-            listener = resource.message
+            listener = peek(resource.message)  # read only
             assert isinstance(listener, listener_pb2.Listener)
             needed = refs[resource] = tuple(rds_names(listener))
         for rds_name in needed:
@@ -288,7 +288,7 @@ def _check_clusters(
 
 def _cluster_needs(resource: Resource) -> tuple[tuple[str, str], ...]:
     """(type, name) of what a cluster needs: its EDS endpoints, its SDS secrets."""
-    cluster = resource.message
+    cluster = peek(resource.message)  # read only
     assert isinstance(cluster, cluster_pb2.Cluster)
     needs = []
     if cluster.type == cluster_pb2.Cluster.EDS:

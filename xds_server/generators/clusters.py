@@ -56,13 +56,14 @@ def inbound_cluster(ctx: PushContext, plan: InboundPlan) -> Frozen[Cluster]:
 def scope_clusters(ctx: PushContext, proxy: Proxy) -> dict[str, Frozen[Cluster]]:
     """The outbound clusters of the proxy's scope, one dict per scope (callers copy it)."""
     scope = proxy.scope
-    upstream = security_plan(ctx, proxy).upstream  # the same for the whole scope
-    return ctx.memoize(
-        ("cds-scope", scope),
-        lambda: {
+
+    def build() -> dict[str, Frozen[Cluster]]:
+        upstream = security_plan(ctx, proxy).upstream  # the same for the whole scope
+        return {
             svc.cluster_name: outbound_cluster(ctx, svc, upstream[svc]) for svc in scope.services
-        },
-    )
+        }
+
+    return ctx.memoize(("cds-scope", scope), build)
 
 
 def build_clusters(ctx: PushContext, proxy: Proxy) -> dict[str, Frozen[Cluster]]:

@@ -17,7 +17,7 @@ from typing import Any, Generic, TypeVar
 
 from google.protobuf.message import Message
 
-__all__ = ["Frozen", "FrozenMessageError", "FrozenResources", "freeze", "thaw"]
+__all__ = ["Frozen", "FrozenMessageError", "FrozenResources", "freeze", "peek", "thaw"]
 
 M = TypeVar("M", bound=Message)
 
@@ -67,14 +67,34 @@ class _FrozenList(tuple[Any, ...]):
     __setitem__ = __delitem__ = __iadd__ = _changes
 
 
+_PLAIN, _MESSAGE, _REPEATED, _MAP = range(4)
+_KIND: dict[type, int] = {}  # the kind of each value type met, so isinstance runs once
+
+
+def _kind(value: Any) -> int:
+    kind = _KIND.get(type(value))
+    if kind is None:
+        if isinstance(value, Message):
+            kind = _MESSAGE
+        elif isinstance(value, MutableSequence):  # repeated fields
+            kind = _REPEATED
+        elif isinstance(value, MutableMapping):  # map fields
+            kind = _MAP
+        else:
+            kind = _PLAIN  # str, int, bytes, ...: immutable already
+        _KIND[type(value)] = kind
+    return kind
+
+
 def _wrap(value: Any) -> Any:
-    if isinstance(value, Message):
+    kind = _kind(value)
+    if kind == _PLAIN:
+        return value
+    if kind == _MESSAGE:
         return Frozen(value)
-    if isinstance(value, MutableSequence):  # repeated fields
+    if kind == _REPEATED:
         return _FrozenList(_wrap(v) for v in value)
-    if isinstance(value, MutableMapping):  # map fields: MappingProxyType refuses writes
-        return MappingProxyType({k: _wrap(v) for k, v in value.items()})
-    return value  # str, int, bytes, ...: immutable already
+    return MappingProxyType({k: _wrap(v) for k, v in value.items()})  # refuses writes
 
 
 def _wrap_result(result: Any) -> Any:
@@ -94,13 +114,14 @@ class Frozen(Generic[M]):
     def __getattr__(self, name: str) -> Any:
         message = object.__getattribute__(self, "_message")
         value = getattr(message, name)
-        if name == "ListFields":
-            return lambda: [(fd, _wrap(v)) for fd, v in message.ListFields()]
-        if name in ("items", "values", "get", "keys"):  # Struct and ListValue readers
-            return lambda *args: _wrap_result(value(*args))
-        if name in _READERS:
-            return value
-        if callable(value) and not isinstance(value, Message):
+        kind = _kind(value)
+        if kind == _PLAIN:
+            if name in _READERS or not callable(value):
+                return value
+            if name == "ListFields":
+                return lambda: [(fd, _wrap(v)) for fd, v in message.ListFields()]
+            if name in ("items", "values", "get", "keys"):  # Struct and ListValue readers
+                return lambda *args: _wrap_result(value(*args))
             raise _refuse(f"{type(message).__name__}.{name}()")
         return _wrap(value)
 
@@ -163,6 +184,15 @@ def freeze(message: M | Frozen[M]) -> Frozen[M]:
     if type(message) is Frozen:
         return message
     return Frozen(message)  # type: ignore[arg-type]
+
+
+def peek(message: Message | Frozen[Any]) -> Message:
+    """The message behind a view, for code that only reads it where the view's cost
+    shows (the cache's consistency check runs over every resource of a snapshot)."""
+    if isinstance(message, Frozen):
+        inner: Message = object.__getattribute__(message, "_message")
+        return inner
+    return message
 
 
 def thaw(message: Message | Frozen[Any]) -> Message:

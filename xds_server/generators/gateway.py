@@ -25,6 +25,7 @@ from google.protobuf import wrappers_pb2
 from xds_server.galley.model_traffic import Gateway, GatewayServer, TLSCredential
 from xds_server.generators import naming
 from xds_server.generators.endpoints import socket_address
+from xds_server.generators.frozen import Frozen
 from xds_server.generators.http_routes import pack, traffic_http_filters, virtual_service_routes
 from xds_server.generators.push_context import Proxy, PushContext
 from xds_server.generators.sidecar_scope import host_matches
@@ -47,7 +48,7 @@ def _servers(proxy: Proxy) -> dict[int, list[tuple[Gateway, GatewayServer]]]:
     return dict(sorted(by_port.items()))
 
 
-def gateway_listeners(ctx: PushContext, proxy: Proxy) -> dict[str, listener_pb2.Listener]:
+def gateway_listeners(ctx: PushContext, proxy: Proxy) -> dict[str, Frozen[listener_pb2.Listener]]:
     listeners = {}
     for port, servers in _servers(proxy).items():
         name = naming.listener_name(proxy.address, port)
@@ -189,9 +190,9 @@ def _conflict(ctx: PushContext, message: str) -> None:
 
 def gateway_route_configs(
     ctx: PushContext, proxy: Proxy
-) -> dict[str, route_pb2.RouteConfiguration]:
+) -> dict[str, Frozen[route_pb2.RouteConfiguration]]:
     return {
-        route_config_name(port): _route_config(ctx, proxy, port, servers)
+        route_config_name(port): Frozen(_route_config(ctx, proxy, port, servers))
         for port, servers in _servers(proxy).items()
     }
 

@@ -155,7 +155,10 @@ class PushContext:
 
     def shared(self, key: Hashable, factory: Callable[[], M]) -> Frozen[M]:
         """The resource built for `key`, read-only: it may be handed to many proxies."""
-        return self.memoize(key, lambda: Frozen(factory()))
+        try:
+            return self._memo[key]  # type: ignore[return-value]
+        except KeyError:
+            return self._memo.setdefault(key, Frozen(factory()))  # type: ignore[return-value]
 
     def memoize(self, key: Hashable, factory: Callable[[], T]) -> T:
         """The object built for `key`, building it on first use.

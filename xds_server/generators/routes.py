@@ -36,9 +36,7 @@ def outbound_route_config(
     return ctx.shared(key, lambda: _outbound(ctx, scope, labels))
 
 
-def build_routes(
-    ctx: PushContext, proxy: Proxy
-) -> Mapping[str, RouteConfiguration | Frozen[RouteConfiguration]]:
+def build_routes(ctx: PushContext, proxy: Proxy) -> dict[str, Frozen[RouteConfiguration]]:
     if proxy.gateways:
         return gateway_route_configs(ctx, proxy)
     labels = proxy.workload.labels

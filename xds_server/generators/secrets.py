@@ -24,10 +24,10 @@ Secret: TypeAlias = secret_pb2.Secret
 
 def build_secrets(ctx: PushContext, proxy: Proxy) -> FrozenResources:
     """The secrets the proxy's outbound clusters name, one mapping per scope."""
-    plan = security_plan(ctx, proxy)
 
     def build() -> FrozenResources:
-        wanted = {s.name: s for tls in plan.upstream.values() for s in tls.secrets()}
+        upstream = security_plan(ctx, proxy).upstream  # the same for the whole scope
+        wanted = {s.name: s for tls in upstream.values() for s in tls.secrets()}
         return FrozenResources({name: _secret(ctx, wanted[name]) for name in sorted(wanted)})
 
     return ctx.memoize(("sds-scope", proxy.scope), build)

@@ -57,15 +57,22 @@ def _plan(ctx: PushContext, proxy: Proxy) -> SecurityPlan:
         lambda: MappingProxyType({svc: upstream_tls(ctx, svc) for svc in scope.services}),
     )
     mesh = ctx.mesh
-    policies = authz.policy_key(mesh, proxy.workload)
-    inbound = {
-        plan: InboundSecurity(
-            peer_mode(mesh, proxy.workload, plan.port) if mesh.workload_identity else DISABLE,
-            policies,
-        )
-        for plan in proxy.inbound
-    }
+    if not mesh.workload_identity and not mesh.authorization_policies:
+        # A plaintext mesh without policies: every port alike (most of a large build).
+        inbound = dict.fromkeys(proxy.inbound, _OPEN)
+    else:
+        policies = authz.policy_key(mesh, proxy.workload)
+        inbound = {
+            plan: InboundSecurity(
+                peer_mode(mesh, proxy.workload, plan.port) if mesh.workload_identity else DISABLE,
+                policies,
+            )
+            for plan in proxy.inbound
+        }
     return SecurityPlan(upstream, MappingProxyType(inbound))
+
+
+_OPEN = InboundSecurity(DISABLE, authz.NO_POLICIES)
 
 
 # --- outbound ---------------------------------------------------------------------
