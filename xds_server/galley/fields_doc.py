@@ -56,6 +56,38 @@ port) is listed in each.
 """
 
 
+_TLS_NOTES = """\
+## DestinationRule TLS, in detail
+
+- `DISABLE`: plaintext. `ISTIO_MUTUAL`: the mesh's mTLS, the proxy's SVID (`default`)
+  and the mesh roots (`ROOTCA`) by SDS; the peer must present one of the destination's
+  SPIFFE IDs (its workloads' and the ServiceEntry's `subjectAltNames`), or the rule's
+  `subjectAltNames`; SNI `outbound_.<port>_.<subset>_.<host>` unless `sni` is set. A
+  control plane without workload identities (`serve --no-identity`) cannot give it: a
+  config asking for it is rejected (`file:line: DestinationRule ns/name: ...`), never
+  built as plaintext.
+- `SIMPLE` / `MUTUAL`: TLS originated by the proxy, TLS 1.2 to 1.3, `h2` ALPN on
+  HTTP/2 ports. `clientCertificate`, `privateKey` and `caCertificates` are paths
+  (relative ones to the YAML file's folder) read by the control plane on every load,
+  checked (PEM that parses, a key that matches its certificate and that Envoy takes),
+  and sent to the proxies that see the host by SDS, named as Istio names them
+  (`file-cert:<cert>~<key>`, `file-root:<ca>`): a missing or bad file is an error at
+  the field that names it, and a renewed file is pushed on the next reload (SDS only).
+  Without `caCertificates` the upstream is verified against the system roots of the
+  control plane (Istio: the proxy's), unless `insecureSkipVerify: true`.
+- `credentialName` names a `kubernetes.io/tls` Secret document in the rule's own
+  namespace (Istio reads it from the proxy's): `tls.crt` and `tls.key` are the client
+  certificate (`MUTUAL`), `ca.crt` the roots (required unless `insecureSkipVerify`).
+  Unlike Istio, it applies to sidecars too, not only to gateways.
+- SNI: `sni`, else (HTTP ports) the request's host with Envoy's `auto_sni`, checked
+  against the certificate (`auto_san_validation`) when no `subjectAltNames` are given,
+  as Istio does; on TCP ports, the rule's host.
+- Stricter than Istio, so that asking for TLS never yields plaintext: certificate
+  fields with `DISABLE` (or no `mode`, which is `DISABLE`) or with `ISTIO_MUTUAL`, and
+  client certificates with `SIMPLE`, are errors rather than silently unused.
+"""
+
+
 def _kind_section(kind: Kind) -> list[str]:
     counts = Counter(f.status for _, f in walk(kind.spec))
     summary = ", ".join(
@@ -93,6 +125,7 @@ def render() -> str:
     lines = [_HEADER]
     for kind in KINDS:
         lines += _kind_section(kind)
+    lines.append(_TLS_NOTES)
     lines.append("## Kinds not supported yet")
     lines.append("")
     lines.append(
