@@ -10,6 +10,7 @@ resources, by version, against a snapshot built from scratch.
 from __future__ import annotations
 
 import dataclasses
+import textwrap
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -23,7 +24,7 @@ from xds_server.cache.config_source import FLAVOURS
 from xds_server.cache.snapshot import InconsistentSnapshot, MeshSnapshot
 from xds_server.galley.loader import load_paths
 from xds_server.galley.model import MeshConfig, ServicePort
-from xds_server.galley.model_traffic import Destination
+from xds_server.galley.model_traffic import ClientTLS, Destination
 from xds_server.generators import PushContext
 from xds_server.generators.dependencies import affected_proxies
 
@@ -55,10 +56,59 @@ def configs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, MeshConfig]:
         "bench": _bench(tmp_path_factory.mktemp("bench")),
     }
     out["crossroute"] = _cross_namespace_route(out["bench"])
+    out["tls"] = _load(bookinfo, _tls_rules(tmp_path_factory.mktemp("tls")))
     out.update(
         {f"{k}+mtls": dataclasses.replace(v, workload_identity=True) for k, v in list(out.items())}
     )
     return out
+
+
+TLS_DATA = ROOT / "tests" / "traffic" / "data"
+
+
+def _tls_rules(folder: Path) -> Path:
+    """DestinationRules that originate TLS: files (MUTUAL) and a Secret (SIMPLE)."""
+    ca = (TLS_DATA / "ca.crt").read_text()
+    (folder / "tls.yaml").write_text(
+        f"""\
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {{name: reviews}}
+spec:
+  host: reviews
+  trafficPolicy:
+    tls:
+      mode: MUTUAL
+      clientCertificate: {TLS_DATA / "client.crt"}
+      privateKey: {TLS_DATA / "client.key"}
+      caCertificates: {TLS_DATA / "ca.crt"}
+  subsets:
+  - name: v1
+    labels: {{version: v1}}
+    trafficPolicy: {{tls: {{mode: SIMPLE, insecureSkipVerify: true}}}}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {{name: ratings}}
+spec:
+  host: ratings
+  trafficPolicy:
+    tls: {{mode: SIMPLE, credentialName: ratings-ca, sni: ratings.example.com}}
+---
+apiVersion: v1
+kind: Secret
+metadata: {{name: ratings-ca}}
+type: kubernetes.io/tls
+stringData:
+  tls.crt: |
+{textwrap.indent((TLS_DATA / "client.crt").read_text(), "    ")}
+  tls.key: |
+{textwrap.indent((TLS_DATA / "client.key").read_text(), "    ")}
+  ca.crt: |
+{textwrap.indent(ca, "    ")}
+"""
+    )
+    return folder
 
 
 def _cross_namespace_route(cfg: MeshConfig) -> MeshConfig:
@@ -142,6 +192,20 @@ def edits(cfg: MeshConfig) -> Iterator[Edit]:
         yield f"remove DR {key}", on("destination_rules", i, lambda _: None)
         yield f"DR {key} no subsets", on("destination_rules", i, lambda d: r(d, subsets=()))
         yield f"DR {key} no policy", on("destination_rules", i, lambda d: r(d, traffic_policy=None))
+        if rule.traffic_policy is not None and rule.traffic_policy.tls is not None:
+            yield (
+                f"DR {key} plaintext",
+                on(
+                    "destination_rules",
+                    i,
+                    lambda d: r(d, traffic_policy=r(d.traffic_policy, tls=ClientTLS("DISABLE"))),
+                ),
+            )
+    for i, credential in enumerate(cfg.tls_credentials):
+        yield (
+            f"renew Secret {credential.meta.key}",
+            on("tls_credentials", i, lambda c: r(c, ca_pem=c.ca_pem + "\n")),
+        )
     for field in ("sidecars", "peer_authentications", "authorization_policies", "gateways"):
         for i, item in enumerate(getattr(cfg, field)):
             yield f"remove {field} {item.meta.key}", on(field, i, lambda _: None)
@@ -197,7 +261,18 @@ def check_chain(start: MeshConfig, steps: list[MeshConfig]) -> None:
 
 @pytest.mark.parametrize(
     "name",
-    ["demo", "demo+mtls", "routing", "gateway+mtls", "tcp", "mirror", "bench+mtls", "crossroute"],
+    [
+        "demo",
+        "demo+mtls",
+        "routing",
+        "gateway+mtls",
+        "tcp",
+        "mirror",
+        "bench+mtls",
+        "crossroute",
+        "tls",
+        "tls+mtls",
+    ],
 )
 def test_every_single_edit_matches_a_full_rebuild(
     configs: dict[str, MeshConfig], name: str

@@ -97,3 +97,55 @@ def test_demo_config_builds(tmp_path: Path) -> None:
     assert result.config is not None, [str(e) for e in result.errors]
     snapshot = MeshSnapshot(result.config, 1)
     assert len(snapshot.proxy_ids) == len(result.config.workload_entries)
+
+
+TLS_DATA = Path(__file__).resolve().parents[2] / "tests" / "traffic" / "data"
+SIMPLE_RULE = f"""\
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {{name: reviews, namespace: default}}
+spec:
+  host: reviews
+  trafficPolicy:
+    tls: {{mode: SIMPLE, caCertificates: {TLS_DATA / "ca.crt"}}}
+"""
+
+
+def _with_simple_rule(mesh: MeshConfig, tmp_path: Path) -> MeshConfig:
+    from xds_server.galley.loader import load_paths
+
+    (tmp_path / "rule.yaml").write_text(SIMPLE_RULE)
+    rule = load_paths([tmp_path]).config_or_raise().destination_rules
+    return dataclasses.replace(mesh, destination_rules=rule)
+
+
+def test_a_cluster_naming_a_secret_nobody_serves_is_refused(
+    mesh: MeshConfig, tmp_path: Path
+) -> None:
+    view = MeshSnapshot(_with_simple_rule(mesh, tmp_path), 1).view(PROXIES[0])
+    by_type = {t: dict(view.resources(t)) for t in T.PUSH_ORDER}
+    roots = f"file-root:{TLS_DATA / 'ca.crt'}"
+    assert list(by_type[T.SECRET]) == [roots]  # the rule's roots, by SDS
+    check_consistency(PROXIES[0], by_type)
+    by_type[T.SECRET].clear()
+    with pytest.raises(InconsistentSnapshot, match="names secret 'file-root:"):
+        check_consistency(PROXIES[0], by_type)
+
+
+def test_identity_secrets_lie_over_the_generated_ones(mesh: MeshConfig, tmp_path: Path) -> None:
+    """With workload identity, a proxy gets its SVID and roots and the rule's secrets."""
+    from xds_server.cache.overlay import SecretOverlayView
+    from xds_server.cache.resource import Resource
+
+    snapshot = MeshSnapshot(_with_simple_rule(mesh, tmp_path), 1)
+    base = snapshot.view(PROXIES[0])
+    identity = {
+        "default": Resource(
+            T.SECRET,
+            "default",
+            base.resources(T.SECRET)[f"file-root:{TLS_DATA / 'ca.crt'}"].message,
+        )
+    }
+    overlay = SecretOverlayView(base, identity, epoch=3)
+    assert set(overlay.resources(T.SECRET)) == {"default", f"file-root:{TLS_DATA / 'ca.crt'}"}
+    assert overlay.resources(T.CLUSTER) is base.resources(T.CLUSTER)

@@ -6,8 +6,8 @@ import textwrap
 
 import pytest
 
-from xds_server.galley.kinds import SUPPORTED
 from xds_server.galley.loader import LoadResult, parse_documents
+from xds_server.galley.registry import BY_KIND as SUPPORTED
 
 SPECS = {
     "ServiceEntry": (
@@ -42,8 +42,9 @@ def test_every_api_version_of_every_kind(kind: str, version: str) -> None:
     [
         (
             "apiVersion: networking.istio.io/v1\nkind: EnvoyFilter\nmetadata: {name: x}\n",
-            "d.yaml:2: EnvoyFilter default/x: kind: unknown kind 'EnvoyFilter': "
-            "pocketmesh reads " + ", ".join(sorted(SUPPORTED)),
+            # An Istio kind pocketmesh does not build: refused, never read and ignored.
+            "d.yaml:2: EnvoyFilter default/x: kind: 'EnvoyFilter' is not supported by "
+            "pocketmesh yet",
         ),
         (
             "apiVersion: v1\nkind: Service\nmetadata: {name: x}\n",

@@ -44,7 +44,7 @@ def test_full_entry() -> None:
         parse(
             """\
             hosts: [api.shop.svc.cluster.local, api.shop]
-            addresses: [10.0.0.1, 10.1.0.0/16]
+            addresses: [10.0.0.1, "fd00::1"]
             ports:
             - number: 8080
               protocol: http
@@ -58,7 +58,7 @@ def test_full_entry() -> None:
               ports: {http: 9081}
               labels: {version: v1}
               serviceAccount: api
-              network: net1
+              network: ""
               locality: eu/west
               weight: 3
             - address: 127.0.0.6
@@ -71,7 +71,7 @@ def test_full_entry() -> None:
     assert entry.meta.key == "shop/svc"
     assert entry.meta.source == Source("se.yaml", 1)
     assert entry.hosts == ("api.shop.svc.cluster.local", "api.shop")
-    assert entry.addresses == ("10.0.0.1", "10.1.0.0/16")
+    assert entry.addresses == ("10.0.0.1", "fd00::1")
     assert entry.ports == (
         ServicePort(8080, "HTTP", "http", 9080),
         ServicePort(9090, "GRPC-WEB", "grpc-web", None),
@@ -80,6 +80,7 @@ def test_full_entry() -> None:
     assert entry.resolution == "STATIC"
     assert entry.workload_selector is None
     assert entry.export_to == (".", "other")
+    assert entry.subject_alt_names == ("spiffe://cluster.local/ns/shop/sa/api",)
     first, second = entry.endpoints
     assert first.meta.name == "svc-endpoint-0"
     assert first.meta.namespace == "shop"
@@ -87,12 +88,7 @@ def test_full_entry() -> None:
     assert first.address == "127.0.0.5"
     assert dict(first.ports) == {"http": 9081}
     assert dict(first.labels) == {"version": "v1"}
-    assert (first.service_account, first.network, first.locality, first.weight) == (
-        "api",
-        "net1",
-        "eu/west",
-        3,
-    )
+    assert (first.service_account, first.locality, first.weight) == ("api", "eu/west", 3)
     assert second.meta.name == "svc-endpoint-1"
     assert second.service_account == "default"
     assert dict(second.ports) == {}
@@ -225,6 +221,11 @@ def test_workload_selector() -> None:
             "hosts: [a.com]\naddresses: [10.0.0.300]\n",
             "se.yaml:8: ServiceEntry shop/svc: spec.addresses[0]: "
             "'10.0.0.300' must be an IP address or a CIDR range",
+        ),
+        (
+            "hosts: [a.com]\naddresses: [10.1.0.0/16]\n",
+            "se.yaml:8: ServiceEntry shop/svc: spec.addresses[0]: "
+            "'10.1.0.0/16': an address range is not supported by pocketmesh yet",
         ),
         (
             "hosts: [a.com]\nresolution: STATIC\nworkloadSelector: {labels: {a: b}}\n"

@@ -40,19 +40,15 @@ def test_full_sidecar() -> None:
             ingress:
             - port: {number: 9080, protocol: http, name: http}
               defaultEndpoint: 127.0.0.1:8080
-              captureMode: IPTABLES
+              captureMode: DEFAULT
             - port: {number: 9443, protocol: TCP}
               bind: 0.0.0.0
               defaultEndpoint: "[::1]:8443"
             egress:
-            - port: {number: 9080, protocol: HTTP, name: http}
-              bind: 127.0.0.1
-              hosts: ["./ratings.bookinfo.svc.cluster.local", "*/*.example.com"]
-            - hosts: ["istio-system/*", "~/*"]
+            - hosts: ["./ratings.bookinfo.svc.cluster.local", "*/*.example.com", "~/*"]
               captureMode: NONE
             outboundTrafficPolicy:
               mode: REGISTRY_ONLY
-              egressProxy: {host: egress.example.com, subset: a, port: {number: 443}}
             """
         )
     )
@@ -64,13 +60,18 @@ def test_full_sidecar() -> None:
         IngressListener(SidecarPort(9443, "TCP", ""), "0.0.0.0", "[::1]:8443"),
     )
     assert sidecar.egress == (
-        EgressListener(
-            ("./ratings.bookinfo.svc.cluster.local", "*/*.example.com"),
-            SidecarPort(9080, "HTTP", "http"),
-            "127.0.0.1",
-        ),
-        EgressListener(("istio-system/*", "~/*")),
+        EgressListener(("./ratings.bookinfo.svc.cluster.local", "*/*.example.com", "~/*")),
     )
+
+
+def test_sidecar_port_target_port_warns_it_has_no_effect() -> None:
+    result = parse("ingress:\n- port: {number: 80, protocol: TCP, targetPort: 81}\n")
+    assert result.errors == ()
+    assert [str(w) for w in result.warnings] == [
+        "sc.yaml:8: warning: Sidecar bookinfo/reviews: spec.ingress[0].port.targetPort: "
+        "has no effect: "
+        "Istio applies targetPort to ServiceEntry ports only"
+    ]
 
 
 def test_empty_and_missing_spec() -> None:
@@ -143,7 +144,7 @@ P = "sc.yaml:{line}: Sidecar bookinfo/reviews: {field}: {message}"
             P.format(
                 line=9,
                 field="spec.ingress[0].tls",
-                message="field is not supported by pocketmesh yet",
+                message="not supported by pocketmesh yet (TLS termination of ingress listeners)",
             ),
         ),
         (
@@ -190,9 +191,50 @@ P = "sc.yaml:{line}: Sidecar bookinfo/reviews: {field}: {message}"
         (
             "egress:\n- hosts: [./*]\n- hosts: [./*]\n",
             P.format(
-                line=8,
-                field="spec.egress[0]",
-                message="an egress listener without a port must be the last one",
+                line=9,
+                field="spec.egress[1]",
+                message="egress can have only one listener without a port",
+            ),
+        ),
+        (
+            "egress:\n- hosts: [./*]\n  port: {number: 80, protocol: HTTP}\n",
+            P.format(
+                line=9,
+                field="spec.egress[0].port",
+                message="not supported by pocketmesh yet (per-port egress listeners; an egress "
+                "entry without a port scopes all)",
+            ),
+        ),
+        (
+            "egress:\n- hosts: [./*]\n  bind: 127.0.0.1\n",
+            P.format(
+                line=9, field="spec.egress[0].bind", message="not supported by pocketmesh yet"
+            ),
+        ),
+        (
+            "ingress:\n- port: {number: 80, protocol: TCP}\n  captureMode: IPTABLES\n",
+            P.format(
+                line=9,
+                field="spec.ingress[0].captureMode",
+                message="captureMode IPTABLES (pocketmesh binds addresses, it never captures) is "
+                "not supported by pocketmesh yet",
+            ),
+        ),
+        (
+            "outboundTrafficPolicy: {mode: ALLOW_ANY}\n",
+            P.format(
+                line=7,
+                field="spec.outboundTrafficPolicy.mode",
+                message="mode ALLOW_ANY (passthrough to hosts outside the registry) is not "
+                "supported by pocketmesh yet",
+            ),
+        ),
+        (
+            "outboundTrafficPolicy: {egressProxy: {host: a.com}}\n",
+            P.format(
+                line=7,
+                field="spec.outboundTrafficPolicy.egressProxy",
+                message="not supported by pocketmesh yet",
             ),
         ),
         (
@@ -208,7 +250,7 @@ P = "sc.yaml:{line}: Sidecar bookinfo/reviews: {field}: {message}"
             P.format(
                 line=7,
                 field="spec.inboundConnectionPool",
-                message="field is not supported by pocketmesh yet",
+                message="not supported by pocketmesh yet",
             ),
         ),
         (

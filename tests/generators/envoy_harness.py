@@ -30,6 +30,7 @@ from google.protobuf import json_format
 from google.protobuf.message import Message
 
 from xds_server import xds_types
+from xds_server.generators.frozen import thaw
 
 HCM_TYPE = "type.googleapis.com/" + hcm_pb2.HttpConnectionManager.DESCRIPTOR.full_name
 
@@ -45,10 +46,8 @@ def to_dict(message: Message) -> dict[str, Any]:
 
 
 def _copy(message: Message) -> Any:
-    # Never mutate generated messages: they are shared, memoized objects.
-    clone = type(message)()
-    clone.CopyFrom(message)
-    return clone
+    # Generated messages are shared and read-only (generators.frozen): change a copy.
+    return thaw(message)
 
 
 def _rewrite_hcm(listener: listener_pb2.Listener, rewrite: Any) -> listener_pb2.Listener:
@@ -79,12 +78,12 @@ def static_bootstrap(resources: dict[str, dict[str, Message]], node_id: str) -> 
             cluster = _copy(cluster)
             cluster.type = cluster_pb2.Cluster.STATIC
             cluster.ClearField("eds_cluster_config")
-            cluster.load_assignment.CopyFrom(endpoints[cluster.name])
+            cluster.load_assignment.CopyFrom(thaw(endpoints[cluster.name]))
         clusters.append(to_dict(cluster))
 
     def inline_rds(hcm: hcm_pb2.HttpConnectionManager) -> None:
         if hcm.HasField("rds"):
-            hcm.route_config.CopyFrom(routes[hcm.rds.route_config_name])
+            hcm.route_config.CopyFrom(thaw(routes[hcm.rds.route_config_name]))
 
     listeners = [
         to_dict(_rewrite_hcm(listener, inline_rds))  # type: ignore[arg-type]

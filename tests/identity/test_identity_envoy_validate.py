@@ -28,6 +28,7 @@ from xds_server.galley.model_security import (
     SourceMatch,
 )
 from xds_server.generators import PushContext, generate
+from xds_server.generators.frozen import thaw
 from xds_server.identity.secrets import root_secret, workload_secret
 
 MODES = st.sampled_from(["UNSET", "DISABLE", "PERMISSIVE", "STRICT"])
@@ -122,8 +123,7 @@ def static_sds(resources: dict[str, dict[str, Message]]) -> None:
 
     for type_url in (xds_types.CLUSTER, xds_types.LISTENER):
         for name, message in list(resources[type_url].items()):
-            copy = type(message)()
-            copy.CopyFrom(message)
+            copy = thaw(message)  # generated messages are read-only (generators.frozen)
             if isinstance(copy, cluster_pb2.Cluster):
                 clear(copy.transport_socket)
             else:

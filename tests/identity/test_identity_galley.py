@@ -127,9 +127,9 @@ def test_authorization_policy_mistakes_name_file_line_and_field() -> None:
     )
     assert errors(result) == [
         "sec.yaml:5: AuthorizationPolicy default/bad: spec.action: action CUSTOM (external "
-        "authorization) is not supported yet",
+        "authorization) is not supported by pocketmesh yet",
         "sec.yaml:8: AuthorizationPolicy default/bad: spec.rules[0].from[0].source."
-        "requestPrincipals: field is not supported by pocketmesh yet",
+        "requestPrincipals: not supported by pocketmesh yet (JWT)",
         "sec.yaml:8: AuthorizationPolicy default/bad: spec.rules[0].from[0].source.ipBlocks[0]: "
         "'10.0.0.300' must be an IP address or a CIDR range",
         "sec.yaml:10: AuthorizationPolicy default/bad: spec.rules[0].to[0].operation.ports[0]: "

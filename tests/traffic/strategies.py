@@ -8,6 +8,7 @@ in some draw. The Envoy ACK property and the validation properties both use it.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -21,7 +22,9 @@ HEADERS = ("end-user", "x-group", "x-id", "cookie", "user-agent")
 REGEXES = ("/items/[0-9]+", "^/api/v[12]/.*", "[a-z]+", ".*", "(foo|bar)")
 SIMPLE_LB = ("ROUND_ROBIN", "LEAST_REQUEST", "RANDOM")
 DURATIONS = ("1ms", "0.25s", "2s", "1m", "100ms", "1h")
-TLS_MODES = ("DISABLE", "SIMPLE", "ISTIO_MUTUAL")
+# Throwaway certificates for TLS origination (SIMPLE / MUTUAL). ISTIO_MUTUAL is not
+# drawn: these meshes run without workload identities, where it is refused.
+TLS_DATA = Path(__file__).resolve().parent / "data"
 GATEWAY = """\
 apiVersion: networking.istio.io/v1
 kind: Gateway
@@ -278,9 +281,35 @@ policy_fields: dict[str, st.SearchStrategy[Any]] = {
             "maxEjectionPercent": st.integers(0, 100),
         },
     ),
-    "tls": st.sampled_from(TLS_MODES).map(lambda m: {"mode": m}),
+    "tls": st.deferred(lambda: tls_settings),
 }
 policy = st.fixed_dictionaries({}, optional=policy_fields)
+
+
+@st.composite
+def _tls(draw: st.DrawFn) -> dict[str, Any]:
+    mode = draw(st.sampled_from(["DISABLE", "SIMPLE", "MUTUAL"]))
+    if mode == "DISABLE":
+        return {"mode": mode}
+    tls: dict[str, Any] = {"mode": mode}
+    if mode == "MUTUAL":
+        tls["clientCertificate"] = str(TLS_DATA / "client.crt")
+        tls["privateKey"] = str(TLS_DATA / "client.key")
+    if draw(st.booleans()):
+        tls["sni"] = draw(st.sampled_from(["api.example.com", "reviews.default.svc"]))
+    if draw(st.booleans()):
+        tls["insecureSkipVerify"] = True
+    else:
+        if draw(st.booleans()):
+            tls["caCertificates"] = str(TLS_DATA / "ca.crt")
+        if draw(st.booleans()):
+            tls["subjectAltNames"] = draw(
+                st.lists(st.sampled_from(["a.example.com", "spiffe://td/ns/a/sa/b"]), min_size=1)
+            )
+    return tls
+
+
+tls_settings = _tls()
 
 
 @st.composite
@@ -292,7 +321,7 @@ def traffic_policy(draw: st.DrawFn, port: int) -> dict[str, Any]:
                 {},
                 optional={
                     k: policy_fields[k]
-                    for k in ("loadBalancer", "connectionPool", "outlierDetection")
+                    for k in ("loadBalancer", "connectionPool", "outlierDetection", "tls")
                 },
             )
         )

@@ -16,7 +16,13 @@ import yaml
 
 from tests.traffic.mesh import EXAMPLES, REGISTRY
 from xds_server.galley.loader import LoadResult, load_paths
-from xds_server.galley.model_traffic import Destination, HTTPMatch, StringMatch, TrafficPolicy
+from xds_server.galley.model_traffic import (
+    ClientTLS,
+    Destination,
+    HTTPMatch,
+    StringMatch,
+    TrafficPolicy,
+)
 
 
 def load(tmp_path: Path, text: str) -> LoadResult:
@@ -223,7 +229,7 @@ spec:
                 "4: Gateway default/gw: spec.selector: must select gateway workloads by labels",
                 "6: Gateway default/gw: spec.servers[0]: an HTTPS server needs tls.mode SIMPLE "
                 "with a credentialName",
-                "8: Gateway default/gw: spec.servers[1].port.protocol: TCP servers are not "
+                "8: Gateway default/gw: spec.servers[1].port.protocol: a TCP server is not "
                 "supported by pocketmesh yet",
                 "9: Gateway default/gw: spec.servers[1].hosts[0]: 'a/b/c' must be 'host' or "
                 "'namespace/host'",
@@ -269,7 +275,7 @@ def test_the_model_reads_what_was_written(tmp_path: Path) -> None:
     assert rule.traffic_policy is not None
     assert rule.traffic_policy.tls_mode == "ISTIO_MUTUAL"
     assert rule.policy(9080, "v1") == TrafficPolicy(
-        load_balancer="LEAST_REQUEST", tls_mode="ISTIO_MUTUAL"
+        load_balancer="LEAST_REQUEST", tls=ClientTLS("ISTIO_MUTUAL", namespace="default")
     )
     [service] = config.virtual_services
     [route] = service.http

@@ -21,7 +21,6 @@ from envoy.config.bootstrap.v3 import bootstrap_pb2
 from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.endpoint.v3 import endpoint_pb2
 from envoy.config.listener.v3 import listener_pb2
-from envoy.config.route.v3 import route_pb2
 from google.protobuf import json_format
 
 from xds_server import xds_types
@@ -37,6 +36,7 @@ from xds_server.bootstrap import BootstrapOptions, sidecar_bootstrap
 from xds_server.cache.snapshot import MeshSnapshot
 from xds_server.galley.loader import load_paths
 from xds_server.galley.model import WorkloadEntry
+from xds_server.generators.frozen import thaw
 from xds_server.listener_filters import filter_chains, http_managers
 
 # Workload addresses for these runs: a 127.x block no test module uses.
@@ -61,25 +61,24 @@ def static_bootstrap(snapshot: MeshSnapshot, workload: WorkloadEntry, admin_port
     endpoints = view.resources(xds_types.ENDPOINT)
     routes = view.resources(xds_types.ROUTE)
     for resource in view.resources(xds_types.CLUSTER).values():
-        cluster = cluster_pb2.Cluster()
-        cluster.CopyFrom(resource.message)
+        cluster = thaw(resource.message)  # resources are read-only: change a copy
+        assert isinstance(cluster, cluster_pb2.Cluster)
         if cluster.type == cluster_pb2.Cluster.EDS:
             service = cluster.eds_cluster_config.service_name or cluster.name
-            cla = endpoint_pb2.ClusterLoadAssignment()
-            cla.CopyFrom(endpoints[service].message)
+            cla = thaw(endpoints[service].message)
+            assert isinstance(cla, endpoint_pb2.ClusterLoadAssignment)
             cla.cluster_name = cluster.name
             cluster.ClearField("eds_cluster_config")
             cluster.type = cluster_pb2.Cluster.STATIC
             cluster.load_assignment.CopyFrom(cla)
         boot.static_resources.clusters.append(cluster)
     for resource in view.resources(xds_types.LISTENER).values():
-        listener = listener_pb2.Listener()
-        listener.CopyFrom(resource.message)
+        listener = thaw(resource.message)
+        assert isinstance(listener, listener_pb2.Listener)
         for chain in filter_chains(listener):
             for f, hcm in http_managers(chain):
                 if hcm.HasField("rds"):
-                    rc = route_pb2.RouteConfiguration()
-                    rc.CopyFrom(routes[hcm.rds.route_config_name].message)
+                    rc = thaw(routes[hcm.rds.route_config_name].message)
                     hcm.route_config.CopyFrom(rc)  # clears the rds oneof
                     f.typed_config.Pack(hcm)
         boot.static_resources.listeners.append(listener)

@@ -9,6 +9,7 @@ rewritten here, once per shared object, for that flavour of proxy.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.core.v3 import config_source_pb2
@@ -17,6 +18,7 @@ from google.protobuf.message import Message
 
 from xds_server import xds_types
 from xds_server.bootstrap import XDS_CLUSTER
+from xds_server.generators.frozen import thaw
 from xds_server.generators.mtls import point_sds_at
 from xds_server.listener_filters import filter_chains, http_managers
 
@@ -45,12 +47,10 @@ class Rewriter:
 
     def __init__(self, flavour: str) -> None:
         self.source = api_config_source(flavour)
-        self._memo: dict[int, tuple[Message, Message]] = {}
+        self._memo: dict[int, tuple[Any, Any]] = {}
 
-    def rewrite(
-        self, generated: Mapping[str, Mapping[str, Message]]
-    ) -> dict[str, dict[str, Message]]:
-        out: dict[str, dict[str, Message]] = {}
+    def rewrite(self, generated: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
+        out: dict[str, dict[str, Any]] = {}
         for type_url, items in generated.items():
             fix = {xds_types.CLUSTER: self._cluster, xds_types.LISTENER: self._listener}.get(
                 type_url
@@ -60,7 +60,7 @@ class Rewriter:
             )
         return out
 
-    def _memoized(self, message: Message, fix: object) -> Message:
+    def _memoized(self, message: Any, fix: object) -> Any:
         hit = self._memo.get(id(message))
         if hit is not None and hit[0] is message:
             return hit[1]
@@ -69,8 +69,8 @@ class Rewriter:
         return result
 
     def _cluster(self, cluster: cluster_pb2.Cluster) -> Message:
-        copy = cluster_pb2.Cluster()
-        copy.CopyFrom(cluster)
+        copy = thaw(cluster)
+        assert isinstance(copy, cluster_pb2.Cluster)
         eds = copy.eds_cluster_config.eds_config.HasField("ads")
         if eds:
             copy.eds_cluster_config.eds_config.CopyFrom(self.source)
@@ -78,8 +78,8 @@ class Rewriter:
         return copy if eds or sds else cluster
 
     def _listener(self, listener: listener_pb2.Listener) -> Message:
-        copy = listener_pb2.Listener()
-        copy.CopyFrom(listener)
+        copy = thaw(listener)
+        assert isinstance(copy, listener_pb2.Listener)
         changed = False
         for chain in filter_chains(copy):
             changed = point_sds_at(chain.transport_socket, self.source) or changed

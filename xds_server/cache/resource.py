@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable
+from typing import cast
 
 from google.protobuf.message import Message
 
+from xds_server.generators.frozen import Frozen, freeze, peek
 from xds_server.protocol import wire
 
 
@@ -21,7 +23,8 @@ class Resource:
     """A named resource with its wire bytes. Shared by every proxy that sees it.
 
     Equal content gives an equal version, also across restarts, so a
-    reconnecting Envoy that already has it is sent nothing.
+    reconnecting Envoy that already has it is sent nothing. `message` is read-only
+    (`generators.frozen`): changing it raises; `message.copy()` gives one to change.
     """
 
     __slots__ = (
@@ -35,11 +38,12 @@ class Resource:
         "version",
     )
 
-    def __init__(self, type_url: str, name: str, message: Message) -> None:
+    def __init__(self, type_url: str, name: str, message: Message | Frozen[Message]) -> None:
         self.type_url = type_url
         self.name = name
-        self.message = message
-        value = message.SerializeToString(deterministic=True)
+        # A read-only stand-in for the message (it passes isinstance checks).
+        self.message: Message = cast(Message, freeze(message))
+        value = peek(message).SerializeToString(deterministic=True)
         self.any_bytes = wire.any_message(type_url, value)
         self.version = content_hash(value)
         self._delta_bytes: bytes | None = None

@@ -13,29 +13,33 @@ import contextlib
 import gc
 import logging
 from collections.abc import Callable, Iterator, Mapping
+from typing import Any
 
 from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.listener.v3 import listener_pb2
+from envoy.extensions.transport_sockets.tls.v3 import tls_pb2
 from google.protobuf.message import Message
 
 from xds_server import xds_types
 from xds_server.cache.config_source import ADS, Rewriter
 from xds_server.cache.resource import Resource
 from xds_server.galley.model import MeshConfig
-from xds_server.generators import PushContext, generate
+from xds_server.generators import PushContext, UnbuildableConfig, generate
 from xds_server.generators.dependencies import affected_proxies
-from xds_server.generators.push_context import SharedResources
+from xds_server.generators.frozen import FrozenResources, peek, thaw
+from xds_server.generators.tls_plan import ROOT_SECRET, WORKLOAD_SECRET
 from xds_server.listener_filters import rds_names
 from xds_server.protocol.view import StaticView
 
 log = logging.getLogger(__name__)
 
 # Test seam: rewrite one proxy's generated resources before they are serialized.
-Transform = Callable[[str, dict[str, dict[str, Message]]], None]
+Transform = Callable[[str, dict[str, dict[str, Any]]], None]
 
 
 class InconsistentSnapshot(Exception):
-    """A generated config references something that is not there."""
+    """A generated config references something that is not there, or asks for what
+    this control plane cannot build safely (generators.UnbuildableConfig)."""
 
 
 class MeshSnapshot:
@@ -57,13 +61,13 @@ class MeshSnapshot:
         self._transform = transform
         self._extra_types = extra_types
         # id(message) -> (message, its Resource); the message is kept to rule out id reuse.
-        self._by_identity: dict[int, tuple[Message, Resource]] = {}
+        self._by_identity: dict[int, tuple[Any, Resource]] = {}
         self._by_content: dict[tuple[str, str, str], Resource] = {}
-        self._consistent: set[tuple[int, int]] = set()  # see check_consistency
-        self._by_set: dict[int, tuple[Mapping[str, Message], dict[str, Resource]]] = {}
+        self._consistent: set[tuple[int, ...]] = set()  # see check_consistency
+        self._by_set: dict[int, tuple[Mapping[str, Any], dict[str, Resource]]] = {}
         self._views: dict[tuple[str, str], StaticView] = {}
         self._rewriters: dict[str, Rewriter] = {}
-        self._references: dict[Resource, tuple[str, ...]] = {}  # see check_consistency
+        self._references: dict[Resource, tuple[Any, ...]] = {}  # see check_consistency
         # Equal per-type resource sets of different proxies share one dict (in an
         # unscoped mesh every proxy sees the same clusters): memory, and a memo hit
         # by identity when the streams hash and encode them (protocol.encoding).
@@ -128,15 +132,20 @@ class MeshSnapshot:
         proxy = self.push_context.proxy(node_id)
         if proxy is None:
             return StaticView({}, self.generation)
-        generated = generate(self.push_context, proxy)
+        try:
+            generated: Mapping[str, Mapping[str, Any]] = generate(self.push_context, proxy)
+        except UnbuildableConfig as err:
+            raise InconsistentSnapshot(str(err)) from err
         if self._extra_types is not None or self._transform is not None:
-            # Test seams change dicts in place; the generators share some across proxies.
-            generated = {t: dict(items) for t, items in generated.items()}
-        if self._extra_types is not None:
-            for type_url, items in self._extra_types(node_id).items():
-                generated.setdefault(type_url, {}).update(items)
-        if self._transform is not None:
-            self._transform(node_id, generated)
+            # Test seams change what they are given in place: give them changeable
+            # copies (the generated messages are shared and read-only).
+            seam = {t: {n: thaw(m) for n, m in items.items()} for t, items in generated.items()}
+            if self._extra_types is not None:
+                for type_url, extra in self._extra_types(node_id).items():
+                    seam.setdefault(type_url, {}).update(extra)
+            if self._transform is not None:
+                self._transform(node_id, seam)
+            generated = seam
         if flavour != ADS:
             rewriter = self._rewriters.get(flavour)
             if rewriter is None:
@@ -148,8 +157,8 @@ class MeshSnapshot:
         check_consistency(node_id, by_type, self._references, self._consistent)
         return StaticView(by_type, self.generation)
 
-    def _resources(self, type_url: str, items: Mapping[str, Message]) -> dict[str, Resource]:
-        if type(items) is not SharedResources:
+    def _resources(self, type_url: str, items: Mapping[str, Any]) -> dict[str, Resource]:
+        if type(items) is not FrozenResources:
             return self._interned_set(type_url, self._convert(type_url, items))
         # Converted once for every proxy it is handed to; the entry holds the dict,
         # so its id is not reused meanwhile.
@@ -169,7 +178,7 @@ class MeshSnapshot:
             interned = self._interned[key] = resources if earlier is None else earlier
         return interned
 
-    def _convert(self, type_url: str, items: Mapping[str, Message]) -> dict[str, Resource]:
+    def _convert(self, type_url: str, items: Mapping[str, Any]) -> dict[str, Resource]:
         # The hot loop of a build (every proxy x every resource it sees): the shared
         # object is found by identity inline; only a miss pays for a call.
         by_identity = self._by_identity
@@ -182,7 +191,7 @@ class MeshSnapshot:
                 out[name] = entry[1]
         return out
 
-    def _resource(self, type_url: str, name: str, message: Message) -> Resource:
+    def _resource(self, type_url: str, name: str, message: Any) -> Resource:
         entry = self._by_identity.get(id(message))
         if entry is not None and entry[0] is message and entry[1].name == name:
             return entry[1]
@@ -216,29 +225,32 @@ def gc_paused() -> Iterator[None]:
 def check_consistency(
     node_id: str,
     by_type: Mapping[str, Mapping[str, Resource]],
-    references: dict[Resource, tuple[str, ...]] | None = None,
-    consistent: set[tuple[int, int]] | None = None,
+    references: dict[Resource, tuple[Any, ...]] | None = None,
+    consistent: set[tuple[int, ...]] | None = None,
 ) -> None:
-    """Every EDS cluster has endpoints; every RDS name a listener uses exists.
+    """Every EDS cluster has endpoints; every SDS secret a cluster names (besides the
+    proxy's identity, laid over by cache.overlay) exists; every RDS name a listener
+    uses exists.
 
     `references` remembers what each shared resource refers to across the proxies
     of one snapshot, so each cluster and listener is inspected once, not per proxy.
-    `consistent` remembers (clusters, endpoints) sets found consistent, by identity:
-    only for sets the caller keeps alive (the snapshot interns every set).
+    `consistent` remembers (clusters, endpoints, secrets) sets found consistent, by
+    identity: only for sets the caller keeps alive (the snapshot interns every set).
     """
     refs = {} if references is None else references
     endpoints = by_type.get(xds_types.ENDPOINT, {})
     clusters = by_type.get(xds_types.CLUSTER, {})
-    pair = (id(clusters), id(endpoints))
-    if consistent is None or pair not in consistent:
-        _check_clusters(node_id, clusters, endpoints, refs)
+    secrets = by_type.get(xds_types.SECRET, {})
+    key = (id(clusters), id(endpoints), id(secrets))
+    if consistent is None or key not in consistent:
+        _check_clusters(node_id, clusters, endpoints, secrets, refs)
         if consistent is not None:
-            consistent.add(pair)
+            consistent.add(key)
     routes = by_type.get(xds_types.ROUTE, {})
     for name, resource in by_type.get(xds_types.LISTENER, {}).items():
         needed = refs.get(resource)
         if needed is None:
-            listener = resource.message
+            listener = peek(resource.message)  # read only
             assert isinstance(listener, listener_pb2.Listener)
             needed = refs[resource] = tuple(rds_names(listener))
         for rds_name in needed:
@@ -248,26 +260,51 @@ def check_consistency(
                 )
 
 
+# Secrets the identity layer serves (cache.overlay), not the snapshot.
+_IDENTITY_SECRETS = frozenset({WORKLOAD_SECRET, ROOT_SECRET})
+
+
 def _check_clusters(
     node_id: str,
     clusters: Mapping[str, Resource],
     endpoints: Mapping[str, Resource],
-    refs: dict[Resource, tuple[str, ...]],
+    secrets: Mapping[str, Resource],
+    refs: dict[Resource, tuple[Any, ...]],
 ) -> None:
     for name, resource in clusters.items():
         needed = refs.get(resource)
         if needed is None:
-            needed = refs[resource] = _eds_service(resource)
-        for service in needed:
-            if service not in endpoints:
+            needed = refs[resource] = _cluster_needs(resource)
+        for type_url, wanted in needed:
+            if type_url == xds_types.ENDPOINT and wanted not in endpoints:
                 raise InconsistentSnapshot(
-                    f"proxy {node_id}: cluster {name} has no endpoints ({service})"
+                    f"proxy {node_id}: cluster {name} has no endpoints ({wanted})"
+                )
+            if type_url == xds_types.SECRET and wanted not in secrets:
+                raise InconsistentSnapshot(
+                    f"proxy {node_id}: cluster {name} names secret {wanted!r}, which is not served"
                 )
 
 
-def _eds_service(resource: Resource) -> tuple[str, ...]:
-    cluster = resource.message
+def _cluster_needs(resource: Resource) -> tuple[tuple[str, str], ...]:
+    """(type, name) of what a cluster needs: its EDS endpoints, its SDS secrets."""
+    cluster = peek(resource.message)  # read only
     assert isinstance(cluster, cluster_pb2.Cluster)
+    needs = []
     if cluster.type == cluster_pb2.Cluster.EDS:
-        return (cluster.eds_cluster_config.service_name or resource.name,)
-    return ()
+        needs.append((xds_types.ENDPOINT, cluster.eds_cluster_config.service_name or resource.name))
+    socket = cluster.transport_socket
+    if socket.typed_config.Is(tls_pb2.UpstreamTlsContext.DESCRIPTOR):
+        context = tls_pb2.UpstreamTlsContext()
+        socket.typed_config.Unpack(context)
+        common = context.common_tls_context
+        configs = [
+            *common.tls_certificate_sds_secret_configs,
+            common.combined_validation_context.validation_context_sds_secret_config,
+        ]
+        needs += [
+            (xds_types.SECRET, c.name)
+            for c in configs
+            if c.name and c.name not in _IDENTITY_SECRETS
+        ]
+    return tuple(needs)

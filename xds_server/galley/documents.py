@@ -10,9 +10,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from .errors import ConfigError
-from .kinds import NOT_YET, SUPPORTED, KindInfo, Resource
+from .fields import supported
 from .kinds.common import parse_meta
 from .model import DEFAULT_NAMESPACE, ObjectMeta, Source
+from .registry import BY_KIND, NOT_YET_KINDS, Resource
 from .schema import DocChecker, Located
 from .yaml_lines import YamlMap
 
@@ -87,35 +88,32 @@ def _parse_resource(value: object, line: int, file: str) -> ParsedDoc:
     api_version = ck.string(version_at)
     if kind is None or api_version is None:
         return _done(ck)
-    info = SUPPORTED.get(kind) or NOT_YET.get(kind)
+    info = BY_KIND.get(kind)
     if info is None:
-        known = ", ".join(sorted(SUPPORTED))
-        ck.error(kind_at, f"unknown kind {kind!r}: pocketmesh reads {known}")
+        known = ", ".join(sorted(BY_KIND))
+        if kind in NOT_YET_KINDS:
+            ck.not_yet(kind_at, repr(kind))
+        else:
+            ck.error(kind_at, f"unknown kind {kind!r}: pocketmesh reads {known}")
         return _done(ck)
-    if not _api_version_ok(info, api_version):
+    if not info.accepts(api_version):
         ck.error(version_at, f"{kind} has apiVersion {info.api_versions()}, not {api_version!r}")
         return _done(ck)
-    if info.parser is None:
-        ck.warn(root, "not supported yet, ignored")
-        return _done(ck)
-    doc_fields = ck.fields(root, ROOT_FIELDS | info.document_fields, ignored=ROOT_IGNORED)
+    if info.document_level:  # its fields sit beside apiVersion, kind and metadata
+        table = {**{name: supported() for name in ROOT_FIELDS - {"spec"}}, **info.spec}
+        doc_fields = ck.fields(root, table, ignored=ROOT_IGNORED)
+    else:
+        doc_fields = ck.fields(root, ROOT_FIELDS, ignored=ROOT_IGNORED)
     if doc_fields is None:
         return _done(ck)
     meta = parse_meta(ck, doc_fields.get("metadata"), root)
-    spec = doc_fields.get("spec") if not info.document_fields else root
+    spec = root if info.document_level else doc_fields.get("spec")
     if spec is None and info.spec_required:
         ck.required(doc_fields, "spec", root)
     # Without a valid name the spec is still checked, so every mistake shows at once.
     stand_in = ObjectMeta(kind, "", DEFAULT_NAMESPACE, Source(file, line))
     resource = info.parser(ck, meta or stand_in, spec)
     return _done(ck, meta, resource)
-
-
-def _api_version_ok(info: KindInfo, api_version: str) -> bool:
-    if not info.group:  # Kubernetes' core group: just the version, like "v1"
-        return api_version in info.versions
-    group, sep, version = api_version.partition("/")
-    return bool(sep) and group == info.group and version in info.versions
 
 
 def _scalar_at(mapping: YamlMap, key: str) -> Located | None:

@@ -15,11 +15,11 @@ from pathlib import Path
 from .crosscheck import cross_check
 from .documents import ParsedDoc
 from .errors import ERROR, WARNING, ConfigError, ConfigInvalid
-from .model import MeshConfig, ServiceEntry, Sidecar, WorkloadEntry
-from .model_security import security_resources
+from .model import MeshConfig
 from .names import trust_domain_problem
 from .parse_cache import parse_file
-from .traffic_checks import traffic_resources
+from .registry import mesh_fields
+from .tls_files import load_tls_files
 
 __all__ = ["DEFAULT_TRUST_DOMAIN", "LoadResult", "load_directory", "load_paths", "parse_documents"]
 
@@ -87,6 +87,8 @@ class _Collector:
         for doc in self.docs:
             errors += doc.errors
             warnings += doc.warnings
+        self.docs, file_errors = load_tls_files(self.docs)
+        errors += file_errors
         cross_errors, cross_warnings = cross_check(self.docs)
         errors = self._in_file_order(errors + cross_errors)
         warnings = self._in_file_order(warnings + cross_warnings)
@@ -99,23 +101,8 @@ class _Collector:
         return sorted(findings, key=lambda f: (order.get(f.file, -1), f.line))
 
     def _config(self) -> MeshConfig:
-        resources = [d.resource for d in self.docs if d.resource is not None]
-
-        def by_key(r: ServiceEntry | WorkloadEntry | Sidecar) -> tuple[str, str]:
-            return (r.meta.namespace, r.meta.name)
-
-        return MeshConfig(
-            service_entries=tuple(
-                sorted((r for r in resources if isinstance(r, ServiceEntry)), key=by_key)
-            ),
-            workload_entries=tuple(
-                sorted((r for r in resources if isinstance(r, WorkloadEntry)), key=by_key)
-            ),
-            sidecars=tuple(sorted((r for r in resources if isinstance(r, Sidecar)), key=by_key)),
-            **traffic_resources(resources),
-            **security_resources(resources),
-            trust_domain=self.trust_domain,
-        )
+        resources = (d.resource for d in self.docs if d.resource is not None)
+        return MeshConfig(**mesh_fields(resources), trust_domain=self.trust_domain)
 
 
 def _yaml_files(directory: Path) -> list[Path]:

@@ -85,6 +85,8 @@ class ServiceEntry:
     # Inline endpoints (Istio's ServiceEntry.endpoints): WorkloadEntry specs.
     endpoints: tuple[WorkloadEntry, ...] = ()
     export_to: tuple[str, ...] = ()
+    # Istio's subjectAltNames: the identities its endpoints may present (mTLS / TLS).
+    subject_alt_names: tuple[str, ...] = ()
 
 
 # --- WorkloadEntry --------------------------------------------------------
@@ -98,7 +100,6 @@ class WorkloadEntry:
     service_account: str = DEFAULT_SERVICE_ACCOUNT
     # Port name -> port number on the workload (Istio's WorkloadEntry.ports).
     ports: Mapping[str, int] = field(default_factory=_empty_labels)  # type: ignore[arg-type]
-    network: str = ""
     locality: str = ""
     weight: int = 0
     # Runtime state, never parsed: False holds its endpoint back from every proxy while
@@ -133,8 +134,6 @@ class IngressListener:
 @dataclass(frozen=True, slots=True)
 class EgressListener:
     hosts: tuple[str, ...]  # "ns/host" patterns: "./*", "istio-system/*", "*/reviews.x"
-    port: SidecarPort | None = None
-    bind: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,7 +149,12 @@ class Sidecar:
 
 @dataclass(frozen=True, slots=True)
 class MeshConfig:
-    """Every valid document of one config directory, as one immutable value."""
+    """Every valid document of one config directory, as one immutable value.
+
+    Each kind's field is declared in `galley.registry` (which kind fills it, how far
+    a change to it reaches); the other fields are settings of the control plane,
+    classified there too (`SETTINGS`). A test keeps the two in step.
+    """
 
     service_entries: tuple[ServiceEntry, ...] = ()
     workload_entries: tuple[WorkloadEntry, ...] = ()
@@ -166,8 +170,6 @@ class MeshConfig:
     workload_identity: bool = False
     root_namespace: str = ROOT_NAMESPACE
     trust_domain: str = "cluster.local"
-    # Kinds later issues add (VirtualService, DestinationRule, ...) extend this.
-    extra: Mapping[str, tuple[object, ...]] = field(default_factory=dict)
 
     def workload(self, name: str, namespace: str = DEFAULT_NAMESPACE) -> WorkloadEntry | None:
         for we in self.workload_entries:

@@ -7,9 +7,8 @@ transport sockets and RBAC filters.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
 
 from .model import ObjectMeta, _empty_labels
 
@@ -97,17 +96,3 @@ class AuthorizationPolicy:
     action: str = "ALLOW"
     # No rules: the policy matches nothing (an empty ALLOW policy allows nothing).
     rules: tuple[AuthzRule, ...] = ()
-
-
-def security_resources(resources: Iterable[object]) -> dict[str, Any]:
-    """The MeshConfig fields of the security kinds, sorted by namespace and name."""
-    items = list(resources)
-
-    def of(kind: type) -> tuple[Any, ...]:
-        found = [r for r in items if isinstance(r, kind)]
-        return tuple(sorted(found, key=lambda r: (r.meta.namespace, r.meta.name)))
-
-    return {
-        "peer_authentications": of(PeerAuthentication),
-        "authorization_policies": of(AuthorizationPolicy),
-    }

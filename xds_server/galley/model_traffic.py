@@ -8,7 +8,7 @@ short name to (relative to the namespace of the document naming it).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 
 from .model import CLUSTER_DOMAIN, EMPTY_LABELS, ObjectMeta
@@ -104,6 +104,7 @@ class Retries:
     attempts: int
     per_try_timeout_ms: int | None = None
     retry_on: str = ""
+    retry_remote_localities: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -215,6 +216,50 @@ class OutlierDetection:
 
 
 @dataclass(frozen=True, slots=True)
+class PemFile:
+    """A PEM file a document names: its absolute path, and its text once loaded.
+
+    Parsing keeps only the path (the parse cache must not hold a file's old text);
+    the loader reads the file on every load (`galley.tls_files`), so a renewed
+    certificate is a changed DestinationRule.
+    """
+
+    path: str
+    pem: str = field(default="", repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class ClientTLS:
+    """`trafficPolicy.tls` (Istio's ClientTLSSettings), checked by Galley."""
+
+    mode: str  # DISABLE, SIMPLE, MUTUAL, ISTIO_MUTUAL
+    client_certificate: PemFile | None = None
+    private_key: PemFile | None = None
+    ca_certificates: PemFile | None = None
+    credential_name: str = ""  # a kubernetes.io/tls Secret in the rule's namespace
+    namespace: str = ""  # the rule's: where credentialName is looked up
+    subject_alt_names: tuple[str, ...] = ()
+    sni: str = ""
+    insecure_skip_verify: bool = False
+    # The field path of this `tls` in its document, for load-time findings.
+    path: str = field(default="", compare=False)
+
+    @property
+    def originates(self) -> bool:
+        """SIMPLE or MUTUAL: TLS to the upstream with the user's certificates."""
+        return self.mode in ("SIMPLE", "MUTUAL")
+
+    def files(self) -> tuple[tuple[str, PemFile], ...]:
+        """(field name, file) for every file this names."""
+        named = (
+            ("clientCertificate", self.client_certificate),
+            ("privateKey", self.private_key),
+            ("caCertificates", self.ca_certificates),
+        )
+        return tuple((name, f) for name, f in named if f is not None)
+
+
+@dataclass(frozen=True, slots=True)
 class TrafficPolicy:
     """One level of policy; unset fields inherit from the level above (see `merged`)."""
 
@@ -222,8 +267,12 @@ class TrafficPolicy:
     consistent_hash: ConsistentHash | None = None
     connection_pool: ConnectionPool | None = None
     outlier_detection: OutlierDetection | None = None
-    tls_mode: str | None = None  # DISABLE, SIMPLE, MUTUAL, ISTIO_MUTUAL (consumed by mTLS)
+    tls: ClientTLS | None = None  # replaced as a whole by a lower level (Istio)
     port_level: tuple[tuple[int, TrafficPolicy], ...] = ()
+
+    @property
+    def tls_mode(self) -> str | None:
+        return None if self.tls is None else self.tls.mode
 
     def for_port(self, port: int) -> TrafficPolicy:
         """Istio: a portLevelSettings entry replaces each field it sets, for that port."""
@@ -241,7 +290,7 @@ class TrafficPolicy:
             consistent_hash=over.consistent_hash if lb_set else self.consistent_hash,
             connection_pool=over.connection_pool or self.connection_pool,
             outlier_detection=over.outlier_detection or self.outlier_detection,
-            tls_mode=over.tls_mode or self.tls_mode,
+            tls=over.tls or self.tls,
             port_level=over.port_level or self.port_level,
         )
 
@@ -259,10 +308,19 @@ class DestinationRule:
     host: str  # fully qualified
     traffic_policy: TrafficPolicy | None = None
     subsets: tuple[Subset, ...] = ()
-    export_to: tuple[str, ...] = ()
 
     def subset(self, name: str) -> Subset | None:
         return next((s for s in self.subsets if s.name == name), None)
+
+    def tls_settings(self) -> Iterator[ClientTLS]:
+        """Every `tls` the rule sets: top level, subsets, and their port levels."""
+        policies = [self.traffic_policy, *(s.traffic_policy for s in self.subsets)]
+        for policy in policies:
+            if policy is None:
+                continue
+            for level in (policy, *(p for _, p in policy.port_level)):
+                if level.tls is not None:
+                    yield level.tls
 
     def policy(self, port: int, subset: str = "") -> TrafficPolicy | None:
         """The effective policy for one cluster: top level, then subset, then port level."""
@@ -282,6 +340,7 @@ class ServerTLS:
     mode: str  # SIMPLE (pocketmesh builds only this), PASSTHROUGH, MUTUAL, ...
     credential_name: str = ""
     https_redirect: bool = False
+    min_protocol_version: str = ""  # TLS_AUTO, TLSV1_0 ... TLSV1_3; "" is Envoy's default
 
 
 @dataclass(frozen=True, slots=True)
@@ -321,3 +380,4 @@ class TLSCredential:
     meta: ObjectMeta
     cert_pem: str = field(repr=False)
     key_pem: str = field(repr=False)
+    ca_pem: str = field(default="", repr=False)  # `ca.crt`: roots a DestinationRule trusts

@@ -105,6 +105,17 @@ def address_problem(value: str) -> str | None:
     return "must be an IP address or a DNS name"
 
 
+def san_problem(value: str) -> str | None:
+    """A subject alternative name: a URI (`spiffe://...`), an IP, or a DNS name."""
+    if not value or any(c.isspace() for c in value):
+        return "must be a URI, an IP address or a DNS name, without spaces"
+    if "://" in value or is_ip(value):
+        return None
+    if wildcard_host_problem(value) is not None:
+        return "must be a URI (like spiffe://td/ns/x/sa/y), an IP address or a DNS name"
+    return None
+
+
 def host_port_problem(value: str) -> str | None:
     """`host:port` or `[v6]:port`, with port 1..65535 and host an IP or a DNS name."""
     if value.startswith("["):

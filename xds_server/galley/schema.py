@@ -15,10 +15,11 @@ import datetime
 import difflib
 import json
 import re
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 
 from .errors import ERROR, WARNING, ConfigError
+from .fields import NOT_SUPPORTED_YET, Shape, Status
 from .yaml_lines import YamlList, YamlMap
 
 Rule = Callable[[str], str | None]  # None when fine, else a phrase: "must be ..."
@@ -119,31 +120,51 @@ class DocChecker:
     def fields(
         self,
         at: Located,
-        allowed: Collection[str],
+        allowed: Shape | Collection[str],
         *,
         unsupported: Collection[str] = (),
         ignored: Collection[str] = (),
     ) -> dict[str, Located] | None:
         """The known fields of an object; unknown ones are errors, nulls are dropped.
 
-        `unsupported` fields are valid Istio but not built by pocketmesh yet (an
-        error with a clearer message); `ignored` are accepted and skipped.
+        `allowed` is the object's field table (`galley.fields`): a NOT_YET field is
+        refused ("not supported by pocketmesh yet"), a NO_EFFECT one skipped with a
+        warning, a DEPRECATED one read with a warning. A plain collection of names
+        allows them all; `unsupported` and `ignored` then name refused and skipped ones
+        (Kubernetes bookkeeping such as `metadata.uid`).
         """
         entries = self.children(at)
         if entries is None:
             return None
+        table = allowed if isinstance(allowed, Mapping) else None
         result: dict[str, Located] = {}
         for key, child in entries.items():
-            if isinstance(key, str) and key in allowed:
+            field = table.get(key) if table is not None and isinstance(key, str) else None
+            if field is not None:
+                if child.value is None:
+                    continue
+                if field.status is Status.NOT_YET:
+                    self.error(child, _not_yet(field.note))
+                elif field.status is Status.NO_EFFECT:
+                    self.warn(child, f"has no effect: {field.note}")
+                else:
+                    if field.status is Status.DEPRECATED:
+                        self.warn(child, f"deprecated: {field.note}")
+                    result[str(key)] = child
+            elif table is None and isinstance(key, str) and key in allowed:
                 if child.value is not None:
                     result[key] = child
             elif isinstance(key, str) and key in ignored:
                 continue
             elif isinstance(key, str) and key in unsupported:
-                self.error(child, "field is not supported by pocketmesh yet")
+                self.error(child, NOT_SUPPORTED_YET)
             else:
                 self.error(child, _unknown_field(key, allowed))
         return result
+
+    def not_yet(self, at: Located, what: str = "") -> None:
+        """Refuse a value pocketmesh does not build yet: "'X' is not supported ... yet"."""
+        self.error(at, f"{what} is {NOT_SUPPORTED_YET}" if what else NOT_SUPPORTED_YET)
 
     def required(self, fields: dict[str, Located], key: str, parent: Located) -> Located | None:
         found = fields.get(key)
@@ -232,6 +253,10 @@ class DocChecker:
             if value is not None:
                 result[key] = value
         return result
+
+
+def _not_yet(note: str) -> str:
+    return f"{NOT_SUPPORTED_YET} ({note})" if note else NOT_SUPPORTED_YET
 
 
 def _unknown_field(key: object, allowed: Collection[str]) -> str:

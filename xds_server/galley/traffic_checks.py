@@ -8,8 +8,7 @@ is an error: Istio would silently send 503s; pocketmesh refuses to push it.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from typing import Any
+from collections.abc import Sequence
 
 from .documents import ParsedDoc
 from .errors import ERROR, WARNING, ConfigError
@@ -24,24 +23,7 @@ from .model_traffic import (
     gateway_key,
 )
 
-__all__ = ["check_traffic", "traffic_resources"]
-
-
-def traffic_resources(resources: Iterable[object]) -> dict[str, Any]:
-    """The MeshConfig fields of the traffic kinds, each sorted by namespace and name."""
-
-    every = list(resources)
-
-    def of(kind: type) -> tuple[Any, ...]:
-        found: list[Any] = [r for r in every if isinstance(r, kind)]
-        return tuple(sorted(found, key=lambda r: (r.meta.namespace, r.meta.name)))
-
-    return {
-        "virtual_services": of(VirtualService),
-        "destination_rules": of(DestinationRule),
-        "gateways": of(Gateway),
-        "tls_credentials": of(TLSCredential),
-    }
+__all__ = ["check_traffic"]
 
 
 def check_traffic(docs: Sequence[ParsedDoc]) -> tuple[list[ConfigError], list[ConfigError]]:
@@ -63,7 +45,7 @@ class _Checker:
         self.workloads = [d.resource for d in docs if isinstance(d.resource, WorkloadEntry)]
         self.rules: dict[str, tuple[DestinationRule, ParsedDoc]] = {}
         self.credentials = {
-            d.resource.meta.key for d in docs if isinstance(d.resource, TLSCredential)
+            d.resource.meta.key: d.resource for d in docs if isinstance(d.resource, TLSCredential)
         }
         self.gateways = {
             d.resource.meta.key: d.resource for d in docs if isinstance(d.resource, Gateway)
@@ -112,6 +94,7 @@ class _Checker:
     # --- DestinationRule ----------------------------------------------------
 
     def _destination_rule(self, doc: ParsedDoc, rule: DestinationRule) -> None:
+        self._credentials(doc, rule)
         earlier = self.rules.get(rule.host)
         if earlier is not None:
             other, other_doc = earlier
@@ -155,6 +138,30 @@ class _Checker:
                     "spec.trafficPolicy.portLevelSettings",
                     f"port {number} is not a port of {rule.host}",
                     WARNING,
+                )
+
+    def _credentials(self, doc: ParsedDoc, rule: DestinationRule) -> None:
+        """credentialName names a kubernetes.io/tls Secret of the rule's namespace; to
+        verify the upstream it needs `ca.crt` (else the rule must skip verification)."""
+        for tls in rule.tls_settings():
+            if not tls.credential_name or not tls.originates:
+                continue
+            field = f"{tls.path}.credentialName"
+            key = f"{rule.meta.namespace}/{tls.credential_name}"
+            credential = self.credentials.get(key)
+            if credential is None:
+                self._finding(
+                    doc,
+                    field,
+                    f"no Secret {tls.credential_name!r} of type kubernetes.io/tls in namespace "
+                    f"{rule.meta.namespace}",
+                )
+            elif not credential.ca_pem and not tls.insecure_skip_verify:
+                self._finding(
+                    doc,
+                    field,
+                    f"Secret {key} has no ca.crt to verify the upstream with: add one, or set "
+                    "insecureSkipVerify: true",
                 )
 
     # --- VirtualService -----------------------------------------------------

@@ -72,6 +72,9 @@ class _Key(tuple[object, ...]):
         )
 
 
+NO_POLICIES: PolicyKey = _Key(())  # type: ignore[assignment]  # a tuple, hashed by identity
+
+
 def policy_key(mesh: MeshConfig, workload: WorkloadEntry) -> PolicyKey:
     """The AuthorizationPolicies that apply to `workload`, in a stable order."""
     ns = workload.meta.namespace

@@ -1,7 +1,10 @@
 """CDS: outbound clusters per visible service port, inbound clusters per app port.
 
 Mirrors Istio's cluster builder: `outbound|<port>||<host>` over EDS (or DNS for
-DNS-resolved services), `inbound|<port>||` pointing at the local app.
+DNS-resolved services), `inbound|<port>||` pointing at the local app. An outbound
+cluster is built with the TLS its proxy's security plan gives it (auto-mTLS, or the
+DestinationRule's `tls`): secure from the start, never patched afterwards. Clusters
+are shared by every proxy that sees them, as read-only `Frozen` messages.
 """
 
 from __future__ import annotations
@@ -9,13 +12,16 @@ from __future__ import annotations
 from typing import TypeAlias
 
 from envoy.config.cluster.v3 import cluster_pb2
-from envoy.config.core.v3 import config_source_pb2, protocol_pb2
+from envoy.config.core.v3 import protocol_pb2
 from envoy.config.endpoint.v3 import endpoint_components_pb2, endpoint_pb2
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
 from google.protobuf import any_pb2, duration_pb2
 
 from xds_server.generators import naming
+from xds_server.generators.config_sources import ads_config_source
 from xds_server.generators.endpoints import lb_endpoint, load_assignment
+from xds_server.generators.frozen import Frozen
+from xds_server.generators.mtls import upstream_socket
 from xds_server.generators.push_context import (
     InboundPlan,
     OutboundService,
@@ -23,7 +29,9 @@ from xds_server.generators.push_context import (
     PushContext,
     is_ip,
 )
-from xds_server.generators.traffic_policy import apply_traffic_policy
+from xds_server.generators.security import security_plan
+from xds_server.generators.tls_plan import UpstreamTLS
+from xds_server.generators.traffic_policy import apply_traffic_policy, http_protocol_options
 
 Cluster: TypeAlias = cluster_pb2.Cluster
 
@@ -34,41 +42,38 @@ CONNECT_TIMEOUT = duration_pb2.Duration(seconds=10)
 _DNS_TYPES = {"DNS": Cluster.STRICT_DNS, "DNS_ROUND_ROBIN": Cluster.LOGICAL_DNS}
 
 
-def ads_config_source() -> config_source_pb2.ConfigSource:
-    return config_source_pb2.ConfigSource(
-        ads=config_source_pb2.AggregatedConfigSource(),
-        resource_api_version=config_source_pb2.V3,
-    )
+def outbound_cluster(ctx: PushContext, svc: OutboundService, tls: UpstreamTLS) -> Frozen[Cluster]:
+    return ctx.shared(("cds", svc, tls), lambda: _outbound(ctx, svc, tls))
 
 
-def outbound_cluster(ctx: PushContext, svc: OutboundService) -> Cluster:
-    return ctx.memoize(("cds", svc), lambda: _outbound(ctx, svc))
-
-
-def inbound_cluster(ctx: PushContext, plan: InboundPlan) -> Cluster:
+def inbound_cluster(ctx: PushContext, plan: InboundPlan) -> Frozen[Cluster]:
     # Keyed by content, not by proxy: equal app upstreams share one message.
     http2 = naming.is_http2(plan.protocol)
     key = ("cds-in", plan.cluster_name, plan.upstream_host, plan.upstream_port, http2)
-    return ctx.memoize(key, lambda: _inbound(plan))
+    return ctx.shared(key, lambda: _inbound(plan))
 
 
-def scope_clusters(ctx: PushContext, proxy: Proxy) -> dict[str, Cluster]:
+def scope_clusters(ctx: PushContext, proxy: Proxy) -> dict[str, Frozen[Cluster]]:
     """The outbound clusters of the proxy's scope, one dict per scope (callers copy it)."""
     scope = proxy.scope
-    return ctx.memoize(
-        ("cds-scope", scope),
-        lambda: {svc.cluster_name: outbound_cluster(ctx, svc) for svc in scope.services},
-    )
+
+    def build() -> dict[str, Frozen[Cluster]]:
+        upstream = security_plan(ctx, proxy).upstream  # the same for the whole scope
+        return {
+            svc.cluster_name: outbound_cluster(ctx, svc, upstream[svc]) for svc in scope.services
+        }
+
+    return ctx.memoize(("cds-scope", scope), build)
 
 
-def build_clusters(ctx: PushContext, proxy: Proxy) -> dict[str, Cluster]:
+def build_clusters(ctx: PushContext, proxy: Proxy) -> dict[str, Frozen[Cluster]]:
     clusters = dict(scope_clusters(ctx, proxy))
     for plan in proxy.inbound:
         clusters[plan.cluster_name] = inbound_cluster(ctx, plan)
     return dict(sorted(clusters.items()))
 
 
-def _outbound(ctx: PushContext, svc: OutboundService) -> Cluster:
+def _outbound(ctx: PushContext, svc: OutboundService, tls: UpstreamTLS) -> Cluster:
     cluster = Cluster(
         name=svc.cluster_name,
         connect_timeout=CONNECT_TIMEOUT,
@@ -84,6 +89,15 @@ def _outbound(ctx: PushContext, svc: OutboundService) -> Cluster:
         cluster.load_assignment.CopyFrom(_dns_assignment(ctx, svc, cluster.type))
     _set_protocol(cluster, svc.port.protocol)
     apply_traffic_policy(cluster, svc.policy, svc.port.is_http)
+    socket = upstream_socket(tls, http2=naming.is_http2(svc.port.protocol))
+    if socket is not None:
+        cluster.transport_socket.CopyFrom(socket)
+    if tls.auto_sni or tls.auto_san_validation:
+        options = http_protocol_options(cluster)
+        upstream = options.upstream_http_protocol_options
+        upstream.auto_sni = tls.auto_sni
+        upstream.auto_san_validation = tls.auto_san_validation
+        cluster.typed_extension_protocol_options[HTTP_PROTOCOL_OPTIONS_KEY].Pack(options)
     return cluster
 
 
@@ -91,8 +105,7 @@ def _dns_assignment(
     ctx: PushContext, svc: OutboundService, cluster_type: int
 ) -> endpoint_pb2.ClusterLoadAssignment:
     if svc.endpoints:
-        cla = endpoint_pb2.ClusterLoadAssignment()
-        cla.CopyFrom(load_assignment(ctx, svc))
+        cla = load_assignment(ctx, svc).copy()
         if cluster_type == Cluster.LOGICAL_DNS:
             # Envoy rejects a LOGICAL_DNS cluster with more than one endpoint.
             first = cla.endpoints[0]

@@ -6,32 +6,38 @@ function of its own WorkloadEntry; the services its SidecarScope sees, with thei
 endpoints, DestinationRules and VirtualServices (and the services those route to); the
 services that select it (its inbound listeners); and mesh-wide policy.
 
-`affected_proxies` errs towards too many. Kinds whose reach is broad or indirect
-(Sidecar, Gateway, PeerAuthentication, AuthorizationPolicy, Secrets, mesh settings,
-wildcard hosts) rebuild every proxy, and gateway proxies are rebuilt on every change:
-their routes reach hosts outside any scope. tests/cache/test_incremental.py holds
-this module to the rule that matters: an incremental build equals a full one.
+How far a change to each `MeshConfig` field reaches is declared in the registry of
+kinds (`galley.registry`: every proxy / the proxies that see its hosts / the
+workload itself); this module only follows those reaches. A field nobody classified
+rebuilds every proxy (Istio's rule: "empty changes means all"), as do broad kinds
+(Sidecar, Gateway, PeerAuthentication, AuthorizationPolicy, Secrets), control-plane
+settings and wildcard hosts; gateway proxies are rebuilt on every change: their
+routes reach hosts outside any scope. `affected_proxies` errs towards too many;
+tests/cache/test_incremental.py holds it to the rule that matters: an incremental
+build equals a full one.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections import defaultdict
 from collections.abc import Hashable, Iterable, Iterator
 from typing import Any
 
 from xds_server.galley.model import MeshConfig, ServiceEntry, WorkloadEntry, labels_match
 from xds_server.galley.model_traffic import VirtualService
+from xds_server.galley.registry import BY_FIELD, Reach, reach_of
 from xds_server.generators.push_context import PushContext
 
-# Kinds whose change rebuilds every proxy (their reach is not worth tracking).
-BROAD_KINDS = (
-    "sidecars",
-    "gateways",
-    "tls_credentials",
-    "peer_authentications",
-    "authorization_policies",
-)
-MESH_SETTINGS = ("workload_identity", "root_namespace", "trust_domain", "extra")
+_FIELDS: dict[type, tuple[str, ...]] = {}
+
+
+def _mesh_fields(config_type: type) -> tuple[str, ...]:
+    """Every field of the MeshConfig (type) in hand: a field added later is seen too."""
+    names = _FIELDS.get(config_type)
+    if names is None:
+        names = _FIELDS[config_type] = tuple(f.name for f in dataclasses.fields(config_type))
+    return names
 
 
 class _Everything(Exception):
@@ -59,29 +65,42 @@ class _Change:
         a, b = self.old.mesh, self.new.mesh
         if a is b:
             return frozenset()
-        if any(getattr(a, k) != getattr(b, k) for k in MESH_SETTINGS):
+        if type(a) is not type(b):
             raise _Everything
-        if any(_pairs(getattr(a, k), getattr(b, k)) for k in BROAD_KINDS):
-            raise _Everything
-        for pair in _pairs(a.service_entries, b.service_entries):
-            for se in _present(pair):
-                self._service(se)
-        for pair in _pairs(a.workload_entries, b.workload_entries):
-            for mesh, we in zip((a, b), pair, strict=True):
-                if we is not None:
-                    self._workload(mesh, we)
-        for pair in _pairs(a.virtual_services, b.virtual_services):
-            for vs in _present(pair):
-                self._hosts(vs.hosts)
-        for pair in _pairs(a.destination_rules, b.destination_rules):
-            for rule in _present(pair):
-                self._hosts((rule.host,))
+        for name in _mesh_fields(type(a)):
+            before, after = getattr(a, name), getattr(b, name)
+            if before is after:
+                continue
+            reach = reach_of(name)
+            if reach is None or reach is Reach.EVERY_PROXY:
+                if before != after:
+                    raise _Everything  # unclassified, or classified as reaching everyone
+                continue
+            for pair in _pairs(before, after):
+                self._follow(name, reach, a, b, pair)
         self._through_routes((*a.virtual_services, *b.virtual_services))
         return frozenset(self._reached())
 
+    def _follow(
+        self, name: str, reach: Reach, a: MeshConfig, b: MeshConfig, pair: tuple[Any, Any]
+    ) -> None:
+        """One changed resource of MeshConfig field `name`, whose kind reaches `reach`."""
+        if reach is Reach.WORKLOAD:
+            for mesh, resource in zip((a, b), pair, strict=True):
+                if resource is not None:
+                    self._workload(mesh, resource)
+            return
+        hosts = BY_FIELD[name].hosts
+        if hosts is None:
+            raise _Everything  # a host-reaching kind that does not say its hosts
+        for resource in _present(pair):
+            self._hosts(hosts(resource))
+            if isinstance(resource, ServiceEntry):
+                self._service(resource)
+
     def _service(self, se: ServiceEntry) -> None:
-        self._hosts(se.hosts)
-        self.namespaces.add(se.meta.namespace)  # the workloads it selects serve its ports
+        """Beyond its hosts: the workloads it selects serve its ports (their inbound)."""
+        self.namespaces.add(se.meta.namespace)
         self.addresses.update(ep.address for ep in se.endpoints)
 
     def _workload(self, mesh: MeshConfig, we: WorkloadEntry) -> None:

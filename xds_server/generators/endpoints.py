@@ -9,36 +9,31 @@ from envoy.config.core.v3 import address_pb2, base_pb2
 from envoy.config.endpoint.v3 import endpoint_components_pb2, endpoint_pb2
 from google.protobuf import struct_pb2, wrappers_pb2
 
-from xds_server.generators.push_context import (
-    Endpoint,
-    OutboundService,
-    Proxy,
-    PushContext,
-    SharedResources,
-)
+from xds_server.generators.frozen import Frozen, FrozenResources
+from xds_server.generators.push_context import Endpoint, OutboundService, Proxy, PushContext
 
 ClusterLoadAssignment: TypeAlias = endpoint_pb2.ClusterLoadAssignment
 
 
-def load_assignment(ctx: PushContext, svc: OutboundService) -> ClusterLoadAssignment:
+def load_assignment(ctx: PushContext, svc: OutboundService) -> Frozen[ClusterLoadAssignment]:
     """The endpoints of `svc`, shared by every proxy that sees it.
 
     Also inlined by DNS clusters, so it is built for those too; an EDS cluster with
     no endpoints still gets an (empty) assignment, as Envoy waits for one.
     """
-    return ctx.memoize(("cla", svc), lambda: _build(svc))
+    return ctx.shared(("cla", svc), lambda: _build(svc))
 
 
-def build_endpoints(ctx: PushContext, proxy: Proxy) -> dict[str, ClusterLoadAssignment]:
-    """Sorted by name, one dict per scope: every proxy of the scope gets the very same
-    dict (callers must not change it), so the cache converts it once (MeshSnapshot)."""
+def build_endpoints(ctx: PushContext, proxy: Proxy) -> FrozenResources:
+    """Sorted by name, one mapping per scope: every proxy of the scope gets the very
+    same read-only mapping, so the cache converts it once (MeshSnapshot)."""
     scope = proxy.scope
 
-    def build() -> dict[str, ClusterLoadAssignment]:
+    def build() -> FrozenResources:
         found = {
             svc.cluster_name: load_assignment(ctx, svc) for svc in scope.services if svc.uses_eds
         }
-        return SharedResources(sorted(found.items()))
+        return FrozenResources(dict(sorted(found.items())))
 
     return ctx.memoize(("eds-scope", scope), build)
 

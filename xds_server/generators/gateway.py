@@ -25,6 +25,7 @@ from google.protobuf import wrappers_pb2
 from xds_server.galley.model_traffic import Gateway, GatewayServer, TLSCredential
 from xds_server.generators import naming
 from xds_server.generators.endpoints import socket_address
+from xds_server.generators.frozen import Frozen
 from xds_server.generators.http_routes import pack, traffic_http_filters, virtual_service_routes
 from xds_server.generators.push_context import Proxy, PushContext
 from xds_server.generators.sidecar_scope import host_matches
@@ -47,11 +48,11 @@ def _servers(proxy: Proxy) -> dict[int, list[tuple[Gateway, GatewayServer]]]:
     return dict(sorted(by_port.items()))
 
 
-def gateway_listeners(ctx: PushContext, proxy: Proxy) -> dict[str, listener_pb2.Listener]:
+def gateway_listeners(ctx: PushContext, proxy: Proxy) -> dict[str, Frozen[listener_pb2.Listener]]:
     listeners = {}
     for port, servers in _servers(proxy).items():
         name = naming.listener_name(proxy.address, port)
-        listener = ctx.memoize(
+        listener = ctx.shared(
             ("lds-gw", proxy.address, port), functools.partial(_listener, ctx, proxy, port, servers)
         )
         if listener.filter_chains:  # Envoy rejects a listener with none
@@ -95,7 +96,7 @@ def _listener(
             listener_components_pb2.FilterChain(
                 filter_chain_match=listener_components_pb2.FilterChainMatch(server_names=names),
                 filters=[listener_components_pb2.Filter(name=HCM_FILTER, typed_config=pack(hcm))],
-                transport_socket=_tls_socket(credential),
+                transport_socket=_tls_socket(credential, server.tls.min_protocol_version),
             )
         )
     plain = [s for _, s in servers if s.protocol != "HTTPS"]
@@ -146,7 +147,17 @@ def _credential(
     return None
 
 
-def _tls_socket(credential: TLSCredential) -> base_pb2.TransportSocket:
+# Istio's minProtocolVersion -> Envoy's TLS parameters.
+_TLS_VERSIONS = {
+    "TLS_AUTO": common_pb2.TlsParameters.TLS_AUTO,
+    "TLSV1_0": common_pb2.TlsParameters.TLSv1_0,
+    "TLSV1_1": common_pb2.TlsParameters.TLSv1_1,
+    "TLSV1_2": common_pb2.TlsParameters.TLSv1_2,
+    "TLSV1_3": common_pb2.TlsParameters.TLSv1_3,
+}
+
+
+def _tls_socket(credential: TLSCredential, min_version: str = "") -> base_pb2.TransportSocket:
     # Inline over ADS, to this gateway only; SDS would keep keys out of config dumps.
     context = tls_pb2.DownstreamTlsContext(
         common_tls_context=tls_pb2.CommonTlsContext(
@@ -159,6 +170,10 @@ def _tls_socket(credential: TLSCredential) -> base_pb2.TransportSocket:
             alpn_protocols=["h2", "http/1.1"],
         )
     )
+    if min_version:
+        context.common_tls_context.tls_params.tls_minimum_protocol_version = _TLS_VERSIONS[
+            min_version
+        ]
     return base_pb2.TransportSocket(name=TLS_SOCKET, typed_config=pack(context))
 
 
@@ -175,9 +190,9 @@ def _conflict(ctx: PushContext, message: str) -> None:
 
 def gateway_route_configs(
     ctx: PushContext, proxy: Proxy
-) -> dict[str, route_pb2.RouteConfiguration]:
+) -> dict[str, Frozen[route_pb2.RouteConfiguration]]:
     return {
-        route_config_name(port): _route_config(ctx, proxy, port, servers)
+        route_config_name(port): Frozen(_route_config(ctx, proxy, port, servers))
         for port, servers in _servers(proxy).items()
     }
 

@@ -19,6 +19,9 @@ from envoy.extensions.filters.http.fault.v3 import fault_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import (
     http_connection_manager_pb2 as hcm_pb2,
 )
+from envoy.extensions.retry.priority.previous_priorities.v3 import (
+    previous_priorities_config_pb2,
+)
 from envoy.type.matcher.v3 import regex_pb2, string_pb2
 from envoy.type.v3 import percent_pb2
 from google.protobuf import any_pb2, duration_pb2, message, wrappers_pb2
@@ -41,6 +44,7 @@ from xds_server.generators import naming
 from xds_server.generators.traffic_index import TrafficIndex, service_port
 from xds_server.generators.traffic_policy import duration, hash_policies
 
+PREVIOUS_PRIORITIES = "envoy.retry_priorities.previous_priorities"
 FAULT_FILTER = "envoy.filters.http.fault"
 CORS_FILTER = "envoy.filters.http.cors"
 NO_TIMEOUT = duration_pb2.Duration(seconds=0)
@@ -255,6 +259,15 @@ def _action(traffic: TrafficIndex, http: HTTPRoute, port: int) -> rc.RouteAction
             retry.per_try_timeout.CopyFrom(duration(http.retries.per_try_timeout_ms))
         if not http.retries.retry_on:
             retry.retriable_status_codes.append(503)  # Istio's default retries 503s
+        if http.retries.retry_remote_localities:  # Istio: retry in other localities
+            retry.retry_priority.CopyFrom(
+                rc.RetryPolicy.RetryPriority(
+                    name=PREVIOUS_PRIORITIES,
+                    typed_config=pack(
+                        previous_priorities_config_pb2.PreviousPrioritiesConfig(update_frequency=2)
+                    ),
+                )
+            )
         action.retry_policy.CopyFrom(retry)
     mirrors = list(http.mirrors)
     if http.mirror is not None:

@@ -2,6 +2,11 @@
 
 There are no iptables: each listener binds the workload's own 127/8 address, and
 apps reach other services by using `<address>:15001` as their HTTP proxy.
+
+An inbound listener is built with what its proxy's security plan requires of the
+callers on that port: the mTLS chain(s) of its PeerAuthentication mode (STRICT: mTLS
+only; PERMISSIVE: a TLS inspector picks mTLS or plaintext; DISABLE: plaintext), with
+the AuthorizationPolicies' RBAC filters in every chain, first.
 """
 
 from __future__ import annotations
@@ -11,20 +16,25 @@ from typing import TypeAlias
 from envoy.config.core.v3 import base_pb2, protocol_pb2
 from envoy.config.listener.v3 import listener_components_pb2, listener_pb2
 from envoy.extensions.filters.http.router.v3 import router_pb2
+from envoy.extensions.filters.listener.tls_inspector.v3 import tls_inspector_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import (
     http_connection_manager_pb2 as hcm_pb2,
 )
 from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
 from google.protobuf import any_pb2, message, wrappers_pb2
 
-from xds_server.generators import naming
-from xds_server.generators.clusters import ads_config_source
+from xds_server.generators import authz, naming
+from xds_server.generators.config_sources import ads_config_source
 from xds_server.generators.endpoints import socket_address
+from xds_server.generators.frozen import Frozen
 from xds_server.generators.gateway import gateway_listeners
 from xds_server.generators.http_routes import traffic_http_filters
+from xds_server.generators.mtls import TLS_INSPECTOR, downstream_tls
 from xds_server.generators.push_context import InboundPlan, Proxy, PushContext
 from xds_server.generators.routes import inbound_route_config
+from xds_server.generators.security import security_plan
 from xds_server.generators.tcp_routes import outbound_tcp_listeners
+from xds_server.generators.tls_plan import DISABLE, STRICT, InboundSecurity
 
 Listener: TypeAlias = listener_pb2.Listener
 HCM: TypeAlias = hcm_pb2.HttpConnectionManager
@@ -34,19 +44,25 @@ TCP_PROXY_FILTER = "envoy.filters.network.tcp_proxy"
 ROUTER_FILTER = "envoy.filters.http.router"
 
 
-def outbound_listener(ctx: PushContext, address: str) -> Listener:
-    return ctx.memoize(("lds-out", address), lambda: _outbound(address))
+def outbound_listener(ctx: PushContext, address: str) -> Frozen[Listener]:
+    return ctx.shared(("lds-out", address), lambda: _outbound(address))
 
 
-def inbound_listener(ctx: PushContext, plan: InboundPlan) -> Listener:
-    # Plans are values: two proxies with the same bind, port and app share one listener.
-    return ctx.memoize(("lds-in", plan), lambda: _inbound(plan))
+def inbound_listener(
+    ctx: PushContext, plan: InboundPlan, security: InboundSecurity
+) -> Frozen[Listener]:
+    # Plans are values: two proxies with the same bind, port, app and security share one.
+    trust_domain = ctx.mesh.trust_domain
+    return ctx.shared(("lds-in", plan, security), lambda: _inbound(plan, security, trust_domain))
 
 
-def build_listeners(ctx: PushContext, proxy: Proxy) -> dict[str, Listener]:
+def build_listeners(ctx: PushContext, proxy: Proxy) -> dict[str, Frozen[Listener]]:
     if proxy.gateways:
         return dict(sorted(gateway_listeners(ctx, proxy).items()))
-    listeners = {plan.listener_name: inbound_listener(ctx, plan) for plan in proxy.inbound}
+    inbound = security_plan(ctx, proxy).inbound
+    listeners = {
+        plan.listener_name: inbound_listener(ctx, plan, inbound[plan]) for plan in proxy.inbound
+    }
     listeners.update(outbound_tcp_listeners(ctx, proxy))  # TCP services: <address>:<port>
     outbound = outbound_listener(ctx, proxy.address)
     listeners[outbound.name] = outbound
@@ -72,26 +88,64 @@ def _outbound(address: str) -> Listener:
         address,
         naming.OUTBOUND_HTTP_PORT,
         base_pb2.OUTBOUND,
-        _filter(HCM_FILTER, hcm),
+        listener_components_pb2.FilterChain(filters=[_filter(HCM_FILTER, hcm)]),
     )
 
 
-def _inbound(plan: InboundPlan) -> Listener:
-    if naming.is_http(plan.protocol):
-        network_filter = _filter(
-            HCM_FILTER,
-            HCM(
-                stat_prefix=naming.inbound_stat_prefix(plan.port),
-                route_config=inbound_route_config(plan.port, plan.cluster_name),
-                http_filters=[_router()],
-            ),
+def _inbound(plan: InboundPlan, security: InboundSecurity, trust_domain: str) -> Listener:
+    mode = security.mtls_mode
+    plain = _inbound_chain(plan, security.policies, tls=False)
+    listener = _listener(plan.listener_name, plan.bind, plan.port, base_pb2.INBOUND, plain)
+    if mode == DISABLE:
+        return listener
+    secure = _inbound_chain(plan, security.policies, tls=True)
+    secure.transport_socket.CopyFrom(downstream_tls(trust_domain))
+    del listener.filter_chains[:]
+    if mode == STRICT:
+        listener.filter_chains.append(secure)
+        return listener
+    # PERMISSIVE: the TLS inspector tells mTLS clients from plaintext ones.
+    listener.listener_filters.append(
+        listener_components_pb2.ListenerFilter(
+            name=TLS_INSPECTOR, typed_config=_pack(tls_inspector_pb2.TlsInspector())
         )
-    else:
-        network_filter = _filter(
-            TCP_PROXY_FILTER,
-            tcp_proxy_pb2.TcpProxy(stat_prefix=plan.cluster_name, cluster=plan.cluster_name),
+    )
+    secure.filter_chain_match.transport_protocol = "tls"
+    plain.filter_chain_match.transport_protocol = "raw_buffer"
+    listener.filter_chains.extend([secure, plain])
+    return listener
+
+
+def _inbound_chain(
+    plan: InboundPlan, policies: authz.PolicyKey, *, tls: bool
+) -> listener_components_pb2.FilterChain:
+    """The app's filters with the workload's RBAC first; XFCC set on the mTLS chain."""
+    if not naming.is_http(plan.protocol):
+        # TCP: the network RBAC filters go first, before the proxying filter.
+        return listener_components_pb2.FilterChain(
+            filters=[
+                *authz.network_filters(policies, plan.port),
+                _filter(
+                    TCP_PROXY_FILTER,
+                    tcp_proxy_pb2.TcpProxy(
+                        stat_prefix=plan.cluster_name, cluster=plan.cluster_name
+                    ),
+                ),
+            ]
         )
-    return _listener(plan.listener_name, plan.bind, plan.port, base_pb2.INBOUND, network_filter)
+    hcm = HCM(
+        stat_prefix=naming.inbound_stat_prefix(plan.port),
+        route_config=inbound_route_config(plan.port, plan.cluster_name),
+        http_filters=[*authz.http_filters(policies, plan.port), _router()],
+    )
+    if tls:
+        # The app sees who called: XFCC with By= (us) and URI= (the peer). The
+        # plaintext chain keeps the default SANITIZE: nobody can forge the header.
+        hcm.forward_client_cert_details = HCM.SANITIZE_SET
+        hcm.set_current_client_cert_details.CopyFrom(
+            HCM.SetCurrentClientCertDetails(subject=wrappers_pb2.BoolValue(value=True), uri=True)
+        )
+    return listener_components_pb2.FilterChain(filters=[_filter(HCM_FILTER, hcm)])
 
 
 def _listener(
@@ -99,13 +153,13 @@ def _listener(
     address: str,
     port: int,
     direction: int,
-    network_filter: listener_components_pb2.Filter,
+    chain: listener_components_pb2.FilterChain,
 ) -> Listener:
     return Listener(
         name=name,
         address=socket_address(address, port),
         traffic_direction=direction,
-        filter_chains=[listener_components_pb2.FilterChain(filters=[network_filter])],
+        filter_chains=[chain],
     )
 
 

@@ -15,7 +15,9 @@ import ipaddress
 from collections import defaultdict
 from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TypeVar
+
+from google.protobuf.message import Message
 
 from xds_server.galley.model import (
     MeshConfig,
@@ -27,6 +29,7 @@ from xds_server.galley.model import (
 )
 from xds_server.galley.model_traffic import Gateway, TrafficPolicy
 from xds_server.generators import naming
+from xds_server.generators.frozen import Frozen
 from xds_server.generators.sidecar_scope import (
     egress_allows,
     egress_namespaces,
@@ -37,15 +40,9 @@ from xds_server.generators.sidecar_scope import (
 from xds_server.generators.traffic_index import TrafficIndex
 
 T = TypeVar("T")
+M = TypeVar("M", bound=Message)
 
 DNS_RESOLUTIONS = frozenset({"DNS", "DNS_ROUND_ROBIN"})
-
-
-class SharedResources(dict[str, Any]):
-    """A generated name -> resource dict handed to many proxies as is (a scope's
-    endpoints): nobody changes it, so the cache converts it once for all of them."""
-
-    __slots__ = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +66,7 @@ class OutboundService:
     endpoints: tuple[Endpoint, ...]  # sorted, deduplicated by (address, port)
     subset: str = ""  # a DestinationRule subset: `outbound|9080|v1|reviews...`
     policy: TrafficPolicy | None = None  # the DestinationRule's, for this port and subset
+    parent: OutboundService | None = None  # a subset's: the whole service port
 
     @property
     def uses_eds(self) -> bool:
@@ -154,6 +152,13 @@ class PushContext:
     @property
     def proxies(self) -> tuple[Proxy, ...]:
         return tuple(self._proxies[k] for k in sorted(self._proxies))
+
+    def shared(self, key: Hashable, factory: Callable[[], M]) -> Frozen[M]:
+        """The resource built for `key`, read-only: it may be handed to many proxies."""
+        try:
+            return self._memo[key]  # type: ignore[return-value]
+        except KeyError:
+            return self._memo.setdefault(key, Frozen(factory()))  # type: ignore[return-value]
 
     def memoize(self, key: Hashable, factory: Callable[[], T]) -> T:
         """The object built for `key`, building it on first use.
@@ -266,16 +271,15 @@ class _Builder:
             for host in sorted(se.hosts):
                 rule = self.traffic.rule(host)
                 for port in sorted(se.ports, key=lambda p: p.number):
-                    plans.append(
-                        OutboundService(
-                            service=se,
-                            host=host,
-                            port=port,
-                            cluster_name=naming.outbound_cluster(port.number, host),
-                            endpoints=self._endpoints(se, port, backing),
-                            policy=rule.policy(port.number) if rule else None,
-                        )
+                    whole = OutboundService(
+                        service=se,
+                        host=host,
+                        port=port,
+                        cluster_name=naming.outbound_cluster(port.number, host),
+                        endpoints=self._endpoints(se, port, backing),
+                        policy=rule.policy(port.number) if rule else None,
                     )
+                    plans.append(whole)
                     if rule is None:
                         continue
                     # Every subset gets its cluster and endpoints, routed to or not (Istio).
@@ -292,6 +296,7 @@ class _Builder:
                                 endpoints=self._endpoints(se, port, chosen),
                                 subset=subset.name,
                                 policy=rule.policy(port.number, subset.name),
+                                parent=whole,
                             )
                         )
         return plans

@@ -15,6 +15,7 @@ from google.protobuf import duration_pb2, wrappers_pb2
 
 from xds_server.galley.model import EMPTY_LABELS
 from xds_server.generators import naming
+from xds_server.generators.frozen import Frozen
 from xds_server.generators.gateway import gateway_route_configs
 from xds_server.generators.http_routes import virtual_service_routes
 from xds_server.generators.push_context import Proxy, PushContext, SidecarScope, VirtualHostPlan
@@ -28,14 +29,14 @@ NO_TIMEOUT = duration_pb2.Duration(seconds=0)
 
 def outbound_route_config(
     ctx: PushContext, scope: SidecarScope, labels: Mapping[str, str] = EMPTY_LABELS
-) -> RouteConfiguration:
+) -> Frozen[RouteConfiguration]:
     """Shared by every proxy of the scope (same namespace, same Sidecar) whose labels
     match the same VirtualService `sourceLabels`."""
     key = ("rds", scope, ctx.traffic.source_key(labels))
-    return ctx.memoize(key, lambda: _outbound(ctx, scope, labels))
+    return ctx.shared(key, lambda: _outbound(ctx, scope, labels))
 
 
-def build_routes(ctx: PushContext, proxy: Proxy) -> dict[str, RouteConfiguration]:
+def build_routes(ctx: PushContext, proxy: Proxy) -> dict[str, Frozen[RouteConfiguration]]:
     if proxy.gateways:
         return gateway_route_configs(ctx, proxy)
     labels = proxy.workload.labels

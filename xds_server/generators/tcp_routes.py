@@ -21,6 +21,7 @@ from xds_server.galley.model import labels_match
 from xds_server.galley.model_traffic import MESH_GATEWAY, TCPRoute, VirtualService
 from xds_server.generators import naming
 from xds_server.generators.endpoints import socket_address
+from xds_server.generators.frozen import Frozen
 from xds_server.generators.http_routes import cluster_for, pack
 from xds_server.generators.push_context import OutboundService, Proxy, PushContext, SidecarScope
 from xds_server.generators.traffic_index import TrafficIndex
@@ -30,7 +31,9 @@ TCP_PROXY_FILTER = "envoy.filters.network.tcp_proxy"
 ISTIO_RESERVED = range(15000, 15091)
 
 
-def outbound_tcp_listeners(ctx: PushContext, proxy: Proxy) -> dict[str, listener_pb2.Listener]:
+def outbound_tcp_listeners(
+    ctx: PushContext, proxy: Proxy
+) -> dict[str, Frozen[listener_pb2.Listener]]:
     used = {plan.port for plan in proxy.inbound if plan.bind == proxy.address}
     used.add(naming.OUTBOUND_HTTP_PORT)
     chosen: dict[int, OutboundService] = {}
@@ -50,7 +53,7 @@ def outbound_tcp_listeners(ctx: PushContext, proxy: Proxy) -> dict[str, listener
     key = ctx.traffic.source_key(labels)
     for number, svc in sorted(chosen.items()):
         name = naming.listener_name(proxy.address, number)
-        listeners[name] = ctx.memoize(
+        listeners[name] = ctx.shared(
             ("lds-tcp", proxy.address, svc, key),
             functools.partial(_listener, ctx.traffic, proxy, svc, labels),
         )

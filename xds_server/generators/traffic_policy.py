@@ -1,8 +1,9 @@
 """DestinationRule trafficPolicy -> Envoy Cluster settings (Istio's cluster builder).
 
-Load balancing, circuit breakers (connectionPool) and outlier detection. TLS
-settings are left to the mTLS generator. Consistent hashing needs a hash policy on
-the routes too: `hash_policies` gives it to the route generator.
+Load balancing, circuit breakers (connectionPool) and outlier detection. TLS is
+built by the cluster generator from the proxy's security plan (generators.security).
+Consistent hashing needs a hash policy on the routes too: `hash_policies` gives it
+to the route generator.
 """
 
 from __future__ import annotations
@@ -83,8 +84,9 @@ def apply_traffic_policy(cluster: Cluster, policy: TrafficPolicy | None, http: b
         cluster.outlier_detection.CopyFrom(detection)
 
 
-def _http_options(cluster: Cluster, per_connection: int | None, idle_ms: int | None) -> None:
-    """Merge into the cluster's HttpProtocolOptions (which may already choose HTTP/2)."""
+def http_protocol_options(cluster: Cluster) -> http_protocol_options_pb2.HttpProtocolOptions:
+    """The cluster's HttpProtocolOptions so far (it may already choose HTTP/2), to merge
+    into; pack it back under HTTP_PROTOCOL_OPTIONS_KEY."""
     options = http_protocol_options_pb2.HttpProtocolOptions()
     existing = cluster.typed_extension_protocol_options.get(HTTP_PROTOCOL_OPTIONS_KEY)
     if existing is not None:
@@ -94,6 +96,11 @@ def _http_options(cluster: Cluster, per_connection: int | None, idle_ms: int | N
         options.explicit_http_config.http_protocol_options.CopyFrom(
             protocol_pb2.Http1ProtocolOptions()
         )
+    return options
+
+
+def _http_options(cluster: Cluster, per_connection: int | None, idle_ms: int | None) -> None:
+    options = http_protocol_options(cluster)
     if per_connection:
         options.common_http_protocol_options.max_requests_per_connection.CopyFrom(
             wrappers_pb2.UInt32Value(value=per_connection)

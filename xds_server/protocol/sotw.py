@@ -19,6 +19,9 @@ The rules it keeps, from the xDS spec and from watching real Envoy:
   resent right after the clusters.
 - Make-before-break: on ADS, clusters that leave the config stay in CDS until
   the listeners and routes that may still use them have been updated.
+- A type the client unsubscribed from entirely (no names, no wildcard: an SDS
+  secret no cluster names any more) gets no responses: Envoy ignores them and
+  would never ACK.
 """
 
 from __future__ import annotations
@@ -163,6 +166,12 @@ class SotwStream(StreamMachine[_TypeState]):
     def _respond(
         self, state: _TypeState, events: list[Event], *, keep_removed: bool = False
     ) -> list[Event]:
+        if not state.wildcard and not state.names and state.requested:
+            # The client watches no name of this type any more (a cluster that named an
+            # SDS secret is gone): Envoy drops responses for it unread, so nothing is
+            # sent and nothing sent before is still owed an ACK.
+            state.sent, state.sent_version, state.force = {}, "", set()
+            return events
         wanted = self._wanted(state)
         if keep_removed:
             wanted = {**state.sent, **wanted}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 
+from ..fields import Shape, each, not_yet, obj, shape, supported
 from ..model import ObjectMeta
 from ..model_security import (
     AUTHZ_ACTIONS,
@@ -17,23 +18,51 @@ from ..model_security import (
 from ..names import ip_or_cidr_problem
 from ..schema import DocChecker, Located, Rule
 from .common import MAX_PORT
-from .peer_authentication import parse_match_labels
+from .peer_authentication import MATCH_LABELS, parse_match_labels
 
-AP_FIELDS = frozenset({"selector", "action", "rules"})
-AP_UNSUPPORTED = frozenset({"provider", "targetRef", "targetRefs"})
-RULE_FIELDS = frozenset({"from", "to", "when"})
-FROM_FIELDS = frozenset({"source"})
-TO_FIELDS = frozenset({"operation"})
-SOURCE_FIELDS = frozenset(
-    {"principals", "notPrincipals", "namespaces", "notNamespaces", "ipBlocks", "notIpBlocks"}
+SOURCE: Shape = shape(
+    principals=supported("<trust-domain>/ns/<ns>/sa/<sa>, matched on the peer's URI SAN"),
+    notPrincipals=supported(),
+    namespaces=supported(),
+    notNamespaces=supported(),
+    ipBlocks=supported(),
+    notIpBlocks=supported(),
+    requestPrincipals=not_yet("JWT"),
+    notRequestPrincipals=not_yet("JWT"),
+    remoteIpBlocks=not_yet(),
+    notRemoteIpBlocks=not_yet(),
 )
-SOURCE_UNSUPPORTED = frozenset(
-    {"requestPrincipals", "notRequestPrincipals", "remoteIpBlocks", "notRemoteIpBlocks"}
+OPERATION: Shape = shape(
+    hosts=supported(),
+    notHosts=supported(),
+    ports=supported(),
+    notPorts=supported(),
+    methods=supported(),
+    notMethods=supported(),
+    paths=supported(),
+    notPaths=supported(),
 )
-OPERATION_FIELDS = frozenset(
-    {"hosts", "notHosts", "ports", "notPorts", "methods", "notMethods", "paths", "notPaths"}
+WHEN: Shape = shape(
+    key=supported(
+        "request.headers[NAME], source.principal, source.namespace, source.ip, "
+        "remote.ip, destination.port"
+    ),
+    values=supported(),
+    notValues=supported(),
 )
-WHEN_FIELDS = frozenset({"key", "values", "notValues"})
+RULE: Shape = shape(
+    to=each(shape(operation=obj(OPERATION))),
+    when=each(WHEN),
+    **{"from": each(shape(source=obj(SOURCE)))},
+)
+SPEC: Shape = shape(
+    selector=obj(MATCH_LABELS),
+    action=supported("ALLOW, DENY, AUDIT; CUSTOM not yet"),
+    rules=each(RULE, "spec: {} allows nothing"),
+    provider=not_yet("CUSTOM actions"),
+    targetRef=not_yet(),
+    targetRefs=not_yet(),
+)
 WHEN_KEYS = frozenset(
     {"source.principal", "source.namespace", "source.ip", "remote.ip", "destination.port"}
 )
@@ -65,14 +94,14 @@ def parse_authorization_policy(
     action: str | None = "ALLOW"
     rules: list[AuthzRule] = []
     if spec is not None:
-        fields = ck.fields(spec, AP_FIELDS, unsupported=AP_UNSUPPORTED)
+        fields = ck.fields(spec, SPEC)
         if fields is None:
             return None
         if (at := fields.get("selector")) is not None:
             selector = parse_match_labels(ck, at)
         if (at := fields.get("action")) is not None:
             if at.value == "CUSTOM":
-                ck.error(at, "action CUSTOM (external authorization) is not supported yet")
+                ck.not_yet(at, "action CUSTOM (external authorization)")
                 action = None
             else:
                 action = ck.enum(at, AUTHZ_ACTIONS)
@@ -89,20 +118,20 @@ def parse_authorization_policy(
 def _rule(ck: DocChecker, at: Located) -> AuthzRule | None:
     if at.value is None:  # `- {}` written as `-`: a rule that matches everything
         return AuthzRule()
-    fields = ck.fields(at, RULE_FIELDS)
+    fields = ck.fields(at, RULE)
     if fields is None:
         return None
     sources: list[SourceMatch] = []
     operations: list[OperationMatch] = []
     conditions: list[Condition] = []
     for item in _list(ck, fields, "from"):
-        entry = ck.fields(item, FROM_FIELDS)
+        entry = ck.fields(item, RULE["from"].fields or {})
         if entry is not None and (src := ck.required(entry, "source", item)) is not None:
             source = _source(ck, src)
             if source is not None:
                 sources.append(source)
     for item in _list(ck, fields, "to"):
-        entry = ck.fields(item, TO_FIELDS)
+        entry = ck.fields(item, RULE["to"].fields or {})
         if entry is not None and (op := ck.required(entry, "operation", item)) is not None:
             operation = _operation(ck, op)
             if operation is not None:
@@ -140,7 +169,7 @@ def _port_strings(ck: DocChecker, at: Located) -> list[str]:
 
 
 def _source(ck: DocChecker, at: Located) -> SourceMatch | None:
-    fields = ck.fields(at, SOURCE_FIELDS, unsupported=SOURCE_UNSUPPORTED)
+    fields = ck.fields(at, SOURCE)
     if fields is None:
         return None
     if not fields:
@@ -156,7 +185,7 @@ def _source(ck: DocChecker, at: Located) -> SourceMatch | None:
 
 
 def _operation(ck: DocChecker, at: Located) -> OperationMatch | None:
-    fields = ck.fields(at, OPERATION_FIELDS)
+    fields = ck.fields(at, OPERATION)
     if fields is None:
         return None
     if not fields:
@@ -179,7 +208,7 @@ def _port_strings_of(ck: DocChecker, fields: dict[str, Located], key: str) -> li
 
 
 def _condition(ck: DocChecker, at: Located) -> Condition | None:
-    fields = ck.fields(at, WHEN_FIELDS)
+    fields = ck.fields(at, WHEN)
     if fields is None:
         return None
     key_at = ck.required(fields, "key", at)

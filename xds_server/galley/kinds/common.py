@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from types import MappingProxyType
 from typing import TypeVar
 
+from ..fields import Shape, shape, supported
 from ..model import DEFAULT_NAMESPACE, EMPTY_LABELS, ObjectMeta, Source
 from ..names import (
     dns1123_label_problem,
@@ -41,6 +42,10 @@ META_IGNORED = frozenset(
         "managedFields",
     }
 )
+
+
+# `workloadSelector: {labels: {...}}` (networking kinds).
+SELECTOR: Shape = shape(labels=supported())
 
 
 def freeze(mapping: Mapping[K, V]) -> Mapping[K, V]:
@@ -96,7 +101,7 @@ def parse_labels(ck: DocChecker, at: Located | None) -> dict[str, str]:
 
 def parse_selector(ck: DocChecker, at: Located, *, allow_empty: bool) -> Mapping[str, str]:
     """`workloadSelector: {labels: {...}}`."""
-    fields = ck.fields(at, {"labels"})
+    fields = ck.fields(at, SELECTOR)
     if fields is None:
         return EMPTY_LABELS
     labels_at = fields.get("labels")

@@ -4,19 +4,26 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from ..fields import Shape, keyed, not_yet, obj, shape, supported
 from ..model import ObjectMeta
 from ..model_security import MTLS_MODES, PeerAuthentication
 from ..schema import DocChecker, Located
 from .common import MAX_PORT, freeze, parse_labels
 
-PA_FIELDS = frozenset({"selector", "mtls", "portLevelMtls"})
-PA_UNSUPPORTED = frozenset({"targetRef", "targetRefs"})
-MTLS_FIELDS = frozenset({"mode"})
+MATCH_LABELS: Shape = shape(matchLabels=supported("empty: every workload of the namespace"))
+MTLS: Shape = shape(mode=supported("STRICT, PERMISSIVE, DISABLE, UNSET (inherit)"))
+SPEC: Shape = shape(
+    selector=obj(MATCH_LABELS),
+    mtls=obj(MTLS),
+    portLevelMtls=keyed(MTLS, "workload port -> mode; needs a selector (as in Istio)"),
+    targetRef=not_yet(),
+    targetRefs=not_yet(),
+)
 
 
 def parse_match_labels(ck: DocChecker, at: Located) -> Mapping[str, str] | None:
     """`selector: {matchLabels: {...}}` (security kinds); empty selects the namespace."""
-    fields = ck.fields(at, {"matchLabels"})
+    fields = ck.fields(at, MATCH_LABELS)
     if fields is None:
         return None
     labels = parse_labels(ck, fields.get("matchLabels"))
@@ -27,7 +34,7 @@ def parse_match_labels(ck: DocChecker, at: Located) -> Mapping[str, str] | None:
 
 
 def _mode(ck: DocChecker, at: Located) -> str | None:
-    fields = ck.fields(at, MTLS_FIELDS)
+    fields = ck.fields(at, MTLS)
     if fields is None:
         return None
     mode_at = fields.get("mode")
@@ -42,7 +49,7 @@ def parse_peer_authentication(
     mode: str | None = "UNSET"
     port_level: dict[int, str] = {}
     if spec is not None:
-        fields = ck.fields(spec, PA_FIELDS, unsupported=PA_UNSUPPORTED)
+        fields = ck.fields(spec, SPEC)
         if fields is None:
             return None
         if (at := fields.get("selector")) is not None:

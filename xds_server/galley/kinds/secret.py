@@ -11,18 +11,23 @@ from __future__ import annotations
 import base64
 import binascii
 
-from cryptography import x509
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
-
+from ..fields import Shape, no_effect, restricted, shape, supported
 from ..model import ObjectMeta
 from ..model_traffic import TLSCredential
+from ..pem import certificates_problem, key_pair_problems
 from ..schema import DocChecker, Located, child_path
 from ..yaml_lines import YamlMap
 
-SECRET_FIELDS = frozenset({"type", "data", "stringData", "immutable"})
 TLS_TYPE = "kubernetes.io/tls"
 KEYS = ("tls.crt", "tls.key")
+CA_KEY = "ca.crt"  # optional: roots a DestinationRule naming this Secret trusts
+# A Secret has no spec: these are its top-level fields besides apiVersion/kind/metadata.
+SPEC: Shape = shape(
+    type=restricted("kubernetes.io/tls only"),
+    data=supported("base64 PEM: tls.crt, tls.key, and ca.crt (optional)"),
+    stringData=supported("the same, as plain text"),
+    immutable=no_effect("pocketmesh reads Secrets from files; it never edits them"),
+)
 
 
 def parse_secret(ck: DocChecker, meta: ObjectMeta, doc: Located | None) -> TLSCredential | None:
@@ -59,43 +64,25 @@ def parse_secret(ck: DocChecker, meta: ObjectMeta, doc: Located | None) -> TLSCr
     for key in KEYS:
         if key not in given:
             ck.error(doc, f"needs {key} in data or stringData", path="data")
+    for key in sorted(given - {*KEYS, CA_KEY}):
+        _, item = values.get(key, ("", doc))
+        ck.warn(item, f"key {key!r} is not read by pocketmesh (tls.crt, tls.key, ca.crt are)")
     if len(ck.errors) > before:
         return None
     cert_pem, cert_at = values["tls.crt"]
     key_pem, key_at = values["tls.key"]
-    try:
-        certs = x509.load_pem_x509_certificates(cert_pem.encode())
-    except ValueError as err:
-        ck.error(cert_at, f"is not a PEM certificate chain: {err}")
+    chain_problem, key_problem = key_pair_problems(cert_pem, key_pem)
+    if chain_problem is not None:
+        ck.error(cert_at, chain_problem)
+    if key_problem is not None:
+        if key_problem.startswith("does not match"):
+            key_problem = "does not match the first certificate of tls.crt"
+        ck.error(key_at, key_problem)
+    ca_pem = ""
+    if CA_KEY in values:
+        ca_pem, ca_at = values[CA_KEY]
+        if (problem := certificates_problem(ca_pem)) is not None:
+            ck.error(ca_at, problem)
+    if len(ck.errors) > before:
         return None
-    try:
-        private_key = serialization.load_pem_private_key(key_pem.encode(), password=None)
-    except (ValueError, TypeError) as err:
-        ck.error(key_at, f"is not an unencrypted PEM private key: {err}")
-        return None
-    public = private_key.public_key().public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
-    leaf = (
-        certs[0]
-        .public_key()
-        .public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
-    )
-    if public != leaf:
-        ck.error(key_at, "does not match the first certificate of tls.crt")
-        return None
-    if (problem := _key_problem(private_key)) is not None:
-        ck.error(key_at, problem)
-        return None
-    return TLSCredential(meta, cert_pem, key_pem)
-
-
-def _key_problem(key: object) -> str | None:
-    """Envoy serves RSA keys of 2048 bits or more and ECDSA on P-256 or P-384."""
-    if isinstance(key, rsa.RSAPrivateKey):
-        return None if key.key_size >= 2048 else "is an RSA key under 2048 bits"
-    if isinstance(key, ec.EllipticCurvePrivateKey):
-        if key.curve.name in ("secp256r1", "secp384r1"):
-            return None
-        return f"uses curve {key.curve.name}: Envoy takes P-256 or P-384"
-    return "must be an RSA or ECDSA key"
+    return TLSCredential(meta, cert_pem, key_pem, ca_pem)

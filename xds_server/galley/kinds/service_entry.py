@@ -8,32 +8,41 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from ..fields import Shape, each, obj, shape, supported
 from ..model import EMPTY_LABELS, ObjectMeta, ServiceEntry, ServicePort, Source, WorkloadEntry
 from ..names import (
     address_problem,
     dns1123_label_problem,
     ip_or_cidr_problem,
     is_ip,
+    san_problem,
     wildcard_host_problem,
 )
 from ..schema import DocChecker, Located, child_path
-from .common import parse_port_name, parse_port_number, parse_protocol, parse_selector
+from . import workload_entry
+from .common import SELECTOR, parse_port_name, parse_port_number, parse_protocol, parse_selector
 from .workload_entry import parse_workload_spec
 
-SERVICE_ENTRY_FIELDS = frozenset(
-    {
-        "hosts",
-        "addresses",
-        "ports",
-        "location",
-        "resolution",
-        "endpoints",
-        "workloadSelector",
-        "exportTo",
-        "subjectAltNames",
-    }
+PORT: Shape = shape(
+    number=supported(),
+    protocol=supported("HTTP, HTTP2, GRPC, GRPC-WEB are routed as HTTP; others as TCP"),
+    name=supported("WorkloadEntry ports map by this name"),
+    targetPort=supported("where endpoints serve it, unless their ports say otherwise"),
 )
-PORT_FIELDS = frozenset({"number", "protocol", "name", "targetPort"})
+SPEC: Shape = shape(
+    hosts=supported(),
+    addresses=supported("IPs: extra virtual-host domains (Istio's VIPs); ranges not yet"),
+    ports=each(PORT),
+    location=supported("MESH_INTERNAL services get auto-mTLS"),
+    resolution=supported("NONE/STATIC: EDS; DNS: STRICT_DNS; DNS_ROUND_ROBIN: LOGICAL_DNS"),
+    endpoints=each(workload_entry.SPEC),
+    workloadSelector=obj(SELECTOR),
+    exportTo=supported(),
+    subjectAltNames=supported(
+        "the identities its endpoints may present: checked on (ISTIO_)MUTUAL and SIMPLE "
+        "upstream TLS when the DestinationRule names none"
+    ),
+)
 LOCATIONS = frozenset({"MESH_INTERNAL", "MESH_EXTERNAL"})
 RESOLUTIONS = frozenset({"NONE", "STATIC", "DNS", "DNS_ROUND_ROBIN"})
 DNS_RESOLUTIONS = frozenset({"DNS", "DNS_ROUND_ROBIN"})
@@ -59,7 +68,7 @@ def parse_service_entry(
     if spec is None:
         return None
     before = len(ck.errors)
-    fields = ck.fields(spec, SERVICE_ENTRY_FIELDS)
+    fields = ck.fields(spec, SPEC)
     if fields is None:
         return None
     location = DEFAULT_LOCATION
@@ -78,7 +87,11 @@ def parse_service_entry(
     hosts = _parse_hosts(ck, spec, fields, location, resolution, has_endpoints=has_endpoints)
     addresses: tuple[str, ...] = ()
     if (at := fields.get("addresses")) is not None:
-        addresses = tuple(v for v, _ in ck.strings(at, ip_or_cidr_problem) or ())
+        found = ck.strings(at, ip_or_cidr_problem) or ()
+        for value, item in found:
+            if not is_ip(value):  # a range: Istio matches it by destination IP (iptables)
+                ck.not_yet(item, f"{value!r}: an address range")
+        addresses = tuple(v for v, _ in found)
     ports = _parse_ports(ck, spec, fields.get("ports"))
 
     selector: Mapping[str, str] | None = None
@@ -98,8 +111,9 @@ def parse_service_entry(
         export_to = tuple(v for v, _ in ck.strings(at, _export_problem) or ())
         if "*" in export_to and len(set(export_to)) > 1:
             ck.error(at, "'*' exports everywhere and cannot be combined with other entries")
+    subject_alt_names: tuple[str, ...] = ()
     if (at := fields.get("subjectAltNames")) is not None:
-        ck.strings(at)  # accepted, not used yet
+        subject_alt_names = tuple(v for v, _ in ck.strings(at, san_problem) or ())
 
     if hosts is None or len(ck.errors) > before:
         return None
@@ -113,6 +127,7 @@ def parse_service_entry(
         workload_selector=selector,
         endpoints=endpoints,
         export_to=export_to,
+        subject_alt_names=subject_alt_names,
     )
 
 
@@ -160,7 +175,7 @@ def _parse_ports(ck: DocChecker, spec: Located, at: Located | None) -> tuple[Ser
     numbers: dict[int, str] = {}
     names: dict[str, str] = {}
     for item in ck.items(at) or ():
-        fields = ck.fields(item, PORT_FIELDS)
+        fields = ck.fields(item, PORT)
         if fields is None:
             continue
         number = parse_port_number(ck, ck.required(fields, "number", item))

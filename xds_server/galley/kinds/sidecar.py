@@ -4,21 +4,55 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from ..fields import Shape, each, label, no_effect, not_yet, obj, restricted, shape, supported
 from ..model import EgressListener, IngressListener, ObjectMeta, Sidecar, SidecarPort
 from ..names import dns1123_label_problem, host_port_problem, is_ip, wildcard_host_problem
 from ..schema import DocChecker, Located
-from .common import parse_port_name, parse_port_number, parse_protocol, parse_selector
+from .common import SELECTOR, parse_port_name, parse_port_number, parse_protocol, parse_selector
 
-SIDECAR_FIELDS = frozenset({"workloadSelector", "ingress", "egress", "outboundTrafficPolicy"})
-SIDECAR_UNSUPPORTED = frozenset({"inboundConnectionPool"})
-INGRESS_FIELDS = frozenset({"port", "bind", "defaultEndpoint", "captureMode"})
-INGRESS_UNSUPPORTED = frozenset({"tls", "connectionPool"})
-EGRESS_FIELDS = frozenset({"port", "bind", "hosts", "captureMode"})
-PORT_FIELDS = frozenset({"number", "protocol", "name", "targetPort"})
 CAPTURE_MODES = frozenset({"DEFAULT", "IPTABLES", "NONE"})
-OUTBOUND_FIELDS = frozenset({"mode", "egressProxy"})
+# pocketmesh never captures traffic (no iptables): listeners bind addresses.
+NO_CAPTURE = frozenset({"DEFAULT", "NONE"})
 OUTBOUND_MODES = frozenset({"REGISTRY_ONLY", "ALLOW_ANY"})
-EGRESS_PROXY_FIELDS = frozenset({"host", "subset", "port"})
+
+PORT: Shape = shape(
+    number=supported(),
+    protocol=supported(),
+    name=label(),
+    targetPort=no_effect("Istio applies targetPort to ServiceEntry ports only"),
+)
+CAPTURE = restricted(
+    "DEFAULT or NONE: pocketmesh never captures traffic, its listeners bind addresses; "
+    "IPTABLES is refused"
+)
+INGRESS: Shape = shape(
+    port=obj(PORT),
+    bind=supported("the address the inbound listener binds (default: the workload's)"),
+    defaultEndpoint=supported("where the app listens: 127.0.0.1:PORT, 0.0.0.0:PORT or host:port"),
+    captureMode=CAPTURE,
+    tls=not_yet("TLS termination of ingress listeners"),
+    connectionPool=not_yet(),
+)
+EGRESS: Shape = shape(
+    port=not_yet("per-port egress listeners; an egress entry without a port scopes all"),
+    bind=not_yet(),
+    hosts=supported("ns/host patterns: './*', 'istio-system/*', '*/reviews.x'"),
+    captureMode=CAPTURE,
+)
+OUTBOUND: Shape = shape(
+    mode=restricted(
+        "REGISTRY_ONLY: what pocketmesh does (a host no ServiceEntry declares gets 404); "
+        "ALLOW_ANY is not supported yet"
+    ),
+    egressProxy=not_yet(),
+)
+SPEC: Shape = shape(
+    workloadSelector=obj(SELECTOR),
+    ingress=each(INGRESS),
+    egress=each(EGRESS),
+    outboundTrafficPolicy=restricted("mode REGISTRY_ONLY only", OUTBOUND),
+    inboundConnectionPool=not_yet(),
+)
 
 
 def _bind_problem(value: str) -> str | None:
@@ -44,7 +78,7 @@ def parse_sidecar(ck: DocChecker, meta: ObjectMeta, spec: Located | None) -> Sid
     ingress: tuple[IngressListener, ...] = ()
     egress: tuple[EgressListener, ...] = ()
     if spec is not None:
-        fields = ck.fields(spec, SIDECAR_FIELDS, unsupported=SIDECAR_UNSUPPORTED)
+        fields = ck.fields(spec, SPEC)
         if fields is None:
             return None
         if (at := fields.get("workloadSelector")) is not None:
@@ -62,13 +96,12 @@ def parse_sidecar(ck: DocChecker, meta: ObjectMeta, spec: Located | None) -> Sid
 
 def _parse_port(ck: DocChecker, at: Located) -> SidecarPort | None:
     """A Sidecar port: number and protocol required, name optional."""
-    fields = ck.fields(at, PORT_FIELDS)
+    fields = ck.fields(at, PORT)
     if fields is None:
         return None
     number = parse_port_number(ck, ck.required(fields, "number", at))
     protocol = parse_protocol(ck, ck.required(fields, "protocol", at))
     name = parse_port_name(ck, fields.get("name"))
-    parse_port_number(ck, fields.get("targetPort"))  # accepted, not used
     if number is None or protocol is None:
         return None
     return SidecarPort(number, protocol, name or "")
@@ -78,7 +111,7 @@ def _parse_ingress(ck: DocChecker, at: Located) -> tuple[IngressListener, ...]:
     listeners: list[IngressListener] = []
     seen: dict[tuple[str, int], str] = {}
     for item in ck.items(at) or ():
-        fields = ck.fields(item, INGRESS_FIELDS, unsupported=INGRESS_UNSUPPORTED)
+        fields = ck.fields(item, INGRESS)
         if fields is None:
             continue
         port_at = ck.required(fields, "port", item)
@@ -89,8 +122,7 @@ def _parse_ingress(ck: DocChecker, at: Located) -> tuple[IngressListener, ...]:
         default_endpoint = ""
         if (endpoint_at := fields.get("defaultEndpoint")) is not None:
             default_endpoint = ck.string(endpoint_at, host_port_problem) or ""
-        if (mode_at := fields.get("captureMode")) is not None:
-            ck.enum(mode_at, CAPTURE_MODES)
+        _capture_mode(ck, fields.get("captureMode"))
         if port is None:
             continue
         key = (bind, port.number)
@@ -104,50 +136,35 @@ def _parse_ingress(ck: DocChecker, at: Located) -> tuple[IngressListener, ...]:
 
 def _parse_egress(ck: DocChecker, at: Located) -> tuple[EgressListener, ...]:
     listeners: list[EgressListener] = []
-    items = ck.items(at) or []
-    seen: dict[tuple[str, int], str] = {}
-    for i, item in enumerate(items):
-        fields = ck.fields(item, EGRESS_FIELDS)
+    for i, item in enumerate(ck.items(at) or ()):
+        fields = ck.fields(item, EGRESS)
         if fields is None:
             continue
-        port: SidecarPort | None = None
-        if (port_at := fields.get("port")) is not None:
-            port = _parse_port(ck, port_at)
-        elif i != len(items) - 1:
-            ck.error(item, "an egress listener without a port must be the last one")
-        bind = ""
-        if (bind_at := fields.get("bind")) is not None:
-            bind = ck.string(bind_at, _bind_problem) or ""
-        if (mode_at := fields.get("captureMode")) is not None:
-            ck.enum(mode_at, CAPTURE_MODES)
+        if i == 1:  # every entry is port-less (ports are refused): Istio allows one
+            ck.error(item, "egress can have only one listener without a port")
+        _capture_mode(ck, fields.get("captureMode"))
         hosts: list[str] = []
         if (hosts_at := ck.required(fields, "hosts", item)) is not None:
             found = ck.strings(hosts_at, _egress_host_problem, non_empty=True)
             hosts = [h for h, _ in found or ()]
-        if port is not None and port_at is not None:
-            key = (bind, port.number)
-            if key in seen:
-                ck.error(port_at, f"port {port.number} is already used by {seen[key]}")
-            seen[key] = item.path
-        listeners.append(EgressListener(tuple(hosts), port, bind))
+        listeners.append(EgressListener(tuple(hosts)))
     return tuple(listeners)
 
 
+def _capture_mode(ck: DocChecker, at: Located | None) -> None:
+    if at is None:
+        return
+    mode = ck.enum(at, CAPTURE_MODES)
+    if mode is not None and mode not in NO_CAPTURE:
+        ck.not_yet(at, f"captureMode {mode} (pocketmesh binds addresses, it never captures)")
+
+
 def _parse_outbound(ck: DocChecker, at: Located) -> None:
-    """`outboundTrafficPolicy`: checked and accepted; pocketmesh does not act on it yet."""
-    fields = ck.fields(at, OUTBOUND_FIELDS)
+    """`outboundTrafficPolicy`: REGISTRY_ONLY is what pocketmesh does; ALLOW_ANY is not."""
+    fields = ck.fields(at, OUTBOUND)
     if fields is None:
         return
     if (mode_at := fields.get("mode")) is not None:
-        ck.enum(mode_at, OUTBOUND_MODES)
-    if (proxy_at := fields.get("egressProxy")) is not None:
-        proxy = ck.fields(proxy_at, EGRESS_PROXY_FIELDS)
-        if proxy is not None:
-            if (host_at := proxy.get("host")) is not None:
-                ck.string(host_at)
-            if (subset_at := proxy.get("subset")) is not None:
-                ck.string(subset_at)
-            if (port_at := proxy.get("port")) is not None:
-                port = ck.fields(port_at, {"number"})
-                if port is not None:
-                    parse_port_number(ck, port.get("number"))
+        mode = ck.enum(mode_at, OUTBOUND_MODES)
+        if mode == "ALLOW_ANY":
+            ck.not_yet(mode_at, "mode ALLOW_ANY (passthrough to hosts outside the registry)")

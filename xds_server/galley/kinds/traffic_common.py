@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 
+from ..fields import Shape, shape, supported
 from ..model_traffic import StringMatch
 from ..names import dns1123_label_problem, wildcard_host_problem
 from ..schema import DocChecker, Located
@@ -13,6 +14,10 @@ _DURATION = re.compile(r"(\d+(?:\.\d+)?)(h|m|s|ms|us|µs|ns)\Z")
 _UNIT_MS = {"h": 3_600_000, "m": 60_000, "s": 1000, "ms": 1, "us": 0.001, "µs": 0.001, "ns": 1e-6}
 MAX_DURATION_MS = 315_576_000_000_000  # protobuf Duration's 10 000 years
 STRING_MATCH_KINDS = ("exact", "prefix", "regex")
+STRING_MATCH: Shape = shape(
+    exact=supported(), prefix=supported(), regex=supported("RE2, matching the whole value")
+)
+PERCENTAGE: Shape = shape(value=supported("a double from 0 to 100"))
 # Constructs RE2 (Envoy's regex engine) rejects though Python's `re` accepts them.
 _NOT_RE2 = re.compile(r"\(\?<?[=!]|\\[1-9]|\(\?P=|\(\?>|\\[zZ]\b(?!\Z)|\(\?\(")
 _HEADER_NAME = re.compile(r"[a-z0-9!#$%&'*+.^_`|~-]+\Z")
@@ -39,7 +44,7 @@ def duration_ms(ck: DocChecker, at: Located, *, minimum_ms: int = 1) -> int | No
 
 def percentage(ck: DocChecker, at: Located) -> float | None:
     """Istio's `Percent {value: double}` in [0, 100]."""
-    fields = ck.fields(at, {"value"})
+    fields = ck.fields(at, PERCENTAGE)
     if fields is None or (value_at := fields.get("value")) is None:
         return None if fields is None else 0.0
     value = value_at.value
@@ -71,7 +76,7 @@ def regex_problem(value: str) -> str | None:
 
 def string_match(ck: DocChecker, at: Located, *, allow_present: bool = False) -> StringMatch | None:
     """`{exact|prefix|regex: str}`: exactly one; `{}` means "present" where allowed."""
-    fields = ck.fields(at, STRING_MATCH_KINDS)
+    fields = ck.fields(at, STRING_MATCH)
     if fields is None:
         return None
     if not fields:

@@ -13,6 +13,7 @@ import binascii
 from collections.abc import Mapping
 from dataclasses import replace
 
+from ..fields import Shape, deprecated, each, keyed, not_yet, obj, shape, supported
 from ..model import ObjectMeta
 from ..model_traffic import (
     MESH_GATEWAY,
@@ -39,6 +40,8 @@ from ..names import dns1123_label_problem
 from ..schema import DocChecker, Located
 from .common import freeze, parse_labels, parse_port_number
 from .traffic_common import (
+    PERCENTAGE,
+    STRING_MATCH,
     boolean,
     duration_ms,
     export_to_problem,
@@ -48,72 +51,118 @@ from .traffic_common import (
     string_match,
 )
 
-VS_FIELDS = frozenset({"hosts", "gateways", "http", "tcp", "exportTo"})
-VS_UNSUPPORTED = frozenset({"tls"})
-HTTP_FIELDS = frozenset(
-    {
-        "name",
-        "match",
-        "route",
-        "redirect",
-        "rewrite",
-        "timeout",
-        "retries",
-        "fault",
-        "mirror",
-        "mirrorPercentage",
-        "mirrorPercent",
-        "headers",
-        "corsPolicy",
-        "directResponse",
-        "mirrors",
-    }
+PERCENT = obj(PERCENTAGE)
+MATCH: Shape = shape(
+    name=supported("appended to the Envoy route name"),
+    uri=obj(STRING_MATCH),
+    method=obj(STRING_MATCH),
+    authority=obj(STRING_MATCH),
+    scheme=obj(STRING_MATCH),
+    headers=keyed(STRING_MATCH, "header name -> match; {} means present"),
+    queryParams=keyed(STRING_MATCH, "parameter name -> match; {} means present"),
+    withoutHeaders=keyed(STRING_MATCH, "header name -> match that must not hold"),
+    port=supported(),
+    sourceLabels=supported("proxies whose workload labels match"),
+    sourceNamespace=supported(),
+    gateways=supported("names from spec.gateways"),
+    ignoreUriCase=supported(),
+    statPrefix=not_yet("per-route stats"),
 )
-HTTP_UNSUPPORTED = frozenset({"delegate", "mirror_percent"})
-MIRROR_FIELDS = frozenset({"destination", "percentage"})
-MATCH_FIELDS = frozenset(
-    {
-        "name",
-        "uri",
-        "method",
-        "authority",
-        "scheme",
-        "headers",
-        "queryParams",
-        "withoutHeaders",
-        "port",
-        "sourceLabels",
-        "sourceNamespace",
-        "gateways",
-        "ignoreUriCase",
-    }
+DESTINATION: Shape = shape(
+    host=supported(), subset=supported(), port=obj(shape(number=supported()))
 )
-MATCH_UNSUPPORTED = frozenset({"statPrefix"})
-DEST_FIELDS = frozenset({"destination", "weight", "headers"})
-DESTINATION_FIELDS = frozenset({"host", "subset", "port"})
-REDIRECT_FIELDS = frozenset({"uri", "authority", "redirectCode", "scheme", "port"})
-REDIRECT_UNSUPPORTED = frozenset({"derivePort"})
-REDIRECT_SCHEMES = frozenset({"http", "https"})
-DIRECT_FIELDS = frozenset({"status", "body"})
-DIRECT_BODY_FIELDS = frozenset({"string", "bytes"})
+HEADER_OPS: Shape = shape(set=supported("overwrites"), add=supported("appends"), remove=supported())
+HEADERS: Shape = shape(request=obj(HEADER_OPS), response=obj(HEADER_OPS))
+ROUTE_DESTINATION: Shape = shape(
+    destination=obj(DESTINATION),
+    weight=supported(),
+    headers=obj(HEADERS, "only when this destination is picked"),
+)
+TCP_ROUTE_DESTINATION: Shape = shape(destination=obj(DESTINATION), weight=supported())
+REDIRECT: Shape = shape(
+    uri=supported(),
+    authority=supported(),
+    redirectCode=supported("301, 302, 303, 307, 308"),
+    scheme=supported(),
+    port=supported(),
+    derivePort=not_yet(),
+)
+DIRECT_BODY: Shape = shape(string=supported(), bytes=supported("base64 of UTF-8 text"))
+DIRECT: Shape = shape(status=supported(), body=obj(DIRECT_BODY, "up to 4 KiB (Envoy's limit)"))
+REWRITE: Shape = shape(
+    uri=supported("replaces the matched prefix"),
+    authority=supported(),
+    uriRegexRewrite=not_yet(),
+)
+RETRIES: Shape = shape(
+    attempts=supported(),
+    perTryTimeout=supported(),
+    retryOn=supported("Envoy's retry_on conditions and status codes"),
+    retryRemoteLocalities=supported("Envoy's previous_priorities retry priority (as Istio)"),
+    retryIgnorePreviousHosts=not_yet(),
+    backoff=not_yet(),
+)
+DELAY: Shape = shape(
+    fixedDelay=supported(),
+    percentage=PERCENT,
+    percent=deprecated("use percentage: {value: N}"),
+    exponentialDelay=not_yet(),
+)
+ABORT: Shape = shape(
+    httpStatus=supported(),
+    percentage=PERCENT,
+    grpcStatus=not_yet(),
+    http2Error=not_yet(),
+)
+FAULT: Shape = shape(delay=obj(DELAY), abort=obj(ABORT))
+CORS: Shape = shape(
+    allowOrigins=each(STRING_MATCH),
+    allowMethods=supported(),
+    allowHeaders=supported(),
+    exposeHeaders=supported(),
+    maxAge=supported(),
+    allowCredentials=supported(),
+    allowOrigin=not_yet("deprecated in Istio: use allowOrigins"),
+    unmatchedPreflights=not_yet(),
+)
+MIRROR: Shape = shape(destination=obj(DESTINATION), percentage=PERCENT)
+HTTP: Shape = shape(
+    name=supported("the Envoy route name"),
+    match=each(MATCH),
+    route=each(ROUTE_DESTINATION),
+    redirect=obj(REDIRECT),
+    directResponse=obj(DIRECT),
+    rewrite=obj(REWRITE),
+    timeout=supported(),
+    retries=obj(RETRIES, "no retries unless configured (Istio adds 2 by default)"),
+    fault=obj(FAULT),
+    mirror=obj(DESTINATION),
+    mirrorPercentage=PERCENT,
+    mirrorPercent=deprecated("use mirrorPercentage: {value: N}"),
+    mirrors=each(MIRROR),
+    headers=obj(HEADERS),
+    corsPolicy=obj(CORS),
+    delegate=not_yet(),
+)
+TCP_MATCH: Shape = shape(
+    port=supported(),
+    sourceLabels=supported(),
+    gateways=supported(),
+    sourceNamespace=supported(),
+    destinationSubnets=not_yet(),
+    sourceSubnet=not_yet(),
+)
+TCP: Shape = shape(match=each(TCP_MATCH), route=each(TCP_ROUTE_DESTINATION))
+SPEC: Shape = shape(
+    hosts=supported("short names resolve in the VirtualService's namespace"),
+    gateways=supported("mesh, name, ns/name"),
+    http=each(HTTP),
+    tcp=each(TCP, "sidecars only"),
+    tls=not_yet("SNI routing"),
+    exportTo=supported(),
+)
 MAX_DIRECT_BODY = 4096  # Envoy's default max_direct_response_body_size_bytes
-REWRITE_FIELDS = frozenset({"uri", "authority"})
-REWRITE_UNSUPPORTED = frozenset({"uriRegexRewrite"})
-RETRY_FIELDS = frozenset({"attempts", "perTryTimeout", "retryOn"})
-RETRY_IGNORED = frozenset({"retryRemoteLocalities"})
-FAULT_FIELDS = frozenset({"delay", "abort"})
-DELAY_FIELDS = frozenset({"fixedDelay", "percentage", "percent"})
-ABORT_FIELDS = frozenset({"httpStatus", "percentage"})
-ABORT_UNSUPPORTED = frozenset({"grpcStatus", "http2Error"})
-HEADERS_FIELDS = frozenset({"request", "response"})
-HEADER_OPS_FIELDS = frozenset({"set", "add", "remove"})
-CORS_FIELDS = frozenset(
-    {"allowOrigins", "allowMethods", "allowHeaders", "exposeHeaders", "maxAge", "allowCredentials"}
-)
-CORS_UNSUPPORTED = frozenset({"allowOrigin", "unmatchedPreflights"})
-TCP_FIELDS = frozenset({"match", "route"})
-TCP_MATCH_FIELDS = frozenset({"port", "sourceLabels", "gateways", "sourceNamespace"})
-TCP_MATCH_UNSUPPORTED = frozenset({"destinationSubnets", "sourceSubnet"})
+REDIRECT_SCHEMES = frozenset({"http", "https"})
 REDIRECT_CODES = frozenset({301, 302, 303, 307, 308})
 # Envoy's retry_on vocabulary (Istio passes it through), plus status codes.
 RETRY_ON = frozenset(
@@ -144,7 +193,7 @@ def parse_virtual_service(
     if spec is None:
         return None
     before = len(ck.errors)
-    fields = ck.fields(spec, VS_FIELDS, unsupported=VS_UNSUPPORTED)
+    fields = ck.fields(spec, SPEC)
     if fields is None:
         return None
     namespace = meta.namespace
@@ -190,7 +239,7 @@ def _gateway_names(ck: DocChecker, at: Located, namespace: str) -> list[str]:
 
 
 def _http_route(ck: DocChecker, at: Located, namespace: str) -> HTTPRoute | None:
-    fields = ck.fields(at, HTTP_FIELDS, unsupported=HTTP_UNSUPPORTED)
+    fields = ck.fields(at, HTTP)
     if fields is None:
         return None
     name = ck.string(fields["name"]) or "" if "name" in fields else ""
@@ -227,7 +276,7 @@ def _http_route(ck: DocChecker, at: Located, namespace: str) -> HTTPRoute | None
         if mirror is not None:
             ck.error(ms, "cannot be used with mirror")
         for item in ck.items(ms) or ():
-            entry = ck.fields(item, MIRROR_FIELDS)
+            entry = ck.fields(item, MIRROR)
             if entry is None:
                 continue
             dest_at = ck.required(entry, "destination", item)
@@ -259,7 +308,7 @@ def _http_route(ck: DocChecker, at: Located, namespace: str) -> HTTPRoute | None
 
 
 def _http_match(ck: DocChecker, at: Located) -> HTTPMatch | None:
-    fields = ck.fields(at, MATCH_FIELDS, unsupported=MATCH_UNSUPPORTED)
+    fields = ck.fields(at, MATCH)
     if fields is None:
         return None
 
@@ -318,7 +367,7 @@ def _destinations(
     result: list[RouteDestination] = []
     weights: list[int | None] = []
     for item in items:
-        fields = ck.fields(item, DEST_FIELDS if http else DEST_FIELDS - {"headers"})
+        fields = ck.fields(item, ROUTE_DESTINATION if http else TCP_ROUTE_DESTINATION)
         if fields is None:
             continue
         request = response = HeaderOps()
@@ -341,7 +390,7 @@ def _destinations(
 
 
 def _destination(ck: DocChecker, at: Located, namespace: str) -> Destination | None:
-    fields = ck.fields(at, DESTINATION_FIELDS)
+    fields = ck.fields(at, DESTINATION)
     if fields is None:
         return None
     host_at = ck.required(fields, "host", at)
@@ -352,7 +401,7 @@ def _destination(ck: DocChecker, at: Located, namespace: str) -> Destination | N
     subset = ck.string(fields["subset"]) or "" if "subset" in fields else ""
     port = None
     if (p := fields.get("port")) is not None:
-        number = ck.fields(p, {"number"})
+        number = ck.fields(p, DESTINATION["port"].fields or {})
         if number is not None:
             port = parse_port_number(ck, ck.required(number, "number", p))
     if host is None:
@@ -361,7 +410,7 @@ def _destination(ck: DocChecker, at: Located, namespace: str) -> Destination | N
 
 
 def _redirect(ck: DocChecker, at: Located) -> Redirect | None:
-    fields = ck.fields(at, REDIRECT_FIELDS, unsupported=REDIRECT_UNSUPPORTED)
+    fields = ck.fields(at, REDIRECT)
     if fields is None:
         return None
     uri = ck.string(fields["uri"]) or "" if "uri" in fields else ""
@@ -382,14 +431,14 @@ def _redirect(ck: DocChecker, at: Located) -> Redirect | None:
 
 
 def _direct(ck: DocChecker, at: Located) -> DirectResponse | None:
-    fields = ck.fields(at, DIRECT_FIELDS)
+    fields = ck.fields(at, DIRECT)
     if fields is None:
         return None
     status_at = ck.required(fields, "status", at)
     status = ck.integer(status_at, 200, 599) if status_at is not None else None
     body = ""
     if (body_at := fields.get("body")) is not None:
-        kinds = ck.fields(body_at, DIRECT_BODY_FIELDS) or {}
+        kinds = ck.fields(body_at, DIRECT_BODY) or {}
         if len(kinds) != 1:
             ck.error(body_at, "must set exactly one of string, bytes")
         elif "string" in kinds:
@@ -406,7 +455,7 @@ def _direct(ck: DocChecker, at: Located) -> DirectResponse | None:
 
 
 def _rewrite(ck: DocChecker, at: Located) -> Rewrite | None:
-    fields = ck.fields(at, REWRITE_FIELDS, unsupported=REWRITE_UNSUPPORTED)
+    fields = ck.fields(at, REWRITE)
     if fields is None:
         return None
     uri = ck.string(fields["uri"]) or "" if "uri" in fields else ""
@@ -417,7 +466,7 @@ def _rewrite(ck: DocChecker, at: Located) -> Rewrite | None:
 
 
 def _retries(ck: DocChecker, at: Located) -> Retries | None:
-    fields = ck.fields(at, RETRY_FIELDS, ignored=RETRY_IGNORED)
+    fields = ck.fields(at, RETRIES)
     if fields is None:
         return None
     attempts_at = ck.required(fields, "attempts", at)
@@ -429,25 +478,28 @@ def _retries(ck: DocChecker, at: Located) -> Retries | None:
         for policy in filter(None, (p.strip() for p in retry_on.split(","))):
             if policy not in RETRY_ON and not (policy.isdigit() and 100 <= int(policy) <= 599):
                 ck.error(r, f"{policy!r} is not a retry policy Envoy knows")
+    remote = False
+    if (r := fields.get("retryRemoteLocalities")) is not None:
+        remote = bool(boolean(ck, r))
     if attempts is None:
         return None
-    return Retries(attempts, per_try, retry_on)
+    return Retries(attempts, per_try, retry_on, remote)
 
 
 def _fault(ck: DocChecker, at: Located) -> Fault | None:
-    fields = ck.fields(at, FAULT_FIELDS)
+    fields = ck.fields(at, FAULT)
     if fields is None:
         return None
     fault = Fault()
     if (d := fields.get("delay")) is not None:
-        delay = ck.fields(d, DELAY_FIELDS, unsupported={"exponentialDelay"})
+        delay = ck.fields(d, DELAY)
         if delay is not None:
             fixed = ck.required(delay, "fixedDelay", d)
             ms = duration_ms(ck, fixed) if fixed is not None else None
             percent = _fault_percent(ck, delay)
             fault = Fault(ms, percent, fault.abort_status, fault.abort_percent)
     if (a := fields.get("abort")) is not None:
-        abort = ck.fields(a, ABORT_FIELDS, unsupported=ABORT_UNSUPPORTED)
+        abort = ck.fields(a, ABORT)
         if abort is not None:
             status_at = ck.required(abort, "httpStatus", a)
             status = ck.integer(status_at, 200, 599) if status_at is not None else None
@@ -468,7 +520,7 @@ def _fault_percent(ck: DocChecker, fields: dict[str, Located]) -> float:
 
 
 def _headers(ck: DocChecker, at: Located) -> tuple[HeaderOps, HeaderOps]:
-    fields = ck.fields(at, HEADERS_FIELDS)
+    fields = ck.fields(at, HEADERS)
     if fields is None:
         return HeaderOps(), HeaderOps()
     request = _header_ops(ck, fields.get("request"))
@@ -479,7 +531,7 @@ def _headers(ck: DocChecker, at: Located) -> tuple[HeaderOps, HeaderOps]:
 def _header_ops(ck: DocChecker, at: Located | None) -> HeaderOps:
     if at is None:
         return HeaderOps()
-    fields = ck.fields(at, HEADER_OPS_FIELDS)
+    fields = ck.fields(at, HEADER_OPS)
     if fields is None:
         return HeaderOps()
 
@@ -507,7 +559,7 @@ def _editable_header_problem(value: str) -> str | None:
 
 
 def _cors(ck: DocChecker, at: Located) -> CorsPolicy | None:
-    fields = ck.fields(at, CORS_FIELDS, unsupported=CORS_UNSUPPORTED)
+    fields = ck.fields(at, CORS)
     if fields is None:
         return None
     origins: list[StringMatch] = []
@@ -549,12 +601,12 @@ def _unreachable(ck: DocChecker, at: Located, routes: list[HTTPRoute]) -> None:
 
 
 def _tcp_route(ck: DocChecker, at: Located, namespace: str) -> TCPRoute | None:
-    fields = ck.fields(at, TCP_FIELDS)
+    fields = ck.fields(at, TCP)
     if fields is None:
         return None
     matches: list[TCPMatch] = []
     for item in ck.items(fields["match"]) or () if "match" in fields else ():
-        m = ck.fields(item, TCP_MATCH_FIELDS, unsupported=TCP_MATCH_UNSUPPORTED)
+        m = ck.fields(item, TCP_MATCH)
         if m is None:
             continue
         labels = freeze(parse_labels(ck, m["sourceLabels"])) if "sourceLabels" in m else None

@@ -6,13 +6,20 @@ is shared; only the metadata and the address rule differ.
 
 from __future__ import annotations
 
+from ..fields import Shape, restricted, shape, supported
 from ..model import DEFAULT_SERVICE_ACCOUNT, ObjectMeta, WorkloadEntry
 from ..names import address_problem, dns1123_label_problem, dns1123_subdomain_problem
 from ..schema import DocChecker, Located, Rule
 from .common import MAX_PORT, freeze, parse_labels
 
-WORKLOAD_FIELDS = frozenset(
-    {"address", "labels", "ports", "serviceAccount", "network", "locality", "weight"}
+SPEC: Shape = shape(
+    address=supported("an IP (a 127/8 address stands in for a pod IP), or a DNS name"),
+    labels=supported("merged with metadata.labels, which win (as in Istio)"),
+    ports=supported("port name -> the port the workload serves it on"),
+    serviceAccount=supported("its SPIFFE identity: spiffe://<td>/ns/<ns>/sa/<sa>"),
+    network=restricted("'' (one network) only: multi-network meshes are not supported yet"),
+    locality=supported("region/zone/subzone, on its EDS endpoints"),
+    weight=supported("its EDS load-balancing weight"),
 )
 MAX_WEIGHT = 2**32 - 1
 
@@ -29,13 +36,14 @@ def parse_workload_spec(
 ) -> WorkloadEntry | None:
     """A WorkloadEntry spec, standalone or inline; None if anything in it is wrong."""
     before = len(ck.errors)
-    fields = ck.fields(spec, WORKLOAD_FIELDS)
+    fields = ck.fields(spec, SPEC)
     if fields is None:
         return None
     address = None
     if (address_at := ck.required(fields, "address", spec)) is not None:
         address = ck.string(address_at, address_rule)
-    labels = parse_labels(ck, fields.get("labels"))
+    # Istio merges metadata.labels into the spec's, the metadata's winning.
+    labels = {**parse_labels(ck, fields.get("labels")), **meta.labels}
     ports: dict[str, int] = {}
     if (ports_at := fields.get("ports")) is not None:
         for key, port_at in (ck.children(ports_at) or {}).items():
@@ -48,9 +56,8 @@ def parse_workload_spec(
     service_account = DEFAULT_SERVICE_ACCOUNT
     if (sa_at := fields.get("serviceAccount")) is not None:
         service_account = ck.string(sa_at, dns1123_subdomain_problem) or service_account
-    network = ""
-    if (network_at := fields.get("network")) is not None:
-        network = ck.string(network_at) or ""
+    if (network_at := fields.get("network")) is not None and ck.string(network_at):
+        ck.not_yet(network_at, "a network (multi-network meshes)")
     locality = ""
     if (locality_at := fields.get("locality")) is not None:
         locality = ck.string(locality_at, _locality_problem) or ""
@@ -65,7 +72,6 @@ def parse_workload_spec(
         labels=freeze(labels),
         service_account=service_account,
         ports=freeze(ports),
-        network=network,
         locality=locality,
         weight=weight,
     )

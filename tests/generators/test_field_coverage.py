@@ -1,0 +1,1307 @@
+"""Every field the schemas accept is enforced on Envoy, warns, or is refused.
+
+The field tables (`galley.fields`, one per kind in `galley.registry`) are walked:
+
+- each SUPPORTED or DEPRECATED field must have a case below: a document setting it,
+  and the same document without it (or with another value). Both must load without
+  errors, and the Envoy resources generated for every proxy must differ. A field
+  added to a table without a case fails `test_every_accepted_field_has_a_case`; one
+  with a case but no generator behind it fails `test_each_case_changes_the_output`;
+- DEPRECATED fields must also warn;
+- NOT_YET fields are set in a sample document and must be refused with
+  `file:line: Kind ns/name: field: not supported by pocketmesh yet`;
+- NO_EFFECT fields must warn and change nothing; LABEL fields must change nothing;
+- RESTRICTED fields must refuse a value other than the ones they allow.
+
+A table used in several places (a traffic policy at the top, per subset, per port;
+a string match under uri, headers, CORS origins) is proven field by field once, and
+each place that uses it is proven as a whole (removing it changes the output).
+"""
+
+from __future__ import annotations
+
+import base64
+import copy
+import dataclasses
+import re
+import string
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.traffic.tls_upstream import Pki
+from xds_server.galley.fields import Field, Shape, Status
+from xds_server.galley.loader import LoadResult, load_paths
+from xds_server.galley.registry import BY_KIND, KINDS, Kind
+from xds_server.generators import PushContext, generate
+
+REMOVE: Any = object()
+
+
+@dataclass(frozen=True)
+class Case:
+    """`path` (concrete, with indices) is removed, or set to `alt`; `also` are other
+    edits the variant needs to stay valid."""
+
+    path: str
+    alt: Any = REMOVE
+    also: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Sample:
+    docs: str  # YAML; the first document is the one the cases edit
+    cases: tuple[Case | str, ...]
+
+    @property
+    def kind(self) -> Kind:
+        return BY_KIND[yaml.safe_load_all(self.docs).__next__()["kind"]]
+
+
+# --- the mesh every sample is added to ----------------------------------------------
+
+BASE = """\
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: reviews, namespace: default}
+spec:
+  hosts: [reviews.default.svc.cluster.local]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports: [{number: 9080, name: http, protocol: HTTP}, {number: 9443, name: grpc, protocol: GRPC}]
+  workloadSelector: {labels: {app: reviews}}
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: ratings, namespace: default}
+spec:
+  hosts: [ratings.default.svc.cluster.local]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports: [{number: 9080, name: http, protocol: HTTP}]
+  workloadSelector: {labels: {app: ratings}}
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: productpage, namespace: default}
+spec:
+  hosts: [productpage.default.svc.cluster.local]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports: [{number: 9080, name: http, protocol: HTTP}]
+  workloadSelector: {labels: {app: productpage}}
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: tcp-echo, namespace: default}
+spec:
+  hosts: [tcp-echo.default.svc.cluster.local]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports: [{number: 9000, name: tcp, protocol: TCP}]
+  workloadSelector: {labels: {app: tcp-echo}}
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: secure, namespace: default}
+spec:
+  hosts: [secure.example.com]
+  location: MESH_EXTERNAL
+  resolution: STATIC
+  ports: [{number: 8443, name: http, protocol: HTTP}]
+  endpoints: [{address: 127.0.80.40}]
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {name: productpage, namespace: default}
+spec: {address: 127.0.80.1, labels: {app: productpage}, serviceAccount: productpage}
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {name: reviews-v1, namespace: default}
+spec: {address: 127.0.80.2, labels: {app: reviews, version: v1}, serviceAccount: reviews}
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {name: reviews-v2, namespace: default}
+spec: {address: 127.0.80.3, labels: {app: reviews, version: v2}, serviceAccount: reviews}
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {name: ratings-v1, namespace: default}
+spec: {address: 127.0.80.4, labels: {app: ratings, version: v1}}
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {name: tcp-echo-v1, namespace: default}
+spec: {address: 127.0.80.5, labels: {app: tcp-echo, version: v1}}
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {name: tcp-echo-v2, namespace: default}
+spec: {address: 127.0.80.6, labels: {app: tcp-echo, version: v2}}
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {name: ingress, namespace: default}
+spec: {address: 127.0.80.9, labels: {istio: ingressgateway}}
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {name: sleep, namespace: other}
+spec: {address: 127.0.80.30, labels: {app: sleep}}
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: credential, namespace: default}
+type: kubernetes.io/tls
+stringData:
+  tls.crt: |
+$CERT1
+  tls.key: |
+$KEY1
+  ca.crt: |
+$CA
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: credential2, namespace: default}
+type: kubernetes.io/tls
+stringData:
+  tls.crt: |
+$CERT2
+  tls.key: |
+$KEY2
+  ca.crt: |
+$CA
+"""
+
+GATEWAY = """\
+---
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: gw, namespace: default}
+spec:
+  selector: {istio: ingressgateway}
+  servers:
+  - port: {number: 8080, name: http, protocol: HTTP}
+    hosts: ["*"]
+"""
+
+REVIEWS_SUBSETS = """\
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: reviews, namespace: default}
+spec:
+  host: reviews
+  subsets: [{name: v1, labels: {version: v1}}, {name: v2, labels: {version: v2}}]
+"""
+
+TCP_SUBSETS = """\
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: tcp-echo, namespace: default}
+spec:
+  host: tcp-echo
+  subsets: [{name: v1, labels: {version: v1}}, {name: v2, labels: {version: v2}}]
+"""
+
+# --- the samples, one kind after another ------------------------------------------------
+
+SERVICE_ENTRY = [
+    Sample(
+        """\
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: api, namespace: default}
+spec:
+  hosts: [api.example.com]
+  addresses: [10.9.0.1]
+  ports: [{number: 8080, name: http, protocol: HTTP, targetPort: 8081}]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  endpoints:
+  - address: 127.0.80.20
+    labels: {version: v1}
+    ports: {http: 8082}
+    serviceAccount: api
+    locality: us/east
+    weight: 3
+  - address: 127.0.80.21
+  exportTo: ["."]
+""",
+        (
+            Case("spec.hosts", ["api2.example.com"]),
+            "spec.addresses",
+            "spec.ports",
+            Case("spec.ports[0].number", 8090),
+            Case("spec.ports[0].protocol", "TCP"),
+            Case("spec.ports[0].name", "web"),
+            "spec.ports[0].targetPort",
+            Case("spec.resolution", "DNS"),
+            "spec.endpoints",
+            Case("spec.endpoints[0].address", "127.0.80.22"),
+            "spec.endpoints[0].labels",
+            "spec.endpoints[0].ports",
+            "spec.endpoints[0].serviceAccount",
+            "spec.endpoints[0].locality",
+            "spec.endpoints[0].weight",
+            "spec.exportTo",
+        ),
+    ),
+    # Another name for the reviews workloads: auto-mTLS applies, so location and
+    # subjectAltNames show.
+    Sample(
+        """\
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: reviews-alias, namespace: default}
+spec:
+  hosts: [reviews.example.com]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports: [{number: 9080, name: http, protocol: HTTP}]
+  workloadSelector: {labels: {app: reviews}}
+  subjectAltNames: ["spiffe://cluster.local/ns/default/sa/legacy"]
+""",
+        (
+            Case("spec.location", "MESH_EXTERNAL"),
+            "spec.workloadSelector",
+            Case("spec.workloadSelector.labels", {"app": "ratings"}),
+            "spec.subjectAltNames",
+        ),
+    ),
+]
+
+WORKLOAD_ENTRY = [
+    Sample(
+        """\
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {name: ratings-v2, namespace: default}
+spec:
+  address: 127.0.80.7
+  labels: {app: ratings, version: v2}
+  ports: {http: 9999}
+  serviceAccount: ratings
+  locality: eu/west/b
+  weight: 5
+""",
+        (
+            Case("spec.address", "127.0.80.8"),
+            "spec.labels",
+            "spec.ports",
+            "spec.serviceAccount",
+            "spec.locality",
+            "spec.weight",
+        ),
+    ),
+]
+
+SIDECAR = [
+    Sample(
+        """\
+apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {name: productpage, namespace: default}
+spec:
+  workloadSelector: {labels: {app: productpage}}
+  ingress:
+  - port: {number: 9080, protocol: HTTP, name: http}
+    bind: 127.0.0.1
+    defaultEndpoint: 127.0.0.1:19080
+    captureMode: NONE
+  egress:
+  - hosts: ["./reviews.default.svc.cluster.local"]
+    captureMode: DEFAULT
+  outboundTrafficPolicy: {mode: REGISTRY_ONLY}
+""",
+        (
+            "spec.workloadSelector",
+            Case("spec.workloadSelector.labels", {"app": "ratings"}),
+            "spec.ingress",
+            Case("spec.ingress[0].port", {"number": 9081, "protocol": "HTTP"}),
+            Case("spec.ingress[0].port.number", 9081),
+            Case("spec.ingress[0].port.protocol", "TCP"),
+            "spec.ingress[0].bind",
+            "spec.ingress[0].defaultEndpoint",
+            "spec.egress",
+            Case("spec.egress[0].hosts", ["./*"]),
+        ),
+    ),
+]
+
+VIRTUAL_SERVICE = [
+    Sample(
+        """\
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews, namespace: default}
+spec:
+  hosts: [reviews]
+  http:
+  - name: first
+    match:
+    - {sourceNamespace: other}
+    - name: m
+      uri: {prefix: /api}
+      method: {exact: GET}
+      authority: {prefix: reviews}
+      scheme: {exact: http}
+      headers: {end-user: {exact: jason}}
+      queryParams: {q: {regex: "a.*"}}
+      withoutHeaders: {x-skip: {}}
+      port: 9080
+      sourceLabels: {app: productpage}
+      sourceNamespace: default
+      ignoreUriCase: true
+    route:
+    - destination: {host: reviews, subset: v1, port: {number: 9443}}
+      weight: 80
+      headers:
+        request: {set: {x-a: "1"}, add: {x-b: "2"}, remove: [x-c]}
+        response: {set: {x-d: "1"}}
+    - destination: {host: reviews}
+      weight: 20
+    rewrite: {uri: /v1, authority: reviews.internal}
+    timeout: 3s
+    retries: {attempts: 3, perTryTimeout: 1s, retryOn: 5xx, retryRemoteLocalities: true}
+    fault:
+      delay: {fixedDelay: 1s, percentage: {value: 10}}
+      abort: {httpStatus: 503, percentage: {value: 5}}
+    mirror: {host: ratings}
+    mirrorPercentage: {value: 50}
+    headers: {request: {set: {x-e: "1"}}, response: {add: {x-f: "2"}}}
+    corsPolicy:
+      allowOrigins: [{exact: "https://a.com"}]
+      allowMethods: [GET]
+      allowHeaders: [x-h]
+      exposeHeaders: [x-i]
+      maxAge: 24h
+      allowCredentials: true
+  - route: [{destination: {host: reviews}}]
+"""
+        + REVIEWS_SUBSETS,
+        (
+            Case("spec.hosts", ["ratings"]),
+            Case("spec.http", [{"route": [{"destination": {"host": "reviews"}}]}]),
+            "spec.http[0].name",
+            "spec.http[0].match",
+            "spec.http[0].match[1].name",
+            "spec.http[0].match[1].uri",
+            Case("spec.http[0].match[1].uri.prefix", "/other"),
+            "spec.http[0].match[1].method",
+            Case("spec.http[0].match[1].method.exact", "POST"),
+            "spec.http[0].match[1].authority",
+            "spec.http[0].match[1].scheme",
+            "spec.http[0].match[1].headers",
+            "spec.http[0].match[1].queryParams",
+            Case("spec.http[0].match[1].queryParams.q.regex", "b.*"),
+            "spec.http[0].match[1].withoutHeaders",
+            "spec.http[0].match[1].port",
+            "spec.http[0].match[1].sourceLabels",
+            "spec.http[0].match[0].sourceNamespace",
+            "spec.http[0].match[1].ignoreUriCase",
+            Case("spec.http[0].route", [{"destination": {"host": "ratings"}}]),
+            Case("spec.http[0].route[0].destination", {"host": "ratings"}),
+            Case("spec.http[0].route[1].destination.host", "ratings"),
+            "spec.http[0].route[0].destination.subset",
+            "spec.http[0].route[0].destination.port",
+            Case("spec.http[0].route[0].destination.port.number", 9080),
+            Case("spec.http[0].route[0].weight", 70, {"spec.http[0].route[1].weight": 30}),
+            "spec.http[0].route[0].headers",
+            "spec.http[0].route[0].headers.request",
+            "spec.http[0].route[0].headers.response",
+            "spec.http[0].route[0].headers.request.set",
+            "spec.http[0].route[0].headers.request.add",
+            "spec.http[0].route[0].headers.request.remove",
+            "spec.http[0].rewrite",
+            "spec.http[0].rewrite.uri",
+            "spec.http[0].rewrite.authority",
+            "spec.http[0].timeout",
+            "spec.http[0].retries",
+            Case("spec.http[0].retries.attempts", 5),
+            "spec.http[0].retries.perTryTimeout",
+            "spec.http[0].retries.retryOn",
+            "spec.http[0].retries.retryRemoteLocalities",
+            "spec.http[0].fault",
+            "spec.http[0].fault.delay",
+            Case("spec.http[0].fault.delay.fixedDelay", "2s"),
+            "spec.http[0].fault.delay.percentage",
+            Case("spec.http[0].fault.delay.percentage.value", 20),
+            "spec.http[0].fault.abort",
+            Case("spec.http[0].fault.abort.httpStatus", 500),
+            "spec.http[0].fault.abort.percentage",
+            "spec.http[0].mirror",
+            "spec.http[0].mirrorPercentage",
+            "spec.http[0].headers",
+            "spec.http[0].corsPolicy",
+            "spec.http[0].corsPolicy.allowOrigins",
+            "spec.http[0].corsPolicy.allowMethods",
+            "spec.http[0].corsPolicy.allowHeaders",
+            "spec.http[0].corsPolicy.exposeHeaders",
+            "spec.http[0].corsPolicy.maxAge",
+            "spec.http[0].corsPolicy.allowCredentials",
+        ),
+    ),
+    Sample(
+        """\
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: local, namespace: default}
+spec:
+  hosts: [ratings]
+  exportTo: ["."]
+  http: [{route: [{destination: {host: reviews}}]}]
+""",
+        ("spec.exportTo",),
+    ),
+    Sample(
+        """\
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: bound, namespace: default}
+spec:
+  hosts: [ratings.default.svc.cluster.local]
+  gateways: [mesh, gw]
+  http:
+  - match: [{gateways: [gw]}]
+    route: [{destination: {host: reviews}}]
+  - route: [{destination: {host: ratings}}]
+"""
+        + GATEWAY,
+        (Case("spec.gateways", ["gw"]), "spec.http[0].match[0].gateways"),
+    ),
+    Sample(
+        """\
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: moved, namespace: default}
+spec:
+  hosts: [ratings]
+  http:
+  - redirect: {uri: /new, authority: new.example.com, redirectCode: 302, scheme: https, port: 8443}
+""",
+        (
+            Case("spec.http[0].redirect", {"uri": "/other"}),
+            "spec.http[0].redirect.uri",
+            "spec.http[0].redirect.authority",
+            "spec.http[0].redirect.redirectCode",
+            "spec.http[0].redirect.scheme",
+            "spec.http[0].redirect.port",
+        ),
+    ),
+    Sample(
+        """\
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: direct, namespace: default}
+spec:
+  hosts: [ratings]
+  http:
+  - directResponse: {status: 200, body: {string: hi}}
+""",
+        (
+            Case("spec.http[0].directResponse", {"status": 404}),
+            Case("spec.http[0].directResponse.status", 201),
+            "spec.http[0].directResponse.body",
+            Case("spec.http[0].directResponse.body.string", "ho"),
+        ),
+    ),
+    Sample(
+        """\
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: direct, namespace: default}
+spec:
+  hosts: [ratings]
+  http:
+  - directResponse: {status: 200, body: {bytes: aGk=}}
+""",
+        (Case("spec.http[0].directResponse.body.bytes", "aG8="),),
+    ),
+    Sample(
+        """\
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: mirrored, namespace: default}
+spec:
+  hosts: [ratings]
+  http:
+  - route: [{destination: {host: ratings}}]
+    mirrors:
+    - destination: {host: reviews}
+      percentage: {value: 25}
+""",
+        (
+            "spec.http[0].mirrors",
+            Case("spec.http[0].mirrors[0].destination", {"host": "productpage"}),
+            "spec.http[0].mirrors[0].percentage",
+        ),
+    ),
+    Sample(
+        """\
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: old-style, namespace: default}
+spec:
+  hosts: [ratings]
+  http:
+  - route: [{destination: {host: ratings}}]
+    mirror: {host: reviews}
+    mirrorPercent: 50
+    fault: {delay: {fixedDelay: 1s, percent: 10}}
+""",
+        ("spec.http[0].mirrorPercent", "spec.http[0].fault.delay.percent"),
+    ),
+    Sample(
+        """\
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: tcp-echo, namespace: default}
+spec:
+  hosts: [tcp-echo]
+  gateways: [mesh, gw]
+  tcp:
+  - match: [{port: 9001}]
+    route: [{destination: {host: tcp-echo, subset: v2}}]
+  - match: [{sourceLabels: {app: ratings}}]
+    route: [{destination: {host: tcp-echo, subset: v2}}]
+  - match: [{sourceNamespace: other}]
+    route: [{destination: {host: tcp-echo, subset: v2}}]
+  - match: [{gateways: [gw]}]
+    route: [{destination: {host: tcp-echo, subset: v2}}]
+  - route:
+    - {destination: {host: tcp-echo, subset: v1}, weight: 60}
+    - {destination: {host: tcp-echo, subset: v2}, weight: 40}
+"""
+        + TCP_SUBSETS
+        + GATEWAY,
+        (
+            Case("spec.tcp", [{"route": [{"destination": {"host": "tcp-echo"}}]}]),
+            "spec.tcp[0].match",
+            "spec.tcp[0].match[0].port",
+            "spec.tcp[1].match[0].sourceLabels",
+            "spec.tcp[2].match[0].sourceNamespace",
+            "spec.tcp[3].match[0].gateways",
+            Case("spec.tcp[4].route", [{"destination": {"host": "tcp-echo"}}]),
+            Case("spec.tcp[4].route[0].destination", {"host": "tcp-echo"}),
+            Case("spec.tcp[4].route[0].weight", 50, {"spec.tcp[4].route[1].weight": 50}),
+        ),
+    ),
+]
+
+DESTINATION_RULE = [
+    Sample(
+        """\
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: reviews, namespace: default}
+spec:
+  host: reviews
+  trafficPolicy:
+    loadBalancer: {simple: LEAST_REQUEST}
+    connectionPool:
+      tcp: {maxConnections: 10, connectTimeout: 2s}
+      http:
+        http1MaxPendingRequests: 5
+        http2MaxRequests: 6
+        maxRequestsPerConnection: 7
+        maxRetries: 8
+        idleTimeout: 30s
+    outlierDetection:
+      consecutive5xxErrors: 3
+      consecutiveGatewayErrors: 4
+      interval: 5s
+      baseEjectionTime: 20s
+      maxEjectionPercent: 50
+      minHealthPercent: 30
+    tls:
+      mode: SIMPLE
+      caCertificates: $DATA/ca.crt
+      subjectAltNames: [a.example.com]
+      sni: a.example.com
+    portLevelSettings:
+    - port: {number: 9443}
+      loadBalancer: {simple: RANDOM}
+      connectionPool: {tcp: {maxConnections: 3}}
+      outlierDetection: {consecutive5xxErrors: 9}
+      tls: {mode: DISABLE}
+  subsets:
+  - name: v1
+    labels: {version: v1}
+    trafficPolicy: {loadBalancer: {simple: ROUND_ROBIN}}
+""",
+        (
+            Case("spec.host", "ratings"),
+            "spec.trafficPolicy",
+            "spec.trafficPolicy.loadBalancer",
+            Case("spec.trafficPolicy.loadBalancer.simple", "RANDOM"),
+            "spec.trafficPolicy.connectionPool",
+            "spec.trafficPolicy.connectionPool.tcp",
+            "spec.trafficPolicy.connectionPool.tcp.maxConnections",
+            "spec.trafficPolicy.connectionPool.tcp.connectTimeout",
+            "spec.trafficPolicy.connectionPool.http",
+            "spec.trafficPolicy.connectionPool.http.http1MaxPendingRequests",
+            "spec.trafficPolicy.connectionPool.http.http2MaxRequests",
+            "spec.trafficPolicy.connectionPool.http.maxRequestsPerConnection",
+            "spec.trafficPolicy.connectionPool.http.maxRetries",
+            "spec.trafficPolicy.connectionPool.http.idleTimeout",
+            "spec.trafficPolicy.outlierDetection",
+            "spec.trafficPolicy.outlierDetection.consecutive5xxErrors",
+            "spec.trafficPolicy.outlierDetection.consecutiveGatewayErrors",
+            "spec.trafficPolicy.outlierDetection.interval",
+            "spec.trafficPolicy.outlierDetection.baseEjectionTime",
+            "spec.trafficPolicy.outlierDetection.maxEjectionPercent",
+            "spec.trafficPolicy.outlierDetection.minHealthPercent",
+            "spec.trafficPolicy.tls",
+            "spec.trafficPolicy.tls.caCertificates",
+            "spec.trafficPolicy.tls.subjectAltNames",
+            "spec.trafficPolicy.tls.sni",
+            "spec.trafficPolicy.portLevelSettings",
+            Case("spec.trafficPolicy.portLevelSettings[0].port", {"number": 9080}),
+            Case("spec.trafficPolicy.portLevelSettings[0].port.number", 9080),
+            "spec.trafficPolicy.portLevelSettings[0].loadBalancer",
+            "spec.trafficPolicy.portLevelSettings[0].connectionPool",
+            "spec.trafficPolicy.portLevelSettings[0].outlierDetection",
+            "spec.trafficPolicy.portLevelSettings[0].tls",
+            "spec.subsets",
+            Case("spec.subsets[0].name", "v9"),
+            Case("spec.subsets[0].labels", {"version": "v2"}),
+            "spec.subsets[0].trafficPolicy",
+        ),
+    ),
+    Sample(
+        """\
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: ratings, namespace: default}
+spec:
+  host: ratings
+  trafficPolicy:
+    loadBalancer:
+      consistentHash: {httpHeaderName: x-user, minimumRingSize: 2048}
+    outlierDetection: {consecutiveErrors: 5}
+""",
+        (
+            "spec.trafficPolicy.loadBalancer.consistentHash",
+            Case("spec.trafficPolicy.loadBalancer.consistentHash.httpHeaderName", "x-other"),
+            "spec.trafficPolicy.loadBalancer.consistentHash.minimumRingSize",
+            "spec.trafficPolicy.outlierDetection.consecutiveErrors",
+        ),
+    ),
+    Sample(
+        """\
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: ratings, namespace: default}
+spec:
+  host: ratings
+  trafficPolicy:
+    loadBalancer:
+      consistentHash: {httpCookie: {name: c, path: /, ttl: 10s}}
+""",
+        (
+            Case("spec.trafficPolicy.loadBalancer.consistentHash.httpCookie", {"name": "d"}),
+            Case("spec.trafficPolicy.loadBalancer.consistentHash.httpCookie.name", "d"),
+            "spec.trafficPolicy.loadBalancer.consistentHash.httpCookie.path",
+            "spec.trafficPolicy.loadBalancer.consistentHash.httpCookie.ttl",
+        ),
+    ),
+    Sample(
+        """\
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: ratings, namespace: default}
+spec:
+  host: ratings
+  trafficPolicy:
+    loadBalancer:
+      consistentHash: {useSourceIp: true}
+""",
+        (
+            Case(
+                "spec.trafficPolicy.loadBalancer.consistentHash.useSourceIp",
+                REMOVE,
+                {"spec.trafficPolicy.loadBalancer.consistentHash.httpHeaderName": "x-user"},
+            ),
+        ),
+    ),
+    Sample(
+        """\
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: secure, namespace: default}
+spec:
+  host: secure.example.com
+  trafficPolicy:
+    tls:
+      mode: MUTUAL
+      clientCertificate: $DATA/client.crt
+      privateKey: $DATA/client.key
+""",
+        (
+            Case(
+                "spec.trafficPolicy.tls.mode",
+                "SIMPLE",
+                {
+                    "spec.trafficPolicy.tls.clientCertificate": REMOVE,
+                    "spec.trafficPolicy.tls.privateKey": REMOVE,
+                },
+            ),
+            Case("spec.trafficPolicy.tls.clientCertificate", "$ALT/client.crt"),
+            Case("spec.trafficPolicy.tls.privateKey", "$ALT/client.key"),
+        ),
+    ),
+    Sample(
+        """\
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: secure, namespace: default}
+spec:
+  host: secure.example.com
+  trafficPolicy:
+    tls: {mode: SIMPLE, credentialName: credential}
+""",
+        ("spec.trafficPolicy.tls.credentialName",),
+    ),
+    Sample(
+        """\
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: secure, namespace: default}
+spec:
+  host: secure.example.com
+  trafficPolicy:
+    tls: {mode: SIMPLE, insecureSkipVerify: true}
+""",
+        ("spec.trafficPolicy.tls.insecureSkipVerify",),
+    ),
+]
+
+GATEWAY_SAMPLES = [
+    Sample(
+        """\
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: gw, namespace: default}
+spec:
+  selector: {istio: ingressgateway}
+  servers:
+  - port: {number: 8443, name: https, protocol: HTTPS}
+    hosts: ["*"]
+    name: secure
+    tls: {mode: SIMPLE, credentialName: credential, minProtocolVersion: TLSV1_2}
+  - port: {number: 8080, name: http, protocol: HTTP}
+    hosts: ["*"]
+    tls: {httpsRedirect: true}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: entry, namespace: default}
+spec:
+  hosts: [ratings.default.svc.cluster.local]
+  gateways: [gw]
+  http: [{route: [{destination: {host: ratings}}]}]
+""",
+        (
+            Case("spec.selector", {"istio": "other"}),
+            Case("spec.servers", [{"port": {"number": 8081, "protocol": "HTTP"}, "hosts": ["*"]}]),
+            Case("spec.servers[0].port", {"number": 9443, "name": "https", "protocol": "HTTPS"}),
+            Case("spec.servers[0].port.number", 9443),
+            Case("spec.servers[0].port.protocol", "HTTP", {"spec.servers[0].tls": REMOVE}),
+            Case("spec.servers[0].hosts", ["other.example.com"]),
+            "spec.servers[1].tls",
+            Case("spec.servers[0].tls.credentialName", "credential2"),
+            "spec.servers[0].tls.minProtocolVersion",
+            Case("spec.servers[1].tls.httpsRedirect", REMOVE, {"spec.servers[1].tls": REMOVE}),
+        ),
+    ),
+]
+
+SECRET = [
+    Sample(
+        """\
+apiVersion: v1
+kind: Secret
+metadata: {name: gwcred, namespace: default}
+type: kubernetes.io/tls
+data: {tls.crt: $CERT1_B64, tls.key: $KEY1_B64}
+---
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: gw, namespace: default}
+spec:
+  selector: {istio: ingressgateway}
+  servers:
+  - port: {number: 8443, name: https, protocol: HTTPS}
+    hosts: ["*"]
+    tls: {credentialName: gwcred}
+""",
+        (Case("data", {"tls.crt": "$CERT2_B64", "tls.key": "$KEY2_B64"}),),
+    ),
+    Sample(
+        """\
+apiVersion: v1
+kind: Secret
+metadata: {name: gwcred, namespace: default}
+type: kubernetes.io/tls
+stringData: {tls.crt: "$CERT1_LINE", tls.key: "$KEY1_LINE"}
+---
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: gw, namespace: default}
+spec:
+  selector: {istio: ingressgateway}
+  servers:
+  - port: {number: 8443, name: https, protocol: HTTPS}
+    hosts: ["*"]
+    tls: {credentialName: gwcred}
+""",
+        (Case("stringData", {"tls.crt": "$CERT2_PEM", "tls.key": "$KEY2_PEM"}),),
+    ),
+]
+
+PEER_AUTHENTICATION = [
+    Sample(
+        """\
+apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata: {name: reviews, namespace: default}
+spec:
+  selector: {matchLabels: {app: reviews}}
+  mtls: {mode: STRICT}
+  portLevelMtls: {9443: {mode: DISABLE}}
+""",
+        (
+            Case("spec.selector", REMOVE, {"spec.portLevelMtls": REMOVE}),
+            Case("spec.selector.matchLabels", {"app": "ratings"}),
+            "spec.mtls",
+            Case("spec.mtls.mode", "PERMISSIVE"),
+            "spec.portLevelMtls",
+        ),
+    ),
+]
+
+AUTHORIZATION_POLICY = [
+    Sample(
+        """\
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: ratings, namespace: default}
+spec:
+  selector: {matchLabels: {app: ratings}}
+  action: ALLOW
+  rules:
+  - from:
+    - source:
+        principals: [cluster.local/ns/default/sa/productpage]
+        notPrincipals: [cluster.local/ns/default/sa/bad]
+        namespaces: [default]
+        notNamespaces: [evil]
+        ipBlocks: [127.0.0.0/8]
+        notIpBlocks: [10.0.0.0/8]
+    to:
+    - operation:
+        hosts: [ratings]
+        notHosts: [x]
+        ports: ["9080"]
+        notPorts: ["1"]
+        methods: [GET]
+        notMethods: [DELETE]
+        paths: [/r]
+        notPaths: [/admin]
+    when:
+    - key: request.headers[x-user]
+      values: [a]
+      notValues: [b]
+""",
+        (
+            "spec.selector",
+            Case("spec.action", "DENY"),
+            "spec.rules",
+            "spec.rules[0].from",
+            Case("spec.rules[0].from[0].source", {"principals": ["x/ns/y/sa/z"]}),
+            "spec.rules[0].from[0].source.principals",
+            "spec.rules[0].from[0].source.notPrincipals",
+            "spec.rules[0].from[0].source.namespaces",
+            "spec.rules[0].from[0].source.notNamespaces",
+            "spec.rules[0].from[0].source.ipBlocks",
+            "spec.rules[0].from[0].source.notIpBlocks",
+            "spec.rules[0].to",
+            Case("spec.rules[0].to[0].operation", {"methods": ["POST"]}),
+            "spec.rules[0].to[0].operation.hosts",
+            "spec.rules[0].to[0].operation.notHosts",
+            "spec.rules[0].to[0].operation.ports",
+            "spec.rules[0].to[0].operation.notPorts",
+            "spec.rules[0].to[0].operation.methods",
+            "spec.rules[0].to[0].operation.notMethods",
+            "spec.rules[0].to[0].operation.paths",
+            "spec.rules[0].to[0].operation.notPaths",
+            "spec.rules[0].when",
+            Case("spec.rules[0].when[0].key", "request.headers[x-other]"),
+            "spec.rules[0].when[0].values",
+            "spec.rules[0].when[0].notValues",
+        ),
+    ),
+]
+
+SAMPLES = (
+    SERVICE_ENTRY
+    + WORKLOAD_ENTRY
+    + SIDECAR
+    + VIRTUAL_SERVICE
+    + DESTINATION_RULE
+    + GATEWAY_SAMPLES
+    + SECRET
+    + PEER_AUTHENTICATION
+    + AUTHORIZATION_POLICY
+)
+
+# RESTRICTED fields: a value they refuse (and the ones they allow, in the note).
+REFUSED = {
+    ("ServiceEntry", "spec.endpoints[].network"): "net-b",
+    ("WorkloadEntry", "spec.network"): "net-b",
+    ("Sidecar", "spec.ingress[].captureMode"): "IPTABLES",
+    ("Sidecar", "spec.egress[].captureMode"): "IPTABLES",
+    ("Sidecar", "spec.outboundTrafficPolicy"): {"mode": "ALLOW_ANY"},
+    ("Sidecar", "spec.outboundTrafficPolicy.mode"): "ALLOW_ANY",
+    ("DestinationRule", "spec.exportTo"): ["."],
+    ("Gateway", "spec.servers[].tls.mode"): "MUTUAL",
+    ("Secret", "type"): "Opaque",
+}
+
+# --- walking paths and the field tables ------------------------------------------------
+
+_TOKEN = re.compile(r"([^.\[\]]+)|\[(\d+)\]")
+
+
+def segments(path: str) -> list[str | int]:
+    return [name if name else int(index) for name, index in _TOKEN.findall(path)]
+
+
+def resolve(kind: Kind, path: str) -> tuple[str, tuple[int, str], Field]:
+    """(schema path, proof key, field) of a concrete path: the key is the table the
+    field sits in and its name, so a table used in several places is proven once."""
+    table: Shape = kind.spec
+    parts = segments(path)
+    if not kind.document_level:
+        assert parts[0] == "spec", path
+        parts = parts[1:]
+        shown = ["spec"]
+    else:
+        shown = []
+    found: Field | None = None
+    key: tuple[int, str] = (0, "")
+    i = 0
+    while i < len(parts):
+        name = parts[i]
+        assert isinstance(name, str) and name in table, f"{kind.kind}: {path}: no field {name}"
+        found, key = table[name], (id(table), name)
+        shown.append(name)
+        i += 1
+        if found.repeated and i < len(parts) and isinstance(parts[i], int):
+            shown[-1] += "[]"
+            i += 1
+        elif found.keyed and i < len(parts):
+            shown.append("<key>")
+            i += 1
+        if i < len(parts):
+            assert found.fields is not None, f"{kind.kind}: {path}: {name} has no fields"
+            table = found.fields
+    assert found is not None
+    return ".".join(shown), key, found
+
+
+def schema_fields(kind: Kind) -> Iterator[tuple[str, tuple[int, str], Field, Shape]]:
+    """Every (schema path, proof key, field, its table), each key once."""
+    seen: set[tuple[int, str]] = set()
+
+    def walk(table: Shape, prefix: str) -> Iterator[tuple[str, tuple[int, str], Field, Shape]]:
+        for name, item in table.items():
+            path = f"{prefix}.{name}" if prefix else name
+            key = (id(table), name)
+            if key not in seen:
+                seen.add(key)
+                yield path, key, item, table
+            if item.fields is not None:
+                inner = f"{path}[]" if item.repeated else f"{path}.<key>" if item.keyed else path
+                yield from walk(item.fields, inner)
+
+    yield from walk(kind.spec, "" if kind.document_level else "spec")
+
+
+def edit(doc: dict[str, Any], path: str, value: Any) -> None:
+    parts = segments(path)
+    target: Any = doc
+    for part in parts[:-1]:
+        target = target[part]
+    if value is REMOVE:
+        del target[parts[-1]]
+    else:
+        target[parts[-1]] = value
+
+
+def concrete_parents(doc: Any, prefix: str = "") -> Iterator[tuple[str, dict[str, Any]]]:
+    """Every mapping in a document with its concrete path."""
+    if isinstance(doc, dict):
+        yield prefix, doc
+        for key, value in doc.items():
+            yield from concrete_parents(value, f"{prefix}.{key}" if prefix else str(key))
+    elif isinstance(doc, list):
+        for i, value in enumerate(doc):
+            yield from concrete_parents(value, f"{prefix}[{i}]")
+
+
+# --- building and comparing ------------------------------------------------------------
+
+
+@dataclass
+class World:
+    folder: Path
+    values: dict[str, str]
+
+    def text(self, template: str) -> str:
+        return string.Template(template).substitute(self.values)
+
+    def load(self, docs: list[dict[str, Any]]) -> LoadResult:
+        (self.folder / "sample.yaml").write_text(yaml.safe_dump_all(docs, sort_keys=False))
+        return load_paths([self.folder])
+
+    def output(self, result: LoadResult) -> dict[str, dict[str, dict[str, bytes]]]:
+        assert result.config is not None, [str(e) for e in result.errors]
+        mesh = dataclasses.replace(result.config, workload_identity=True)
+        ctx = PushContext.build(mesh)
+        return {
+            proxy.node_id: {
+                t: {n: m.SerializeToString(deterministic=True) for n, m in items.items()}
+                for t, items in generate(ctx, proxy).items()
+            }
+            for proxy in ctx.proxies
+        }
+
+    def sample_docs(self, sample: Sample) -> list[dict[str, Any]]:
+        return list(yaml.safe_load_all(self.text(sample.docs)))
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> World:
+    root = tmp_path_factory.mktemp("coverage")
+    pki = Pki(root / "pki", "coverage")
+    cert1, key1 = pki.issue("one.example.com", dns=("one.example.com",))
+    cert2, key2 = pki.issue("two.example.com", dns=("two.example.com",))
+    client = pki.issue("client", client=True)
+    data, alt = root / "data", root / "alt"
+    for folder in (data, alt):
+        folder.mkdir()
+        (folder / "client.crt").write_bytes(client[0].read_bytes())
+        (folder / "client.key").write_bytes(client[1].read_bytes())
+        (folder / "ca.crt").write_bytes(pki.ca_file.read_bytes())
+
+    def block(path: Path) -> str:
+        return "\n".join("    " + line for line in path.read_text().splitlines())
+
+    def b64(path: Path) -> str:
+        return base64.b64encode(path.read_bytes()).decode()
+
+    def line(path: Path) -> str:
+        return path.read_text().replace("\n", "\\n")
+
+    values = {
+        "DATA": str(data),
+        "ALT": str(alt),
+        "CERT1": block(cert1),
+        "KEY1": block(key1),
+        "CERT2": block(cert2),
+        "KEY2": block(key2),
+        "CA": block(pki.ca_file),
+        "CERT1_B64": b64(cert1),
+        "KEY1_B64": b64(key1),
+        "CERT2_B64": b64(cert2),
+        "KEY2_B64": b64(key2),
+        "CERT1_LINE": line(cert1),
+        "KEY1_LINE": line(key1),
+        "CERT2_LINE": line(cert2),
+        "KEY2_LINE": line(key2),
+        "CERT2_PEM": cert2.read_text(),  # for values set from Python, not YAML text
+        "KEY2_PEM": key2.read_text(),
+    }
+    folder = root / "config"
+    folder.mkdir()
+    (folder / "base.yaml").write_text(string.Template(BASE).substitute(values))
+    return World(folder, values)
+
+
+def _case(case: Case | str) -> Case:
+    return Case(case) if isinstance(case, str) else case
+
+
+def _value(world: World, value: Any) -> Any:
+    if isinstance(value, str):
+        return world.text(value)
+    if isinstance(value, dict):
+        return {k: _value(world, v) for k, v in value.items()}
+    return value
+
+
+# --- the tests ---------------------------------------------------------------------------
+
+
+def test_every_accepted_field_has_a_case() -> None:
+    proven: set[tuple[int, str]] = set()  # tables shared between kinds are proven once
+    for sample in SAMPLES:
+        kind = sample.kind
+        for case in map(_case, sample.cases):
+            schema, key, found = resolve(kind, case.path)
+            assert found.status in (Status.SUPPORTED, Status.DEPRECATED), (
+                f"{kind.kind} {schema} is {found.status.value}: its case proves nothing"
+            )
+            proven.add(key)
+    missing = [
+        f"{kind.kind} {path} ({item.status.value})"
+        for kind in KINDS
+        for path, key, item, _ in schema_fields(kind)
+        if item.status in (Status.SUPPORTED, Status.DEPRECATED) and key not in proven
+    ]
+    assert missing == [], "fields accepted with no proof that they change Envoy's config:\n" + (
+        "\n".join(missing)
+    )
+
+
+def test_each_case_changes_the_output(world: World) -> None:
+    failures: list[str] = []
+    for sample in SAMPLES:
+        kind = sample.kind
+        docs = world.sample_docs(sample)
+        full = world.load(docs)
+        assert full.errors == (), [str(e) for e in full.errors]
+        baseline = world.output(full)
+        for case in map(_case, sample.cases):
+            schema, _, found = resolve(kind, case.path)
+            if found.status is Status.DEPRECATED and not any(
+                w.field == case.path and "deprecated" in w.message for w in full.warnings
+            ):
+                failures.append(f"{kind.kind} {case.path}: deprecated, but no warning says so")
+            variant = copy.deepcopy(docs)
+            edit(variant[0], case.path, _value(world, case.alt))
+            for path, value in case.also.items():
+                edit(variant[0], path, _value(world, value))
+            changed = world.load(variant)
+            if changed.errors:
+                failures.append(
+                    f"{kind.kind} {case.path}: the variant is refused: {changed.errors[0]}"
+                )
+                continue
+            if world.output(changed) == baseline:
+                failures.append(f"{kind.kind} {schema} ({case.path}): changes nothing in Envoy")
+    assert failures == [], "\n".join(failures)
+
+
+def _hosts(kind: Kind, schema: str, world: World) -> Iterator[tuple[list[dict[str, Any]], str]]:
+    """(documents, concrete path of the object holding `schema`'s field), for each sample
+    of the kind where that object appears."""
+    parent_schema = schema.rpartition(".")[0]
+    for sample in SAMPLES:
+        if sample.kind is not kind:
+            continue
+        docs = world.sample_docs(sample)
+        if parent_schema in ("", "spec"):
+            yield docs, parent_schema
+            continue
+        for path, _ in concrete_parents(docs[0]):
+            try:
+                shown = resolve(kind, path)[0] if path else ""
+            except AssertionError:
+                continue  # metadata, or inside a value (labels, headers)
+            if shown == parent_schema:
+                yield docs, path
+
+
+def _first_host(kind: Kind, schema: str, world: World) -> tuple[list[dict[str, Any]], str]:
+    for found in _hosts(kind, schema, world):
+        return found
+    raise AssertionError(f"{kind.kind} {schema}: no sample has the object it sits in")
+
+
+def _insert(
+    docs: list[dict[str, Any]], parent: str, name: str, value: Any
+) -> tuple[list[dict[str, Any]], str]:
+    variant = copy.deepcopy(docs)
+    target: Any = variant[0]
+    for part in segments(parent):
+        target = target[part]
+    target[name] = value
+    return variant, f"{parent}.{name}" if parent else name
+
+
+def test_not_yet_fields_are_refused_where_they_are_written(world: World) -> None:
+    failures: list[str] = []
+    for kind in KINDS:
+        for schema, _, item, _ in schema_fields(kind):
+            if item.status is not Status.NOT_YET:
+                continue
+            docs, parent = _first_host(kind, schema, world)
+            name = schema.rpartition(".")[2]
+            variant, path = _insert(docs, parent, name, {})
+            result = world.load(variant)
+            messages = [(e.field, e.message) for e in result.errors]
+            if not any(
+                f == path and m.startswith("not supported by pocketmesh yet") for f, m in messages
+            ):
+                failures.append(f"{kind.kind} {path}: not refused as not supported yet: {messages}")
+            elif not all(e.line > 0 and e.file.endswith("sample.yaml") for e in result.errors):
+                failures.append(f"{kind.kind} {path}: error without file:line")
+    assert failures == [], "\n".join(failures)
+
+
+def test_no_effect_fields_warn_and_labels_change_nothing(world: World) -> None:
+    failures: list[str] = []
+    values = {"targetPort": 81, "immutable": True, "name": "renamed"}
+    for kind in KINDS:
+        for schema, _, item, _ in schema_fields(kind):
+            if item.status not in (Status.NO_EFFECT, Status.LABEL):
+                continue
+            docs, parent = _first_host(kind, schema, world)
+            name = schema.rpartition(".")[2]
+            variant, path = _insert(docs, parent, name, values.get(name, "x"))
+            before = world.load(docs)
+            after = world.load(variant)
+            if after.errors:
+                failures.append(f"{kind.kind} {path}: refused: {after.errors[0]}")
+                continue
+            if world.output(before) != world.output(after):
+                failures.append(f"{kind.kind} {path}: {item.status.value}, yet the output changed")
+            warned = any(w.field == path and "no effect" in w.message for w in after.warnings)
+            if item.status is Status.NO_EFFECT and not warned:
+                failures.append(f"{kind.kind} {path}: no effect, but no warning says so")
+    assert failures == [], "\n".join(failures)
+
+
+def test_restricted_fields_refuse_other_values(world: World) -> None:
+    failures: list[str] = []
+    for kind in KINDS:
+        for schema, _, item, _ in schema_fields(kind):
+            if item.status is not Status.RESTRICTED:
+                continue
+            if (kind.kind, schema) not in REFUSED:
+                failures.append(f"{kind.kind} {schema}: restricted, but no refused value to try")
+                continue
+            docs, parent = _first_host(kind, schema, world)
+            name = schema.rpartition(".")[2]
+            variant, path = _insert(docs, parent, name, REFUSED[(kind.kind, schema)])
+            result = world.load(variant)
+            if not any(
+                e.field.startswith(path) and "not supported by pocketmesh yet" in e.message
+                for e in result.errors
+            ) and not any(e.field == path for e in result.errors):
+                failures.append(
+                    f"{kind.kind} {path}: {REFUSED[(kind.kind, schema)]!r} not refused: "
+                    f"{[str(e) for e in result.errors]}"
+                )
+    assert failures == [], "\n".join(failures)

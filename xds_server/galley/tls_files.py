@@ -1,0 +1,143 @@
+"""The PEM files DestinationRules name, read and checked on every load.
+
+`trafficPolicy.tls` names `clientCertificate`, `privateKey` and `caCertificates` by
+path; the parser keeps only the path (its cache is keyed by the YAML text, and a
+renewed certificate does not change the YAML). Here every file is read, checked as
+Envoy would check it, and put into the model, so the generators can hand it to the
+proxies by SDS and a changed file is a changed DestinationRule. A missing,
+unreadable or malformed file is an error located at the field naming it.
+
+SIMPLE and MUTUAL without `caCertificates` (nor `credentialName`, nor
+`insecureSkipVerify`) verify the upstream against the system's roots, as Istio does:
+the bundle the control plane's OpenSSL uses (`SSL_CERT_FILE` overrides it).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import ssl
+from collections.abc import Callable, Sequence
+
+from .documents import ParsedDoc
+from .errors import ERROR, ConfigError
+from .model_traffic import ClientTLS, DestinationRule, PemFile, Subset, TrafficPolicy
+from .pem import certificates_problem, key_pair_problems
+
+__all__ = ["load_tls_files", "system_roots_path"]
+
+
+def system_roots_path() -> str:
+    paths = ssl.get_default_verify_paths()
+    return paths.cafile or paths.openssl_cafile
+
+
+class _Reader:
+    """Reads each file once per load, remembering what was wrong with it."""
+
+    def __init__(self) -> None:
+        self._texts: dict[str, str | Exception] = {}
+
+    def read(self, path: str) -> str | Exception:
+        found = self._texts.get(path)
+        if found is None:
+            try:
+                with open(path, encoding="utf-8-sig") as f:
+                    found = f.read()
+            except (OSError, UnicodeDecodeError, ValueError) as err:
+                found = err
+            self._texts[path] = found
+        return found
+
+
+def load_tls_files(docs: Sequence[ParsedDoc]) -> tuple[list[ParsedDoc], list[ConfigError]]:
+    """`docs` with each DestinationRule's files read into it, and the errors found."""
+    reader = _Reader()
+    errors: list[ConfigError] = []
+    out: list[ParsedDoc] = []
+    for doc in docs:
+        rule = doc.resource
+        if not isinstance(rule, DestinationRule) or not any(
+            t.originates for t in rule.tls_settings()
+        ):
+            out.append(doc)
+            continue
+        found: list[ConfigError] = []
+        report = functools.partial(_report, doc, found)
+        loaded = _map_tls(rule, functools.partial(_fill, reader=reader, error=report))
+        errors += found
+        out.append(doc if found else dataclasses.replace(doc, resource=loaded))
+    return out, errors
+
+
+def _fill(tls: ClientTLS, reader: _Reader, error: Callable[[str, str], None]) -> ClientTLS:
+    if not tls.originates or tls.credential_name:
+        return tls
+    texts: dict[str, str] = {}
+    for name, pem_file in tls.files():
+        text = reader.read(pem_file.path)
+        if isinstance(text, Exception):
+            reason = getattr(text, "strerror", None) or str(text)
+            error(f"{tls.path}.{name}", f"cannot read {pem_file.path}: {reason}")
+        else:
+            texts[name] = text
+    cert, key = tls.client_certificate, tls.private_key
+    chain_pem, key_pem = texts.get("clientCertificate"), texts.get("privateKey")
+    if cert is not None and key is not None and chain_pem is not None and key_pem is not None:
+        chain_problem, key_problem = key_pair_problems(chain_pem, key_pem)
+        if chain_problem is not None:
+            error(f"{tls.path}.clientCertificate", f"{cert.path} {chain_problem}")
+        if key_problem is not None:
+            if key_problem.startswith("does not match"):
+                key_problem = f"does not match the first certificate of {cert.path}"
+            error(f"{tls.path}.privateKey", f"{key.path} {key_problem}")
+    ca = tls.ca_certificates
+    if ca is None and not tls.insecure_skip_verify:
+        # Istio's "system" roots: no caCertificates still verifies the upstream.
+        ca = PemFile(system_roots_path())
+        text = reader.read(ca.path) if ca.path else FileNotFoundError("no system CA bundle")
+        if isinstance(text, Exception):
+            error(
+                f"{tls.path}.caCertificates",
+                f"not set, and the system roots cannot be read ({text}): name the CA bundle "
+                "that verifies the upstream",
+            )
+        else:
+            texts["caCertificates"] = text
+    ca_pem = texts.get("caCertificates")
+    if ca is not None and ca_pem is not None and (problem := certificates_problem(ca_pem)):
+        error(f"{tls.path}.caCertificates", f"{ca.path} {problem}")
+
+    def loaded(pem_file: PemFile | None, name: str) -> PemFile | None:
+        if pem_file is None or name not in texts:
+            return pem_file
+        return PemFile(pem_file.path, texts[name])
+
+    return dataclasses.replace(
+        tls,
+        client_certificate=loaded(tls.client_certificate, "clientCertificate"),
+        private_key=loaded(tls.private_key, "privateKey"),
+        ca_certificates=loaded(ca, "caCertificates"),
+    )
+
+
+def _map_tls(rule: DestinationRule, fill: Callable[[ClientTLS], ClientTLS]) -> DestinationRule:
+    """The rule with `fill` applied to every `tls` it sets."""
+
+    def policy(p: TrafficPolicy | None) -> TrafficPolicy | None:
+        if p is None:
+            return None
+        return dataclasses.replace(
+            p,
+            tls=fill(p.tls) if p.tls is not None else None,
+            port_level=tuple((n, policy(lp) or lp) for n, lp in p.port_level),
+        )
+
+    subsets = tuple(Subset(s.name, s.labels, policy(s.traffic_policy)) for s in rule.subsets)
+    return dataclasses.replace(rule, traffic_policy=policy(rule.traffic_policy), subsets=subsets)
+
+
+def _report(doc: ParsedDoc, found: list[ConfigError], field: str, message: str) -> None:
+    assert doc.meta is not None
+    line = doc.lines.get(field) or doc.lines.get(field.rpartition(".")[0], doc.meta.source.line)
+    found.append(ConfigError(doc.file, line, doc.kind, doc.meta.key, field, message, ERROR))
