@@ -189,3 +189,26 @@ def test_operator_commands_explain_what_is_wrong(mesh: dict[str, Any], capsys: A
     unused = f"127.0.0.1:{free_port()}"  # bound then closed: nothing listens there
     code, _, err = cli(capsys, "status", "--debug-address", unused)
     assert code == 1 and "cannot reach the pocketmesh debug address" in err
+
+
+def test_status_escapes_what_a_client_sent() -> None:
+    """A node id and a NACK message are a client's words: a terminal escape or a newline
+    in them must not reach the operator's terminal as such."""
+    from xds_server.commands.status import render_status
+
+    nack = "bad route\n\x1b[2J\x1b[31mforged line" + "x" * 10_000
+    streams = [
+        {
+            "proxy": "evil\x1b]0;title\x07.default",
+            "stream": 1,
+            "delta": False,
+            "connected_seconds": 1.0,
+            "types": {"route": {"state": "ERROR", "sent_version": "b", "acked_version": "a",
+                                "nack": nack}},
+        }
+    ]
+    out = render_status(streams, {"generation": 1, "errors": [], "config_dir": "config/demo"})
+    assert "\x1b" not in out and "\x07" not in out
+    assert "\\x1b[2J" in out and "forged line" in out
+    assert "\nforged" not in out and "characters in all" in out
+    assert len(out) < 6_000

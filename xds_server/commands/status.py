@@ -17,6 +17,7 @@ from urllib.parse import urlencode
 import yaml
 
 from xds_server.app import DEFAULT_DEBUG_ADDRESS
+from xds_server.protocol.untrusted import KEEP_LIMIT, shown
 
 TYPES = ("cluster", "listener", "endpoint", "route", "secret")
 COLUMNS = {"cluster": "CDS", "listener": "LDS", "endpoint": "EDS", "route": "RDS", "secret": "SDS"}
@@ -116,12 +117,14 @@ def render_status(streams: list[dict[str, Any]], config: dict[str, Any]) -> str:
             state = conn["types"].get(short)
             cells.append(_cell(state))
             if state and state["state"] == "ERROR":
+                # Envoy's words, but a client's: escaped, so they cannot drive the terminal.
                 nacks.append(
-                    f"{conn['proxy']} {short}: rejected version {state['sent_version']}, "
-                    f"still running {state['acked_version'] or 'nothing'}:\n    {state['nack']}"
+                    f"{shown(conn['proxy'])} {short}: rejected version {state['sent_version']}, "
+                    f"still running {state['acked_version'] or 'nothing'}:\n"
+                    f"    {shown(state['nack'], KEEP_LIMIT)}"
                 )
         kind = "delta" if conn.get("delta") else "sotw"
-        rows.append([conn["proxy"], f"{conn['stream']} ({kind})", *cells,
+        rows.append([shown(conn["proxy"]), f"{conn['stream']} ({kind})", *cells,
                      f"{conn['connected_seconds']}s"])  # fmt: skip
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:

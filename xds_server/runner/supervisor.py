@@ -411,6 +411,7 @@ class Supervisor:
             "",
             "Status:  pocketmesh status"
             + ("" if o.debug_address == DEFAULT_DEBUG else f" --debug-address {o.debug_address}"),
+            f"Web:     http://{o.debug_address}/    (the mesh live: traffic, sync state, pushes)",
             f"Logs:    {self.logs}/",
             "Edit the config to change the live mesh (WorkloadEntries too: their sidecars and "
             "apps follow). Ctrl-C stops everything.",
