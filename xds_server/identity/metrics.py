@@ -34,3 +34,10 @@ sds_refusals = Counter(
     ["reason"],
     registry=registry,
 )
+
+# Every reason shows from the start (at 0), so a dashboard or a test reading the counter
+# finds it before the first refusal.
+for _reason in ("no_token", "wrong_token", "wrong_address"):
+    proxy_auth_refusals.labels(_reason)
+for _reason in ("no_workload", "not_owned"):
+    sds_refusals.labels(_reason)
