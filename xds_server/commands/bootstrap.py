@@ -36,6 +36,12 @@ def register(sub: Any) -> None:
     )
     boot.add_argument("--admin-port", type=int, default=15000, help="Envoy admin port")
     boot.add_argument(
+        "--admin-read-only",
+        action="store_true",
+        help="let the admin answer only its read-only endpoints (/ready, /stats, "
+        "/config_dump, ...; as `up` does): nobody who reaches it can stop or drain Envoy",
+    )
+    boot.add_argument(
         "-o",
         "--output",
         help="write to a file instead of stdout (mode 0600: it holds the proxy's "
@@ -72,6 +78,7 @@ def run(args: argparse.Namespace) -> int:
         delta=args.delta,
         ads=not args.no_ads,
         admin_port=args.admin_port,
+        admin_read_only=args.admin_read_only,
         **identity,
     )
     text = render(sidecar_bootstrap(workload, options))

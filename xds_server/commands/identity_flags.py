@@ -159,10 +159,10 @@ def bootstrap_identity(
         )
     if not fields and mesh is None:
         print(
-            f"pocketmesh bootstrap: note: no proxy credential in this bootstrap: no "
-            f"pocketmesh server answers at {args.debug_address} for {args.xds_address}, "
-            f"and {ca_dir} holds no token key; a server with --proxy-auth (serve's "
-            "default) will refuse it",
+            f"pocketmesh bootstrap: note: no {'client certificate' if tls else 'token'} in "
+            f"this bootstrap: no pocketmesh server answers at {args.debug_address} for "
+            f"{args.xds_address}, and {ca_dir} holds no token key; a server with "
+            "--proxy-auth (serve's default) will refuse it",
             file=sys.stderr,
         )
     if tls:
