@@ -108,6 +108,7 @@ class StreamHandler:
         self.authenticate = authenticate
         self.observer: StreamObserver = NullObserver()  # push timing, telemetry (pushes.py)
         self.secret_refused = secret_refused
+        self.waiting = 0  # streams waiting for the first valid config
 
     async def handle(
         self,
@@ -187,6 +188,7 @@ class StreamHandler:
 
         # Watch first, then look: a publish in between is not missed.
         cancel = self.cache.watch(wake)
+        self.waiting += 1
         try:
             if not self.cache.ready:
                 log.warning(
@@ -198,6 +200,7 @@ class StreamHandler:
                 await published.wait()
                 published.clear()
         finally:
+            self.waiting -= 1
             cancel()
 
 
