@@ -4,13 +4,14 @@ authentication stays on. No engine needed: a real Envoy runs from a written file
 
 from __future__ import annotations
 
+import http.client
 import stat
 from pathlib import Path
 
 import pytest
 import yaml
 
-from tests.e2e.harness import ControlPlaneThread, Envoy, free_port, running, wait_until
+from tests.e2e.harness import ControlPlaneThread, Envoy, free_port, get, running, wait_until
 from tests.identity.mesh import write_mesh
 from xds_server.bootstrap_dir import BootstrapWriter
 from xds_server.cli import main as cli
@@ -148,3 +149,20 @@ def test_a_sidecar_started_from_its_written_file_gets_its_identity_over_xds_tls(
             wait_until(identity, timeout=30, what="productpage's SVID over SDS")
             connected = envoy.stats("control_plane.connected_state")
             assert connected == {"control_plane.connected_state": 1}
+            # Its admin shows no secret (the client key is redacted), and changes nothing.
+            dump = get(envoy.admin + "/config_dump")[1]
+            assert '"inline_string": "[redacted]"' in dump
+            token = plane.plane.identity.tokens.token("productpage.default")
+            assert "PRIVATE KEY" not in dump and token not in dump
+            assert post(envoy.admin + "/quitquitquit") == 403
+            assert get(envoy.admin + "/ready")[0] == 200
+
+
+def post(url: str) -> int:
+    host, _, path = url.removeprefix("http://").partition("/")
+    conn = http.client.HTTPConnection(host, timeout=5)
+    try:
+        conn.request("POST", "/" + path)
+        return conn.getresponse().status
+    finally:
+        conn.close()
