@@ -101,3 +101,31 @@ def test_serve_identity_flags(tmp_path: Path) -> None:
     assert options_from(parse(["serve", "--no-identity"])).identity is None
     with pytest.raises(SystemExit):
         parse(["serve", "--svid-ttl", "soon"])
+
+
+def test_bootstrap_redirected_to_a_file_makes_it_private(tmp_path: Path) -> None:
+    """`pocketmesh bootstrap > X.yaml`: the shell makes X.yaml with the umask's mode
+    (0644 here); the command makes it 0600 before writing the credential in."""
+    import os
+    import stat
+    import subprocess
+    import sys
+
+    config, ca_dir = tmp_path / "config", tmp_path / "ca"
+    config.mkdir()
+    write_mesh(config, "127.0.81", {"productpage": 1, "reviews": 2, "ratings": 3})
+    main(["ca", "init", "--dir", str(ca_dir)])
+    target = tmp_path / "reviews.yaml"
+    fd = os.open(target, os.O_WRONLY | os.O_CREAT, 0o644)
+    os.fchmod(fd, 0o644)
+    argv = [sys.executable, "-m", "xds_server.cli", "bootstrap", "--workload", "reviews",
+            "--config", str(config), "--ca-dir", str(ca_dir), "--xds-tls",
+            "--debug-address", f"127.0.0.1:{free_port()}"]  # fmt: skip
+    with os.fdopen(fd, "w") as out:
+        done = subprocess.run(argv, stdout=out, stderr=subprocess.PIPE, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert stat.S_IMODE(target.stat().st_mode) == 0o600
+    assert "PRIVATE KEY" in target.read_text()
+    # A pipe is left alone (and works).
+    piped = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+    assert piped.returncode == 0 and yaml.safe_load(piped.stdout)["node"]["id"] == "reviews.default"

@@ -2,9 +2,10 @@
 
 `up` writes each sidecar's bootstrap there and the xDS client certificate and key it
 names: a credential is what lets a proxy receive its workload's private key. So the
-directory and every directory `up` makes for secrets are 0700 and owned by the user running `up` (one found with other
-permissions is tightened; one owned by someone else, or a symlink, is refused, since
-its owner could read or plant files), and files are written 0600, atomically.
+directory and every directory `up` makes for secrets are 0700 and owned by the user
+running `up` (one found with other permissions is tightened; one owned by someone
+else, or a symlink, is refused, since its owner could read or plant files), and files
+are written 0600, atomically.
 """
 
 from __future__ import annotations

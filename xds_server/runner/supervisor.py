@@ -45,7 +45,7 @@ from typing import TextIO
 
 import watchfiles
 
-from ca import load_ca_dir
+from ca import CaError, load_ca_dir
 from xds_server.bootstrap import BootstrapOptions, render, sidecar_bootstrap
 from xds_server.galley.loader import load_paths
 from xds_server.galley.model import WorkloadEntry
@@ -350,13 +350,19 @@ class Supervisor:
         """The files a starting sidecar's bootstrap names: the roots to verify xDS by (as
         of now: a rotation may have added one) and a new client certificate and key."""
         o = self.options
-        if self._credentials is None:
-            # The control plane made the token key on start; the client CA derives from it.
-            self._credentials = ProxyTokens.load_or_create(o.ca_dir).credentials()
-        write_private(self._roots_path, load_ca_dir(o.ca_dir).trust_bundle_pem().decode())
-        credential = self._credentials.issue(proxy_id)
-        write_private(self._credential_path(proxy_id, "cert"), credential.cert_pem)
-        write_private(self._credential_path(proxy_id, "key"), credential.key_pem)
+        try:
+            if self._credentials is None:
+                # The control plane made the token key on start; the client CA derives
+                # from it.
+                self._credentials = ProxyTokens.load_or_create(o.ca_dir).credentials()
+            roots = load_ca_dir(o.ca_dir).trust_bundle_pem().decode()
+            credential = self._credentials.issue(proxy_id)
+            write_private(self._roots_path, roots)
+            write_private(self._credential_path(proxy_id, "cert"), credential.cert_pem)
+            write_private(self._credential_path(proxy_id, "key"), credential.key_pem)
+        except (CaError, OSError) as err:
+            why = f"sidecar {proxy_id}: cannot write its xDS credential: {err}"
+            raise StartupFailed(why) from None
 
     def _check_free(self, unit: Unit) -> None:
         """Refuse to start a sidecar where something already listens: its admin, and every
