@@ -218,7 +218,16 @@ class ControlPlane:
         self.pushes.rejected(trigger, len(errs), kept)
         for err in errs:
             log.error("config: %s", err)
-        log.error("config rejected (%d errors); still serving generation %d", len(errs), kept)
+        if self.cache.ready:
+            log.error("config rejected (%d errors); still serving generation %d", len(errs), kept)
+        else:
+            # Nothing valid yet: streams wait unanswered (grpc_api.streams), so Envoys
+            # that reconnect keep their last config instead of getting an empty one.
+            log.error(
+                "config rejected (%d errors); no valid config loaded yet: proxies are sent "
+                "nothing (they keep their last config) and /ready answers 503 until one is",
+                len(errs),
+            )
         return False
 
     @property
@@ -229,7 +238,12 @@ class ControlPlane:
 
     async def start(self) -> None:
         """Load, then bind xDS and the debug address. A port that cannot be bound raises
-        OSError naming the address, after closing whatever had started."""
+        OSError naming the address, after closing whatever had started.
+
+        An invalid config does not stop the start: the server runs not ready (`/ready`
+        503, the errors in `/debug/config`), sends no proxy anything until a valid
+        config loads (an edit, with the watcher on; `POST /debug/reload`), and a
+        supervisor's restarts (`up`, compose) keep working."""
         from xds_server.debug_http import DebugServer
 
         self.reload(PushTrigger.now("global", "initial load"))

@@ -12,12 +12,20 @@ How the sidecar reaches xDS when the control plane goes away and comes back:
 * The xDS cluster's source address is the workload's own when both are on loopback
   (how `pocketmesh up` runs), so the control plane can tell that a stream claiming a
   workload comes from that workload's address (see `identity.auth`).
+
+What the admin interface shows: `/config_dump` includes this bootstrap. A token in
+gRPC `initial_metadata` shows there in clear, so a bootstrap for xDS over TLS proves
+its node id by a client certificate instead (`identity.credentials`), whose private
+key Envoy redacts (`[redacted]`, inline or by `filename`). `admin_read_only` limits
+the admin to the read-only endpoints (`READ_ONLY_ADMIN_PATHS`): anyone who reaches it
+can look, nobody can stop the sidecar, drain it, or change its log level or runtime.
 """
 
 from __future__ import annotations
 
 import copy
 import ipaddress
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,6 +37,16 @@ ADMIN_PORT = 15000
 XDS_CLUSTER = "xds-grpc"
 XDS_RETRY_BASE = "0.1s"
 XDS_RETRY_MAX = "1s"
+# The admin endpoints that only read (Envoy 1.40), each with any query string. Left out:
+# /quitquitquit, /drain_listeners, /healthcheck/fail|ok, /logging, /runtime_modify,
+# /reset_counters, /reopen_logs, /cpuprofiler, /heapprofiler, /heap_dump, /tap and
+# /stats/recentlookups/{enable,disable,clear}: they change or stop the sidecar, or
+# write files. Envoy normalizes the path (`..`, `%xx`, `//`) before matching.
+READ_ONLY_ADMIN_PATHS = (
+    "/", "/help", "/ready", "/server_info", "/stats", "/stats/prometheus",
+    "/stats/recentlookups", "/clusters", "/listeners", "/config_dump", "/certs", "/memory",
+    "/runtime", "/init_dump", "/hot_restart_version",
+)  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,12 +56,30 @@ class BootstrapOptions:
     ads: bool = True  # False: the per-type services (CDS, LDS, then EDS, RDS) instead
     admin_port: int = ADMIN_PORT
     admin_address: str | None = None  # default: the workload's address
+    admin_read_only: bool = False  # admin answers READ_ONLY_ADMIN_PATHS only
     # Identity (xds_server.identity): the proxy's token, sent as gRPC metadata on every
-    # xDS stream, and for an xDS port served over TLS the roots (PEM) and the server's
-    # SPIFFE ID to verify it by.
+    # xDS stream (plaintext xDS); for an xDS port served over TLS the roots (PEM) and
+    # the server's SPIFFE ID to verify it by, and the proxy's client certificate and
+    # key. Each PEM inline, or by the path of a file Envoy reads (`*_file`). A client
+    # certificate replaces the token: none is written beside it.
     token: str = ""
     xds_trusted_ca: str = ""
+    xds_trusted_ca_file: str = ""
     xds_server_id: str = ""
+    xds_client_cert: str = ""
+    xds_client_cert_file: str = ""
+    xds_client_key: str = ""
+    xds_client_key_file: str = ""
+
+    @property
+    def tls(self) -> bool:
+        return bool(self.xds_trusted_ca or self.xds_trusted_ca_file)
+
+    @property
+    def client_certificate(self) -> bool:
+        return bool(self.xds_client_cert or self.xds_client_cert_file) and bool(
+            self.xds_client_key or self.xds_client_key_file
+        )
 
 
 def split_host_port(address: str) -> tuple[str, int]:
@@ -82,9 +118,7 @@ def sidecar_bootstrap(workload: WorkloadEntry, options: BootstrapOptions) -> dic
             "cluster": f"{app}.{workload.meta.namespace}",
             "metadata": metadata,
         },
-        "admin": {
-            "address": {"socket_address": {"address": admin_host, "port_value": options.admin_port}}
-        },
+        "admin": _admin(admin_host, options),
         "dynamic_resources": _dynamic_resources(options),
         "static_resources": {
             "clusters": [
@@ -128,6 +162,18 @@ def sidecar_bootstrap(workload: WorkloadEntry, options: BootstrapOptions) -> dic
     return bootstrap
 
 
+def _admin(host: str, options: BootstrapOptions) -> dict[str, Any]:
+    admin: dict[str, Any] = {
+        "address": {"socket_address": {"address": host, "port_value": options.admin_port}}
+    }
+    if options.admin_read_only:
+        paths = "|".join(re.escape(p) for p in READ_ONLY_ADMIN_PATHS)
+        # Matched against the whole normalized path and query (measured: an `exact`
+        # /clusters refuses /clusters?format=json).
+        admin["allow_paths"] = [{"safe_regex": {"regex": f"({paths})(\\?.*)?"}}]
+    return admin
+
+
 def _bind_to_workload(xds_host: str, workload_address: str) -> dict[str, Any]:
     """`upstream_bind_config` putting the xDS connection on the workload's address, when
     both it and the xDS server are loopback addresses of one family (one machine)."""
@@ -141,8 +187,13 @@ def _bind_to_workload(xds_host: str, workload_address: str) -> dict[str, Any]:
     return {"upstream_bind_config": {"source_address": source}}
 
 
+def _pem(inline: str, filename: str) -> dict[str, str]:
+    """An Envoy DataSource: the file Envoy reads, else the PEM inline."""
+    return {"filename": filename} if filename else {"inline_string": inline}
+
+
 def _secure_xds(bootstrap: dict[str, Any], options: BootstrapOptions) -> None:
-    if options.token:
+    if options.token and not options.client_certificate:
         dynamic = bootstrap["dynamic_resources"]
         sources = [dynamic.get("ads_config")] + [
             dynamic.get(k, {}).get("api_config_source") for k in ("cds_config", "lds_config")
@@ -152,19 +203,25 @@ def _secure_xds(bootstrap: dict[str, Any], options: BootstrapOptions) -> None:
                 service["initial_metadata"] = [
                     {"key": "x-pocketmesh-token", "value": options.token}
                 ]
-    if options.xds_trusted_ca:
-        validation: dict[str, Any] = {"trusted_ca": {"inline_string": options.xds_trusted_ca}}
+    if options.tls:
+        roots = _pem(options.xds_trusted_ca, options.xds_trusted_ca_file)
+        validation: dict[str, Any] = {"trusted_ca": roots}
         if options.xds_server_id:
             validation["match_typed_subject_alt_names"] = [
                 {"san_type": "URI", "matcher": {"exact": options.xds_server_id}}
             ]
+        # gRPC servers insist on ALPN h2.
+        context: dict[str, Any] = {"alpn_protocols": ["h2"], "validation_context": validation}
+        if options.client_certificate:
+            chain = _pem(options.xds_client_cert, options.xds_client_cert_file)
+            key = _pem(options.xds_client_key, options.xds_client_key_file)
+            context["tls_certificates"] = [{"certificate_chain": chain, "private_key": key}]
         bootstrap["static_resources"]["clusters"][0]["transport_socket"] = {
             "name": "envoy.transport_sockets.tls",
             "typed_config": {
                 "@type": "type.googleapis.com/"
                 "envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
-                # gRPC servers insist on ALPN h2.
-                "common_tls_context": {"alpn_protocols": ["h2"], "validation_context": validation},
+                "common_tls_context": context,
             },
         }
 

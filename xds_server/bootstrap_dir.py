@@ -2,14 +2,17 @@
 
 For sidecars that cannot run `pocketmesh bootstrap` themselves (an envoyproxy/envoy
 container beside the control plane's): `DIR/<proxy id>/bootstrap.yaml` for every
-WorkloadEntry, with that proxy's token and, with `--xds-tls`, the roots and SPIFFE ID
-to verify the xDS server by. Proxy authentication then rests on each sidecar seeing
-only its own directory (docker-compose mounts one volume per sidecar there): a
-container that is not that sidecar has no token to pose as it.
+WorkloadEntry, with that proxy's credential: with `--xds-tls`, the roots and SPIFFE ID
+to verify the xDS server by and a client certificate naming the proxy, its key inline
+(Envoy's `/config_dump` shows it `[redacted]`); on plaintext xDS, its token. Proxy
+authentication then rests on each sidecar seeing only its own directory
+(docker-compose mounts one volume per sidecar there): a container that is not that
+sidecar has no credential to pose as it. A credential is issued once per proxy and
+again after half its life (a year), not on every reload.
 
-The admin interface goes on 127.0.0.1: such a sidecar has a network namespace of its
-own (a container, a pod), and its admin must be out of the others' reach, since its
-/config_dump shows the bootstrap, token included.
+The admin interface goes on 127.0.0.1, read-only (`bootstrap.READ_ONLY_ADMIN_PATHS`):
+such a sidecar has a network namespace of its own (a container, a pod), shared at
+most with its app, and a plaintext bootstrap's /config_dump shows its token.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from xds_server.bootstrap import ADMIN_PORT, BootstrapOptions, render, sidecar_b
 if TYPE_CHECKING:
     from xds_server.galley.model import WorkloadEntry
     from xds_server.identity import IdentityRuntime
+    from xds_server.identity.credentials import ProxyCredential
 
 log = logging.getLogger("pocketmesh.bootstrap")
 
@@ -41,12 +45,19 @@ class BootstrapWriter:
     identity: IdentityRuntime | None = None
     admin_port: int = ADMIN_PORT
     _written: dict[str, str] = field(default_factory=dict)  # proxy id -> text on disk
+    _credentials: dict[str, ProxyCredential] = field(default_factory=dict)
 
     def options(self, workload: WorkloadEntry) -> BootstrapOptions:
-        token = trusted_ca = server_id = ""
+        token = trusted_ca = server_id = cert = key = ""
         identity = self.identity
         if identity is not None:
-            if identity.options.proxy_auth:
+            if identity.client_certificates:
+                credential = self._credentials.get(workload.proxy_id)
+                if identity.credentials.due(credential) or credential is None:
+                    credential = identity.credentials.issue(workload.proxy_id)
+                    self._credentials[workload.proxy_id] = credential
+                cert, key = credential.cert_pem, credential.key_pem
+            elif identity.options.proxy_auth:
                 token = identity.tokens.token(workload.proxy_id)
             if identity.options.xds_tls:
                 trusted_ca = identity.ca.trust_bundle_pem().decode()
@@ -55,9 +66,12 @@ class BootstrapWriter:
             xds_address=self.xds_address,
             admin_address=ADMIN_ADDRESS,
             admin_port=self.admin_port,
+            admin_read_only=True,
             token=token,
             xds_trusted_ca=trusted_ca,
             xds_server_id=server_id,
+            xds_client_cert=cert,
+            xds_client_key=key,
         )
 
     def path(self, proxy_id: str) -> Path:

@@ -1,21 +1,23 @@
-"""`serve --bootstrap-dir`: the control plane writes each sidecar's bootstrap, token
-included, so sidecars in containers need no human to copy files and proxy
+"""`serve --bootstrap-dir`: the control plane writes each sidecar's bootstrap, its
+credential included, so sidecars in containers need no human to copy files and proxy
 authentication stays on. No engine needed: a real Envoy runs from a written file."""
 
 from __future__ import annotations
 
+import http.client
 import stat
 from pathlib import Path
 
 import pytest
 import yaml
 
-from tests.e2e.harness import ControlPlaneThread, Envoy, free_port, running, wait_until
+from tests.e2e.harness import ControlPlaneThread, Envoy, free_port, get, running, wait_until
 from tests.identity.mesh import write_mesh
 from xds_server.bootstrap_dir import BootstrapWriter
 from xds_server.cli import main as cli
 from xds_server.galley.loader import load_paths
 from xds_server.identity import IdentityOptions, IdentityRuntime
+from xds_server.identity.credentials import ProxyCredentials
 
 NET = "127.0.83"
 PROXIES = ["productpage.default", "ratings.default", "reviews.default"]
@@ -29,28 +31,36 @@ def config(tmp_path: Path) -> Path:
     return directory
 
 
-def token_of(bootstrap: dict[str, object]) -> str:
+def token_of(bootstrap: dict[str, object]) -> str | None:
     ads = bootstrap["dynamic_resources"]["ads_config"]  # type: ignore[index]
-    (metadata,) = ads["grpc_services"][0]["initial_metadata"]
-    assert metadata["key"] == "x-pocketmesh-token"
-    return str(metadata["value"])
+    metadata = ads["grpc_services"][0].get("initial_metadata")
+    if metadata is None:
+        return None
+    ((key, value),) = ((m["key"], m["value"]) for m in metadata)
+    assert key == "x-pocketmesh-token"
+    return str(value)
 
 
-def test_each_workload_gets_its_own_token_and_the_xds_roots(config: Path, tmp_path: Path) -> None:
+def test_each_workload_gets_its_own_client_certificate_and_the_xds_roots(
+    config: Path, tmp_path: Path
+) -> None:
     identity = IdentityRuntime.create(IdentityOptions(xds_tls=True), "cluster.local")
     writer = BootstrapWriter(tmp_path / "out", "pocketmesh:15010", identity)
     workloads = load_paths([config]).config.workload_entries  # type: ignore[union-attr]
     assert writer.write(workloads) == (PROXIES, [])
-    tokens = set()
+    keys = set()
     for proxy in PROXIES:
         path = tmp_path / "out" / proxy / "bootstrap.yaml"
-        bootstrap = yaml.safe_load(path.read_text())
+        text = path.read_text()
+        bootstrap = yaml.safe_load(text)
         assert bootstrap["node"]["id"] == proxy
-        assert token_of(bootstrap) == identity.tokens.token(proxy)
-        tokens.add(token_of(bootstrap))
-        # In a network namespace of its own, admin (whose config_dump shows the
-        # token) is on loopback only.
-        assert bootstrap["admin"]["address"]["socket_address"]["address"] == "127.0.0.1"
+        # No token: it would show in the admin's /config_dump; a key is redacted there.
+        assert token_of(bootstrap) is None and identity.tokens.token(proxy) not in text
+        # In a network namespace of its own (shared with its app at most), admin is on
+        # loopback only, and read-only.
+        admin = bootstrap["admin"]
+        assert admin["address"]["socket_address"]["address"] == "127.0.0.1"
+        assert admin["allow_paths"][0]["safe_regex"]["regex"].startswith("(/|/help|/ready")
         xds = bootstrap["static_resources"]["clusters"][0]
         socket = xds["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]
         assert socket["address"]["socket_address"] == {"address": "pocketmesh", "port_value": 15010}
@@ -58,17 +68,34 @@ def test_each_workload_gets_its_own_token_and_the_xds_roots(config: Path, tmp_pa
         assert "BEGIN CERTIFICATE" in tls["validation_context"]["trusted_ca"]["inline_string"]
         (san,) = tls["validation_context"]["match_typed_subject_alt_names"]
         assert san["matcher"]["exact"] == str(identity.ca.control_plane_id)
+        (pair,) = tls["tls_certificates"]
+        cert = pair["certificate_chain"]["inline_string"].encode()
+        assert ProxyCredentials.node_of(cert) == proxy
+        keys.add(pair["private_key"]["inline_string"])
         # Readable by a sidecar running as another user (Envoy's image: uid 101), in a
         # directory that is the writer's alone unless given to that sidecar.
         assert stat.S_IMODE(path.stat().st_mode) == 0o644
         assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
-    assert len(tokens) == len(PROXIES)
+    assert len(keys) == len(PROXIES)
 
 
-def test_only_changed_or_missing_files_are_rewritten_and_failures_keep_serving(
-    config: Path, tmp_path: Path
-) -> None:
+def test_on_plaintext_xds_each_workload_gets_its_own_token(config: Path, tmp_path: Path) -> None:
     identity = IdentityRuntime.create(IdentityOptions(), "cluster.local")
+    writer = BootstrapWriter(tmp_path / "out", "pocketmesh:15010", identity)
+    workloads = load_paths([config]).config.workload_entries  # type: ignore[union-attr]
+    assert writer.write(workloads) == (PROXIES, [])
+    for proxy in PROXIES:
+        bootstrap = yaml.safe_load((tmp_path / "out" / proxy / "bootstrap.yaml").read_text())
+        assert token_of(bootstrap) == identity.tokens.token(proxy)
+        assert "transport_socket" not in bootstrap["static_resources"]["clusters"][0]
+
+
+@pytest.mark.parametrize("xds_tls", [False, True], ids=["token", "client-certificate"])
+def test_only_changed_or_missing_files_are_rewritten_and_failures_keep_serving(
+    config: Path, tmp_path: Path, xds_tls: bool
+) -> None:
+    # A credential is issued once per proxy, not on every reload.
+    identity = IdentityRuntime.create(IdentityOptions(xds_tls=xds_tls), "cluster.local")
     out = tmp_path / "out"
     writer = BootstrapWriter(out, "pocketmesh:15010", identity)
     workloads = load_paths([config]).config.workload_entries  # type: ignore[union-attr]
@@ -122,3 +149,20 @@ def test_a_sidecar_started_from_its_written_file_gets_its_identity_over_xds_tls(
             wait_until(identity, timeout=30, what="productpage's SVID over SDS")
             connected = envoy.stats("control_plane.connected_state")
             assert connected == {"control_plane.connected_state": 1}
+            # Its admin shows no secret (the client key is redacted), and changes nothing.
+            dump = get(envoy.admin + "/config_dump")[1]
+            assert '"inline_string": "[redacted]"' in dump
+            token = plane.plane.identity.tokens.token("productpage.default")
+            assert "PRIVATE KEY" not in dump and token not in dump
+            assert post(envoy.admin + "/quitquitquit") == 403
+            assert get(envoy.admin + "/ready")[0] == 200
+
+
+def post(url: str) -> int:
+    host, _, path = url.removeprefix("http://").partition("/")
+    conn = http.client.HTTPConnection(host, timeout=5)
+    try:
+        conn.request("POST", "/" + path)
+        return conn.getresponse().status
+    finally:
+        conn.close()

@@ -15,7 +15,6 @@ Skipped without an engine (with the reason); under CI=true, failed instead.
 from __future__ import annotations
 
 import json
-import secrets
 import socket
 import threading
 import time
@@ -36,6 +35,7 @@ from tests.compose.engine import (
     wait_for_chain,
 )
 from tests.e2e.harness import wait_until
+from tests.identity.attacker import self_signed_claiming
 from xds_server.bootstrap import BootstrapOptions, sidecar_bootstrap
 from xds_server.galley.loader import load_paths
 
@@ -294,40 +294,40 @@ def test_a_control_plane_restart_fails_no_request(project: ComposeProject) -> No
 # -- proxy authentication: an attacker on the compose network ------------------------
 
 
-REFUSALS = "pocketmesh_proxy_auth_refusals_total"
-
-
-def refusals(project: ComposeProject) -> float:
-    """Streams refused for any reason (the counter is labelled by reason)."""
-    _status, text = fetch(project.debug + "/metrics")
-    values = [
-        float(line.split()[-1])
-        for line in text.splitlines()
-        if line.startswith((REFUSALS + " ", REFUSALS + "{"))
-    ]
-    if not values:
-        raise AssertionError("no pocketmesh_proxy_auth_refusals_total in /metrics")
-    return sum(values)
-
-
-def impostor_bootstrap(project: ComposeProject, token: str) -> dict[str, Any]:
-    """productpage's bootstrap as the attacker can make it: everything but the token.
-    It speaks TLS to xDS without verifying the server (nothing to verify it by)."""
+def impostor_bootstrap(project: ComposeProject, forged: bool) -> dict[str, Any]:
+    """productpage's bootstrap as the attacker can make it: everything but a credential
+    (none, or a self-signed client certificate naming productpage). It speaks TLS to
+    xDS without verifying the server (nothing to verify it by)."""
     config = load_paths([project.directory / "deploy" / "compose" / "mesh"]).config
     assert config is not None
     workload = config.workload("productpage", "default")
     assert workload is not None
-    options = BootstrapOptions(xds_address=XDS, admin_address="0.0.0.0", token=token)
+    options = BootstrapOptions(xds_address=XDS, admin_address="0.0.0.0")
     bootstrap = sidecar_bootstrap(workload, options)
+    context: dict[str, Any] = {"alpn_protocols": ["h2"]}
+    if forged:
+        cert, key = self_signed_claiming(workload.proxy_id)
+        context["tls_certificates"] = [
+            {"certificate_chain": {"inline_string": cert}, "private_key": {"inline_string": key}}
+        ]
     bootstrap["static_resources"]["clusters"][0]["transport_socket"] = {
         "name": "envoy.transport_sockets.tls",
         "typed_config": {
             "@type": "type.googleapis.com/"
             "envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
-            "common_tls_context": {"alpn_protocols": ["h2"]},
+            "common_tls_context": context,
         },
     }
     return bootstrap
+
+
+def xds_connect_failures(admin: str) -> int:
+    _status, text = fetch(admin + "/stats?filter=xds-grpc.upstream_cx_connect_fail$")
+    for line in text.splitlines():
+        name, _, value = line.partition(": ")
+        if name.endswith("upstream_cx_connect_fail"):
+            return int(value)
+    return 0
 
 
 ATTACKER = """
@@ -350,24 +350,25 @@ def test_an_attacker_on_the_compose_network_gets_no_workload_key(
     project: ComposeProject,
 ) -> None:
     envoy_image = compose_file(project)["services"][sidecars(project)[0]]["image"]
-    # 1. An Envoy posing as productpage, without a token and with a forged one: it
-    # reaches the xDS port (TLS), is refused, and holds no secret.
-    for token in ("", secrets.token_hex(32)):
-        before = refusals(project)
-        bootstrap = json.dumps(impostor_bootstrap(project, token))
+    # 1. An Envoy posing as productpage, with no client certificate and with a forged
+    # one naming productpage: the xDS port (TLS, client certificates required) refuses
+    # its handshake, again and again, and it holds no secret.
+    for forged in (False, True):
+        bootstrap = json.dumps(impostor_bootstrap(project, forged))
         impostor = project.run_beside(
             envoy_image,
             ["envoy", "--config-yaml", bootstrap, "--disable-hot-restart", "-l", "warning"],
         )
         try:
-            wait_until(lambda b=before: refusals(project) > b, timeout=30,
-                       what="the control plane refusing the impostor")  # fmt: skip
             impostor.reload()
             address = impostor.attrs["NetworkSettings"]["Networks"][project.network]["IPAddress"]
             admin = f"http://{address}:15000"
+            wait_until(lambda a=admin: xds_connect_failures(a) >= 2, timeout=30,
+                       what="the control plane refusing the impostor's handshake")  # fmt: skip
             certs = json.loads(wait_until(lambda a=admin: fetch(a + "/certs")[1], timeout=30))
-            held = [c for c in certs["certificates"] if c["cert_chain"] or c["ca_cert"]]
-            assert not held, certs
+            assert not any(entry["ca_cert"] for entry in certs["certificates"]), certs
+            chains = [c for entry in certs["certificates"] for c in entry["cert_chain"]]
+            assert len(chains) == (1 if forged else 0), certs  # its forgery; no SVID
             dump = fetch(admin + "/config_dump")[1]
             assert "dynamic_active_secrets" not in dump and "PRIVATE KEY" not in dump
             assert "control_plane.connected_state: 0" in fetch(admin + "/stats")[1]
@@ -376,8 +377,8 @@ def test_an_attacker_on_the_compose_network_gets_no_workload_key(
     streams = {s["proxy"] for s in project.debug_json("/debug/syncz")}
     assert len(project.debug_json("/debug/syncz")) == len(streams) == len(sidecars(project))
 
-    # 2. From a container on the network: no sidecar admin (whose config_dump would show
-    # the bootstrap's token), no app port; the control plane's debug dump redacts keys.
+    # 2. From a container on the network: no sidecar admin (on the pod's loopback,
+    # read-only), no app port; the control plane's debug dump redacts keys.
     targets = [f"{a['address']}:15000" for a in apps(project).values()]
     targets += [f"{a['address']}:{a['listen'].rsplit(':', 1)[1]}" for a in apps(project).values()]
     gateway = compose_file(project)["services"]["ingressgateway-sidecar"]

@@ -73,10 +73,17 @@ def holds_for(check: Callable[[], Any], seconds: float, interval: float = 0.05) 
 class ControlPlaneThread:
     """Runs a ControlPlane on its own event loop in a thread."""
 
-    def __init__(self, config_dir: Path, *, transform: Transform | None = None, **kw: Any) -> None:
+    def __init__(
+        self,
+        config_dir: Path,
+        *,
+        transform: Transform | None = None,
+        xds_address: str = "127.0.0.1:0",  # a fixed one, for a restart Envoys reconnect to
+        **kw: Any,
+    ) -> None:
         self.options = Options(
             config_dir=config_dir,
-            xds_address="127.0.0.1:0",
+            xds_address=xds_address,
             debug_address="127.0.0.1:0",
             debounce_quiet=0.05,
             **kw,

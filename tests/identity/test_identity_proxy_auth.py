@@ -148,9 +148,10 @@ def test_xds_over_tls_verified_by_the_sidecars(config: Path, tmp_path: Path, ads
     ports = {"productpage": free_port(), "reviews": free_port()}
     write_mesh(config, NET, {**ports, "ratings": free_port()})
     apps = [EchoApp(app, "127.0.0.1", port).start() for app, port in ports.items()]
-    # Without ADS, EDS/RDS/SDS streams come from shared config sources that carry no
-    # per-proxy token: proxy authentication needs ADS (see the report).
-    identity_options = IdentityOptions(xds_tls=True, proxy_auth=ads)
+    # Proxy authentication by client certificate: the TLS connection carries it, so it
+    # covers the per-type services' streams too (a token could not: their config
+    # sources are shared, with no per-proxy metadata).
+    identity_options = IdentityOptions(xds_tls=True)
     plane = ControlPlaneThread(config, watch=False, identity=identity_options).start()
     envoys: list[Any] = []
     with running(*apps, plane):
@@ -158,13 +159,15 @@ def test_xds_over_tls_verified_by_the_sidecars(config: Path, tmp_path: Path, ads
         loaded = load_paths([config]).config
         for name in ports:
             workload = loaded.workload(name)
+            credential = identity.credentials.issue(workload.proxy_id)
             options = BootstrapOptions(
                 xds_address=plane.xds_address,
                 ads=ads,
                 admin_port=free_port(workload.address),
-                token=identity.tokens.token(workload.proxy_id),
                 xds_trusted_ca=identity.issuer.trust_bundle_pem().decode(),
                 xds_server_id=str(identity.ca.control_plane_id),
+                xds_client_cert=credential.cert_pem,
+                xds_client_key=credential.key_pem,
             )
             envoys.append(Envoy(sidecar_bootstrap(workload, options), tmp_path, workload.proxy_id))
         with running(*envoys):

@@ -212,3 +212,19 @@ def test_status_escapes_what_a_client_sent() -> None:
     assert "\\x1b[2J" in out and "forged line" in out
     assert "\nforged" not in out and "characters in all" in out
     assert len(out) < 6_000
+
+
+def test_status_says_what_a_broken_start_serves_and_how_proxies_authenticate() -> None:
+    from xds_server.commands.status import render_status
+
+    error = "config/demo/x.yaml:3: ServiceEntry default/x: spec.ports[0].number: ..."
+    broken = {"generation": 0, "errors": [error], "config_dir": "config/demo",
+              "ca_dir": "/ca", "proxy_auth": True, "xds_tls": True}  # fmt: skip
+    out = render_status([], broken)
+    assert "1 error(s), no valid config yet: proxies are sent nothing" in out, out
+    assert "last good" not in out and error in out
+    assert "mesh CA /ca (client certificates required)" in out
+    later = {**broken, "generation": 3, "xds_tls": False}
+    out = render_status([], later)
+    assert "serving the last good config" in out
+    assert "mesh CA /ca (proxy tokens required)" in out

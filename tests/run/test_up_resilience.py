@@ -3,7 +3,7 @@
 - The control plane killed with SIGKILL under steady traffic through the gateway: `up`
   says so, restarts it with backoff and leaves the data plane alone; Envoys keep their
   last config, so no request fails; the control plane comes back, every proxy re-syncs.
-- Everything `up` writes that holds a token or a key is 0600 in 0700 directories:
+- Everything `up` writes that holds a credential or a key is 0600 in 0700 directories:
   another local user (`nobody`) can read none of it.
 """
 
@@ -75,14 +75,16 @@ def test_tokens_and_keys_are_private_to_the_user_running_up() -> None:
         assert not as_root or readable_by_nobody(control)
         with running_up(root, [config]) as up:
             up.wait_summary()
+            # Per sidecar: its bootstrap, its xDS client certificate and key; the roots.
             secret_files = [
-                *sorted((up.run_dir / "bootstrap").iterdir()),  # each holds a proxy token
+                *sorted((up.run_dir / "bootstrap").iterdir()),
                 up.ca_dir / "xds-token.key",
                 up.ca_dir / "root-key.pem",
             ]
-            assert len(secret_files) == 6 + 2
+            assert len(secret_files) == 6 * 3 + 1 + 2
             for path in secret_files:
-                assert "token" in path.read_text() or path.suffix in (".key", ".pem"), path
+                text = path.read_text()
+                assert ".xds-key.pem" in text or path.suffix in (".key", ".pem"), path
             every = [p for p in (*up.run_dir.rglob("*"), *up.ca_dir.rglob("*"))]
             for path in [up.run_dir, up.ca_dir, *every]:
                 mode = stat.S_IMODE(path.stat().st_mode)

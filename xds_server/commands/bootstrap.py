@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import io
+import os
+import stat
 import sys
 from pathlib import Path
 from typing import Any
@@ -33,9 +36,16 @@ def register(sub: Any) -> None:
     )
     boot.add_argument("--admin-port", type=int, default=15000, help="Envoy admin port")
     boot.add_argument(
+        "--admin-read-only",
+        action="store_true",
+        help="let the admin answer only its read-only endpoints (/ready, /stats, "
+        "/config_dump, ...; as `up` does): nobody who reaches it can stop or drain Envoy",
+    )
+    boot.add_argument(
         "-o",
         "--output",
-        help="write to a file instead of stdout (mode 0600: it holds the proxy's token)",
+        help="write to a file instead of stdout (mode 0600: it holds the proxy's "
+        "credential; stdout redirected to a file of yours is made 0600 too)",
     )
     add_bootstrap_identity_flags(boot)
     boot.set_defaults(func=run)
@@ -68,16 +78,39 @@ def run(args: argparse.Namespace) -> int:
         delta=args.delta,
         ads=not args.no_ads,
         admin_port=args.admin_port,
+        admin_read_only=args.admin_read_only,
         **identity,
     )
     text = render(sidecar_bootstrap(workload, options))
+    if options.token:
+        print(
+            f"pocketmesh bootstrap: note: {workload.proxy_id}'s token is in this bootstrap "
+            f"as gRPC metadata, which its Envoy admin's /config_dump shows to whoever "
+            f"reaches {options.admin_address or workload.address}:{options.admin_port}; "
+            "serve xDS with --xds-tls and bootstraps carry a client certificate instead, "
+            "whose key Envoy redacts",
+            file=sys.stderr,
+        )
     if args.output:
         try:
-            # Owner-only from the first byte, replaced whole: it holds the proxy's token.
+            # Owner-only from the first byte, replaced whole: it holds the credential.
             write_atomic(Path(args.output), text.encode(), KEY_MODE)
         except CaError as err:  # the output file
             print(f"pocketmesh: {err}", file=sys.stderr)
             return 1
     else:
+        _private_stdout()
         sys.stdout.write(text)
     return 0
+
+
+def _private_stdout() -> None:
+    """`bootstrap > X.yaml` makes X.yaml with the umask's mode (often 0644): a file of
+    ours that others may read is made 0600 before the credential goes in."""
+    try:
+        fd = sys.stdout.fileno()
+        info = os.fstat(fd)
+        if stat.S_ISREG(info.st_mode) and info.st_uid == os.getuid() and info.st_mode & 0o077:
+            os.fchmod(fd, KEY_MODE)
+    except (OSError, ValueError, io.UnsupportedOperation):
+        pass  # not a file (a pipe, a terminal, captured output)

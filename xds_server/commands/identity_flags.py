@@ -7,7 +7,7 @@ import re
 import sys
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 from ca import load_ca_dir
 from xds_server.app import DEFAULT_DEBUG_ADDRESS
@@ -90,58 +90,82 @@ def add_bootstrap_identity_flags(parser: Any) -> None:
     )
 
 
+class IdentityFields(TypedDict, total=False):
+    """The BootstrapOptions fields `bootstrap_identity` fills."""
+
+    token: str
+    xds_client_cert: str
+    xds_client_key: str
+    xds_trusted_ca: str
+    xds_server_id: str
+
+
 class BootstrapRefused(Exception):
     """A bootstrap that the server would refuse: say why instead of writing it."""
 
 
 def bootstrap_identity(
     args: argparse.Namespace, node_id: str, *, ads: bool = True
-) -> dict[str, str]:
-    """BootstrapOptions fields: the proxy's token and, with TLS, how to verify xDS.
+) -> IdentityFields:
+    """BootstrapOptions fields: how the proxy proves its node id and, with TLS, how it
+    verifies xDS.
 
-    The CA comes from the rule in `commands.locate`. A server known to require tokens
-    gets a bootstrap with one or none at all (BootstrapRefused): a tokenless proxy
-    would only be refused on connect, far from the command that made it.
+    xDS over TLS: a client certificate for the node id (identity.credentials), whose
+    key Envoy's /config_dump redacts; plaintext xDS: the node id's token, which it
+    shows. The CA comes from the rule in `commands.locate`. A server known to require
+    proxy authentication gets a bootstrap that carries it or none at all
+    (BootstrapRefused): an unauthenticated proxy would only be refused on connect, far
+    from the command that made it.
     """
     mesh = running_mesh(args.debug_address)
     if mesh is not None and not same_address(mesh.xds_address, args.xds_address):
         mesh = None  # a mesh, but not the one this bootstrap connects to
     ca_dir = ca_dir_for(args.ca_dir, mesh)
-    needs_token = mesh is not None and mesh.proxy_auth
+    tls = args.xds_tls or (mesh is not None and mesh.xds_tls)
+    needs_auth = mesh is not None and mesh.proxy_auth
+    what = "client certificates" if tls else "proxy tokens"
     where = f"the pocketmesh server at {args.xds_address} (pid {mesh.pid})" if mesh else ""
-    if needs_token and mesh is not None and mesh.ca_dir is None:
+    if needs_auth and mesh is not None and mesh.ca_dir is None:
         raise BootstrapRefused(
-            f"{where} requires proxy tokens, and its CA lives in memory: no bootstrap can "
-            "carry a token it accepts (run it with --ca-dir, or with --no-proxy-auth)"
+            f"{where} requires {what}, and its CA lives in memory: no bootstrap can "
+            "carry one it accepts (run it with --ca-dir, or with --no-proxy-auth)"
         )
-    theirs = mesh.ca_dir if mesh is not None and needs_token else None
+    theirs = mesh.ca_dir if mesh is not None and needs_auth else None
     if theirs is not None and args.ca_dir is not None and args.ca_dir.resolve() != theirs:
         raise BootstrapRefused(
-            f"{where} uses the CA in {theirs}, not {args.ca_dir}: a token from "
+            f"{where} uses the CA in {theirs}, not {args.ca_dir}: a credential from "
             f"{args.ca_dir} would be refused (drop --ca-dir, or pass --ca-dir {theirs})"
         )
-    if needs_token and not ads:
+    if needs_auth and not ads and not tls:
         raise BootstrapRefused(
             f"{where} requires proxy tokens, which --no-ads bootstraps cannot carry "
-            "(the per-type services have no token): run the server with --no-proxy-auth"
+            "(the per-type services have no token): run the server with --xds-tls (a "
+            "client certificate covers every stream), or with --no-proxy-auth"
         )
-    fields: dict[str, str] = {}
+    fields: IdentityFields = {}
     if (ca_dir / TOKEN_KEY_FILE).is_file():
-        fields["token"] = ProxyTokens.load_or_create(ca_dir).token(node_id)
-    elif needs_token:
+        tokens = ProxyTokens.load_or_create(ca_dir)
+        if tls:
+            credential = tokens.credentials().issue(node_id)
+            fields["xds_client_cert"] = credential.cert_pem
+            fields["xds_client_key"] = credential.key_pem
+        else:
+            fields["token"] = tokens.token(node_id)
+    elif needs_auth:
         raise BootstrapRefused(
-            f"{where} requires proxy tokens, and {ca_dir} holds no token key "
-            f"({TOKEN_KEY_FILE}); a bootstrap without one would be refused: pass the "
-            "server's --ca-dir"
+            f"{where} requires {what}, and {ca_dir} holds no token key "
+            f"({TOKEN_KEY_FILE}) to make one from; a bootstrap without one would be "
+            "refused: pass the server's --ca-dir"
         )
-    if "token" not in fields and mesh is None:
+    if not fields and mesh is None:
         print(
-            f"pocketmesh bootstrap: note: no token in this bootstrap: no pocketmesh server "
-            f"answers at {args.debug_address} for {args.xds_address}, and {ca_dir} holds no "
-            f"token key; a server with --proxy-auth (serve's default) will refuse it",
+            f"pocketmesh bootstrap: note: no {'client certificate' if tls else 'token'} in "
+            f"this bootstrap: no pocketmesh server answers at {args.debug_address} for "
+            f"{args.xds_address}, and {ca_dir} holds no token key; a server with "
+            "--proxy-auth (serve's default) will refuse it",
             file=sys.stderr,
         )
-    if args.xds_tls or (mesh is not None and mesh.xds_tls):
+    if tls:
         ca = load_ca_dir(ca_dir)
         fields["xds_trusted_ca"] = ca.trust_bundle_pem().decode()
         fields["xds_server_id"] = str(ca.control_plane_id)

@@ -97,11 +97,17 @@ def run_status(args: argparse.Namespace) -> int:
 def render_status(streams: list[dict[str, Any]], config: dict[str, Any]) -> str:
     head = f"config generation {config.get('generation')} from {config.get('config_dir')}"
     errors = config.get("errors") or []
-    if errors:
+    if errors and not config.get("generation"):
+        # Started on a broken config: nothing is sent, proxies keep their last config.
+        head += f": {len(errors)} error(s), no valid config yet: proxies are sent nothing"
+    elif errors:
         head += f": {len(errors)} error(s), serving the last good config"
     lines = [head]
     if config.get("ca_dir"):
-        auth = "proxy tokens required" if config.get("proxy_auth") else "no proxy tokens"
+        auth = "no proxy tokens"
+        if config.get("proxy_auth"):
+            tls = config.get("xds_tls")
+            auth = "client certificates required" if tls else "proxy tokens required"
         lines.append(f"mesh CA {config['ca_dir']} ({auth})")
     if errors:
         # The rejected edit, located: what to fix while the last good config serves.

@@ -11,6 +11,13 @@ codes here and only here:
 
 Each refusal is one bounded log line: anything the client sent is passed through
 `protocol.untrusted.shown` first.
+
+No stream is answered before a valid config has been published: a control plane
+started on a broken config (restarted after a bad edit, say) would otherwise send
+every reconnecting Envoy an empty config, which Envoy applies, dropping its listeners
+and clusters. Such a stream is authenticated and then waits, unanswered, while Envoy
+keeps serving its last config; the first publish wakes it (Istio's istiod likewise
+sends nothing until its config has synced).
 """
 
 from __future__ import annotations
@@ -101,6 +108,7 @@ class StreamHandler:
         self.authenticate = authenticate
         self.observer: StreamObserver = NullObserver()  # push timing, telemetry (pushes.py)
         self.secret_refused = secret_refused
+        self.waiting = 0  # streams waiting for the first valid config
 
     async def handle(
         self,
@@ -112,7 +120,7 @@ class StreamHandler:
         try:
             async for request in requests:
                 if stream is None:
-                    stream = self._open(kind, request, context)
+                    stream = await self._open(kind, request, context)
                 await stream.on_request(request)
         except (grpc.aio.AioRpcError, _ClientGone):
             pass  # the client went away mid-read or mid-write
@@ -132,7 +140,9 @@ class StreamHandler:
             if stream is not None:
                 stream.close()
 
-    def _open(self, kind: StreamKind, first: object, context: grpc.aio.ServicerContext) -> _Stream:
+    async def _open(
+        self, kind: StreamKind, first: object, context: grpc.aio.ServicerContext
+    ) -> _Stream:
         assert isinstance(first, DiscoveryRequest | DeltaDiscoveryRequest)
         node_id = first.node.id
         if not node_id:
@@ -144,6 +154,10 @@ class StreamHandler:
             )
         if self.authenticate is not None:
             self.authenticate(node_id, context)
+        if not self.cache.ready:
+            await self._until_published(node_id)
+            if self.authenticate is not None:  # its address too, now WorkloadEntries are known
+                self.authenticate(node_id, context)
         flavour = kind.flavour
         view = self.cache.view(node_id, flavour)
         machine: SotwStream | DeltaStream
@@ -163,6 +177,31 @@ class StreamHandler:
         flavour_note = " delta" if kind.delta else ""
         log.info("proxy %s connected (%s%s)", shown(node_id), kind.service, flavour_note)
         return stream
+
+    async def _until_published(self, node_id: str) -> None:
+        """Wait for the first valid config (see the module docstring)."""
+        loop = asyncio.get_running_loop()
+        published = asyncio.Event()
+
+        def wake() -> None:  # called by the publishing thread
+            loop.call_soon_threadsafe(published.set)
+
+        # Watch first, then look: a publish in between is not missed.
+        cancel = self.cache.watch(wake)
+        self.waiting += 1
+        try:
+            if not self.cache.ready:
+                log.warning(
+                    "proxy %s connected, but no valid config is loaded yet: it is sent "
+                    "nothing (and keeps its last config) until one is",
+                    shown(node_id),
+                )
+            while not self.cache.ready:
+                await published.wait()
+                published.clear()
+        finally:
+            self.waiting -= 1
+            cancel()
 
 
 class _Stream:

@@ -1,11 +1,20 @@
-"""Authenticating proxies: a per-workload token, checked against the node id, and the
-address the proxy connects from, checked against its WorkloadEntry.
+"""Authenticating proxies: a per-workload credential, checked against the node id, and
+the address the proxy connects from, checked against its WorkloadEntry.
 
-`pocketmesh bootstrap` puts `HMAC-SHA256(server key, node id)` in the bootstrap's
-gRPC `initial_metadata`; the xDS server recomputes it for the node id of the
-first request and refuses the stream otherwise. So a proxy holding workload A's
-bootstrap cannot pose as B and receive B's private key. The server key lives in
-the CA directory (0600) beside the root key, which it is as secret as.
+Two credentials, one per transport of the xDS port:
+
+* xDS over TLS (`--xds-tls`): a client certificate naming the node id
+  (`identity.credentials`), required by the TLS handshake and matched against the
+  node id of the first request. Its key is redacted in Envoy's `/config_dump`.
+* plaintext xDS: a token, `HMAC-SHA256(server key, node id)`, in the bootstrap's gRPC
+  `initial_metadata`, recomputed for the node id of the first request. Envoy's
+  `/config_dump` shows it to whoever reaches the admin address: serve with `--xds-tls`
+  where other users share the machine.
+
+Either way a proxy holding workload A's bootstrap cannot pose as B and receive B's
+private key. The server key (`xds-token.key`, from which the client CA's key is
+derived too) lives in the CA directory (0600) beside the root key, which it is as
+secret as.
 
 A token copied elsewhere is refused too when it can be told: a stream for a
 WorkloadEntry must come from that entry's address. The bootstrap binds the xDS
@@ -30,9 +39,10 @@ from typing import Final
 
 import grpc
 
-from ca import CaDirError
+from ca import CaDirError, Clock, utc_now
 from ca.files import make_private_dir, read_private, write_new
 from xds_server.identity import metrics
+from xds_server.identity.credentials import ProxyCredentials
 from xds_server.protocol.errors import PermissionDenied
 from xds_server.protocol.untrusted import shown
 
@@ -69,6 +79,10 @@ class ProxyTokens:
             return cls(bytes.fromhex(text))
         except ValueError:
             raise CaDirError(f"{path}: not a proxy token key (64 hex digits)") from None
+
+    def credentials(self, clock: Clock = utc_now) -> ProxyCredentials:
+        """The client certificates' issuer, whose CA key derives from this key."""
+        return ProxyCredentials(self._key, clock)
 
     def token(self, node_id: str) -> str:
         return hmac.new(self._key, node_id.encode(), hashlib.sha256).hexdigest()
@@ -132,12 +146,26 @@ def check_peer_address(node_id: str, peer: str, workload_address: str | None) ->
 
 
 class ProxyAuthenticator:
-    """The token, then the address: the StreamHandler's `authenticate` hook."""
+    """The credential, then the address: the StreamHandler's `authenticate` hook.
 
-    def __init__(self, tokens: ProxyTokens, address_of: AddressOf) -> None:
+    With `credentials` (xDS over TLS, client certificates required by the handshake)
+    the peer's certificate must name the node id and a token counts for nothing;
+    without, the token must be the node id's."""
+
+    def __init__(
+        self,
+        tokens: ProxyTokens,
+        address_of: AddressOf,
+        credentials: ProxyCredentials | None = None,
+    ) -> None:
         self.tokens = tokens
         self.address_of = address_of
+        self.credentials = credentials
 
     def __call__(self, node_id: str, context: grpc.aio.ServicerContext) -> None:
-        self.tokens.authenticate(node_id, context)
+        if self.credentials is not None:
+            certs = (context.auth_context() or {}).get("x509_pem_cert") or ()
+            self.credentials.check(node_id, next(iter(certs), None))
+        else:
+            self.tokens.authenticate(node_id, context)
         check_peer_address(node_id, context.peer(), self.address_of(node_id))

@@ -23,6 +23,7 @@ trusted_roots = Gauge(
 proxy_auth_refusals = Counter(
     "pocketmesh_proxy_auth_refusals",
     "xDS streams refused, by reason: no_token, wrong_token (not the node's own), "
+    "no_certificate, wrong_certificate (a client certificate for another node id), "
     "wrong_address (not the WorkloadEntry's address).",
     ["reason"],
     registry=registry,

@@ -47,6 +47,7 @@ from ca.svid_store import SVIDS_DIR
 from xds_server import xds_types
 from xds_server.identity import metrics
 from xds_server.identity.auth import ProxyAuthenticator, ProxyTokens
+from xds_server.identity.credentials import ProxyCredentials
 from xds_server.identity.issuer import WorkloadIssuer
 from xds_server.identity.sds import IdentitySecrets
 from xds_server.protocol.events import SyncState
@@ -83,6 +84,8 @@ class IdentityRuntime:
     ) -> None:
         self.ca = ca
         self.tokens = tokens
+        # Client certificates for xDS over TLS (identity.credentials), same CA clock.
+        self.credentials: ProxyCredentials = tokens.credentials(ca.clock)
         self.options = options
         self.issuer = WorkloadIssuer(ca, options.svid_ttl, store)
         self._rotation_refused = ""  # why the last automatic rotation could not start
@@ -118,10 +121,17 @@ class IdentityRuntime:
         self._connections = connections
 
     @property
+    def client_certificates(self) -> bool:
+        """Whether proxies prove their node id by a client certificate (xDS over TLS
+        with proxy authentication), rather than by a token."""
+        return self.options.xds_tls and self.options.proxy_auth
+
+    @property
     def authenticator(self) -> Callable[[str, grpc.aio.ServicerContext], None] | None:
         if not self.options.proxy_auth:
             return None
-        return ProxyAuthenticator(self.tokens, self._workload_address)
+        credentials = self.credentials if self.client_certificates else None
+        return ProxyAuthenticator(self.tokens, self._workload_address, credentials)
 
     def _workload_address(self, node_id: str) -> str | None:
         if self._cache is None:
@@ -151,22 +161,26 @@ class IdentityRuntime:
         gRPC asks for it again on every handshake: it is renewed at half-life, and
         re-issued once the root that signed it has left the trust bundle (pruned), so
         proxies bootstrapped with the bundle of any moment keep verifying it for as
-        long as possible.
+        long as possible. With proxy authentication the handshake requires a client
+        certificate from the xDS client CA (`identity.credentials`); which node id it
+        names is checked per stream (`authenticator`).
         """
         ips = [host] if _is_ip(host) else ["127.0.0.1"]
         names = ["localhost"] if _is_ip(host) else [host, "localhost"]
         self._xds_names = (names, ips)
         self.xds_cert = self._issue_server_cert()
 
+        clients = self.credentials.ca_pem if self.client_certificates else None
+
         def fetch() -> grpc.ServerCertificateConfiguration | None:
             renewed = self.refresh_xds_cert()
-            return None if renewed is None else _server_config(renewed)
+            return None if renewed is None else _server_config(renewed, clients)
 
         return grpc.dynamic_ssl_server_credentials(
             # grpc documents None as "no change"; its stubs say otherwise.
-            _server_config(self.xds_cert),
+            _server_config(self.xds_cert, clients),
             fetch,  # type: ignore[arg-type]
-            require_client_authentication=False,
+            require_client_authentication=clients is not None,
         )
 
     def refresh_xds_cert(self) -> IssuedServerCertificate | None:
@@ -294,8 +308,12 @@ class IdentityRuntime:
         return [web.post("/debug/ca/rotate-root", rotate), web.get("/debug/ca", state)]
 
 
-def _server_config(cert: IssuedServerCertificate) -> grpc.ServerCertificateConfiguration:
-    return grpc.ssl_server_certificate_configuration([(cert.private_key_pem, cert.cert_chain_pem)])
+def _server_config(
+    cert: IssuedServerCertificate, client_ca: bytes | None
+) -> grpc.ServerCertificateConfiguration:
+    return grpc.ssl_server_certificate_configuration(
+        [(cert.private_key_pem, cert.cert_chain_pem)], root_certificates=client_ca
+    )
 
 
 def _is_ip(host: str) -> bool:

@@ -1,10 +1,11 @@
 """The run directory: private to its user, and whatever holds a secret 0600 in it.
 
-`up` writes each sidecar's bootstrap there, token included: a token is what lets a
-proxy receive its workload's private key. So the directory and every directory `up`
-makes for secrets are 0700 and owned by the user running `up` (one found with other
-permissions is tightened; one owned by someone else, or a symlink, is refused, since
-its owner could read or plant files), and files are written 0600, atomically.
+`up` writes each sidecar's bootstrap there and the xDS client certificate and key it
+names: a credential is what lets a proxy receive its workload's private key. So the
+directory and every directory `up` makes for secrets are 0700 and owned by the user
+running `up` (one found with other permissions is tightened; one owned by someone
+else, or a symlink, is refused, since its owner could read or plant files), and files
+are written 0600, atomically.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ def private_dir(path: Path) -> Path:
     if info.st_uid != os.getuid():
         raise UnsafeRunDir(
             f"{path} belongs to uid {info.st_uid}, not to you (uid {os.getuid()}): its owner "
-            "could read the proxies' tokens; remove it or use another --run-dir"
+            "could read the proxies' credentials; remove it or use another --run-dir"
         )
     if info.st_mode & 0o077:
         os.chmod(path, PRIVATE_DIR)

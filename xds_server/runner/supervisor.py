@@ -19,6 +19,14 @@ While running:
 
 Stop: sidecars first (no Envoy is left talking to a gone control plane), then apps,
 then the control plane.
+
+Keys and admins: the control plane serves xDS over TLS and requires each sidecar's
+client certificate (`identity.credentials`). Each sidecar's bootstrap names its files
+(`bootstrap/<proxy>.xds-cert.pem`, `.xds-key.pem`, the shared `xds-roots.pem`, all
+0600 in the 0700 run directory, rewritten whenever the sidecar starts), so its admin's
+`/config_dump` shows no secret: the key's path is redacted too. The admin is on the
+workload's address, read-only (`bootstrap.READ_ONLY_ADMIN_PATHS`): `up` stops Envoys by
+PID, and no other local user can stop or drain one through it.
 """
 
 from __future__ import annotations
@@ -37,11 +45,13 @@ from typing import TextIO
 
 import watchfiles
 
+from ca import CaError, load_ca_dir
 from xds_server.bootstrap import BootstrapOptions, render, sidecar_bootstrap
 from xds_server.galley.loader import load_paths
 from xds_server.galley.model import WorkloadEntry
 from xds_server.identity import DEFAULT_CA_DIR
 from xds_server.identity.auth import ProxyTokens
+from xds_server.identity.credentials import ProxyCredentials
 from xds_server.runner import probes
 from xds_server.runner.envoy import EnvoyBinary, EnvoyNotFound, find_envoy
 from xds_server.runner.lock import RunLock
@@ -107,7 +117,8 @@ class Supervisor:
         self._children: list[Child] = []
         # Added workloads whose app runs and whose sidecar is not started yet.
         self._pending: dict[str, tuple[Unit, Child | None]] = {}
-        self._tokens: ProxyTokens | None = None
+        self._credentials: ProxyCredentials | None = None
+        self._xds_server_id = ""
         self._reported: set[int] = set()  # pids whose exit was reported
         self._changed = threading.Event()
         self._changed_paths: set[str] = set()
@@ -213,6 +224,7 @@ class Supervisor:
             "--xds-address", o.xds_address,
             "--debug-address", o.debug_address,
             "--ca-dir", str(o.ca_dir),
+            "--xds-tls",  # sidecars prove who they are by client certificates
         ]  # fmt: skip
         self._retire(self.plane)  # a dead one, when restarting
         self.plane = self._spawn("control plane", argv, "control-plane.log")
@@ -305,21 +317,52 @@ class Supervisor:
         return f"{app.app} on {app.listen}{calls}"
 
     def _render(self, we: WorkloadEntry) -> str:
+        """The bootstrap's text: the same for the same WorkloadEntry (it names the files
+        `_write_credential` fills), so a change is told by comparing texts."""
         o = self.options
-        if self._tokens is None:
-            # The control plane made the token key on start: each sidecar proves its node id.
-            self._tokens = ProxyTokens.load_or_create(o.ca_dir)
+        if not self._xds_server_id:
+            # The control plane made the CA on start; its SPIFFE ID is the trust domain's.
+            self._xds_server_id = str(load_ca_dir(o.ca_dir).control_plane_id)
         boot = sidecar_bootstrap(
             we,
             BootstrapOptions(
                 xds_address=o.xds_address,
                 delta=o.delta,
                 admin_port=o.admin_port,
-                token=self._tokens.token(we.proxy_id),
+                admin_read_only=True,
+                xds_trusted_ca_file=str(self._roots_path.absolute()),
+                xds_server_id=self._xds_server_id,
+                xds_client_cert_file=str(self._credential_path(we.proxy_id, "cert").absolute()),
+                xds_client_key_file=str(self._credential_path(we.proxy_id, "key").absolute()),
             ),
         )
         boot["node"].setdefault("metadata", {})[probes.RUN_ID_KEY] = self.run_id
         return render(boot)
+
+    @property
+    def _roots_path(self) -> Path:
+        return self.bootstraps / "xds-roots.pem"
+
+    def _credential_path(self, proxy_id: str, what: str) -> Path:
+        return self.bootstraps / f"{proxy_id}.xds-{what}.pem"
+
+    def _write_credential(self, proxy_id: str) -> None:
+        """The files a starting sidecar's bootstrap names: the roots to verify xDS by (as
+        of now: a rotation may have added one) and a new client certificate and key."""
+        o = self.options
+        try:
+            if self._credentials is None:
+                # The control plane made the token key on start; the client CA derives
+                # from it.
+                self._credentials = ProxyTokens.load_or_create(o.ca_dir).credentials()
+            roots = load_ca_dir(o.ca_dir).trust_bundle_pem().decode()
+            credential = self._credentials.issue(proxy_id)
+            write_private(self._roots_path, roots)
+            write_private(self._credential_path(proxy_id, "cert"), credential.cert_pem)
+            write_private(self._credential_path(proxy_id, "key"), credential.key_pem)
+        except (CaError, OSError) as err:
+            why = f"sidecar {proxy_id}: cannot write its xDS credential: {err}"
+            raise StartupFailed(why) from None
 
     def _check_free(self, unit: Unit) -> None:
         """Refuse to start a sidecar where something already listens: its admin, and every
@@ -340,7 +383,8 @@ class Supervisor:
         o = self.options
         assert self.envoy is not None
         path = self.bootstraps / f"{unit.proxy_id}.yaml"
-        write_private(path, unit.bootstrap)  # it holds the proxy's token: 0600
+        self._write_credential(unit.proxy_id)  # 0600, as the bootstrap
+        write_private(path, unit.bootstrap)
         argv = [
             self.envoy.path, "-c", str(path), "--use-dynamic-base-id", "--disable-hot-restart",
             "-l", o.envoy_log_level, "--drain-time-s", "1",
