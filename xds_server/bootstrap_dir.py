@@ -60,7 +60,7 @@ class BootstrapWriter:
             elif identity.options.proxy_auth:
                 token = identity.tokens.token(workload.proxy_id)
             if identity.options.xds_tls:
-                trusted_ca = identity.ca.trust_bundle_pem().decode()
+                trusted_ca = identity.credentials.ca_pem.decode()  # never rotates
                 server_id = str(identity.ca.control_plane_id)
         return BootstrapOptions(
             xds_address=self.xds_address,

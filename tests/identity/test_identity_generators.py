@@ -5,9 +5,11 @@ SDS overlay that pushes only secrets when a certificate renews."""
 from __future__ import annotations
 
 import dataclasses
-from datetime import timedelta
+import ipaddress
+from datetime import datetime, timedelta
 from types import MappingProxyType
 
+from cryptography.x509 import IPAddress
 from envoy.config.listener.v3 import listener_pb2
 from envoy.config.rbac.v3 import rbac_pb2
 from envoy.extensions.filters.network.rbac.v3 import rbac_pb2 as network_rbac_pb2
@@ -183,10 +185,24 @@ def test_root_rotation_steps_and_the_xds_server_certificate() -> None:
     runtime.tick()  # no proxy connected: nobody left to ACK the new bundle
     moved = runtime.issuer.svid("default", "a")
     assert moved.issuer_key_id == new_root != old_svid.issuer_key_id
-    assert runtime.refresh_xds_cert() is None  # its root is still trusted
+    assert runtime.refresh_xds_cert() is None  # signed by the xDS CA: rotation is no reason
 
     clock.advance(timedelta(minutes=3))  # every certificate of the old root has expired
     runtime.tick()
     assert [e.key_id for e in runtime.ca.rotation.entries] == [new_root]
+    # Past its half-life it is renewed, still by the xDS CA, and a bootstrap written
+    # before the rotation (it trusts the xDS CA, read once) still verifies it.
     renewed = runtime.refresh_xds_cert()
-    assert renewed is not None and renewed.issuer_key_id == new_root
+    assert renewed is not None and renewed.issuer_key_id == first.issuer_key_id != new_root
+    assert_verifies(renewed.cert_chain_pem, runtime.credentials.ca_pem, clock())
+
+
+def assert_verifies(chain_pem: bytes, ca_pem: bytes, now: datetime) -> None:
+    """The chain verifies as a TLS server for 127.0.0.1 against `ca_pem` alone."""
+    from cryptography.x509 import load_pem_x509_certificate, load_pem_x509_certificates
+    from cryptography.x509.verification import PolicyBuilder, Store
+
+    builder = PolicyBuilder().store(Store([load_pem_x509_certificate(ca_pem)])).time(now)
+    leaf, *rest = load_pem_x509_certificates(chain_pem)
+    verifier = builder.build_server_verifier(IPAddress(ipaddress.ip_address("127.0.0.1")))
+    verifier.verify(leaf, rest)

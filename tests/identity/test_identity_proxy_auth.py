@@ -164,7 +164,7 @@ def test_xds_over_tls_verified_by_the_sidecars(config: Path, tmp_path: Path, ads
                 xds_address=plane.xds_address,
                 ads=ads,
                 admin_port=free_port(workload.address),
-                xds_trusted_ca=identity.issuer.trust_bundle_pem().decode(),
+                xds_trusted_ca=identity.credentials.ca_pem.decode(),
                 xds_server_id=str(identity.ca.control_plane_id),
                 xds_client_cert=credential.cert_pem,
                 xds_client_key=credential.key_pem,

@@ -119,7 +119,7 @@ def ask_over_tls(
     """The first answer to an SDS request over ADS on TLS, from `source` (the node's
     workload address unless told), presenting `client` (certificate, key PEM)."""
     identity = plane.plane.identity
-    roots = identity.ca.trust_bundle_pem()
+    roots = identity.credentials.ca_pem  # the xDS CA: what verifies the xDS server
     cert, key = (client[0].encode(), client[1].encode()) if client else (None, None)
     credentials = grpc.ssl_channel_credentials(roots, key, cert)
     request = xds_request(node_id)
@@ -225,7 +225,7 @@ def test_envoys_admin_shows_no_secret_and_changes_nothing(
     config = plane.options.config_dir
     workload = load_paths([config]).config.workload("productpage")  # type: ignore[union-attr]
     credential = identity.credentials.issue(workload.proxy_id)
-    roots = identity.ca.trust_bundle_pem().decode()
+    roots = identity.credentials.ca_pem.decode()  # the xDS CA
     if where == "inline":
         pem = {"xds_trusted_ca": roots, "xds_client_cert": credential.cert_pem,
                "xds_client_key": credential.key_pem}  # fmt: skip

@@ -50,6 +50,34 @@ def test_control_plane_killed_under_traffic_is_restarted_and_no_request_fails(
         assert status[0] == 200 and status[1].count('"SYNCED"') >= 6 * 5
 
 
+def test_a_control_plane_down_on_a_broken_config_returns_once_it_is_fixed(
+    tmp_path: Path,
+) -> None:
+    """Killed while an edit is broken: `up` says why it waits, traffic keeps flowing, and
+    the fix brings the control plane back at once (not after the 30 s backoff)."""
+    config = demo_copy(tmp_path, random_net())
+    with running_up(tmp_path, [config]) as up:
+        text = up.wait_summary()
+        pid = int(re.search(r"✓ control plane .* pid (\d+)", text).group(1))  # type: ignore[union-attr]
+        gateway = re.search(r"Open:\s+curl (\S+)", text).group(1)  # type: ignore[union-attr]
+        workloads = config / "workloads.yaml"
+        good = workloads.read_text()
+        with Traffic(lambda: get(gateway), chain_failure) as traffic:
+            wait_until(lambda: len(traffic.answers) > 10, timeout=30, what="steady traffic")
+            mark = len(up.text())
+            workloads.write_text(good.replace("address: 127.", "address: 999.", 1))
+            up.wait_for(r"rejected", timeout=20, since=mark)
+            os.kill(pid, signal.SIGKILL)
+            up.wait_for(r"not restarting it while the config has errors", timeout=20, since=mark)
+            waited = traffic.sent
+            wait_until(lambda: traffic.sent > waited + 10, timeout=30, what="traffic, CP down")
+            fixed = len(up.text())
+            workloads.write_text(good)
+            # The next backoff step would be 30 s away: the edit must cut it short.
+            up.wait_for(r"✓ control plane back \(pid (\d+)\)", timeout=20, since=fixed)
+        assert traffic.failures == [], (traffic.failures[:5], traffic.sent)
+
+
 def readable_by_nobody(path: Path) -> bool:
     """Can uid `nobody` open this file? (we are root; setpriv drops to nobody)"""
     result = subprocess.run(

@@ -166,7 +166,15 @@ def bootstrap_identity(
             file=sys.stderr,
         )
     if tls:
-        ca = load_ca_dir(ca_dir)
-        fields["xds_trusted_ca"] = ca.trust_bundle_pem().decode()
-        fields["xds_server_id"] = str(ca.control_plane_id)
+        if not (ca_dir / TOKEN_KEY_FILE).is_file():
+            raise BootstrapRefused(
+                f"xDS over TLS: the server's certificate is signed by the xDS CA that "
+                f"derives from {ca_dir / TOKEN_KEY_FILE}, which does not exist yet: start "
+                f"the server with --ca-dir {ca_dir} first (it makes the key), or pass the "
+                "server's --ca-dir"
+            )
+        # The xDS CA, not the mesh roots: it never rotates, so Envoy (which reads this
+        # once) keeps verifying xDS across root rotations (identity.credentials).
+        fields["xds_trusted_ca"] = ProxyTokens.load_or_create(ca_dir).credentials().ca_pem.decode()
+        fields["xds_server_id"] = str(load_ca_dir(ca_dir).control_plane_id)
     return fields

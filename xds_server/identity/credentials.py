@@ -20,10 +20,18 @@ token key revokes every token and every credential at once.
 
 A credential is valid for `CREDENTIAL_TTL` (a year): Envoy reads it when it starts,
 so it must outlive the sidecar; whoever writes a bootstrap issues a fresh one.
+
+The same CA signs the xDS port's own server certificate (`issue_server`), and
+bootstraps verify the xDS server by it: Envoy reads a bootstrap's trusted CA once,
+when it starts, so a CA that rotated with the mesh roots would leave every Envoy
+started before a root rotation unable to reconnect once the old root is gone. This
+one never rotates (it changes only with the token key), so xDS trust outlives any
+number of root rotations, and the mesh roots stay what sidecars trust each other by.
 """
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Final
@@ -37,6 +45,10 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from ca import Clock, utc_now
 from ca.keys import generate_private_key, private_key_to_pem
+from ca.rotation import renewal_time
+from ca.signer import Signer
+from ca.spiffe_id import SpiffeId
+from ca.svid import IssuedServerCertificate, build_server_certificate, check_ttl, leaf_validity
 from xds_server.identity import metrics
 from xds_server.protocol.errors import PermissionDenied
 from xds_server.protocol.untrusted import shown
@@ -101,6 +113,44 @@ class ProxyCredentials:
             .sign(self._key, hashes.SHA256())
         )
         self.ca_pem: bytes = ca.public_bytes(Encoding.PEM)
+        self._signer = Signer(ca, self._key)
+
+    def issue_server(
+        self,
+        dns_names: list[str],
+        ip_addresses: list[str],
+        spiffe_id: SpiffeId,
+        ttl: timedelta,
+    ) -> IssuedServerCertificate:
+        """The xDS port's certificate: its names and addresses, and the control plane's
+        SPIFFE ID (which bootstraps pin), signed by this CA (see the module doc)."""
+        check_ttl(ttl, CREDENTIAL_TTL)
+        now = self._clock()
+        key = generate_private_key("ec")
+        not_before, not_after = leaf_validity(now, ttl, _CA_NOT_AFTER)
+        cert, names, ips = build_server_certificate(
+            self._signer,
+            key.public_key(),
+            dns_names=dns_names,
+            ip_addresses=ip_addresses,
+            spiffe_id=spiffe_id,
+            not_before=not_before,
+            not_after=not_after,
+            serial=x509.random_serial_number(),
+        )
+        return IssuedServerCertificate(
+            cert_chain_pem=cert.public_bytes(Encoding.PEM),
+            private_key_pem=private_key_to_pem(key),
+            not_before=not_before,
+            not_after=not_after,
+            serial=cert.serial_number,
+            renew_at=renewal_time(now, not_after, random.random),
+            issuer_key_id=self._signer.key_id,
+            certificate=cert,
+            dns_names=names,
+            ip_addresses=ips,
+            spiffe_id=spiffe_id,
+        )
 
     def issue(self, node_id: str, ttl: timedelta = CREDENTIAL_TTL) -> ProxyCredential:
         now = self._clock()

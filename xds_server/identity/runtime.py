@@ -158,10 +158,11 @@ class IdentityRuntime:
     def server_credentials(self, host: str) -> grpc.ServerCredentials:
         """The xDS port's certificate: the control plane's SPIFFE ID plus its address.
 
-        gRPC asks for it again on every handshake: it is renewed at half-life, and
-        re-issued once the root that signed it has left the trust bundle (pruned), so
-        proxies bootstrapped with the bundle of any moment keep verifying it for as
-        long as possible. With proxy authentication the handshake requires a client
+        It is signed by the xDS CA (`identity.credentials`), which bootstraps trust for
+        xDS and which never rotates with the mesh roots: an Envoy started before any
+        number of root rotations still verifies it. gRPC asks for it again on every
+        handshake; it is renewed at half-life. With proxy authentication the handshake
+        requires a client
         certificate from the xDS client CA (`identity.credentials`); which node id it
         names is checked per stream (`authenticator`).
         """
@@ -184,21 +185,18 @@ class IdentityRuntime:
         )
 
     def refresh_xds_cert(self) -> IssuedServerCertificate | None:
-        """A new xDS server certificate if the current one is due or its root is gone."""
+        """A new xDS server certificate if the current one is due."""
         cert = self.xds_cert
-        if cert is None:
-            return None
-        trusted = {entry.key_id for entry in self.ca.rotation.entries}
-        if cert.issuer_key_id in trusted and self.ca.clock() < cert.renew_at:
+        if cert is None or self.ca.clock() < cert.renew_at:
             return None
         self.xds_cert = self._issue_server_cert()
         return self.xds_cert
 
     def _issue_server_cert(self) -> IssuedServerCertificate:
         names, ips = self._xds_names
-        # As long-lived as an SVID: a retired root leaves the bundle once all it signed
-        # expired, this certificate included.
-        cert = self.ca.issue_server_cert(names, ips, ttl=self.options.svid_ttl)
+        cert = self.credentials.issue_server(
+            names, ips, self.ca.control_plane_id, ttl=self.options.svid_ttl
+        )
         log.info(
             "xDS over TLS: certificate for %s, %s, %s (until %s)",
             ", ".join(names), ", ".join(ips), cert.spiffe_id, f"{cert.not_after:%Y-%m-%d}",

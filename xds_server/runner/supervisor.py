@@ -127,6 +127,8 @@ class Supervisor:
         self._down_since: float | None = None
         self._restarts = 0
         self._next_restart = 0.0
+        self._held_back = False  # not restarted because the config has errors
+        self._edited = threading.Event()  # an edit since `_held_back` was set
         self._resync_since: float | None = None
         self._generation = 0
 
@@ -273,6 +275,8 @@ class Supervisor:
         if result.config is None:
             # A control plane started on an invalid config would serve nothing at all.
             self._next_restart = now + RESTART_BACKOFF[1]
+            self._held_back = True
+            self._edited.clear()
             self.say("  not restarting it while the config has errors (fix them, and it will):")
             for err in result.errors:
                 self.say(f"    {err}")
@@ -347,15 +351,16 @@ class Supervisor:
         return self.bootstraps / f"{proxy_id}.xds-{what}.pem"
 
     def _write_credential(self, proxy_id: str) -> None:
-        """The files a starting sidecar's bootstrap names: the roots to verify xDS by (as
-        of now: a rotation may have added one) and a new client certificate and key."""
+        """The files a starting sidecar's bootstrap names: the xDS CA to verify the xDS
+        server by (it never rotates: identity.credentials) and a new client certificate
+        and key."""
         o = self.options
         try:
             if self._credentials is None:
                 # The control plane made the token key on start; the client CA derives
                 # from it.
                 self._credentials = ProxyTokens.load_or_create(o.ca_dir).credentials()
-            roots = load_ca_dir(o.ca_dir).trust_bundle_pem().decode()
+            roots = self._credentials.ca_pem.decode()
             credential = self._credentials.issue(proxy_id)
             write_private(self._roots_path, roots)
             write_private(self._credential_path(proxy_id, "cert"), credential.cert_pem)
@@ -466,6 +471,11 @@ class Supervisor:
 
     def _serve(self) -> int:
         while not self.stopping.wait(TICK):
+            if self._held_back and self._edited.is_set():
+                # An edit while it waits for a valid config: look again now, not in 30 s.
+                self._edited.clear()
+                self._next_restart = 0.0
+                self._held_back = False
             self._tend_control_plane()
             self._report_exits()
             if self._down_since is not None:
@@ -510,6 +520,7 @@ class Supervisor:
             ):
                 self._changed_paths |= {path for _, path in changes}
                 self._changed.set()
+                self._edited.set()
         except Exception as err:  # the watcher dies; the mesh runs on
             self.say(f"! watching the config stopped ({err}); edits are not followed")
 
