@@ -182,7 +182,7 @@ def test_workload_section_names_scope_modes_and_policies() -> None:
     assert w["inbound"][0]["mtls"]["mode"] == "STRICT" and w["inbound"][0]["envoy_mode"] == "STRICT"
     assert "istio-system/default" in w["inbound"][0]["mtls"]["by"]
     assert [p["name"] for p in w["authorization_policies"]] == ["default/ratings"]
-    assert w["inbound"][0]["rbac"][0]["policies"] == ["ns[default]-policy[ratings]-rule[0]"]
+    assert w["inbound"][0]["rbac"][0]["policies"] == ["default/ratings rules[0]"]
     gateway = explain(state, "ingressgateway")["workload"]
     assert (
         gateway["kind"] == "gateway"

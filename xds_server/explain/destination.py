@@ -546,10 +546,26 @@ def _server_side(
         out["why"] = "TLS with the user's certificates to a sidecar: decided by its certificate"
         return out
     out["accepts"] = True
+    if choice.chain.HasField("transport_socket"):
+        out["checks_client"] = _client_checks(choice.chain)
     principal = caller_id if tls["mode"] == "ISTIO_MUTUAL" else None
     caller = Caller(principal=principal, port=port, request=request, sni=str(tls.get("sni", "")))
     out["authorization"] = _decision(decide(envoy_read.rbac_filters(choice.chain), caller))
     return out
+
+
+def _client_checks(chain: listener_components_pb2.FilterChain) -> list[str]:
+    """What a server's mTLS chain demands of the client's certificate."""
+    context = envoy_read.unpack(chain.transport_socket.typed_config, tls_pb2.DownstreamTlsContext)
+    if context is None or not context.require_client_certificate.value:
+        return []
+    validation = context.common_tls_context.combined_validation_context
+    matchers = validation.default_validation_context.match_typed_subject_alt_names
+    checks = []
+    for m in matchers:
+        kind = str(m.matcher.WhichOneof("match_pattern"))
+        checks.append(f"{kind} {getattr(m.matcher, kind, '')}")
+    return checks or ["any certificate of the mesh CA"]
 
 
 def _decision(decision: Any) -> dict[str, Any]:

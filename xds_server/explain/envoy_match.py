@@ -105,8 +105,9 @@ def header_check(h: rc.HeaderMatcher, headers: Mapping[str, Sequence[str]]) -> C
     values = headers.get(name)
     kind = h.WhichOneof("header_match_specifier")
     what = _describe_header(h, kind)
+    label = _PSEUDO.get(name, name)
     if not values and not h.treat_missing_header_as_empty:
-        saw = f"{name} absent"
+        saw = f"{label} absent"
         if kind in (None, "present_match"):
             present = h.present_match if kind == "present_match" else True
             # (present == wanted) XOR invert, with the header absent
@@ -115,7 +116,7 @@ def header_check(h: rc.HeaderMatcher, headers: Mapping[str, Sequence[str]]) -> C
     # Envoy 1.40 tries each value of a repeated header (measured: `x: a` and `x: b` match
     # exact "a" and exact "b", not "a,b"); an inverted matcher inverts the result.
     found = values or [""]
-    saw = f"{name}: " + ", ".join(_q(v) for v in found)
+    saw = f"{label} " + ", ".join(_q(v) for v in found)
     results = [_value_matches(h, kind, v) for v in found]
     result: Verdict = True if True in results else (None if None in results else False)
     if result is None:
@@ -145,11 +146,12 @@ def _value_matches(h: rc.HeaderMatcher, kind: str | None, value: str) -> Verdict
     return string_matches(h.string_match, value)
 
 
+_PSEUDO = {":method": "method", ":authority": "authority", ":scheme": "scheme", ":path": "path"}
+
+
 def _describe_header(h: rc.HeaderMatcher, kind: str | None) -> str:
     name = h.name.lower()
-    label = {":method": "method", ":authority": "authority", ":scheme": "scheme"}.get(
-        name, f"header {name}"
-    )
+    label = _PSEUDO.get(name, f"header {name}")
     if kind in (None, "present_match"):
         present = h.present_match if kind == "present_match" else True
         return f"{label} present" if present != h.invert_match else f"{label} absent"

@@ -176,6 +176,7 @@ def decide(filters: Sequence[RbacFilter], caller: Caller) -> RbacDecision:
                     outcome, why = None, f"undecided: only ALLOW {', '.join(unsure)} may match"
                 continue
             names = ", ".join(matched) or "an ALLOW policy without rules"
-            outcome, why = False, f"no ALLOW rule matches ({names})"
+            who = f"caller {caller.principal}" if caller.principal else "caller (no certificate)"
+            outcome, why = False, f"the {who} matches no ALLOW rule ({names})"
             break
     return RbacDecision(outcome, why, reports)

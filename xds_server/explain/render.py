@@ -54,7 +54,7 @@ def _workload(lines: list[str], w: Mapping[str, Any], result: Mapping[str, Any])
             mtls = port["mtls"]
             lines.append(
                 f"  {port['port']} {port['protocol']} -> {port['app']}: {mtls['mode']} "
-                f"(Envoy: {port['envoy_mode']}), by {mtls['by']}"
+                f"(Envoy: {port['envoy_mode']}), decided by {mtls['by']}"
             )
             for f in port.get("rbac", []):
                 dry = " (dry run)" if f["dry_run"] else ""
@@ -108,7 +108,12 @@ def _destination(lines: list[str], req: Mapping[str, Any], d: Mapping[str, Any])
             hops.append(f"virtual host {vh['name']} (domain {vh['domain']!r}, {vh['how']})")
         lines.append("  " + " → ".join(hops))
     if d.get("tls"):
-        lines.append(f"  TLS at the gateway: {d['tls']}")
+        t = d["tls"]
+        lines.append(
+            f"  TLS ends at the gateway: {t['mode']}, server names "
+            f"{', '.join(t['server_names']) or 'any'}, {t['certificates']} certificate(s), "
+            f"ALPN {', '.join(t['alpn']) or '-'}"
+        )
     if d.get("authorization"):
         a = d["authorization"]
         lines.append(f"  {_mark(a['allowed'])} authorization: {a['why']}")
@@ -207,25 +212,42 @@ def _cluster(lines: list[str], c: Mapping[str, Any], lead: str) -> None:
     lines.append(text)
     lines.append(f"{pad}  why: {tls.get('why')}")
     lines.append(f"{pad}endpoints ({c.get('endpoints_from')}):")
-    for ep in c.get("endpoints", []):
-        text = f"{pad}  {ep['address']}"
-        if ep.get("workload"):
-            text += f"  {ep['workload']}"
-        if ep.get("weight", 1) != 1:
-            text += f"  weight {ep['weight']}"
-        if ep.get("locality"):
-            text += f"  {ep['locality']}"
-        if "accepts" in ep:
-            text += f"  {_mark(ep['accepts'])} " + (
-                f"{ep['mtls']['mode']}" if ep.get("mtls") else ""
-            )
-            if ep.get("why"):
-                text += f": {ep['why']}"
-        if ep.get("authorization"):
-            a = ep["authorization"]
-            text += f"; {_mark(a['allowed'])} {a['why']}"
-        lines.append(text)
-        if ep.get("identity_mismatch"):
-            lines.append(f"{pad}    ! {ep['identity_mismatch']}")
+    endpoints = c.get("endpoints", [])
+    for ep in endpoints[:MAX_ENDPOINTS]:
+        _endpoint(lines, ep, pad + "  ")
+    if len(endpoints) > MAX_ENDPOINTS:
+        lines.append(f"{pad}  ... {len(endpoints) - MAX_ENDPOINTS} more (-o json lists them)")
     if c.get("no_endpoints"):
         lines.append(f"{pad}  ! {c['no_endpoints']}")
+
+
+MAX_ENDPOINTS = 10
+
+
+def _endpoint(lines: list[str], ep: Mapping[str, Any], pad: str) -> None:
+    text = f"{pad}{ep['address']}"
+    for key in ("workload", "locality"):
+        if ep.get(key):
+            text += f"  {ep[key]}"
+    if ep.get("weight", 1) != 1:
+        text += f"  weight {ep['weight']}"
+    lines.append(text)
+    more = pad + "    "
+    if "accepts" in ep:
+        sidecar = f"{_mark(ep['accepts'])} its sidecar"
+        if ep.get("mtls"):
+            sidecar += f": {ep['mtls']['mode']}, decided by {ep['mtls']['by']}"
+        if ep.get("server_identity"):
+            sidecar += f", presents {ep['server_identity']}"
+        if ep.get("checks_client"):
+            sidecar += f", checks the caller's certificate: {', '.join(ep['checks_client'])}"
+        if ep.get("why"):
+            sidecar += f": {ep['why']}"
+        lines.append(more + sidecar)
+    elif ep.get("sidecar") is None and ep.get("workload") == "":
+        lines.append(more + "no sidecar of the mesh: the endpoint itself answers")
+    if ep.get("identity_mismatch"):
+        lines.append(f"{more}! {ep['identity_mismatch']}")
+    if ep.get("authorization"):
+        a = ep["authorization"]
+        lines.append(f"{more}{_mark(a['allowed'])} authorization: {a['why']}")

@@ -11,6 +11,7 @@ from typing import Any
 from envoy.config.listener.v3 import listener_pb2
 
 from xds_server.explain import envoy_read
+from xds_server.explain.envoy_rbac import policy_name
 from xds_server.explain.inputs import MeshState
 from xds_server.galley.model import DEFAULT_NAMESPACE, MeshConfig, WorkloadEntry, labels_match
 from xds_server.galley.model_security import DEFAULT_MTLS_MODE, PeerAuthentication
@@ -38,6 +39,12 @@ def find_proxy(state: MeshState, name: str) -> Proxy:
     ):
         if len(found) == 1:
             return found[0]
+    for we in state.mesh.workload_entries:
+        if name in (we.proxy_id, we.meta.name, we.address):
+            why = [c for c in ctx.conflicts if we.meta.key in c]
+            raise UnknownWorkload(
+                f"WorkloadEntry {we.meta.key} has no proxy" + (f": {'; '.join(why)}" if why else "")
+            )
     known = [p.node_id for p in ctx.proxies]
     near = difflib.get_close_matches(name, known, n=3, cutoff=0.5)
     hint = f"; did you mean {', '.join(near)}?" if near else ""
@@ -69,11 +76,7 @@ def section(state: MeshState, proxy: Proxy) -> dict[str, Any]:
             {
                 "name": g.meta.key,
                 "source": str(g.meta.source),
-                "servers": [
-                    f"{s.port} {s.protocol} hosts {list(s.hosts)}"
-                    + (f" tls {s.tls.mode}" if s.tls is not None and s.tls.mode else "")
-                    for s in g.servers
-                ],
+                "servers": [_server(s) for s in g.servers],
             }
             for g in proxy.gateways
         ]
@@ -90,6 +93,16 @@ def section(state: MeshState, proxy: Proxy) -> dict[str, Any]:
     if conflicts:
         out["conflicts"] = conflicts
     return out
+
+
+def _server(server: Any) -> str:
+    text = f"{server.port} {server.protocol} hosts {', '.join(server.hosts)}"
+    tls = server.tls
+    if tls is not None and getattr(tls, "https_redirect", False):
+        text += " (httpsRedirect)"
+    elif tls is not None and server.protocol in ("HTTPS", "TLS"):
+        text += f" (tls {tls.mode})"
+    return text
 
 
 def _services(state: MeshState, proxy: Proxy) -> list[str]:
@@ -118,7 +131,8 @@ def _sidecar(mesh: MeshConfig, proxy: Proxy) -> dict[str, Any]:
         )
         return {"name": None, "why": why, "sees": visible}
     if sc.workload_selector:
-        why = f"its workloadSelector {dict(sc.workload_selector)} matches the workload's labels"
+        selector = ", ".join(f"{k}: {v}" for k, v in sc.workload_selector.items())
+        why = f"its workloadSelector {{{selector}}} matches the workload's labels"
     elif sc.meta.namespace == proxy.namespace:
         why = f"the Sidecar without workloadSelector of namespace {proxy.namespace}"
     else:
@@ -166,15 +180,15 @@ def peer_decision(mesh: MeshConfig, workload: WorkloadEntry, port: int) -> dict[
     """The mode of `port` and which policy (and level) decided it."""
     mode = peer_mode(mesh, workload, port) if mesh.workload_identity else "DISABLE"
     if not mesh.workload_identity:
-        return {"mode": mode, "by": "no workload identities (--no-identity): plaintext only"}
-    by = f"no PeerAuthentication applies: Istio's default {DEFAULT_MTLS_MODE}"
+        return {"mode": mode, "by": "the mesh has no workload identities (--no-identity)"}
+    by = f"Istio's default {DEFAULT_MTLS_MODE} (no PeerAuthentication applies)"
     for level, pa in _peer_levels(mesh, workload):
         if pa is None:
             continue
         if pa.mode != "UNSET":
-            by = f"PeerAuthentication {pa.meta.key} ({level}, {pa.meta.source})"
+            by = f"PeerAuthentication {pa.meta.key}, {level} ({pa.meta.source})"
         if level == "workload" and pa.port_level.get(port, "UNSET") != "UNSET":
-            by = f"PeerAuthentication {pa.meta.key} portLevelMtls {port} ({pa.meta.source})"
+            by = f"PeerAuthentication {pa.meta.key}, portLevelMtls {port} ({pa.meta.source})"
     return {"mode": mode, "by": by}
 
 
@@ -195,7 +209,11 @@ def _inbound(state: MeshState, proxy: Proxy) -> list[dict[str, Any]]:
             entry["envoy_mode"] = envoy_read.downstream_mode(listener)
             rbac = [f for c in listener.filter_chains[:1] for f in envoy_read.rbac_filters(c)]
             entry["rbac"] = [
-                {"action": f.action, "dry_run": f.shadow, "policies": sorted(f.policies)}
+                {
+                    "action": f.action,
+                    "dry_run": f.shadow,
+                    "policies": [policy_name(n) for n in sorted(f.policies)],
+                }
                 for f in rbac
             ]
         else:
