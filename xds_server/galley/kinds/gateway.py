@@ -22,7 +22,6 @@ import re
 from ..fields import (
     Shape,
     each,
-    label,
     no_effect,
     not_yet,
     obj,
@@ -81,7 +80,7 @@ WHY_NOT_AUTO_PASSTHROUGH = (
 )
 PORT: Shape = shape(
     number=supported(),
-    name=label(),
+    name=supported("names an HTTPS server's routes: https.<port>.<name>.<gateway>.<ns> (Istio)"),
     protocol=supported(
         "HTTP, HTTP2, GRPC, GRPC-WEB, HTTPS, TLS, TCP; MONGO, REDIS, MYSQL are proxied as "
         "TCP (Istio's default)"
@@ -123,7 +122,7 @@ SERVER: Shape = shape(
     port=obj(PORT),
     hosts=supported("host or ns/host"),
     tls=obj(SERVER_TLS),
-    name=label("a name for the server; changes no Envoy config"),
+    name=supported("the stat prefix of an HTTPS server's connection manager (Istio)"),
     bind=not_yet("a gateway listens on its workload's address"),
     defaultEndpoint=not_yet(),
 )
