@@ -540,3 +540,59 @@ spec:
     # next rule answers. /other fits nowhere in /api: that delegate route is dropped.
     assert direct(f"{GATEWAY}:8080", "/api/v1", headers=host).data["app"] == "httpbin-v1"
     assert direct(f"{GATEWAY}:8080", "/other", headers=host).data["app"] == "httpbin-v1"
+
+
+# --- tls[] on sidecars ---------------------------------------------------------------
+
+
+def test_sidecar_routes_tls_by_sni(mesh: Mesh, certs: Certs) -> None:
+    """An app speaks TLS to `<its sidecar>:9443` (no iptables): the sidecar routes by SNI
+    to the destination its `tls[]` rules name, without ending TLS; a name no rule for
+    this client lists gets no filter chain, so the connection is closed."""
+    config = f"""\
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: nginx, namespace: default}}
+spec:
+  hosts: [{NGINX}]
+  location: MESH_EXTERNAL
+  resolution: STATIC
+  ports: [{{number: 9443, name: tls, protocol: TLS}}]
+  endpoints:
+  - {{address: {certs.nginx.host}, ports: {{tls: {certs.nginx.port}}}, labels: {{version: v1}}}}
+  - {{address: {certs.nginx2.host}, ports: {{tls: {certs.nginx2.port}}}, labels: {{version: v2}}}}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {{name: nginx, namespace: default}}
+spec:
+  host: {NGINX}
+  subsets: [{{name: v1, labels: {{version: v1}}}}, {{name: v2, labels: {{version: v2}}}}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: nginx, namespace: default}}
+spec:
+  hosts: [{NGINX}, "*.nginx.example.com"]
+  tls:
+  - match: [{{sniHosts: [{NGINX}], port: 9443}}]
+    route: [{{destination: {{host: {NGINX}, subset: v1}}}}]
+  - match: [{{sniHosts: [v2.nginx.example.com], sourceLabels: {{app: productpage}}}}]
+    route: [{{destination: {{host: {NGINX}, subset: v2}}}}]
+"""
+    mesh.envoy("sleep")
+    mesh.use(extra={"nginx.yaml": config})
+    ca = context(certs.server_ca)
+    productpage, sleep = f"{NET}.10:9443", f"{NET}.15:9443"
+    certs.nginx.reset()
+    certs.nginx2.reset()
+    answer = https_get(productpage, NGINX, "/", ca)
+    assert answer.data == {"sni": NGINX, "client": ""} and answer.peer_cn == NGINX
+    assert [c.sni for c in certs.nginx.seen()] == [NGINX]
+    v2 = "v2.nginx.example.com"
+    assert https_get(productpage, v2, "/", ca).data["sni"] == v2
+    assert [c.sni for c in certs.nginx2.seen()] == [v2]
+    # sleep's labels do not match the second rule: no chain for that name on its sidecar.
+    assert https_get(sleep, NGINX, "/", ca).data["sni"] == NGINX
+    refused(lambda: https_get(sleep, v2, "/", ca))
+    refused(lambda: https_get(productpage, "x.nginx.example.com", "/", ca))
