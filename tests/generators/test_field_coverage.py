@@ -502,6 +502,22 @@ spec:
         """\
 apiVersion: networking.istio.io/v1
 kind: VirtualService
+metadata: {name: moved, namespace: default}
+spec:
+  hosts: [ratings]
+  http:
+  - match: [{uri: {prefix: /foo/}}]
+    redirect: {authority: foo.example.com, prefixRewrite: /, derivePort: FROM_REQUEST_PORT}
+""",
+        (
+            "spec.http[0].redirect.prefixRewrite",
+            Case("spec.http[0].redirect.derivePort", "FROM_PROTOCOL_DEFAULT"),
+        ),
+    ),
+    Sample(
+        """\
+apiVersion: networking.istio.io/v1
+kind: VirtualService
 metadata: {name: direct, namespace: default}
 spec:
   hosts: [ratings]

@@ -596,3 +596,27 @@ spec:
     assert https_get(sleep, NGINX, "/", ca).data["sni"] == NGINX
     refused(lambda: https_get(sleep, v2, "/", ca))
     refused(lambda: https_get(productpage, "x.nginx.example.com", "/", ca))
+
+
+def test_redirect_prefix_rewrite_and_request_port(mesh: Mesh) -> None:
+    """The API reference's foo-redirect: /foo/bar goes to foo.example.com/bar; derivePort
+    FROM_REQUEST_PORT keeps the port the request came in on."""
+    servers = """\
+  - port: {number: 8080, name: http, protocol: HTTP}
+    hosts: [example.com]"""
+    service = """\
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: foo-redirect, namespace: default}
+spec:
+  hosts: [example.com]
+  gateways: [istio-system/gw]
+  http:
+  - match: [{uri: {prefix: /foo/}}]
+    redirect: {authority: foo.example.com, prefixRewrite: /, derivePort: FROM_REQUEST_PORT}
+"""
+    use(mesh, gateway(servers) + service)
+    reply = direct(f"{GATEWAY}:8080", "/foo/bar", headers={"Host": "example.com"})
+    assert reply.status == 301
+    assert reply.headers["location"] == "http://foo.example.com:8080/bar"

@@ -120,6 +120,8 @@ class Redirect:
     code: int = 301
     scheme: str = ""
     port: int | None = None
+    prefix_rewrite: str = ""  # replaces the matched prefix (Istio's prefixRewrite)
+    derive_port: str = ""  # FROM_PROTOCOL_DEFAULT or FROM_REQUEST_PORT
 
 
 @dataclass(frozen=True, slots=True)

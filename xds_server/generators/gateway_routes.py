@@ -61,6 +61,7 @@ def route_config(
                     labels=proxy.workload.labels,
                     namespace=proxy.namespace,
                     gateway=key,
+                    tls=server.tls is not None,  # Istio's IsTLS
                 )
                 built[(key, vs.meta.key, port)] = routes
             for host in hosts:

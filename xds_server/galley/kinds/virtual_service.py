@@ -90,7 +90,8 @@ REDIRECT: Shape = shape(
     redirectCode=supported("301, 302, 303, 307, 308"),
     scheme=supported(),
     port=supported(),
-    derivePort=not_yet(),
+    derivePort=supported("FROM_PROTOCOL_DEFAULT, or FROM_REQUEST_PORT: the listener's port"),
+    prefixRewrite=supported("replaces the matched uri prefix; every uri match is a prefix"),
 )
 DIRECT_BODY: Shape = shape(string=supported(), bytes=supported("base64 of UTF-8 text"))
 DIRECT: Shape = shape(status=supported(), body=obj(DIRECT_BODY, "up to 4 KiB (Envoy's limit)"))
@@ -183,6 +184,7 @@ SPEC: Shape = shape(
 MAX_DIRECT_BODY = 4096  # Envoy's default max_direct_response_body_size_bytes
 REDIRECT_SCHEMES = frozenset({"http", "https"})
 REDIRECT_CODES = frozenset({301, 302, 303, 307, 308})
+DERIVE_PORTS = frozenset({"FROM_PROTOCOL_DEFAULT", "FROM_REQUEST_PORT"})
 # Envoy's retry_on vocabulary (Istio passes it through), plus status codes.
 RETRY_ON = frozenset(
     {
@@ -291,7 +293,7 @@ def _http_route(
     route: tuple[RouteDestination, ...] = ()
     if (r := fields.get("route")) is not None:
         route = _destinations(ck, r, namespace)
-    redirect = _redirect(ck, fields["redirect"]) if "redirect" in fields else None
+    redirect = _redirect(ck, fields["redirect"], matches) if "redirect" in fields else None
     direct = _direct(ck, fields["directResponse"]) if "directResponse" in fields else None
     if sum(k in fields for k in ("route", "redirect", "directResponse", "delegate")) != 1:
         ck.error(at, "must set exactly one of route, redirect, directResponse, delegate")
@@ -464,7 +466,7 @@ def _destination(ck: DocChecker, at: Located, namespace: str) -> Destination | N
     return Destination(qualify_host(host, namespace), subset, port)
 
 
-def _redirect(ck: DocChecker, at: Located) -> Redirect | None:
+def _redirect(ck: DocChecker, at: Located, matches: tuple[HTTPMatch, ...]) -> Redirect | None:
     fields = ck.fields(at, REDIRECT)
     if fields is None:
         return None
@@ -478,11 +480,23 @@ def _redirect(ck: DocChecker, at: Located) -> Redirect | None:
         code = value or 301
     scheme = ck.enum(fields["scheme"], REDIRECT_SCHEMES) or "" if "scheme" in fields else ""
     port = parse_port_number(ck, fields.get("port"))
-    if not (uri or authority or scheme or port):
-        ck.error(at, "must set uri, authority, scheme or port")
+    derive = ck.enum(fields["derivePort"], DERIVE_PORTS) or "" if "derivePort" in fields else ""
+    if port and "derivePort" in fields:
+        ck.error(fields["derivePort"], "cannot be set with port: one or the other")
+    prefix = ck.string(fields["prefixRewrite"]) or "" if "prefixRewrite" in fields else ""
+    if uri and prefix:
+        ck.error(fields["prefixRewrite"], "cannot be set with uri: one or the other")
+    for i, m in enumerate(matches):
+        if prefix and m.uri is not None and m.uri.kind != "prefix":
+            ck.error(
+                fields["prefixRewrite"],
+                f"needs every uri match to be a prefix, and match[{i}] is {m.uri.kind} (Istio)",
+            )
+    if not (uri or authority or scheme or port or prefix or derive):
+        ck.error(at, "must set uri, prefixRewrite, authority, scheme or port")
     if uri and not uri.startswith("/"):
         ck.error(fields["uri"], f"{uri!r} must start with '/'")
-    return Redirect(uri, authority, code, scheme, port)
+    return Redirect(uri, authority, code, scheme, port, prefix, derive)
 
 
 def _direct(ck: DocChecker, at: Located) -> DirectResponse | None:
