@@ -100,7 +100,7 @@ def through(client: str) -> tuple[int, dict[str, Any]]:
 
 
 def test_mesh_clients_pass_and_others_are_refused(mesh: dict[str, Any]) -> None:
-    status, reply = wait_until(
+    _status, reply = wait_until(
         lambda: (r := through("productpage"))[0] == 200 and r,
         timeout=15,
         what="productpage -> gateway (ISTIO_MUTUAL) -> reviews",
