@@ -20,6 +20,7 @@ import binascii
 import re
 
 from ..fields import (
+    NOT_SUPPORTED_YET,
     Shape,
     each,
     no_effect,
@@ -129,8 +130,10 @@ SERVER: Shape = shape(
 SPEC: Shape = shape(
     selector=supported("labels of the gateway WorkloadEntries"), servers=each(SERVER)
 )
-# Istio keeps these for the proxy (admin 15000, ...): a listener there would not bind.
-PROXY_PORTS = range(15000, 15091)
+# The gateway Envoy's admin port (`up`'s default --admin-port): a listener there would
+# not bind. (A gateway has no outbound proxy on 15001: Istio's other 150xx ports are
+# its agent's, which pocketmesh does not run; Istio's own samples expose 15012, 15017.)
+ADMIN_PORT = 15000
 TLS_PROTOCOLS = frozenset({"HTTPS", "TLS"})
 _CERT_FIELDS = ("serverCertificate", "privateKey", "caCertificates", "tlsCertificates")
 _CREDENTIAL_FIELDS = ("credentialName", "credentialNames")
@@ -243,8 +246,8 @@ def _server(ck: DocChecker, at: Located, index: int) -> GatewayServer | None:
         port = ck.fields(port_at, PORT)
         if port is not None:
             number = parse_port_number(ck, ck.required(port, "number", port_at))
-            if number is not None and number in PROXY_PORTS:
-                ck.error(port["number"], f"{number} is reserved for the proxy itself (15000-15090)")
+            if number == ADMIN_PORT:
+                ck.error(port["number"], f"{number} is the gateway Envoy's admin port")
                 number = None
             protocol = parse_protocol(ck, ck.required(port, "protocol", port_at))
             port_name = parse_port_name(ck, port.get("name"))
@@ -311,7 +314,7 @@ def _tls(ck: DocChecker, at: Located) -> ServerTLS | None:
     if (m := fields.get("mode")) is not None:
         mode = ck.enum(m, TLS_MODES) or mode
         if mode == AUTO_PASSTHROUGH:
-            ck.error(m, WHY_NOT_AUTO_PASSTHROUGH)
+            ck.error(m, f"AUTO_PASSTHROUGH is {NOT_SUPPORTED_YET}: {WHY_NOT_AUTO_PASSTHROUGH}")
     redirect = False
     if (r := fields.get("httpsRedirect")) is not None:
         redirect = bool(boolean(ck, r))
@@ -380,11 +383,12 @@ def _certificates(
         key = pem_file(ck, fields["privateKey"]) if "privateKey" in fields else None
         found.append(ServerCertificate(chain, key))
     if (c := fields.get("credentialName")) is not None:
-        name = ck.string(c, dns1123_subdomain_problem)
+        name = _credential_name(ck, c)
         if name:
             found.append(ServerCertificate(credential_name=name))
     if (cs := fields.get("credentialNames")) is not None:
-        names = ck.strings(cs, dns1123_subdomain_problem, non_empty=True) or []
+        items = ck.items(cs, non_empty=True) or []
+        names = [(n, item) for item in items if (n := _credential_name(ck, item))]
         if len(names) > 2:
             ck.error(cs, "at most 2 (an RSA and an ECDSA certificate)")
         found += [ServerCertificate(credential_name=n) for n, _ in names]
@@ -403,6 +407,19 @@ def _certificates(
                 key = pem_file(ck, k)
             found.append(ServerCertificate(chain, key, where=f"tlsCertificates[{i}]"))
     return tuple(found)
+
+
+def _credential_name(ck: DocChecker, at: Located) -> str | None:
+    """A Secret's name. Istio also takes `sds://<name>` (an external SDS provider named in
+    its mesh config) and `kubernetes-gateway://ns/name` (Gateway API): not built here."""
+    value = ck.string(at)
+    if value is None:
+        return None
+    scheme, sep, _ = value.partition("://")
+    if sep:
+        ck.not_yet(at, f"credentialName {value!r} (a {scheme}:// credential source)")
+        return None
+    return ck.string(at, dns1123_subdomain_problem)
 
 
 def _check_mode(ck: DocChecker, at: Located, fields: dict[str, Located], tls: ServerTLS) -> None:
