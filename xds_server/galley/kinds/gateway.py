@@ -287,17 +287,19 @@ def _check_protocol_tls(
                 path=f"{tls_at.path}.httpsRedirect",
             )
         return
-    if tls_at is None or tls is None:
+    if tls_at is None:
         return
-    if protocol in GATEWAY_HTTP:
-        if tls.mode != PASSTHROUGH or tls.certificates or tls.ca_certificates is not None:
-            ck.error(
-                tls_at,
-                f"a plain {protocol} server takes tls only for httpsRedirect; "
-                "use protocol HTTPS to end TLS",
-            )
+    if protocol not in GATEWAY_HTTP:
+        ck.error(tls_at, f"a {protocol} server takes no tls settings: use protocol TLS")
         return
-    ck.error(tls_at, f"a {protocol} server takes no tls settings: use protocol TLS")
+    if tls is not None and (
+        tls.mode != PASSTHROUGH or tls.certificates or tls.ca_certificates is not None
+    ):
+        ck.error(
+            tls_at,
+            f"a plain {protocol} server takes tls only for httpsRedirect; "
+            "use protocol HTTPS to end TLS",
+        )
 
 
 def _article(word: str) -> str:
