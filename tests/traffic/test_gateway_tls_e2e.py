@@ -50,6 +50,7 @@ class Certs:
     crl: Path
     nginx: TlsUpstream  # TLS server of its own (nginx.example.com), for passthrough
     nginx2: TlsUpstream
+    servers: Pki  # the CA behind server_ca, to issue more server certificates
 
 
 @pytest.fixture(scope="module")
@@ -72,6 +73,7 @@ def certs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Certs]:
             revoke(clients, revoked[0], root / "client.crl"),
             nginx,
             nginx2,
+            servers,
         )
     finally:
         nginx.stop()
@@ -620,3 +622,40 @@ spec:
     reply = direct(f"{GATEWAY}:8080", "/foo/bar", headers={"Host": "example.com"})
     assert reply.status == 301
     assert reply.headers["location"] == "http://foo.example.com:8080/bar"
+
+
+# --- files change; bad ones change nothing ----------------------------------------------
+
+
+def test_certificate_files_are_reread_and_a_bad_one_keeps_the_last_good_config(
+    mesh: Mesh, certs: Certs, tmp_path: Path
+) -> None:
+    """A renewed certificate file is served after the next load; a missing key file is
+    an error at the field naming it, and the gateway keeps serving the last good one."""
+    cert, key = tmp_path / "server.crt", tmp_path / "server.key"
+    first = certs.servers.issue("first", dns=(HOST,))
+    cert.write_bytes(first[0].read_bytes())
+    key.write_bytes(first[1].read_bytes())
+    servers = f"""\
+  - port: {{number: 8443, name: https, protocol: HTTPS}}
+    hosts: [{HOST}]
+    tls: {{mode: SIMPLE, serverCertificate: {cert}, privateKey: {key}}}"""
+    use(mesh, gateway(servers) + httpbin_route())
+    address = f"{GATEWAY}:8443"
+    assert https_get(address, HOST, "/", context(certs.server_ca)).peer_cn == "first"
+    renewed = certs.servers.issue("renewed", dns=(HOST,))
+    cert.write_bytes(renewed[0].read_bytes())
+    key.write_bytes(renewed[1].read_bytes())
+    use(mesh, gateway(servers) + httpbin_route())
+    assert https_get(address, HOST, "/", context(certs.server_ca)).peer_cn == "renewed"
+    key.unlink()
+    plane = mesh.plane
+    assert plane.call(plane.plane.reload) is False
+    errors = [str(e) for e in plane.plane.config_status.errors]
+    assert any(
+        e.endswith(f"spec.servers[0].tls.privateKey: cannot read {key}: No such file or directory")
+        and "Gateway istio-system/gw" in e
+        for e in errors
+    ), errors
+    answer = https_get(address, HOST, "/", context(certs.server_ca))
+    assert answer.status == 200 and answer.peer_cn == "renewed"
