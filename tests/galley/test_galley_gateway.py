@@ -276,3 +276,32 @@ spec:
     )
     assert "10: spec.tls[1].match: must not be empty" in messages
     assert "10: spec.tls[1].route: required field missing" in messages
+
+
+def test_a_ca_only_secret_cannot_be_a_client_certificate(
+    tmp_path: Path, pki: dict[str, Path]
+) -> None:
+    """Opaque Secrets may hold a CA alone (Istio's <name>-cacert): a DestinationRule's
+    MUTUAL cannot present one as its client certificate."""
+    import base64
+
+    ca = base64.b64encode(pki["ca"].read_bytes()).decode()
+    (tmp_path / "dr.yaml").write_text(f"""\
+apiVersion: v1
+kind: Secret
+metadata: {{name: only-ca}}
+data: {{ca.crt: {ca}}}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {{name: api}}
+spec:
+  host: api.example.com
+  trafficPolicy:
+    tls: {{mode: MUTUAL, credentialName: only-ca}}
+""")
+    messages = [f"{e.line}: {e.field}: {e.message}" for e in load_paths([tmp_path]).errors]
+    assert messages == [
+        "12: spec.trafficPolicy.tls.credentialName: Secret default/only-ca has no certificate "
+        "and key (tls.crt/tls.key or cert/key) to present: MUTUAL needs them"
+    ]

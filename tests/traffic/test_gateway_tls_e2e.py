@@ -659,3 +659,17 @@ def test_certificate_files_are_reread_and_a_bad_one_keeps_the_last_good_config(
     ), errors
     answer = https_get(address, HOST, "/", context(certs.server_ca))
     assert answer.status == 200 and answer.peer_cn == "renewed"
+
+
+def test_https_redirect_needs_no_virtual_service(mesh: Mesh) -> None:
+    """Istio: every host of an httpsRedirect server answers 301, routed or not."""
+    servers = """\
+  - port: {number: 8080, name: http, protocol: HTTP}
+    hosts: [a.example.com, plain.example.com]
+    tls: {httpsRedirect: true}"""
+    use(mesh, gateway(servers) + httpbin_route())  # routes a.example.com only
+    for host in ("a.example.com", "plain.example.com"):
+        reply = direct(f"{GATEWAY}:8080", "/status/200", headers={"Host": host})
+        assert reply.status == 301, (host, reply.status)
+        assert reply.headers["location"] == f"https://{host}/status/200"
+    assert direct(f"{GATEWAY}:8080", "/", headers={"Host": "other.example.com"}).status == 404

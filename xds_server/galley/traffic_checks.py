@@ -218,6 +218,14 @@ class _Checker:
                     f"no Secret {tls.credential_name!r} of type kubernetes.io/tls in namespace "
                     f"{rule.meta.namespace}",
                 )
+            elif tls.mode == "MUTUAL" and not credential.has_key_pair:
+                # An Opaque Secret may hold a CA alone: nothing to present as a client.
+                self._finding(
+                    doc,
+                    field,
+                    f"Secret {key} has no certificate and key (tls.crt/tls.key or cert/key) "
+                    "to present: MUTUAL needs them",
+                )
             elif not credential.ca_pem and not tls.insecure_skip_verify:
                 self._finding(
                     doc,
