@@ -108,8 +108,6 @@ CASES = [
         [
             "9: spec.servers[0].tls.credentialName: credentialName 'sds://my-credential' (a sds:// "
             "credential source) is not supported by pocketmesh yet",
-            "9: spec.servers[0].tls.credentialName: mode SIMPLE needs a certificate: "
-            "credentialName, or serverCertificate and privateKey",
         ],
     ),
     (

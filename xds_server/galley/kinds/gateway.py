@@ -137,6 +137,7 @@ ADMIN_PORT = 15000
 TLS_PROTOCOLS = frozenset({"HTTPS", "TLS"})
 _CERT_FIELDS = ("serverCertificate", "privateKey", "caCertificates", "tlsCertificates")
 _CREDENTIAL_FIELDS = ("credentialName", "credentialNames")
+_SOURCES = ("serverCertificate", "privateKey", "tlsCertificates", *_CREDENTIAL_FIELDS)
 # What only a server that ends TLS uses.
 _ENDING_TLS = (
     *_CERT_FIELDS,
@@ -444,7 +445,8 @@ def _check_mode(ck: DocChecker, at: Located, fields: dict[str, Located], tls: Se
                 )
     else:  # SIMPLE, MUTUAL, OPTIONAL_MUTUAL: TLS ended with the user's certificate
         by_secret = any(c.credential_name for c in tls.certificates)
-        if not tls.certificates:
+        # (a source that is there but wrong has its own error: no second one)
+        if not tls.certificates and not any(k in fields for k in _SOURCES):
             ck.error(
                 at,
                 f"mode {mode} needs a certificate: credentialName, or "
