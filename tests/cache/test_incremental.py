@@ -57,6 +57,10 @@ def configs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, MeshConfig]:
     }
     out["crossroute"] = _cross_namespace_route(out["bench"])
     out["tls"] = _load(bookinfo, _tls_rules(tmp_path_factory.mktemp("tls")))
+    out["mutual"] = _load(bookinfo, EXAMPLES / "secure-ingress-mutual")
+    out["sni"] = _load(bookinfo, EXAMPLES / "ingress-sni-passthrough")
+    out["tcp-ingress"] = _load(bookinfo, EXAMPLES / "tcp-ingress")
+    out["delegate"] = _load(bookinfo, _delegation(tmp_path_factory.mktemp("delegate")))
     out.update(
         {f"{k}+mtls": dataclasses.replace(v, workload_identity=True) for k, v in list(out.items())}
     )
@@ -106,6 +110,57 @@ stringData:
 {textwrap.indent((TLS_DATA / "client.key").read_text(), "    ")}
   ca.crt: |
 {textwrap.indent(ca, "    ")}
+"""
+    )
+    return folder
+
+
+def _delegation(folder: Path) -> Path:
+    """A root on the ingress gateway delegating /api, and tls[] routes on a TLS port."""
+    (folder / "delegate.yaml").write_text(
+        """\
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: gw, namespace: istio-system}
+spec:
+  selector: {istio: ingressgateway}
+  servers: [{port: {number: 8080, name: http, protocol: HTTP}, hosts: ["*"]}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: root}
+spec:
+  hosts: [shop.example.com]
+  gateways: [istio-system/gw]
+  http:
+  - match: [{uri: {prefix: /api}}]
+    delegate: {name: api}
+  - route: [{destination: {host: productpage}}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: api}
+spec:
+  http: [{route: [{destination: {host: reviews}}]}]
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: secure}
+spec:
+  hosts: [secure.example.com]
+  location: MESH_EXTERNAL
+  resolution: STATIC
+  ports: [{number: 9443, name: tls, protocol: TLS}]
+  endpoints: [{address: 127.0.0.1}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: secure}
+spec:
+  hosts: [secure.example.com]
+  tls:
+  - match: [{sniHosts: [secure.example.com]}]
+    route: [{destination: {host: ratings, port: {number: 9080}}}]
 """
     )
     return folder
@@ -272,6 +327,10 @@ def check_chain(start: MeshConfig, steps: list[MeshConfig]) -> None:
         "crossroute",
         "tls",
         "tls+mtls",
+        "mutual",
+        "sni+mtls",
+        "tcp-ingress",
+        "delegate",
     ],
 )
 def test_every_single_edit_matches_a_full_rebuild(

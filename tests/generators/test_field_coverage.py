@@ -33,6 +33,7 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.traffic.gateway_clients import fingerprints, revoke
 from tests.traffic.tls_upstream import Pki
 from xds_server.galley.fields import Field, Shape, Status
 from xds_server.galley.loader import LoadResult, load_paths
@@ -501,6 +502,22 @@ spec:
         """\
 apiVersion: networking.istio.io/v1
 kind: VirtualService
+metadata: {name: moved, namespace: default}
+spec:
+  hosts: [ratings]
+  http:
+  - match: [{uri: {prefix: /foo/}}]
+    redirect: {authority: foo.example.com, prefixRewrite: /, derivePort: FROM_REQUEST_PORT}
+""",
+        (
+            "spec.http[0].redirect.prefixRewrite",
+            Case("spec.http[0].redirect.derivePort", "FROM_PROTOCOL_DEFAULT"),
+        ),
+    ),
+    Sample(
+        """\
+apiVersion: networking.istio.io/v1
+kind: VirtualService
 metadata: {name: direct, namespace: default}
 spec:
   hosts: [ratings]
@@ -593,6 +610,95 @@ spec:
             Case("spec.tcp[4].route", [{"destination": {"host": "tcp-echo"}}]),
             Case("spec.tcp[4].route[0].destination", {"host": "tcp-echo"}),
             Case("spec.tcp[4].route[0].weight", 50, {"spec.tcp[4].route[1].weight": 50}),
+        ),
+    ),
+    Sample(
+        """\
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: root, namespace: default}
+spec:
+  hosts: [ratings]
+  http:
+  - match: [{uri: {prefix: /api}}]
+    delegate: {name: api, namespace: team}
+  - route: [{destination: {host: ratings}}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: api, namespace: team}
+spec:
+  http:
+  - match: [{uri: {prefix: /api/v1}}]
+    route: [{destination: {host: reviews.default.svc.cluster.local}}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: api2, namespace: team}
+spec:
+  http:
+  - route: [{destination: {host: productpage.default.svc.cluster.local}}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: api, namespace: default}
+spec:
+  http:
+  - route: [{destination: {host: productpage.default.svc.cluster.local}}]
+""",
+        (
+            Case(
+                "spec.http[0].delegate",
+                REMOVE,
+                {"spec.http[0].route": [{"destination": {"host": "ratings"}}]},
+            ),
+            Case("spec.http[0].delegate.name", "api2"),
+            "spec.http[0].delegate.namespace",
+        ),
+    ),
+    Sample(
+        """\
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: tls, namespace: default}
+spec:
+  hosts: ["*.tls.example.com"]
+  gateways: [mesh, gw]
+  tls:
+  - match:
+    - {sniHosts: [a.tls.example.com], port: 9443, sourceLabels: {app: productpage}}
+    - {sniHosts: [b.tls.example.com], sourceNamespace: default}
+    - {sniHosts: [c.tls.example.com], gateways: [gw]}
+    route: [{destination: {host: api.tls.example.com}}]
+  - match: [{sniHosts: [d.tls.example.com]}]
+    route:
+    - {destination: {host: api.tls.example.com}, weight: 70}
+    - {destination: {host: backup.tls.example.com}, weight: 30}
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: tls-services, namespace: default}
+spec:
+  hosts: [api.tls.example.com, backup.tls.example.com]
+  location: MESH_EXTERNAL
+  resolution: STATIC
+  ports: [{number: 9443, name: tls, protocol: TLS}]
+  endpoints: [{address: 127.0.80.41}]
+"""
+        + GATEWAY,
+        (
+            Case(
+                "spec.tls",
+                REMOVE,
+                {"spec.tcp": [{"route": [{"destination": {"host": "api.tls.example.com"}}]}]},
+            ),
+            Case("spec.tls[0].match", [{"sniHosts": ["e.tls.example.com"]}]),
+            Case("spec.tls[0].match[0].sniHosts", ["e.tls.example.com"]),
+            Case("spec.tls[0].match[0].port", 9444),
+            "spec.tls[0].match[0].sourceLabels",
+            "spec.tls[0].match[1].sourceNamespace",
+            Case("spec.tls[0].match[2].gateways", ["mesh"]),
+            Case("spec.tls[0].route", [{"destination": {"host": "backup.tls.example.com"}}]),
         ),
     ),
 ]
@@ -820,7 +926,108 @@ spec:
             "spec.servers[1].tls",
             Case("spec.servers[0].tls.credentialName", "credential2"),
             "spec.servers[0].tls.minProtocolVersion",
+            Case("spec.servers[0].port.name", "https2"),
+            Case("spec.servers[0].name", "secure2"),
             Case("spec.servers[1].tls.httpsRedirect", REMOVE, {"spec.servers[1].tls": REMOVE}),
+        ),
+    ),
+    Sample(
+        """\
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: gw, namespace: default}
+spec:
+  selector: {istio: ingressgateway}
+  servers:
+  - port: {number: 8443, name: https, protocol: HTTPS}
+    hosts: ["*"]
+    tls:
+      mode: MUTUAL
+      serverCertificate: $DATA/server.crt
+      privateKey: $DATA/server.key
+      caCertificates: $DATA/ca.crt
+      caCrl: $DATA/ca.crl
+      subjectAltNames: [client.example.com]
+      verifyCertificateSpki: ["$SPKI"]
+      verifyCertificateHash: ["$HASH"]
+      minProtocolVersion: TLSV1_2
+      maxProtocolVersion: TLSV1_3
+      cipherSuites: [ECDHE-ECDSA-AES256-GCM-SHA384]
+      insecureSkipVerify: true
+""",
+        (
+            Case(
+                "spec.servers[0].tls.serverCertificate",
+                "$DATA/two.crt",
+                {"spec.servers[0].tls.privateKey": "$DATA/two.key"},
+            ),
+            Case(
+                "spec.servers[0].tls.privateKey",
+                "$DATA/two.key",
+                {"spec.servers[0].tls.serverCertificate": "$DATA/two.crt"},
+            ),
+            Case("spec.servers[0].tls.caCertificates", "$DATA/other-ca.crt"),
+            "spec.servers[0].tls.caCrl",
+            "spec.servers[0].tls.subjectAltNames",
+            "spec.servers[0].tls.verifyCertificateSpki",
+            "spec.servers[0].tls.verifyCertificateHash",
+            "spec.servers[0].tls.maxProtocolVersion",
+            "spec.servers[0].tls.cipherSuites",
+            "spec.servers[0].tls.insecureSkipVerify",
+        ),
+    ),
+    Sample(
+        """\
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: gw, namespace: default}
+spec:
+  selector: {istio: ingressgateway}
+  servers:
+  - port: {number: 8443, name: https, protocol: HTTPS}
+    hosts: ["*"]
+    tls:
+      mode: SIMPLE
+      tlsCertificates:
+      - {serverCertificate: $DATA/server.crt, privateKey: $DATA/server.key}
+""",
+        (
+            Case(
+                "spec.servers[0].tls.tlsCertificates",
+                [{"serverCertificate": "$DATA/two.crt", "privateKey": "$DATA/two.key"}],
+            ),
+            Case(
+                "spec.servers[0].tls.tlsCertificates[0].serverCertificate",
+                "$DATA/two.crt",
+                {"spec.servers[0].tls.tlsCertificates[0].privateKey": "$DATA/two.key"},
+            ),
+            Case(
+                "spec.servers[0].tls.tlsCertificates[0].privateKey",
+                "$DATA/two.key",
+                {"spec.servers[0].tls.tlsCertificates[0].serverCertificate": "$DATA/two.crt"},
+            ),
+        ),
+    ),
+    Sample(
+        """\
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: gw, namespace: default}
+spec:
+  selector: {istio: ingressgateway}
+  servers:
+  - port: {number: 8443, name: https, protocol: HTTPS}
+    hosts: ["*"]
+    tls: {mode: MUTUAL, credentialNames: [credential], caCertCredentialName: other-ca}
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: other-ca, namespace: default}
+stringData: {ca.crt: "$OTHER_CA_LINE"}
+""",
+        (
+            Case("spec.servers[0].tls.credentialNames", ["credential2"]),
+            "spec.servers[0].tls.caCertCredentialName",
         ),
     ),
 ]
@@ -842,7 +1049,7 @@ spec:
   servers:
   - port: {number: 8443, name: https, protocol: HTTPS}
     hosts: ["*"]
-    tls: {credentialName: gwcred}
+    tls: {mode: SIMPLE, credentialName: gwcred}
 """,
         (Case("data", {"tls.crt": "$CERT2_B64", "tls.key": "$KEY2_B64"}),),
     ),
@@ -862,7 +1069,7 @@ spec:
   servers:
   - port: {number: 8443, name: https, protocol: HTTPS}
     hosts: ["*"]
-    tls: {credentialName: gwcred}
+    tls: {mode: SIMPLE, credentialName: gwcred}
 """,
         (Case("stringData", {"tls.crt": "$CERT2_PEM", "tls.key": "$KEY2_PEM"}),),
     ),
@@ -973,8 +1180,8 @@ REFUSED = {
     ("Sidecar", "spec.outboundTrafficPolicy"): {"mode": "ALLOW_ANY"},
     ("Sidecar", "spec.outboundTrafficPolicy.mode"): "ALLOW_ANY",
     ("DestinationRule", "spec.exportTo"): ["."],
-    ("Gateway", "spec.servers[].tls.mode"): "MUTUAL",
-    ("Secret", "type"): "Opaque",
+    ("Gateway", "spec.servers[].tls.mode"): "AUTO_PASSTHROUGH",
+    ("Secret", "type"): "kubernetes.io/dockerconfigjson",
 }
 
 # --- walking paths and the field tables ------------------------------------------------
@@ -1097,12 +1304,19 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> World:
     cert1, key1 = pki.issue("one.example.com", dns=("one.example.com",))
     cert2, key2 = pki.issue("two.example.com", dns=("two.example.com",))
     client = pki.issue("client", client=True)
+    other = Pki(root / "pki", "other")
     data, alt = root / "data", root / "alt"
     for folder in (data, alt):
         folder.mkdir()
         (folder / "client.crt").write_bytes(client[0].read_bytes())
         (folder / "client.key").write_bytes(client[1].read_bytes())
         (folder / "ca.crt").write_bytes(pki.ca_file.read_bytes())
+    # A gateway server's files: two certificates, another CA, a CRL.
+    for name, path in (("server.crt", cert1), ("server.key", key1), ("two.crt", cert2),
+                       ("two.key", key2), ("other-ca.crt", other.ca_file)):  # fmt: skip
+        (data / name).write_bytes(path.read_bytes())
+    revoke(pki, cert2, data / "ca.crl")
+    digest, spki = fingerprints(client[0])
 
     def block(path: Path) -> str:
         return "\n".join("    " + line for line in path.read_text().splitlines())
@@ -1131,6 +1345,9 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> World:
         "KEY2_LINE": line(key2),
         "CERT2_PEM": cert2.read_text(),  # for values set from Python, not YAML text
         "KEY2_PEM": key2.read_text(),
+        "OTHER_CA_LINE": line(other.ca_file),
+        "HASH": digest,
+        "SPKI": spki,
     }
     folder = root / "config"
     folder.mkdir()
@@ -1147,6 +1364,8 @@ def _value(world: World, value: Any) -> Any:
         return world.text(value)
     if isinstance(value, dict):
         return {k: _value(world, v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_value(world, v) for v in value]
     return value
 
 

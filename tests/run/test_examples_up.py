@@ -28,6 +28,7 @@ from tests.e2e.harness import wait_until
 from tests.run.demo_mesh import EXAMPLES, example_copy, random_net
 from tests.run.up_process import Up, running_up
 from tests.traffic.apps import Reply, direct, request
+from tests.traffic.gateway_clients import Refused, context, https_get
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -214,6 +215,51 @@ def secure_ingress_gateway(ex: Example) -> None:
     assert redirect.headers["location"] == "https://httpbin.example.com/status/200"
 
 
+def secure_ingress_mutual(ex: Example) -> None:
+    """The Try line presents the client certificate: 418. Without it, or with a
+    certificate the Secret's CA did not sign, the handshake fails."""
+    out, _ = ex.try_line()
+    assert out.strip() == "418", out
+    folder = EXAMPLES / "secure-ingress-mutual"
+    address = f"{ex.net}.5:8443"
+    host = "httpbin.example.com"
+    good = context(folder / "example.com.crt", (folder / "client.example.com.crt",
+                                                folder / "client.example.com.key"))  # fmt: skip
+    answer = https_get(address, host, "/status/200", good)
+    assert answer.status == 200 and answer.data["workload"] in {"httpbin-v1", "httpbin-v2"}
+    with pytest.raises(Refused):
+        https_get(address, host, "/status/200", context(folder / "example.com.crt"))
+    # A certificate of the other example's CA is not one this gateway trusts.
+    other = EXAMPLES / "secure-ingress-gateway" / "example.com.crt"
+    with pytest.raises(Refused):
+        https_get(address, host, "/status/200", context(other))
+
+
+def ingress_sni_passthrough(ex: Example) -> None:
+    """nginx's certificate answers through the ingress gateway, which ends no TLS."""
+    out, _ = ex.try_line()
+    assert out == "Welcome to nginx!\n", out
+    ca = EXAMPLES / "ingress-sni-passthrough" / "example.com.crt"
+    answer = https_get(f"{ex.net}.5:8443", "nginx.example.com", "/", context(ca))
+    assert answer.status == 200 and answer.peer_cn == "nginx.example.com"
+    assert answer.data == {"body": "Welcome to nginx!\n"}
+    # The ingress gateway's own config holds no certificate for the name.
+    admin = f"{ex.net}.5:{ex.up.admin_port}"
+    dump = direct(admin, "/config_dump?resource=dynamic_listeners").body
+    assert "nginx.example.com" in dump and "BEGIN CERTIFICATE" not in dump, dump[:2000]
+    with pytest.raises(Refused):  # a name no tls route lists: no filter chain
+        https_get(f"{ex.net}.5:8443", "other.example.com", "/", context(ca))
+
+
+def tcp_ingress(ex: Example) -> None:
+    out, _ = ex.try_line()
+    lines = out.splitlines()
+    assert lines == ["tcp-echo-v1 hello"] * 5, out
+    with socket.create_connection((f"{ex.net}.5", 31400), timeout=5) as sock:
+        sock.sendall(b"world\n")
+        assert sock.recv(1024) == b"tcp-echo-v1 world\n"
+
+
 def load_balancing(ex: Example) -> None:
     out, _ = ex.try_line()
     answers = re.findall(r'"workload": "([^"]+)"', out)
@@ -261,6 +307,9 @@ TASKS: dict[str, Callable[[Example], None]] = {
     "secure-ingress-gateway": secure_ingress_gateway,
     "load-balancing": load_balancing,
     "tcp-traffic-shifting": tcp_traffic_shifting,
+    "secure-ingress-mutual": secure_ingress_mutual,
+    "ingress-sni-passthrough": ingress_sni_passthrough,
+    "tcp-ingress": tcp_ingress,
 }
 
 

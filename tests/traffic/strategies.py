@@ -4,6 +4,9 @@
 VirtualServices that are valid by construction (hosts, ports and subsets exist,
 weights add up to 100, one rule per host): every field pocketmesh supports appears
 in some draw. The Envoy ACK property and the validation properties both use it.
+Some draws add an edge Gateway (TLS ended with files, MUTUAL and its client
+checks, TCP, TLS passthrough and TLS-ended TCP servers), delegated routes, and
+`tls[]` routes for a TLS service the sidecars reach.
 """
 
 from __future__ import annotations
@@ -373,6 +376,216 @@ def mesh_config(draw: st.DrawFn) -> str:
             "tcp": [{"route": [{"destination": {"host": "tcp-echo"}, "weight": 100}]}],
         }
         docs.append({"kind": "VirtualService", "metadata": {"name": "tcp-echo"}, "spec": tcp})
+    docs += draw(edge())
+    if draw(st.booleans()):
+        docs += draw(delegation())
+    if draw(st.booleans()):
+        docs += draw(sidecar_tls())
     for doc in docs:
         doc["apiVersion"] = "networking.istio.io/v1"
     return GATEWAY + "".join("---\n" + yaml.safe_dump(d, sort_keys=False) for d in docs)
+
+
+# --- gateways beyond HTTP, delegates, tls[] -------------------------------------------
+
+SERVER_FILES = {  # a key pair Envoy can serve (the client pair doubles as one), and its CA
+    "serverCertificate": str(TLS_DATA / "client.crt"),
+    "privateKey": str(TLS_DATA / "client.key"),
+}
+CLIENT_HASH = "a" * 64  # a well-formed hash no client has: the check is what Envoy gets
+CLIENT_SPKI = "A" * 43 + "="
+CIPHERS = ("ECDHE-ECDSA-AES128-GCM-SHA256", "ECDHE-RSA-AES256-GCM-SHA384", "AES128-SHA")
+
+
+@st.composite
+def ending_tls(draw: st.DrawFn) -> dict[str, Any]:
+    """A server `tls` that ends TLS with files: SIMPLE, MUTUAL or OPTIONAL_MUTUAL."""
+    mode = draw(st.sampled_from(["SIMPLE", "MUTUAL", "OPTIONAL_MUTUAL"]))
+    tls: dict[str, Any] = {"mode": mode}
+    if draw(st.booleans()):
+        tls.update(SERVER_FILES)
+    else:
+        tls["tlsCertificates"] = [dict(SERVER_FILES)]
+    if mode != "SIMPLE":
+        tls["caCertificates"] = str(TLS_DATA / "ca.crt")
+        optional = {
+            "subjectAltNames": st.just(["client.example.com"]),
+            "verifyCertificateHash": st.just([CLIENT_HASH]),
+            "verifyCertificateSpki": st.just([CLIENT_SPKI]),
+            "insecureSkipVerify": st.booleans(),
+        }
+        tls.update(draw(st.fixed_dictionaries({}, optional=optional)))
+    versions = draw(st.sampled_from([(None, None), ("TLSV1_2", None), (None, "TLSV1_2"),
+                                     ("TLSV1_2", "TLSV1_3"), ("TLSV1_3", "TLSV1_3")]))  # fmt: skip
+    if versions[0]:
+        tls["minProtocolVersion"] = versions[0]
+    if versions[1]:
+        tls["maxProtocolVersion"] = versions[1]
+    if versions[0] != "TLSV1_3" and draw(st.booleans()):
+        tls["cipherSuites"] = draw(st.lists(st.sampled_from(CIPHERS), min_size=1, unique=True))
+    return tls
+
+
+def _tcp_to_echo(gateway: str, port: int, host: str) -> dict[str, Any]:
+    return {
+        "kind": "VirtualService",
+        "metadata": {"name": host.split(".")[0]},
+        "spec": {
+            "hosts": [host],
+            "gateways": [gateway],
+            "tcp": [
+                {
+                    "match": [{"port": port}],
+                    "route": [{"destination": {"host": "tcp-echo", "port": {"number": 9000}}}],
+                }
+            ],
+        },
+    }
+
+
+@st.composite
+def edge(draw: st.DrawFn) -> list[dict[str, Any]]:
+    """An edge Gateway with some of: HTTPS ended with files, TCP, TLS passthrough, and
+    TLS-ended TCP, each with the VirtualService that routes it."""
+    servers: list[dict[str, Any]] = []
+    docs: list[dict[str, Any]] = []
+    if draw(st.booleans()):
+        servers.append(
+            {
+                "port": {"number": 9443, "name": "https-edge", "protocol": "HTTPS"},
+                "hosts": ["edge.example.com"],
+                "tls": draw(ending_tls()),
+            }
+        )
+        docs.append(
+            {
+                "kind": "VirtualService",
+                "metadata": {"name": "edge"},
+                "spec": {
+                    "hosts": ["edge.example.com"],
+                    "gateways": ["edge-gateway"],
+                    "http": [{"route": [{"destination": {"host": "httpbin"}}]}],
+                },
+            }
+        )
+    if draw(st.booleans()):
+        servers.append(
+            {"port": {"number": 31400, "name": "tcp", "protocol": "TCP"}, "hosts": ["*"]}
+        )
+        docs.append(_tcp_to_echo("edge-gateway", 31400, "tcp.example.com"))
+    if draw(st.booleans()):
+        tls = draw(ending_tls())
+        tls.pop("tlsCertificates", None)
+        tls.update(SERVER_FILES)
+        servers.append(
+            {
+                "port": {"number": 9445, "name": "tls-ended", "protocol": "TLS"},
+                "hosts": ["tls.example.com"],
+                "tls": tls,
+            }
+        )
+        docs.append(_tcp_to_echo("edge-gateway", 9445, "tls.example.com"))
+    if draw(st.booleans()):
+        servers.append(
+            {
+                "port": {
+                    "number": 9444,
+                    "name": "passthrough",
+                    "protocol": draw(st.sampled_from(["TLS", "HTTPS"])),
+                },
+                "hosts": ["*.pass.example.com"],
+                "tls": {"mode": "PASSTHROUGH"},
+            }
+        )
+        names = draw(st.lists(st.sampled_from(["a", "b", "c"]), min_size=1, unique=True))
+        docs.append(
+            {
+                "kind": "VirtualService",
+                "metadata": {"name": "pass"},
+                "spec": {
+                    "hosts": ["*.pass.example.com"],
+                    "gateways": ["edge-gateway"],
+                    "tls": [
+                        {
+                            "match": [{"sniHosts": [f"{n}.pass.example.com"], "port": 9444}],
+                            "route": [
+                                {"destination": {"host": "httpbin", "port": {"number": 8000}}}
+                            ],
+                        }
+                        for n in names
+                    ],
+                },
+            }
+        )
+    if not servers:
+        return []
+    gateway = {
+        "kind": "Gateway",
+        "metadata": {"name": "edge-gateway"},
+        "spec": {"selector": {"istio": "ingressgateway"}, "servers": servers},
+    }
+    return [gateway, *docs]
+
+
+@st.composite
+def delegation(draw: st.DrawFn) -> list[dict[str, Any]]:
+    """A root on the HTTP gateway delegating a prefix to a VirtualService without hosts."""
+    sub_prefix = draw(st.sampled_from(["/api/v1", "/api", "/elsewhere"]))
+    root = {
+        "kind": "VirtualService",
+        "metadata": {"name": "root"},
+        "spec": {
+            "hosts": ["delegated.example.com"],
+            "gateways": ["httpbin-gateway"],
+            "http": [
+                {
+                    "match": [{"uri": {"prefix": "/api"}}],
+                    "timeout": draw(st.sampled_from(DURATIONS)),
+                    "delegate": {"name": "api"},
+                },
+                {"route": [{"destination": {"host": "httpbin"}}]},
+            ],
+        },
+    }
+    delegate = {
+        "kind": "VirtualService",
+        "metadata": {"name": "api"},
+        "spec": {
+            "http": [
+                {
+                    "match": [{"uri": {"prefix": sub_prefix}}],
+                    "route": [{"destination": {"host": "reviews"}}],
+                },
+                {"route": [{"destination": {"host": "ratings"}}]},
+            ]
+        },
+    }
+    return [root, delegate]
+
+
+@st.composite
+def sidecar_tls(draw: st.DrawFn) -> list[dict[str, Any]]:
+    """A TLS service the sidecars reach on their own address, routed by SNI."""
+    service = {
+        "kind": "ServiceEntry",
+        "metadata": {"name": "secure-tls"},
+        "spec": {
+            "hosts": ["api.secure.example.com", "backup.secure.example.com"],
+            "location": "MESH_EXTERNAL",
+            "resolution": "STATIC",
+            "ports": [{"number": 9443, "name": "tls", "protocol": "TLS"}],
+            "endpoints": [{"address": "127.0.0.1"}],
+        },
+    }
+    match: dict[str, Any] = {"sniHosts": ["api.secure.example.com"]}
+    if draw(st.booleans()):
+        match["sourceLabels"] = {"app": draw(st.sampled_from(["productpage", "sleep"]))}
+    if draw(st.booleans()):
+        match["port"] = 9443
+    routes = [{"match": [match], "route": [{"destination": {"host": "backup.secure.example.com"}}]}]
+    vs = {
+        "kind": "VirtualService",
+        "metadata": {"name": "secure-tls"},
+        "spec": {"hosts": ["api.secure.example.com"], "tls": routes},
+    }
+    return [service, vs]

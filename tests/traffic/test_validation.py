@@ -115,7 +115,7 @@ spec:
             """),
             [
                 "7: VirtualService default/reviews: spec.http[0]: "
-                "must set exactly one of route, redirect, directResponse"
+                "must set exactly one of route, redirect, directResponse, delegate"
             ],
         ),
         (
@@ -159,9 +159,10 @@ spec:
                 "15: VirtualService default/reviews: spec.http[0].route[0].destination.subset: "
                 "DestinationRule default/reviews defines no subset 'v2' (subsets: v1)",
                 "21: VirtualService default/again: spec.hosts[0]: host "
-                "'reviews.default.svc.cluster.local' on mesh is already routed by "
-                "VirtualService default/reviews (13); pocketmesh does not merge "
-                "VirtualServices: put the rules in one",
+                "'reviews.default.svc.cluster.local' on the sidecars (mesh) is already routed "
+                "by VirtualService default/reviews (13); Istio would use the older one and "
+                "ignore the other, pocketmesh does not merge them for sidecars: put the rules "
+                "in one",
             ],
         ),
         (
@@ -227,10 +228,8 @@ spec:
             """,
             [
                 "4: Gateway default/gw: spec.selector: must select gateway workloads by labels",
-                "6: Gateway default/gw: spec.servers[0]: an HTTPS server needs tls.mode SIMPLE "
-                "with a credentialName",
-                "8: Gateway default/gw: spec.servers[1].port.protocol: a TCP server is not "
-                "supported by pocketmesh yet",
+                "6: Gateway default/gw: spec.servers[0].tls: an HTTPS server needs tls "
+                "settings (mode SIMPLE, PASSTHROUGH, ...)",
                 "9: Gateway default/gw: spec.servers[1].hosts[0]: 'a/b/c' must be 'host' or "
                 "'namespace/host'",
             ],
@@ -332,8 +331,8 @@ def test_gateway_credentials(tmp_path: Path) -> None:
 
     missing = load(tmp_path, HTTPS_GATEWAY.replace("CREDENTIAL", "nope"))
     assert findings(missing, tmp_path) == [
-        "8: Gateway default/gw: spec.servers[0].tls.credentialName: no Secret 'nope' of type "
-        "kubernetes.io/tls in namespace default or istio-system"
+        "8: Gateway default/gw: spec.servers[0].tls.credentialName: no Secret 'nope' in "
+        "namespace default or istio-system"
     ]
 
 
@@ -363,7 +362,13 @@ type: kubernetes.io/tls
     ]
     opaque = secret.replace("kubernetes.io/tls", "Opaque") + "data: {}\n"
     assert findings(load(tmp_path, opaque), tmp_path) == [
-        "4: Secret istio-system/s: type: pocketmesh reads Secrets of type kubernetes.io/tls only"
+        "5: Secret istio-system/s: data: holds neither a certificate and key (tls.crt/tls.key "
+        "or cert/key) nor a CA (ca.crt or cacert)"
+    ]
+    docker = secret.replace("kubernetes.io/tls", "kubernetes.io/dockerconfigjson") + "data: {}\n"
+    assert findings(load(tmp_path, docker), tmp_path) == [
+        "4: Secret istio-system/s: type: pocketmesh reads Secrets of type kubernetes.io/tls or "
+        "Opaque only"
     ]
 
 

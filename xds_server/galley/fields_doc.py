@@ -88,6 +88,24 @@ _TLS_NOTES = """\
 """
 
 
+_GATEWAY_NOTES = """\
+## Gateways and routes: deliberate non-goals
+
+How each Gateway server and VirtualService route becomes Envoy config is told in
+[traffic.md](traffic.md#gateways-and-routes). Refused on purpose, each with a
+located error:
+
+- `Gateway spec.servers[].tls.mode: AUTO_PASSTHROUGH`: it forwards mesh mTLS from
+  sidecars of another network to the cluster named in Istio's multi-network SNI
+  (`outbound_.<port>_.<subset>_.<host>`); pocketmesh runs one network, so nothing
+  would ever send to it. Use `PASSTHROUGH` with `tls[]` routes.
+- `credentialName: sds://...` or `kubernetes-gateway://...`: credentials from an
+  external SDS provider or a Gateway API reference; pocketmesh reads Secret documents.
+- `VirtualService spec.tls[].match[].destinationSubnets` (and `tcp[]`'s): without
+  iptables a sidecar sees its own address as the destination, never the original one.
+"""
+
+
 def _kind_section(kind: Kind) -> list[str]:
     counts = Counter(f.status for _, f in walk(kind.spec))
     summary = ", ".join(
@@ -126,6 +144,7 @@ def render() -> str:
     for kind in KINDS:
         lines += _kind_section(kind)
     lines.append(_TLS_NOTES)
+    lines.append(_GATEWAY_NOTES)
     lines.append("## Kinds not supported yet")
     lines.append("")
     lines.append(

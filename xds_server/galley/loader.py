@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .crosscheck import cross_check
+from .delegates import merge_delegates
 from .documents import ParsedDoc
 from .errors import ERROR, WARNING, ConfigError, ConfigInvalid
 from .model import MeshConfig
@@ -102,7 +103,10 @@ class _Collector:
 
     def _config(self) -> MeshConfig:
         resources = (d.resource for d in self.docs if d.resource is not None)
-        return MeshConfig(**mesh_fields(resources), trust_domain=self.trust_domain)
+        fields = mesh_fields(resources)
+        # Roots carry their delegates' routes from here on (Istio's merged VirtualServices).
+        fields["virtual_services"] = merge_delegates(fields["virtual_services"])
+        return MeshConfig(**fields, trust_domain=self.trust_domain)
 
 
 def _yaml_files(directory: Path) -> list[Path]:

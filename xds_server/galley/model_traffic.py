@@ -120,6 +120,8 @@ class Redirect:
     code: int = 301
     scheme: str = ""
     port: int | None = None
+    prefix_rewrite: str = ""  # replaces the matched prefix (Istio's prefixRewrite)
+    derive_port: str = ""  # FROM_PROTOCOL_DEFAULT or FROM_REQUEST_PORT
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,6 +141,18 @@ class CorsPolicy:
 
 
 @dataclass(frozen=True, slots=True)
+class Delegate:
+    """`http[].delegate`: the VirtualService (without hosts) whose routes go here."""
+
+    name: str
+    namespace: str  # defaulted to the root's when the document leaves it out
+
+    @property
+    def key(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+
+@dataclass(frozen=True, slots=True)
 class HTTPRoute:
     name: str = ""
     match: tuple[HTTPMatch, ...] = ()  # empty: every request
@@ -155,6 +169,9 @@ class HTTPRoute:
     request_headers: HeaderOps = field(default_factory=HeaderOps)
     response_headers: HeaderOps = field(default_factory=HeaderOps)
     cors: CorsPolicy | None = None
+    # A root's route: its matches narrow the delegate's routes, which replace it
+    # (`galley.delegates` merges them before anything is built).
+    delegate: Delegate | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,13 +189,46 @@ class TCPRoute:
 
 
 @dataclass(frozen=True, slots=True)
+class TLSMatch:
+    """Istio's TLSMatchAttributes: the SNI names (required) and where the rule applies."""
+
+    sni_hosts: tuple[str, ...]
+    port: int | None = None
+    source_labels: Mapping[str, str] | None = None
+    gateways: tuple[str, ...] = ()
+    source_namespace: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class TLSRoute:
+    """`tls[]`: unterminated TLS routed by SNI (passthrough gateways, TLS ports)."""
+
+    match: tuple[TLSMatch, ...]
+    route: tuple[RouteDestination, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class VirtualService:
     meta: ObjectMeta
-    hosts: tuple[str, ...]  # fully qualified, or `*` / `*.suffix`
+    hosts: tuple[str, ...]  # fully qualified, or `*` / `*.suffix`; none: a delegate
     gateways: tuple[str, ...] = (MESH_GATEWAY,)  # "ns/name" or "mesh"
     http: tuple[HTTPRoute, ...] = ()
     tcp: tuple[TCPRoute, ...] = ()
     export_to: tuple[str, ...] = ()
+    tls: tuple[TLSRoute, ...] = ()
+
+    @property
+    def is_delegate(self) -> bool:
+        """A VirtualService without hosts only routes for the roots delegating to it."""
+        return not self.hosts
+
+    def exported_to(self, namespace: str) -> bool:
+        if not self.export_to:
+            return True
+        return any(
+            t == "*" or t == namespace or (t == "." and namespace == self.meta.namespace)
+            for t in self.export_to
+        )
 
 
 # --- DestinationRule ------------------------------------------------------
@@ -334,13 +384,78 @@ class DestinationRule:
 
 # --- Gateway --------------------------------------------------------------
 
+# Server TLS modes (Istio's ServerTLSSettings.TLSmode); PASSTHROUGH is the default.
+PASSTHROUGH = "PASSTHROUGH"
+AUTO_PASSTHROUGH = "AUTO_PASSTHROUGH"
+TERMINATING_MODES = frozenset({"SIMPLE", "MUTUAL", "OPTIONAL_MUTUAL", "ISTIO_MUTUAL"})
+# Gateway server protocols that carry HTTP in the clear (Istio's Protocol.IsHTTP()).
+GATEWAY_HTTP = frozenset({"HTTP", "HTTP2", "GRPC", "GRPC-WEB"})
+
+
+@dataclass(frozen=True, slots=True)
+class ServerCertificate:
+    """One certificate a gateway server presents: files, or a Secret document."""
+
+    chain: PemFile | None = None
+    key: PemFile | None = None
+    credential_name: str = ""
+    # Where it is written, relative to the `tls`: "" or "tlsCertificates[1]".
+    where: str = field(default="", compare=False)
+
 
 @dataclass(frozen=True, slots=True)
 class ServerTLS:
-    mode: str  # SIMPLE (pocketmesh builds only this), PASSTHROUGH, MUTUAL, ...
-    credential_name: str = ""
+    """A server's `tls` (Istio's ServerTLSSettings), checked by Galley.
+
+    `certificates` holds what the server presents: the `serverCertificate` /
+    `privateKey` pair, each of `tlsCertificates`, or each `credentialName(s)`.
+    `ca_certificates` / `ca_crl` are files; with a Secret, the client CA comes from
+    `caCertCredentialName`, else `<credentialName>-cacert`, else the Secret itself.
+    """
+
+    mode: str = PASSTHROUGH
     https_redirect: bool = False
+    certificates: tuple[ServerCertificate, ...] = ()
+    ca_certificates: PemFile | None = None
+    ca_crl: PemFile | None = None
+    ca_cert_credential_name: str = ""
+    subject_alt_names: tuple[str, ...] = ()
+    verify_certificate_spki: tuple[str, ...] = ()
+    verify_certificate_hash: tuple[str, ...] = ()
     min_protocol_version: str = ""  # TLS_AUTO, TLSV1_0 ... TLSV1_3; "" is Envoy's default
+    max_protocol_version: str = ""
+    cipher_suites: tuple[str, ...] = ()
+    insecure_skip_verify: bool = False
+    # The field path of this `tls` in its document, for load-time findings.
+    path: str = field(default="", compare=False)
+
+    @property
+    def credential_name(self) -> str:
+        """The first Secret named (Istio takes the client CA from it)."""
+        return next((c.credential_name for c in self.certificates if c.credential_name), "")
+
+    @property
+    def terminates(self) -> bool:
+        return self.mode in TERMINATING_MODES
+
+    @property
+    def verifies_clients(self) -> bool:
+        return self.mode in ("MUTUAL", "OPTIONAL_MUTUAL")
+
+    def files(self) -> tuple[tuple[str, PemFile], ...]:
+        """(field path, file) for every file this names, relative to `path`."""
+        found: list[tuple[str, PemFile]] = []
+        for cert in self.certificates:
+            prefix = f"{cert.where}." if cert.where else ""
+            if cert.chain is not None:
+                found.append((f"{prefix}serverCertificate", cert.chain))
+            if cert.key is not None:
+                found.append((f"{prefix}privateKey", cert.key))
+        if self.ca_certificates is not None:
+            found.append(("caCertificates", self.ca_certificates))
+        if self.ca_crl is not None:
+            found.append(("caCrl", self.ca_crl))
+        return tuple(found)
 
 
 @dataclass(frozen=True, slots=True)
@@ -351,6 +466,35 @@ class GatewayServer:
     hosts: tuple[str, ...]  # "ns/host" or "host" (any namespace)
     tls: ServerTLS | None = None
     name: str = ""
+    index: int = 0  # its place in the Gateway's servers
+
+    @property
+    def is_http(self) -> bool:
+        """Plain HTTP: one connection manager shared by the port's HTTP servers."""
+        return self.protocol in GATEWAY_HTTP
+
+    @property
+    def terminates_http(self) -> bool:
+        """HTTPS ended here: HTTP routes behind this server's own TLS."""
+        return self.protocol == "HTTPS" and self.tls is not None and self.tls.terminates
+
+    @property
+    def passthrough(self) -> bool:
+        return (
+            self.tls is not None
+            and self.tls.mode in (PASSTHROUGH, AUTO_PASSTHROUGH)
+            and (not self.is_http)
+        )
+
+    @property
+    def uses_tls(self) -> bool:
+        """Told apart from the port's other servers by SNI (Istio: a TLS server)."""
+        return self.tls is not None and not self.is_http
+
+    @property
+    def sni_hosts(self) -> tuple[str, ...]:
+        """The server's hosts without their namespaces (Istio's GetSNIHostsForServer)."""
+        return tuple(sorted({h.rpartition("/")[2] for h in self.hosts}))
 
 
 @dataclass(frozen=True, slots=True)
@@ -375,9 +519,18 @@ def gateway_key(name: str, namespace: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class TLSCredential:
-    """A `kubernetes.io/tls` Secret: what a Gateway server's `credentialName` names."""
+    """A Secret a `credentialName` names: a certificate and its key, CA roots, or both.
+
+    Istio reads `tls.crt`/`tls.key` or `cert`/`key`, `ca.crt` or `cacert`, and
+    `ca.crl` or `crl`; a `kubernetes.io/tls` Secret always has the first pair.
+    """
 
     meta: ObjectMeta
-    cert_pem: str = field(repr=False)
-    key_pem: str = field(repr=False)
-    ca_pem: str = field(default="", repr=False)  # `ca.crt`: roots a DestinationRule trusts
+    cert_pem: str = field(default="", repr=False)
+    key_pem: str = field(default="", repr=False)
+    ca_pem: str = field(default="", repr=False)  # roots: clients (Gateway) or upstreams (DR)
+    crl_pem: str = field(default="", repr=False)  # revoked client certificates (Gateway)
+
+    @property
+    def has_key_pair(self) -> bool:
+        return bool(self.cert_pem and self.key_pem)

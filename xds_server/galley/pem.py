@@ -14,7 +14,13 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.utils import CryptographyDeprecationWarning
 
-__all__ = ["certificates_problem", "key_pair_problems", "private_key_problem"]
+__all__ = [
+    "certificates_problem",
+    "crl_problem",
+    "key_pair_problems",
+    "key_type",
+    "private_key_problem",
+]
 
 
 def _load_certificates(pem: str) -> list[x509.Certificate]:
@@ -31,6 +37,27 @@ def certificates_problem(pem: str, what: str = "certificate bundle") -> str | No
     except ValueError as err:
         return f"is not a PEM {what}: {err}"
     return None
+
+
+def crl_problem(pem: str) -> str | None:
+    """None if `pem` holds one or more PEM certificate revocation lists."""
+    blocks = [b for b in pem.split("-----END X509 CRL-----") if "-----BEGIN X509 CRL-----" in b]
+    if not blocks:
+        return "is not a PEM certificate revocation list (no BEGIN X509 CRL block)"
+    for block in blocks:
+        try:
+            x509.load_pem_x509_crl((block + "-----END X509 CRL-----\n").encode())
+        except ValueError as err:
+            return f"is not a PEM certificate revocation list: {err}"
+    return None
+
+
+def key_type(chain_pem: str) -> str:
+    """What kind of key the chain's first certificate holds: Envoy serves one of each."""
+    public = _load_certificates(chain_pem)[0].public_key()
+    if isinstance(public, ec.EllipticCurvePublicKey):
+        return f"ECDSA {public.curve.name}"
+    return "RSA" if isinstance(public, rsa.RSAPublicKey) else type(public).__name__
 
 
 def private_key_problem(pem: str) -> str | None:

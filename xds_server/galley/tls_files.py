@@ -1,4 +1,4 @@
-"""The PEM files DestinationRules name, read and checked on every load.
+"""The PEM files DestinationRules and Gateways name, read and checked on every load.
 
 `trafficPolicy.tls` names `clientCertificate`, `privateKey` and `caCertificates` by
 path; the parser keeps only the path (its cache is keyed by the YAML text, and a
@@ -10,6 +10,10 @@ unreadable or malformed file is an error located at the field naming it.
 SIMPLE and MUTUAL without `caCertificates` (nor `credentialName`, nor
 `insecureSkipVerify`) verify the upstream against the system's roots, as Istio does:
 the bundle the control plane's OpenSSL uses (`SSL_CERT_FILE` overrides it).
+
+A Gateway server that ends TLS names `serverCertificate`/`privateKey` (or several
+`tlsCertificates`), `caCertificates` and `caCrl` the same way; they are read and
+checked here too (a key that matches its certificate, one certificate per key type).
 """
 
 from __future__ import annotations
@@ -21,8 +25,17 @@ from collections.abc import Callable, Sequence
 
 from .documents import ParsedDoc
 from .errors import ERROR, ConfigError
-from .model_traffic import ClientTLS, DestinationRule, PemFile, Subset, TrafficPolicy
-from .pem import certificates_problem, key_pair_problems
+from .model_traffic import (
+    ClientTLS,
+    DestinationRule,
+    Gateway,
+    PemFile,
+    ServerCertificate,
+    ServerTLS,
+    Subset,
+    TrafficPolicy,
+)
+from .pem import certificates_problem, crl_problem, key_pair_problems, key_type
 
 __all__ = ["load_tls_files", "system_roots_path"]
 
@@ -57,6 +70,12 @@ def load_tls_files(docs: Sequence[ParsedDoc]) -> tuple[list[ParsedDoc], list[Con
     out: list[ParsedDoc] = []
     for doc in docs:
         rule = doc.resource
+        if isinstance(rule, Gateway):
+            found_gw: list[ConfigError] = []
+            loaded_gw = _load_gateway(rule, reader, functools.partial(_report, doc, found_gw))
+            errors += found_gw
+            out.append(doc if found_gw else dataclasses.replace(doc, resource=loaded_gw))
+            continue
         if not isinstance(rule, DestinationRule) or not any(
             t.originates for t in rule.tls_settings()
         ):
@@ -141,3 +160,78 @@ def _report(doc: ParsedDoc, found: list[ConfigError], field: str, message: str) 
     assert doc.meta is not None
     line = doc.lines.get(field) or doc.lines.get(field.rpartition(".")[0], doc.meta.source.line)
     found.append(ConfigError(doc.file, line, doc.kind, doc.meta.key, field, message, ERROR))
+
+
+# --- Gateways ---------------------------------------------------------------------
+
+
+def _load_gateway(gateway: Gateway, reader: _Reader, error: Callable[[str, str], None]) -> Gateway:
+    servers = tuple(
+        dataclasses.replace(s, tls=_fill_server(s.tls, reader, error))
+        if s.tls is not None and s.tls.terminates and s.tls.files()
+        else s
+        for s in gateway.servers
+    )
+    return dataclasses.replace(gateway, servers=servers)
+
+
+def _fill_server(tls: ServerTLS, reader: _Reader, error: Callable[[str, str], None]) -> ServerTLS:
+    texts: dict[str, str] = {}
+    for name, pem_file in tls.files():
+        text = reader.read(pem_file.path)
+        if isinstance(text, Exception):
+            reason = getattr(text, "strerror", None) or str(text)
+            error(f"{tls.path}.{name}", f"cannot read {pem_file.path}: {reason}")
+        else:
+            texts[pem_file.path] = text
+    certificates: list[ServerCertificate] = []
+    key_types: dict[str, str] = {}  # key type -> where the first such certificate is
+    for cert in tls.certificates:
+        if cert.chain is None or cert.key is None:
+            certificates.append(cert)
+            continue
+        where = f"{tls.path}.{cert.where}." if cert.where else f"{tls.path}."
+        chain_pem, key_pem = texts.get(cert.chain.path), texts.get(cert.key.path)
+        if chain_pem is not None and key_pem is not None:
+            chain_problem, key_problem = key_pair_problems(chain_pem, key_pem)
+            if chain_problem is not None:
+                error(f"{where}serverCertificate", f"{cert.chain.path} {chain_problem}")
+            if key_problem is not None:
+                if key_problem.startswith("does not match"):
+                    key_problem = f"does not match the first certificate of {cert.chain.path}"
+                error(f"{where}privateKey", f"{cert.key.path} {key_problem}")
+            if chain_problem is None:
+                kind = key_type(chain_pem)
+                first = key_types.setdefault(kind, f"{where}serverCertificate")
+                if first != f"{where}serverCertificate":
+                    error(
+                        f"{where}serverCertificate",
+                        f"Envoy serves one certificate per key type, and {first} is already {kind}",
+                    )
+        certificates.append(
+            dataclasses.replace(
+                cert,
+                chain=_loaded(cert.chain, texts),
+                key=_loaded(cert.key, texts),
+            )
+        )
+    ca, crl = tls.ca_certificates, tls.ca_crl
+    for name, found, check in (
+        ("caCertificates", ca, certificates_problem),
+        ("caCrl", crl, crl_problem),
+    ):
+        pem = texts.get(found.path) if found is not None else None
+        if found is not None and pem is not None and (problem := check(pem)) is not None:
+            error(f"{tls.path}.{name}", f"{found.path} {problem}")
+    return dataclasses.replace(
+        tls,
+        certificates=tuple(certificates),
+        ca_certificates=_loaded(ca, texts),
+        ca_crl=_loaded(crl, texts),
+    )
+
+
+def _loaded(pem_file: PemFile | None, texts: dict[str, str]) -> PemFile | None:
+    if pem_file is None or pem_file.path not in texts:
+        return pem_file
+    return PemFile(pem_file.path, texts[pem_file.path])

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from .credentials import client_ca, find_secret
+from .delegates import delegate_of, merge_route
 from .documents import ParsedDoc
 from .errors import ERROR, WARNING, ConfigError
 from .model import ServiceEntry, WorkloadEntry, labels_match
@@ -18,10 +20,13 @@ from .model_traffic import (
     Destination,
     DestinationRule,
     Gateway,
+    GatewayServer,
+    RouteDestination,
     TLSCredential,
     VirtualService,
     gateway_key,
 )
+from .pem import key_type
 
 __all__ = ["check_traffic"]
 
@@ -50,6 +55,13 @@ class _Checker:
         self.gateways = {
             d.resource.meta.key: d.resource for d in docs if isinstance(d.resource, Gateway)
         }
+        self.virtual_services = {
+            d.resource.meta.key: d.resource for d in docs if isinstance(d.resource, VirtualService)
+        }
+        self.vs_docs = {
+            d.resource.meta.key: d for d in docs if isinstance(d.resource, VirtualService)
+        }
+        self.delegated: set[str] = set()  # delegates some root names
 
     def run(self) -> None:
         for doc in self.docs:
@@ -61,25 +73,75 @@ class _Checker:
                 self._virtual_service(doc, doc.resource, claimed)
             elif isinstance(doc.resource, Gateway):
                 self._gateway(doc, doc.resource)
+        for key, vs in self.virtual_services.items():
+            if vs.is_delegate and key not in self.delegated:
+                self._finding(
+                    self.vs_docs[key],
+                    "spec.hosts",
+                    "has no hosts, so it is a delegate, and no VirtualService delegates to "
+                    "it: its routes apply nowhere",
+                    WARNING,
+                )
 
     def _gateway(self, doc: ParsedDoc, gateway: Gateway) -> None:
         """Istio reads credentialName from the gateway workload's namespace; pocketmesh
-        also looks in the Gateway's own."""
+        also looks in the Gateway's own (`galley.credentials`)."""
         selected = [w for w in self.workloads if gateway.selects(w.labels)]
         if not selected:
             self._finding(doc, "spec.selector", "selects no WorkloadEntry", WARNING)
-        namespaces = {w.meta.namespace for w in selected} | {gateway.meta.namespace}
-        for i, server in enumerate(gateway.servers):
-            if server.tls is None or not server.tls.credential_name:
-                continue
-            name = server.tls.credential_name
-            if not any(f"{ns}/{name}" in self.credentials for ns in namespaces):
-                where = " or ".join(sorted(namespaces))
+        namespaces = [*sorted({w.meta.namespace for w in selected}), gateway.meta.namespace]
+        for server in gateway.servers:
+            self._server_credentials(doc, server, namespaces)
+
+    def _server_credentials(
+        self, doc: ParsedDoc, server: GatewayServer, namespaces: list[str]
+    ) -> None:
+        tls = server.tls
+        if tls is None or not tls.terminates:
+            return
+        base = f"spec.servers[{server.index}].tls"
+        where = " or ".join(sorted(set(namespaces)))
+        secrets = self.credentials.values()
+        names = [c.credential_name for c in tls.certificates if c.credential_name]
+        key_types: dict[str, str] = {}
+        for i, name in enumerate(names):
+            field = f"{base}.credentialNames[{i}]" if len(names) > 1 else f"{base}.credentialName"
+            found = find_secret(secrets, name, namespaces)
+            if found is None:
+                self._finding(doc, field, f"no Secret {name!r} in namespace {where}")
+            elif not found.has_key_pair:
                 self._finding(
                     doc,
-                    f"spec.servers[{i}].tls.credentialName",
-                    f"no Secret {name!r} of type kubernetes.io/tls in namespace {where}",
+                    field,
+                    f"Secret {found.meta.key} has no certificate and key (tls.crt/"
+                    "tls.key or cert/key) to serve",
                 )
+            else:
+                kind = key_type(found.cert_pem)
+                first = key_types.setdefault(kind, name)
+                if first != name:
+                    self._finding(
+                        doc,
+                        field,
+                        f"Envoy serves one certificate per key type, and Secret "
+                        f"{first!r} is already {kind}",
+                    )
+        if not tls.verifies_clients or not names:
+            return  # files: galley.tls_files reads them
+        looked_for, holder = client_ca(secrets, tls, namespaces)
+        if holder is None or not holder.ca_pem:
+            field = (
+                f"{base}.caCertCredentialName"
+                if tls.ca_cert_credential_name
+                else (f"{base}.credentialName" if len(names) < 2 else f"{base}.credentialNames[0]")
+            )
+            self._finding(
+                doc,
+                field,
+                f"mode {tls.mode} verifies client certificates, and there is no client CA: no "
+                f"Secret {looked_for!r} with ca.crt (or cacert) in namespace {where}"
+                + ("" if tls.ca_cert_credential_name else f", nor a ca.crt in {names[0]!r}"),
+            )
 
     def _finding(self, doc: ParsedDoc, field: str, message: str, severity: str = ERROR) -> None:
         assert doc.meta is not None
@@ -156,6 +218,14 @@ class _Checker:
                     f"no Secret {tls.credential_name!r} of type kubernetes.io/tls in namespace "
                     f"{rule.meta.namespace}",
                 )
+            elif tls.mode == "MUTUAL" and not credential.has_key_pair:
+                # An Opaque Secret may hold a CA alone: nothing to present as a client.
+                self._finding(
+                    doc,
+                    field,
+                    f"Secret {key} has no certificate and key (tls.crt/tls.key or cert/key) "
+                    "to present: MUTUAL needs them",
+                )
             elif not credential.ca_pem and not tls.insecure_skip_verify:
                 self._finding(
                     doc,
@@ -169,23 +239,26 @@ class _Checker:
     def _virtual_service(
         self, doc: ParsedDoc, vs: VirtualService, claimed: dict[tuple[str, str], ParsedDoc]
     ) -> None:
-        for i, gateway in enumerate(vs.gateways):
-            if gateway != MESH_GATEWAY and gateway not in self.gateways:
-                self._finding(doc, f"spec.gateways[{i}]", f"no Gateway {gateway}")
+        if not vs.is_delegate:
+            for i, gateway in enumerate(vs.gateways):
+                if gateway != MESH_GATEWAY and gateway not in self.gateways:
+                    self._finding(doc, f"spec.gateways[{i}]", f"no Gateway {gateway}")
         for i, host in enumerate(vs.hosts):
             field = f"spec.hosts[{i}]"
-            for gateway in vs.gateways:
-                earlier = claimed.setdefault((gateway, host), doc)
+            # Gateways merge the routes of every VirtualService for a host, as Istio
+            # does; sidecars would take only one (Istio: the oldest): refused here.
+            if MESH_GATEWAY in vs.gateways:
+                earlier = claimed.setdefault((MESH_GATEWAY, host), doc)
                 if earlier is not doc:
                     assert earlier.meta is not None
                     self._finding(
                         doc,
                         field,
-                        f"host {host!r} on {gateway} is already routed by VirtualService "
-                        f"{earlier.meta.key} ({self._where(earlier, 'spec.hosts')}); "
-                        "pocketmesh does not merge VirtualServices: put the rules in one",
+                        f"host {host!r} on the sidecars (mesh) is already routed by "
+                        f"VirtualService {earlier.meta.key} ({self._where(earlier, 'spec.hosts')})"
+                        "; Istio would use the older one and ignore the other, pocketmesh "
+                        "does not merge them for sidecars: put the rules in one",
                     )
-                    break
             if vs.gateways == (MESH_GATEWAY,) and not self._known(host):
                 self._finding(
                     doc,
@@ -201,18 +274,75 @@ class _Checker:
                 self._destination(doc, route.mirror, f"{base}.mirror")
             for j, (mirror, _) in enumerate(route.mirrors):
                 self._destination(doc, mirror, f"{base}.mirrors[{j}].destination")
+            if route.delegate is not None:
+                self._delegate(doc, vs, i)
+            if vs.is_delegate:
+                continue  # a delegate's gateways are the root's
             for j, match in enumerate(route.match):
-                for k, gateway in enumerate(match.gateways):
-                    key = gateway_key(gateway, vs.meta.namespace)
-                    if key not in vs.gateways:
-                        self._finding(
-                            doc,
-                            f"{base}.match[{j}].gateways[{k}]",
-                            f"{gateway!r} is not in spec.gateways",
-                        )
+                self._match_gateways(doc, vs, match.gateways, f"{base}.match[{j}]")
         for i, tcp in enumerate(vs.tcp):
-            for j, dest in enumerate(tcp.route):
-                self._destination(doc, dest.destination, f"spec.tcp[{i}].route[{j}].destination")
+            self._destinations(doc, tcp.route, f"spec.tcp[{i}]")
+            for j, l4 in enumerate(tcp.match):
+                self._match_gateways(doc, vs, l4.gateways, f"spec.tcp[{i}].match[{j}]")
+        for i, tls in enumerate(vs.tls):
+            self._destinations(doc, tls.route, f"spec.tls[{i}]")
+            for j, sni in enumerate(tls.match):
+                self._match_gateways(doc, vs, sni.gateways, f"spec.tls[{i}].match[{j}]")
+
+    def _destinations(
+        self, doc: ParsedDoc, routes: tuple[RouteDestination, ...], base: str
+    ) -> None:
+        for j, dest in enumerate(routes):
+            self._destination(doc, dest.destination, f"{base}.route[{j}].destination")
+
+    def _match_gateways(
+        self, doc: ParsedDoc, vs: VirtualService, gateways: tuple[str, ...], base: str
+    ) -> None:
+        for k, gateway in enumerate(gateways):
+            if gateway_key(gateway, vs.meta.namespace) not in vs.gateways:
+                self._finding(doc, f"{base}.gateways[{k}]", f"{gateway!r} is not in spec.gateways")
+
+    def _delegate(self, doc: ParsedDoc, root: VirtualService, index: int) -> None:
+        """A root route's delegate must exist, have no hosts, and be exported to the root."""
+        route = root.http[index]
+        assert route.delegate is not None
+        field = f"spec.http[{index}].delegate"
+        key = route.delegate.key
+        found = self.virtual_services.get(key)
+        if root.is_delegate:
+            return  # refused by the parser (one level only)
+        if found is None:
+            self._finding(doc, f"{field}.name", f"no VirtualService {key} to delegate to")
+            return
+        self.delegated.add(key)
+        if not found.is_delegate:
+            self._finding(
+                doc,
+                f"{field}.name",
+                f"VirtualService {key} has hosts, so it is a root, not a delegate "
+                f"({self._where(self.vs_docs[key], 'spec.hosts')}): a delegate has no hosts",
+            )
+            return
+        if delegate_of(root, route, self.virtual_services) is None:
+            self._finding(
+                doc,
+                f"{field}.name",
+                f"VirtualService {key} is not exported to namespace {root.meta.namespace} "
+                "(its exportTo)",
+            )
+            return
+        delegate_doc = self.vs_docs[key]
+        for j, sub in enumerate(found.http):
+            merged = merge_route(route, root.meta.namespace, sub, found.meta.namespace)
+            if merged is None:
+                self._finding(
+                    delegate_doc,
+                    f"spec.http[{j}].match",
+                    f"fits within no match of {root.meta.key} spec.http[{index}] "
+                    f"({self._where(doc, f'spec.http[{index}]')}), which delegates here: "
+                    "Istio drops this route there, and so does pocketmesh",
+                    WARNING,
+                )
 
     def _known(self, host: str) -> bool:
         if not host.startswith("*"):

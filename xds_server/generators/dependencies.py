@@ -131,6 +131,8 @@ class _Change:
         while changed:
             changed = False
             for vs in virtual_services:
+                if vs.is_delegate:
+                    continue  # no hosts to add: its routes are in the roots' (merged)
                 if self.hosts.isdisjoint(h.lower() for h in vs.hosts) and not self.hosts.isdisjoint(
                     _destinations(vs)
                 ):
@@ -169,6 +171,8 @@ def _destinations(vs: VirtualService) -> set[str]:
         hosts.update(m.host.lower() for m, _ in route.mirrors)
     for tcp in vs.tcp:
         hosts.update(d.destination.host.lower() for d in tcp.route)
+    for tls in vs.tls:
+        hosts.update(d.destination.host.lower() for d in tls.route)
     return hosts
 
 

@@ -1,254 +1,334 @@
-"""Gateway proxies: listeners on the Gateway servers' ports and their route configs.
+"""Gateway proxies: one listener per server port, on the gateway workload's own address.
 
 A workload whose labels match a Gateway's `selector` is a gateway proxy (Istio's
-router): instead of sidecar listeners it gets one listener per server port on its
-own address, each with the RDS route config `http.<port>` holding one virtual host
-per host of every VirtualService bound to the Gateway (`gateways: [name]`).
+router): instead of sidecar listeners it gets the servers of every Gateway selecting
+it, merged per port as Istio's `mergeGateways` does; the first server on a port (in
+mesh order) decides what the port carries:
+
+- plain HTTP servers: one connection manager, routes `http.<port>` (`gateway_routes`);
+- TLS servers (HTTPS, TLS), told apart by SNI (a TLS inspector reads it): a server
+  that ends TLS gets a filter chain with its certificate for its hosts, then HTTP
+  routes of its own (HTTPS) or the first matching `tcp[]` route (TLS); a PASSTHROUGH
+  server gets one chain per matching `tls[]` route, for that route's SNI names, that
+  forwards the still-encrypted bytes;
+- a TCP server: the first matching `tcp[]` route of the VirtualServices bound to it.
+
+A server that cannot be built (a clash on its port or its SNI names, a missing
+certificate, no route) is skipped and the reason is reported as a conflict; the
+others are built. A port left with no filter chain gets no listener (Envoy would
+refuse one).
 """
 
 from __future__ import annotations
 
 import functools
+from dataclasses import dataclass
 
-from envoy.config.core.v3 import base_pb2, config_source_pb2
+from envoy.config.core.v3 import base_pb2
 from envoy.config.listener.v3 import listener_components_pb2, listener_pb2
-from envoy.config.route.v3 import route_components_pb2 as rc
 from envoy.config.route.v3 import route_pb2
 from envoy.extensions.filters.http.router.v3 import router_pb2
-from envoy.extensions.filters.listener.tls_inspector.v3 import tls_inspector_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import (
     http_connection_manager_pb2 as hcm_pb2,
 )
-from envoy.extensions.transport_sockets.tls.v3 import common_pb2, tls_pb2
-from google.protobuf import wrappers_pb2
+from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
 
-from xds_server.galley.model_traffic import Gateway, GatewayServer, TLSCredential
+from xds_server.galley.model_traffic import (
+    Gateway,
+    GatewayServer,
+    TCPMatch,
+    VirtualService,
+    gateway_key,
+)
 from xds_server.generators import naming
+from xds_server.generators.config_sources import ads_config_source
 from xds_server.generators.endpoints import socket_address
 from xds_server.generators.frozen import Frozen
-from xds_server.generators.http_routes import pack, traffic_http_filters, virtual_service_routes
+from xds_server.generators.gateway_routes import (
+    common_hosts,
+    http_route_name,
+    https_route_name,
+    route_config,
+)
+from xds_server.generators.gateway_tls import ServerUnbuilt, server_tls_socket
+from xds_server.generators.http_routes import pack, traffic_http_filters
 from xds_server.generators.push_context import Proxy, PushContext
 from xds_server.generators.sidecar_scope import host_matches
+from xds_server.generators.tcp_routes import sni_chains, tcp_proxy, tcp_proxy_filter, tls_inspector
 
 HCM_FILTER = "envoy.filters.network.http_connection_manager"
-TLS_SOCKET = "envoy.transport_sockets.tls"
-TLS_INSPECTOR = "envoy.filters.listener.tls_inspector"
 ROUTER_FILTER = "envoy.filters.http.router"
 
-
-def route_config_name(port: int) -> str:
-    return f"http.{port}"
+GatewayServers = tuple[tuple[Gateway, GatewayServer], ...]
 
 
-def _servers(proxy: Proxy) -> dict[int, list[tuple[Gateway, GatewayServer]]]:
+@dataclass(frozen=True, slots=True)
+class PortPlan:
+    """What one gateway port carries, after Istio's merging rules."""
+
+    port: int
+    http: GatewayServers = ()  # plain HTTP servers, sharing `http.<port>`
+    tls: GatewayServers = ()  # servers told apart by SNI
+    tcp: tuple[Gateway, GatewayServer] | None = None  # one plain TCP server
+
+
+def gateway_ports(ctx: PushContext, proxy: Proxy) -> tuple[PortPlan, ...]:
+    return ctx.memoize(("gateway-ports", proxy), lambda: _plan_ports(ctx, proxy))
+
+
+def _plan_ports(ctx: PushContext, proxy: Proxy) -> tuple[PortPlan, ...]:
     by_port: dict[int, list[tuple[Gateway, GatewayServer]]] = {}
     for gateway in proxy.gateways:
         for server in gateway.servers:
             by_port.setdefault(server.port, []).append((gateway, server))
-    return dict(sorted(by_port.items()))
+    plans = []
+    for port, servers in sorted(by_port.items()):
+        first = servers[0][1]
+        kept: list[tuple[Gateway, GatewayServer]] = []
+        taken: set[str] = set()  # SNI names of the TLS servers kept ("" for "*")
+        for gateway, server in servers:
+            clash = _clash(first, server)
+            if clash:
+                _conflict(ctx, f"gateway {gateway.meta.key}: port {port}: {clash}; skipped")
+                continue
+            if server.uses_tls and not server.passthrough:
+                names = set(server.sni_hosts) if "*" not in server.sni_hosts else {""}
+                if names & taken:
+                    _conflict(
+                        ctx,
+                        f"gateway {gateway.meta.key}: port {port}: hosts "
+                        f"{sorted(names & taken)} are already served by an earlier server; "
+                        "skipped",
+                    )
+                    continue
+                taken |= names
+            kept.append((gateway, server))
+        if first.is_http:
+            plans.append(PortPlan(port, http=tuple(kept)))
+        elif first.uses_tls:
+            plans.append(PortPlan(port, tls=tuple(kept)))
+        else:
+            plans.append(PortPlan(port, tcp=kept[0]))
+    return tuple(plans)
+
+
+def _clash(first: GatewayServer, server: GatewayServer) -> str:
+    """Why `server` cannot share the port `first` opened (Istio's mergeGateways)."""
+    if first.is_http and server.is_http:
+        return ""
+    if first.uses_tls and server.uses_tls:
+        return ""
+    if first is server:
+        return ""
+    if first.is_http or server.is_http or first.uses_tls or server.uses_tls:
+        return (
+            f"a {server.protocol} server cannot share it with the {first.protocol} server "
+            "already there"
+        )
+    return "only one TCP server per port"
 
 
 def gateway_listeners(ctx: PushContext, proxy: Proxy) -> dict[str, Frozen[listener_pb2.Listener]]:
     listeners = {}
-    for port, servers in _servers(proxy).items():
-        name = naming.listener_name(proxy.address, port)
+    for plan in gateway_ports(ctx, proxy):
+        name = naming.listener_name(proxy.address, plan.port)
         listener = ctx.shared(
-            ("lds-gw", proxy.address, port), functools.partial(_listener, ctx, proxy, port, servers)
+            ("lds-gw", proxy.address, plan.port), functools.partial(_listener, ctx, proxy, plan)
         )
         if listener.filter_chains:  # Envoy rejects a listener with none
             listeners[name] = listener
-    return listeners
-
-
-def _listener(
-    ctx: PushContext, proxy: Proxy, port: int, servers: list[tuple[Gateway, GatewayServer]]
-) -> listener_pb2.Listener:
-    """Plain HTTP: one filter chain. HTTPS: one per server, chosen by SNI, each ending TLS
-    with its server's certificate; all of them use the port's route config."""
-    hcm = _hcm(port)
-    chains: list[listener_components_pb2.FilterChain] = []
-    taken: set[str] = set()  # SNI names already matched ("" for the catch-all chain)
-    for gateway, server in servers:
-        if server.protocol != "HTTPS" or server.tls is None:
-            continue
-        credential = _credential(ctx, proxy, gateway, server.tls.credential_name)
-        if credential is None:
-            continue
-        wanted = {h.rpartition("/")[2] for h in server.hosts}
-        # Envoy rejects two chains matching the same name: the first server keeps it.
-        if "*" in wanted:
-            names: tuple[str, ...] = ()
-            clash = "" in taken
-            taken.add("")
         else:
-            names = tuple(sorted(wanted - taken))
-            clash = len(names) < len(wanted)
-            taken.update(names)
-        if clash:
             _conflict(
                 ctx,
-                f"gateway {gateway.meta.key}: port {port}: hosts {sorted(wanted)} are "
-                "already served by an earlier server",
+                f"{proxy.node_id}: port {plan.port}: no server could be built there; no listener",
             )
-            if not names:
-                continue
-        chains.append(
-            listener_components_pb2.FilterChain(
-                filter_chain_match=listener_components_pb2.FilterChainMatch(server_names=names),
-                filters=[listener_components_pb2.Filter(name=HCM_FILTER, typed_config=pack(hcm))],
-                transport_socket=_tls_socket(credential, server.tls.min_protocol_version),
-            )
-        )
-    plain = [s for _, s in servers if s.protocol != "HTTPS"]
-    if plain and len(plain) < len(servers):
-        _conflict(ctx, f"{proxy.node_id}: port {port} has HTTP and HTTPS servers; serving HTTPS")
-    if not any(server.protocol == "HTTPS" for _, server in servers):
-        chains.append(
-            listener_components_pb2.FilterChain(
-                filters=[listener_components_pb2.Filter(name=HCM_FILTER, typed_config=pack(hcm))]
-            )
-        )
-    return listener_pb2.Listener(
-        name=naming.listener_name(proxy.address, port),
-        address=socket_address(proxy.address, port),
-        traffic_direction=base_pb2.INBOUND,
-        filter_chains=chains,
-        # TLS servers are told apart by SNI, which this filter reads from the ClientHello.
-        listener_filters=[_tls_inspector()] if any(c.transport_socket.name for c in chains) else [],
-    )
-
-
-def _hcm(port: int) -> hcm_pb2.HttpConnectionManager:
-    return hcm_pb2.HttpConnectionManager(
-        stat_prefix=f"gateway_{port}",
-        rds=hcm_pb2.Rds(
-            config_source=config_source_pb2.ConfigSource(
-                ads=config_source_pb2.AggregatedConfigSource(),
-                resource_api_version=config_source_pb2.V3,
-            ),
-            route_config_name=route_config_name(port),
-        ),
-        http_filters=[
-            *traffic_http_filters(),
-            hcm_pb2.HttpFilter(name=ROUTER_FILTER, typed_config=pack(router_pb2.Router())),
-        ],
-    )
-
-
-def _credential(
-    ctx: PushContext, proxy: Proxy, gateway: Gateway, name: str
-) -> TLSCredential | None:
-    """Istio looks in the gateway workload's namespace; then the Gateway's."""
-    for namespace in (proxy.namespace, gateway.meta.namespace):
-        for credential in ctx.mesh.tls_credentials:
-            if credential.meta.name == name and credential.meta.namespace == namespace:
-                return credential
-    _conflict(ctx, f"gateway {gateway.meta.key}: no Secret {name!r}; its server is skipped")
-    return None
-
-
-# Istio's minProtocolVersion -> Envoy's TLS parameters.
-_TLS_VERSIONS = {
-    "TLS_AUTO": common_pb2.TlsParameters.TLS_AUTO,
-    "TLSV1_0": common_pb2.TlsParameters.TLSv1_0,
-    "TLSV1_1": common_pb2.TlsParameters.TLSv1_1,
-    "TLSV1_2": common_pb2.TlsParameters.TLSv1_2,
-    "TLSV1_3": common_pb2.TlsParameters.TLSv1_3,
-}
-
-
-def _tls_socket(credential: TLSCredential, min_version: str = "") -> base_pb2.TransportSocket:
-    # Inline over ADS, to this gateway only; SDS would keep keys out of config dumps.
-    context = tls_pb2.DownstreamTlsContext(
-        common_tls_context=tls_pb2.CommonTlsContext(
-            tls_certificates=[
-                common_pb2.TlsCertificate(
-                    certificate_chain=base_pb2.DataSource(inline_string=credential.cert_pem),
-                    private_key=base_pb2.DataSource(inline_string=credential.key_pem),
-                )
-            ],
-            alpn_protocols=["h2", "http/1.1"],
-        )
-    )
-    if min_version:
-        context.common_tls_context.tls_params.tls_minimum_protocol_version = _TLS_VERSIONS[
-            min_version
-        ]
-    return base_pb2.TransportSocket(name=TLS_SOCKET, typed_config=pack(context))
-
-
-def _tls_inspector() -> listener_components_pb2.ListenerFilter:
-    return listener_components_pb2.ListenerFilter(
-        name=TLS_INSPECTOR, typed_config=pack(tls_inspector_pb2.TlsInspector())
-    )
-
-
-def _conflict(ctx: PushContext, message: str) -> None:
-    if message not in ctx.conflicts:
-        ctx.conflicts.append(message)
+    return listeners
 
 
 def gateway_route_configs(
     ctx: PushContext, proxy: Proxy
 ) -> dict[str, Frozen[route_pb2.RouteConfiguration]]:
-    return {
-        route_config_name(port): Frozen(_route_config(ctx, proxy, port, servers))
-        for port, servers in _servers(proxy).items()
-    }
+    configs: dict[str, Frozen[route_pb2.RouteConfiguration]] = {}
+    for plan in gateway_ports(ctx, proxy):
+        if plan.http:
+            name = http_route_name(plan.port)
+            configs[name] = Frozen(route_config(ctx, proxy, name, plan.http))
+        for gateway, server in plan.tls:
+            if server.terminates_http:
+                name = https_route_name(gateway, server)
+                configs[name] = Frozen(route_config(ctx, proxy, name, ((gateway, server),)))
+    return configs
 
 
-def _route_config(
-    ctx: PushContext, proxy: Proxy, port: int, servers: list[tuple[Gateway, GatewayServer]]
-) -> route_pb2.RouteConfiguration:
-    traffic = ctx.traffic
-    vhosts: list[rc.VirtualHost] = []
+# --- listeners ----------------------------------------------------------------------
+
+
+def _listener(ctx: PushContext, proxy: Proxy, plan: PortPlan) -> listener_pb2.Listener:
+    chains: list[listener_components_pb2.FilterChain] = []
+    if plan.http:
+        chains.append(_hcm_chain(http_route_name(plan.port), f"gateway_{plan.port}"))
+    if plan.tcp is not None:
+        gateway, server = plan.tcp
+        chain = _tcp_chain(ctx, proxy, gateway, server)
+        if chain is not None:
+            chains.append(chain)
     taken: set[str] = set()
-    for gateway, server in servers:
-        key = gateway.meta.key
-        for vs in traffic.bound_to(key):
-            for host in vs.hosts:
-                if not _server_admits(server, gateway, vs.meta.namespace, host):
-                    continue
-                domains = [d for d in _domains(host, port) if d not in taken]
-                if not domains:
-                    ctx.conflicts.append(
-                        f"gateway {key}: host {host} of {vs.meta.key} on port {port} "
-                        "is already routed; skipped"
-                    )
-                    continue
-                taken.update(domains)
-                routes = virtual_service_routes(
-                    traffic,
-                    vs,
-                    port=port,
-                    labels=proxy.workload.labels,
-                    namespace=proxy.namespace,
-                    gateway=key,
-                )
-                vhost = rc.VirtualHost(name=f"{host}:{port}", domains=domains, routes=routes)
-                if server.tls is not None and server.tls.https_redirect:
-                    vhost.require_tls = rc.VirtualHost.ALL  # Istio's httpsRedirect: a 301
-                vhosts.append(vhost)
-    return route_pb2.RouteConfiguration(
-        name=route_config_name(port),
-        virtual_hosts=vhosts,
-        validate_clusters=wrappers_pb2.BoolValue(value=False),
+    for gateway, server in plan.tls:
+        if server.passthrough:
+            chains += _passthrough_chains(ctx, proxy, gateway, server, taken)
+        else:
+            chain = _terminating_chain(ctx, proxy, gateway, server)
+            if chain is not None:
+                taken.update(chain.filter_chain_match.server_names or [""])
+                chains.append(chain)
+    listener = listener_pb2.Listener(
+        name=naming.listener_name(proxy.address, plan.port),
+        address=socket_address(proxy.address, plan.port),
+        traffic_direction=base_pb2.INBOUND,
+        filter_chains=chains,
+    )
+    if any(c.filter_chain_match.server_names or c.HasField("transport_socket") for c in chains):
+        # Servers are told apart by SNI, which this filter reads from the ClientHello.
+        listener.listener_filters.append(tls_inspector())
+    return listener
+
+
+def _hcm_chain(route_name: str, stat_prefix: str) -> listener_components_pb2.FilterChain:
+    hcm = hcm_pb2.HttpConnectionManager(
+        stat_prefix=stat_prefix,
+        rds=hcm_pb2.Rds(config_source=ads_config_source(), route_config_name=route_name),
+        http_filters=[
+            *traffic_http_filters(),
+            hcm_pb2.HttpFilter(name=ROUTER_FILTER, typed_config=pack(router_pb2.Router())),
+        ],
+    )
+    return listener_components_pb2.FilterChain(
+        filters=[listener_components_pb2.Filter(name=HCM_FILTER, typed_config=pack(hcm))]
     )
 
 
-def _domains(host: str, port: int) -> list[str]:
-    return ["*"] if host == "*" else [host, f"{host}:{port}"]
+def _server_names(server: GatewayServer) -> list[str]:
+    """The SNI names a server's chain matches; none (any name) for a `*` host."""
+    names = server.sni_hosts
+    return [] if "*" in names else list(names)
 
 
-def _server_admits(server: GatewayServer, gateway: Gateway, namespace: str, host: str) -> bool:
-    """A server host `ns/pattern` admits VirtualServices of `ns` (`.`: the Gateway's, `*`:
-    any) whose host it matches, or that are wildcards covering it."""
-    for entry in server.hosts:
-        ns, slash, pattern = entry.rpartition("/")
-        if slash:
-            ns = gateway.meta.namespace if ns == "." else ns
-            if ns not in ("*", namespace):
-                continue
-        if host_matches(pattern, host) or host_matches(host, pattern):
-            return True
+def _terminating_chain(
+    ctx: PushContext, proxy: Proxy, gateway: Gateway, server: GatewayServer
+) -> listener_components_pb2.FilterChain | None:
+    """An HTTPS or TLS server ending TLS: its certificate, then HTTP or TCP routes."""
+    try:
+        socket = server_tls_socket(
+            server,
+            ctx.mesh.tls_credentials,
+            (proxy.namespace, gateway.meta.namespace),
+            ctx.mesh.trust_domain,
+            ctx.mesh.workload_identity,
+        )
+    except ServerUnbuilt as err:
+        _conflict(ctx, f"{_where(gateway, server)}: {err}; the server is skipped")
+        return None
+    if server.protocol == "HTTPS":
+        name = server.name or server.port_name or f"server{server.index}"
+        chain = _hcm_chain(https_route_name(gateway, server), f"gateway_{server.port}_{name}")
+    else:
+        found = _tcp_route(ctx, proxy, gateway, server)
+        if found is None:
+            _conflict(ctx, f"{_where(gateway, server)}: no VirtualService has a tcp route for it")
+            return None
+        chain = listener_components_pb2.FilterChain(filters=[tcp_proxy_filter(found)])
+    chain.filter_chain_match.server_names.extend(_server_names(server))
+    chain.transport_socket.CopyFrom(socket)
+    return chain
+
+
+def _tcp_chain(
+    ctx: PushContext, proxy: Proxy, gateway: Gateway, server: GatewayServer
+) -> listener_components_pb2.FilterChain | None:
+    found = _tcp_route(ctx, proxy, gateway, server)
+    if found is None:
+        _conflict(ctx, f"{_where(gateway, server)}: no VirtualService has a tcp route for it")
+        return None
+    return listener_components_pb2.FilterChain(filters=[tcp_proxy_filter(found)])
+
+
+def _tcp_route(
+    ctx: PushContext, proxy: Proxy, gateway: Gateway, server: GatewayServer
+) -> tcp_proxy_pb2.TcpProxy | None:
+    """The tcp_proxy of the first `tcp[]` route of the VirtualServices bound to the
+    gateway (and sharing a host with the server) that matches its port (Istio's
+    buildGatewayNetworkFiltersFromTCPRoutes: sourceLabels do not apply at gateways)."""
+    key = gateway.meta.key
+    for vs in _bound(ctx, proxy, gateway, server):
+        for route in vs.tcp:
+            if route.route and _l4_applies(route.match, vs, server, key):
+                return tcp_proxy(ctx.traffic, route.route, server.port)
+    return None
+
+
+def _l4_applies(
+    matches: tuple[TCPMatch, ...], vs: VirtualService, server: GatewayServer, key: str
+) -> bool:
+    """Istio's l4MultiMatch: no match, or one whose port and gateways fit."""
+    if not matches:
+        return True
+    for match in matches:
+        if match.port is not None and match.port != server.port:
+            continue
+        if match.gateways and key not in {
+            gateway_key(g, vs.meta.namespace) for g in match.gateways
+        }:
+            continue
+        return True
     return False
+
+
+def _passthrough_chains(
+    ctx: PushContext, proxy: Proxy, gateway: Gateway, server: GatewayServer, taken: set[str]
+) -> list[listener_components_pb2.FilterChain]:
+    """One chain per `tls[]` match of the VirtualServices bound to the gateway: its SNI
+    names (within the server's hosts) to its destinations, TLS left to the upstream."""
+    chains = []
+    key = gateway.meta.key
+    for vs in _bound(ctx, proxy, gateway, server):
+        found = sni_chains(ctx.traffic, vs, server.port, None, proxy.namespace, key, set())
+        for chain in found:
+            names = [n for n in chain.filter_chain_match.server_names if _within_server(server, n)]
+            clash = [n for n in names if n in taken]
+            if clash:
+                _conflict(
+                    ctx,
+                    f"{_where(gateway, server)}: SNI {clash} of {vs.meta.key} already has a "
+                    "filter chain on this port; skipped",
+                )
+            names = [n for n in names if n not in taken]
+            if not names:
+                continue
+            taken.update(names)
+            del chain.filter_chain_match.server_names[:]
+            chain.filter_chain_match.server_names.extend(names)
+            chains.append(chain)
+    return chains
+
+
+def _within_server(server: GatewayServer, name: str) -> bool:
+    return any(host_matches(pattern, name) for pattern in server.sni_hosts)
+
+
+def _bound(
+    ctx: PushContext, proxy: Proxy, gateway: Gateway, server: GatewayServer
+) -> list[VirtualService]:
+    return [
+        vs
+        for vs in ctx.traffic.bound_to(gateway.meta.key, proxy.namespace)
+        if common_hosts(server, gateway, vs)
+    ]
+
+
+def _where(gateway: Gateway, server: GatewayServer) -> str:
+    return f"gateway {gateway.meta.key}: spec.servers[{server.index}] (port {server.port})"
+
+
+def _conflict(ctx: PushContext, message: str) -> None:
+    if message not in ctx.conflicts:
+        ctx.conflicts.append(message)

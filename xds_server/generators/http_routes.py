@@ -36,6 +36,7 @@ from xds_server.galley.model_traffic import (
     HTTPMatch,
     HTTPRoute,
     KeyMatch,
+    Redirect,
     StringMatch,
     VirtualService,
     gateway_key,
@@ -83,9 +84,11 @@ def virtual_service_routes(
     labels: Mapping[str, str],
     namespace: str,
     gateway: str = MESH_GATEWAY,
+    tls: bool = False,
 ) -> list[rc.Route]:
     """The Envoy routes of `vs` for a listener on `port` of a proxy with `labels` in
-    `namespace` (what `sourceLabels` and `sourceNamespace` match)."""
+    `namespace` (what `sourceLabels` and `sourceNamespace` match); `tls`: the listener
+    ends TLS (a redirect's scheme defaults to https, Istio's IsTLS)."""
     routes: list[rc.Route] = []
     for i, http in enumerate(vs.http):
         matches = http.match or (HTTPMatch(),)
@@ -97,7 +100,7 @@ def virtual_service_routes(
                 name = f"{name}.{match.name}"
             elif len(matches) > 1:
                 name = f"{name}.{j}"
-            routes.append(_route(traffic, http, match, name, port))
+            routes.append(_route(traffic, http, match, name, port, tls))
     for route in routes:  # which VirtualService made it, as Istio records it (`explain`)
         route.metadata.filter_metadata["istio"].update({"config": naming.config_path(vs.meta)})
     return routes
@@ -179,7 +182,7 @@ def string_matcher(match: StringMatch, *, ignore_case: bool = False) -> string_p
 
 
 def _route(
-    traffic: TrafficIndex, http: HTTPRoute, match: HTTPMatch, name: str, port: int
+    traffic: TrafficIndex, http: HTTPRoute, match: HTTPMatch, name: str, port: int, tls: bool
 ) -> rc.Route:
     route = rc.Route(name=name, match=_route_match(match))
     if http.redirect is not None:
@@ -190,8 +193,9 @@ def _route(
             redirect.host_redirect = http.redirect.authority
         if http.redirect.scheme:
             redirect.scheme_redirect = http.redirect.scheme
-        if http.redirect.port is not None:
-            redirect.port_redirect = http.redirect.port
+        if http.redirect.prefix_rewrite:
+            redirect.prefix_rewrite = http.redirect.prefix_rewrite
+        _redirect_port(redirect, http.redirect, port, tls)
         route.redirect.CopyFrom(redirect)
     elif http.direct_response is not None:
         route.direct_response.CopyFrom(
@@ -215,6 +219,20 @@ def _route(
     if http.cors is not None:
         route.typed_per_filter_config[CORS_FILTER].CopyFrom(pack(_cors(http.cors)))
     return route
+
+
+def _redirect_port(redirect: rc.RedirectAction, given: Redirect, port: int, tls: bool) -> None:
+    """Istio's ApplyRedirect: `port`, or derivePort FROM_REQUEST_PORT (the listener's
+    port; FROM_PROTOCOL_DEFAULT is Envoy's default), never spelled out when it is the
+    scheme's default (80 for http, 443 for https)."""
+    if given.port is None and not given.derive_port:
+        return
+    number = given.port or (port if given.derive_port == "FROM_REQUEST_PORT" else 0)
+    scheme = given.scheme or ("https" if tls else "http")
+    if (number, scheme) in ((80, "http"), (443, "https")):
+        number = 0
+    if number:
+        redirect.port_redirect = number
 
 
 def destination_port(traffic: TrafficIndex, dest: Destination, listener_port: int) -> int:

@@ -1,4 +1,5 @@
-"""Outbound TCP listeners and VirtualService `tcp[]` routes (Istio's TCP proxy chains).
+"""Outbound TCP listeners and VirtualService `tcp[]` / `tls[]` routes (Istio's TCP
+proxy chains).
 
 There are no iptables, so an app reaches a TCP service at `<its own address>:<service
 port>`, where its sidecar listens with a tcp_proxy to the service's cluster (or to the
@@ -6,6 +7,12 @@ weighted subsets of the first matching `tcp[]` rule). One service per port: the 
 is the only thing that tells services apart without a virtual IP, so a second TCP
 service on the same port, or a port the proxy already uses inbound, is skipped and
 reported as a conflict.
+
+On a TLS or HTTPS port, the `tls[]` rules that match the proxy route by SNI, as
+Istio's `buildSidecarOutboundTLSFilterChainOpts` does: one filter chain per SNI
+match (a TLS inspector reads the name from the ClientHello), and no other chain, so
+a name no rule lists is refused. Without a matching `tls[]` rule the port behaves as
+a TCP port (Istio would ignore `tcp[]` there; pocketmesh applies it).
 """
 
 from __future__ import annotations
@@ -15,18 +22,28 @@ from collections.abc import Mapping
 
 from envoy.config.core.v3 import base_pb2
 from envoy.config.listener.v3 import listener_components_pb2, listener_pb2
+from envoy.extensions.filters.listener.tls_inspector.v3 import tls_inspector_pb2
 from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
 
 from xds_server.galley.model import labels_match
-from xds_server.galley.model_traffic import MESH_GATEWAY, TCPRoute, VirtualService
+from xds_server.galley.model_traffic import (
+    MESH_GATEWAY,
+    RouteDestination,
+    TCPRoute,
+    VirtualService,
+    gateway_key,
+)
 from xds_server.generators import naming
 from xds_server.generators.endpoints import socket_address
 from xds_server.generators.frozen import Frozen
 from xds_server.generators.http_routes import cluster_for, pack
+from xds_server.generators.mtls import TLS_INSPECTOR
 from xds_server.generators.push_context import OutboundService, Proxy, PushContext, SidecarScope
 from xds_server.generators.traffic_index import TrafficIndex
 
 TCP_PROXY_FILTER = "envoy.filters.network.tcp_proxy"
+# Service port protocols whose connections carry TLS (Istio's Protocol.IsTLS()).
+TLS_PROTOCOLS = frozenset({"TLS", "HTTPS"})
 # Ports Istio keeps for the proxy itself (admin 15000, outbound 15001, ...).
 ISTIO_RESERVED = range(15000, 15091)
 
@@ -73,44 +90,110 @@ def _conflict(ctx: PushContext, message: str) -> None:
         ctx.conflicts.append(message)
 
 
+def tcp_proxy(
+    traffic: TrafficIndex, routes: tuple[RouteDestination, ...], port: int, stat_prefix: str = ""
+) -> tcp_proxy_pb2.TcpProxy:
+    """A tcp_proxy to a route's destinations: one cluster, or weighted ones. `port` is the
+    listener's: a destination without a port takes it, or its service's only port."""
+    weighted = [d for d in routes if d.weight > 0]
+    if len(weighted) == 1:
+        cluster = cluster_for(traffic, weighted[0].destination, port)
+        return tcp_proxy_pb2.TcpProxy(stat_prefix=stat_prefix or cluster, cluster=cluster)
+    clusters = [
+        tcp_proxy_pb2.TcpProxy.WeightedCluster.ClusterWeight(
+            name=cluster_for(traffic, d.destination, port), weight=d.weight
+        )
+        for d in weighted
+    ]
+    return tcp_proxy_pb2.TcpProxy(
+        stat_prefix=stat_prefix or clusters[0].name,
+        weighted_clusters=tcp_proxy_pb2.TcpProxy.WeightedCluster(clusters=clusters),
+    )
+
+
+def tcp_proxy_filter(config: tcp_proxy_pb2.TcpProxy) -> listener_components_pb2.Filter:
+    return listener_components_pb2.Filter(name=TCP_PROXY_FILTER, typed_config=pack(config))
+
+
+def tls_inspector() -> listener_components_pb2.ListenerFilter:
+    """Reads the SNI from the ClientHello, for filter chains that match on server names."""
+    return listener_components_pb2.ListenerFilter(
+        name=TLS_INSPECTOR, typed_config=pack(tls_inspector_pb2.TlsInspector())
+    )
+
+
 def _listener(
     traffic: TrafficIndex, proxy: Proxy, svc: OutboundService, labels: Mapping[str, str]
 ) -> listener_pb2.Listener:
     port = svc.port.number
     proxy_config = tcp_proxy_pb2.TcpProxy(stat_prefix=svc.cluster_name, cluster=svc.cluster_name)
     vs = traffic.virtual_service(svc.host, proxy.namespace)
-    route = _first_match(vs, port, labels, proxy.namespace) if vs is not None else None
-    if route is not None:
-        weighted = [d for d in route.route if d.weight > 0]
-        if len(weighted) == 1:
-            proxy_config.cluster = cluster_for(traffic, weighted[0].destination, port)
-        else:
-            proxy_config.ClearField("cluster")
-            proxy_config.stat_prefix = naming.outbound_cluster(port, svc.host)
-            proxy_config.weighted_clusters.CopyFrom(
-                tcp_proxy_pb2.TcpProxy.WeightedCluster(
-                    clusters=[
-                        tcp_proxy_pb2.TcpProxy.WeightedCluster.ClusterWeight(
-                            name=cluster_for(traffic, d.destination, port), weight=d.weight
-                        )
-                        for d in weighted
-                    ]
-                )
-            )
-    return listener_pb2.Listener(
+    listener = listener_pb2.Listener(
         name=naming.listener_name(proxy.address, port),
         address=socket_address(proxy.address, port),
         traffic_direction=base_pb2.OUTBOUND,
-        filter_chains=[
-            listener_components_pb2.FilterChain(
-                filters=[
-                    listener_components_pb2.Filter(
-                        name=TCP_PROXY_FILTER, typed_config=pack(proxy_config)
-                    )
-                ]
-            )
-        ],
     )
+    if vs is not None and svc.port.protocol in TLS_PROTOCOLS:
+        chains = sni_chains(traffic, vs, port, labels, proxy.namespace, MESH_GATEWAY)
+        if chains:
+            listener.filter_chains.extend(chains)
+            listener.listener_filters.append(tls_inspector())
+            return listener
+    route = _first_match(vs, port, labels, proxy.namespace) if vs is not None else None
+    if route is not None:
+        proxy_config = tcp_proxy(
+            traffic, route.route, port, stat_prefix=naming.outbound_cluster(port, svc.host)
+        )
+    listener.filter_chains.append(
+        listener_components_pb2.FilterChain(filters=[tcp_proxy_filter(proxy_config)])
+    )
+    return listener
+
+
+def sni_chains(
+    traffic: TrafficIndex,
+    vs: VirtualService,
+    port: int,
+    labels: Mapping[str, str] | None,
+    namespace: str,
+    gateway: str,
+    taken: set[str] | None = None,
+) -> list[listener_components_pb2.FilterChain]:
+    """One filter chain per `tls[]` match that applies (first rule wins a name): the SNI
+    names it lists, to its destinations. `labels` None: a gateway, which ignores
+    sourceLabels and sourceNamespace (Istio's l4SingleMatch)."""
+    taken = set() if taken is None else taken
+    chains = []
+    for route in vs.tls:
+        if not route.route:
+            continue
+        for match in route.match:
+            if match.port is not None and match.port != port:
+                continue
+            if match.gateways and gateway not in {
+                gateway_key(g, vs.meta.namespace) for g in match.gateways
+            }:
+                continue
+            if labels is not None:
+                if match.source_labels is not None and not labels_match(
+                    match.source_labels, labels
+                ):
+                    continue
+                if match.source_namespace and match.source_namespace != namespace:
+                    continue
+            names = [n for n in match.sni_hosts if n not in taken]
+            if not names:
+                continue
+            taken.update(names)
+            chains.append(
+                listener_components_pb2.FilterChain(
+                    filter_chain_match=listener_components_pb2.FilterChainMatch(
+                        server_names=sorted(names)
+                    ),
+                    filters=[tcp_proxy_filter(tcp_proxy(traffic, route.route, port))],
+                )
+            )
+    return chains
 
 
 def _first_match(

@@ -57,6 +57,7 @@ class TrafficIndex:
         for vs in mesh.virtual_services:
             labels = [m.source_labels for r in vs.http for m in r.match]
             labels += [m.source_labels for r in vs.tcp for m in r.match]
+            labels += [m.source_labels for r in vs.tls for m in r.match]
             for selector in labels:
                 if selector is not None and selector not in selectors:
                     selectors.append(selector)
@@ -105,8 +106,16 @@ class TrafficIndex:
                         best = (score, vs)
         return None if best is None else best[1]
 
-    def bound_to(self, gateway: str) -> tuple[VirtualService, ...]:
-        return tuple(vs for vs in self.virtual_services if gateway in vs.gateways)
+    def bound_to(self, gateway: str, namespace: str | None = None) -> tuple[VirtualService, ...]:
+        """The VirtualServices bound to `gateway` (delegates never are), in mesh order;
+        with `namespace`, only those exported to it (Istio's VirtualServicesForGateway)."""
+        return tuple(
+            vs
+            for vs in self.virtual_services
+            if gateway in vs.gateways
+            and not vs.is_delegate
+            and (namespace is None or vs.exported_to(namespace))
+        )
 
     def source_key(self, labels: Mapping[str, str]) -> tuple[bool, ...]:
         """Which `sourceLabels` selectors match a proxy: proxies with equal keys share routes."""
@@ -119,12 +128,7 @@ class TrafficIndex:
 
 
 def _exported(vs: VirtualService, namespace: str) -> bool:
-    if not vs.export_to:
-        return True
-    return any(
-        t == "*" or t == namespace or (t == "." and namespace == vs.meta.namespace)
-        for t in vs.export_to
-    )
+    return vs.exported_to(namespace)
 
 
 def service_port(service: ServiceEntry, wanted: int | None, listener_port: int) -> int:

@@ -240,6 +240,8 @@ def _gateway_entry(config: MeshConfig) -> Entry | None:
             host = "" if "*" in host else host
             path = _routed_path(config, gateway.meta.namespace, gateway.meta.name)
             via = f"{we.proxy_id}, Gateway {gateway.meta.key}"
+            if server.protocol == "TCP":  # a connection, not a URL
+                return Entry(f"{we.address}:{server.port}", via, tcp=True)
             if server.tls is not None and not server.tls.https_redirect:
                 name = host or "localhost"
                 return Entry(f"https://{name}:{server.port}{path}", via, resolve=we.address)

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import re
 
 from ..fields import Shape, shape, supported
-from ..model_traffic import StringMatch
+from ..model_traffic import PemFile, StringMatch
 from ..names import dns1123_label_problem, wildcard_host_problem
 from ..schema import DocChecker, Located
 
@@ -110,3 +111,20 @@ def export_to_problem(value: str) -> str | None:
     if value in {".", "*", "~"} or dns1123_label_problem(value) is None:
         return None
     return "must be '.', '*', '~' or a namespace name"
+
+
+def pem_file(ck: DocChecker, at: Located) -> PemFile | None:
+    """A file path a document names; relative to the directory of that document.
+
+    Only the path is kept here: the loader reads the file (`galley.tls_files`).
+    """
+    path = ck.string(at, _path_problem)
+    if path is None:
+        return None
+    if not os.path.isabs(path):
+        path = os.path.join(os.path.dirname(os.path.abspath(ck.file)), path)
+    return PemFile(os.path.normpath(path))
+
+
+def _path_problem(value: str) -> str | None:
+    return "must be a file path" if not value.strip() or "\0" in value else None

@@ -1,8 +1,10 @@
-"""VirtualService: how requests to a host are routed (Istio's HTTP and TCP routes).
+"""VirtualService: how requests to a host are routed (Istio's HTTP, TLS and TCP routes).
 
 Checks within one document: field names and types, durations, weights summing
-to 100, one of route/redirect per HTTP route, rules that can never match.
-Checks that need other documents (hosts, subsets, gateways) are in
+to 100, one of route/redirect per HTTP route, rules that can never match, SNI
+names within the hosts. A VirtualService without hosts is a delegate: only a root's
+`http[].delegate` uses it, so it has no gateways and no tls or tcp routes (Istio).
+Checks that need other documents (hosts, subsets, gateways, delegates) are in
 `traffic_checks`.
 """
 
@@ -18,6 +20,7 @@ from ..model import ObjectMeta
 from ..model_traffic import (
     MESH_GATEWAY,
     CorsPolicy,
+    Delegate,
     Destination,
     DirectResponse,
     Fault,
@@ -32,11 +35,13 @@ from ..model_traffic import (
     StringMatch,
     TCPMatch,
     TCPRoute,
+    TLSMatch,
+    TLSRoute,
     VirtualService,
     gateway_key,
     qualify_host,
 )
-from ..names import dns1123_label_problem
+from ..names import dns1123_label_problem, dns1123_subdomain_problem, is_ip
 from ..schema import DocChecker, Located
 from .common import freeze, parse_labels, parse_port_number
 from .traffic_common import (
@@ -85,7 +90,8 @@ REDIRECT: Shape = shape(
     redirectCode=supported("301, 302, 303, 307, 308"),
     scheme=supported(),
     port=supported(),
-    derivePort=not_yet(),
+    derivePort=supported("FROM_PROTOCOL_DEFAULT, or FROM_REQUEST_PORT: the listener's port"),
+    prefixRewrite=supported("replaces the matched uri prefix; every uri match is a prefix"),
 )
 DIRECT_BODY: Shape = shape(string=supported(), bytes=supported("base64 of UTF-8 text"))
 DIRECT: Shape = shape(status=supported(), body=obj(DIRECT_BODY, "up to 4 KiB (Envoy's limit)"))
@@ -142,7 +148,10 @@ HTTP: Shape = shape(
     mirrors=each(MIRROR),
     headers=obj(HEADERS),
     corsPolicy=obj(CORS),
-    delegate=not_yet(),
+    delegate=obj(
+        shape(name=supported(), namespace=supported("default: the root's namespace")),
+        "the routes of a VirtualService without hosts, narrowed by this route's matches",
+    ),
 )
 TCP_MATCH: Shape = shape(
     port=supported(),
@@ -153,17 +162,29 @@ TCP_MATCH: Shape = shape(
     sourceSubnet=not_yet(),
 )
 TCP: Shape = shape(match=each(TCP_MATCH), route=each(TCP_ROUTE_DESTINATION))
+TLS_MATCH: Shape = shape(
+    sniHosts=supported("the SNI names, within the VirtualService's hosts"),
+    port=supported(),
+    sourceLabels=supported("sidecars whose labels match (gateways ignore it, as Istio)"),
+    gateways=supported(),
+    sourceNamespace=supported("sidecars of that namespace (gateways ignore it, as Istio)"),
+    destinationSubnets=not_yet(
+        "no iptables: a sidecar sees its own address as the destination, never the original one"
+    ),
+)
+TLS: Shape = shape(match=each(TLS_MATCH), route=each(TCP_ROUTE_DESTINATION))
 SPEC: Shape = shape(
-    hosts=supported("short names resolve in the VirtualService's namespace"),
+    hosts=supported("short names resolve in the VirtualService's namespace; none: a delegate"),
     gateways=supported("mesh, name, ns/name"),
     http=each(HTTP),
-    tcp=each(TCP, "sidecars only"),
-    tls=not_yet("SNI routing"),
+    tcp=each(TCP, "TCP ports of sidecars; TCP and TLS-ended servers of gateways"),
+    tls=each(TLS, "passthrough servers of gateways; TLS and HTTPS ports of sidecars"),
     exportTo=supported(),
 )
 MAX_DIRECT_BODY = 4096  # Envoy's default max_direct_response_body_size_bytes
 REDIRECT_SCHEMES = frozenset({"http", "https"})
 REDIRECT_CODES = frozenset({301, 302, 303, 307, 308})
+DERIVE_PORTS = frozenset({"FROM_PROTOCOL_DEFAULT", "FROM_REQUEST_PORT"})
 # Envoy's retry_on vocabulary (Istio passes it through), plus status codes.
 RETRY_ON = frozenset(
     {
@@ -197,32 +218,48 @@ def parse_virtual_service(
     if fields is None:
         return None
     namespace = meta.namespace
-    hosts: list[str] = []
-    if (at := ck.required(fields, "hosts", spec)) is not None:
-        hosts = [
-            qualify_host(h, namespace)
-            for h, _ in ck.strings(at, host_problem, non_empty=True) or ()
-        ]
+    written: list[str] = []  # the hosts as written, for the SNI names to be within
+    if (at := fields.get("hosts")) is not None:
+        written = [h for h, _ in ck.strings(at, host_problem) or ()]
+    hosts = [qualify_host(h, namespace) for h in written]
+    delegate = not hosts and (at is None or at.value == [] or len(ck.errors) == before)
+    if delegate:
+        for key in ("gateways", "tls", "tcp"):
+            if key in fields:
+                ck.error(
+                    fields[key],
+                    f"a VirtualService without hosts is a delegate, used only through a root's "
+                    f"http[].delegate: it takes no {key}",
+                )
     gateways: tuple[str, ...] = (MESH_GATEWAY,)
     if (at := fields.get("gateways")) is not None:
         # Istio: an empty list means the default, the sidecars (`mesh`).
         gateways = tuple(_gateway_names(ck, at, namespace)) or (MESH_GATEWAY,)
     http: list[HTTPRoute] = []
     if (at := fields.get("http")) is not None:
-        http = [r for item in ck.items(at) or () if (r := _http_route(ck, item, namespace))]
+        http = [
+            r
+            for item in ck.items(at) or ()
+            if (r := _http_route(ck, item, namespace, in_delegate=delegate))
+        ]
         if len(ck.errors) == before:  # a broken match is no catch-all: warn only on sound rules
             _unreachable(ck, at, http)
     tcp: list[TCPRoute] = []
     if (at := fields.get("tcp")) is not None:
         tcp = [t for item in ck.items(at) or () if (t := _tcp_route(ck, item, namespace))]
-    if "http" not in fields and "tcp" not in fields:
-        ck.error(spec, "must have at least one of http, tcp")
+    tls: list[TLSRoute] = []
+    if (at := fields.get("tls")) is not None:
+        tls = [x for item in ck.items(at) or () if (x := _tls_route(ck, item, namespace, written))]
+    if not any(k in fields for k in ("http", "tcp", "tls")):
+        ck.error(spec, "must have at least one of http, tcp, tls")
     export_to: tuple[str, ...] = ()
     if (at := fields.get("exportTo")) is not None:
         export_to = tuple(v for v, _ in ck.strings(at, export_to_problem) or ())
     if len(ck.errors) > before:
         return None
-    return VirtualService(meta, tuple(hosts), gateways, tuple(http), tuple(tcp), export_to)
+    return VirtualService(
+        meta, tuple(hosts), gateways, tuple(http), tuple(tcp), export_to, tuple(tls)
+    )
 
 
 def _gateway_names(ck: DocChecker, at: Located, namespace: str) -> list[str]:
@@ -238,10 +275,17 @@ def _gateway_names(ck: DocChecker, at: Located, namespace: str) -> list[str]:
 # --- HTTP -------------------------------------------------------------------
 
 
-def _http_route(ck: DocChecker, at: Located, namespace: str) -> HTTPRoute | None:
+def _http_route(
+    ck: DocChecker, at: Located, namespace: str, *, in_delegate: bool = False
+) -> HTTPRoute | None:
     fields = ck.fields(at, HTTP)
     if fields is None:
         return None
+    delegate = None
+    if (d := fields.get("delegate")) is not None:
+        delegate = _delegate(ck, d, namespace)
+        if in_delegate:
+            ck.error(d, "a delegate's routes cannot delegate again (one level, as in Istio)")
     name = ck.string(fields["name"]) or "" if "name" in fields else ""
     matches: tuple[HTTPMatch, ...] = ()
     if (m := fields.get("match")) is not None:
@@ -249,10 +293,10 @@ def _http_route(ck: DocChecker, at: Located, namespace: str) -> HTTPRoute | None
     route: tuple[RouteDestination, ...] = ()
     if (r := fields.get("route")) is not None:
         route = _destinations(ck, r, namespace)
-    redirect = _redirect(ck, fields["redirect"]) if "redirect" in fields else None
+    redirect = _redirect(ck, fields["redirect"], matches) if "redirect" in fields else None
     direct = _direct(ck, fields["directResponse"]) if "directResponse" in fields else None
-    if sum(k in fields for k in ("route", "redirect", "directResponse")) != 1:
-        ck.error(at, "must set exactly one of route, redirect, directResponse")
+    if sum(k in fields for k in ("route", "redirect", "directResponse", "delegate")) != 1:
+        ck.error(at, "must set exactly one of route, redirect, directResponse, delegate")
     rewrite = None
     if (rw := fields.get("rewrite")) is not None:
         rewrite = _rewrite(ck, rw)
@@ -304,7 +348,20 @@ def _http_route(ck: DocChecker, at: Located, namespace: str) -> HTTPRoute | None
         request_headers=request_headers,
         response_headers=response_headers,
         cors=cors,
+        delegate=delegate,
     )
+
+
+def _delegate(ck: DocChecker, at: Located, namespace: str) -> Delegate | None:
+    fields = ck.fields(at, HTTP["delegate"].fields or {})
+    if fields is None:
+        return None
+    name_at = ck.required(fields, "name", at)
+    name = ck.string(name_at, dns1123_subdomain_problem) if name_at is not None else None
+    delegate_ns = namespace
+    if (ns_at := fields.get("namespace")) is not None:
+        delegate_ns = ck.string(ns_at, dns1123_label_problem) or namespace
+    return None if name is None else Delegate(name, delegate_ns)
 
 
 def _http_match(ck: DocChecker, at: Located) -> HTTPMatch | None:
@@ -409,7 +466,7 @@ def _destination(ck: DocChecker, at: Located, namespace: str) -> Destination | N
     return Destination(qualify_host(host, namespace), subset, port)
 
 
-def _redirect(ck: DocChecker, at: Located) -> Redirect | None:
+def _redirect(ck: DocChecker, at: Located, matches: tuple[HTTPMatch, ...]) -> Redirect | None:
     fields = ck.fields(at, REDIRECT)
     if fields is None:
         return None
@@ -423,11 +480,23 @@ def _redirect(ck: DocChecker, at: Located) -> Redirect | None:
         code = value or 301
     scheme = ck.enum(fields["scheme"], REDIRECT_SCHEMES) or "" if "scheme" in fields else ""
     port = parse_port_number(ck, fields.get("port"))
-    if not (uri or authority or scheme or port):
-        ck.error(at, "must set uri, authority, scheme or port")
+    derive = ck.enum(fields["derivePort"], DERIVE_PORTS) or "" if "derivePort" in fields else ""
+    if port and "derivePort" in fields:
+        ck.error(fields["derivePort"], "cannot be set with port: one or the other")
+    prefix = ck.string(fields["prefixRewrite"]) or "" if "prefixRewrite" in fields else ""
+    if uri and prefix:
+        ck.error(fields["prefixRewrite"], "cannot be set with uri: one or the other")
+    for i, m in enumerate(matches):
+        if prefix and m.uri is not None and m.uri.kind != "prefix":
+            ck.error(
+                fields["prefixRewrite"],
+                f"needs every uri match to be a prefix, and match[{i}] is {m.uri.kind} (Istio)",
+            )
+    if not (uri or authority or scheme or port or prefix or derive):
+        ck.error(at, "must set uri, prefixRewrite, authority, scheme or port")
     if uri and not uri.startswith("/"):
         ck.error(fields["uri"], f"{uri!r} must start with '/'")
-    return Redirect(uri, authority, code, scheme, port)
+    return Redirect(uri, authority, code, scheme, port, prefix, derive)
 
 
 def _direct(ck: DocChecker, at: Located) -> DirectResponse | None:
@@ -587,6 +656,8 @@ def _unreachable(ck: DocChecker, at: Located, routes: list[HTTPRoute]) -> None:
     """Warn about HTTP routes after one that matches every request: they never match."""
     items = at.value if isinstance(at.value, list) else []
     for i, route in enumerate(routes[:-1]):
+        if route.delegate is not None:
+            continue  # requests the delegate's routes do not match go on to the next rule
         if not route.match or any(m.is_catch_all for m in route.match):
             if i + 1 < len(items):
                 line = ck.lines.get(f"{at.path}[{i + 1}]", at.line)
@@ -616,3 +687,63 @@ def _tcp_route(ck: DocChecker, at: Located, namespace: str) -> TCPRoute | None:
     route_at = ck.required(fields, "route", at)
     route = _destinations(ck, route_at, namespace, http=False) if route_at is not None else ()
     return TCPRoute(tuple(matches), route)
+
+
+# --- TLS ------------------------------------------------------------------------
+
+
+def _tls_route(ck: DocChecker, at: Located, namespace: str, hosts: list[str]) -> TLSRoute | None:
+    """Istio's validateTLSRoute: at least one match, each with SNI names within the
+    VirtualService's hosts, and a route."""
+    fields = ck.fields(at, TLS)
+    if fields is None:
+        return None
+    matches: list[TLSMatch] = []
+    if (m := ck.required(fields, "match", at)) is not None:
+        for item in ck.items(m, non_empty=True) or ():
+            if (match := _tls_match(ck, item, hosts)) is not None:
+                matches.append(match)
+    route_at = ck.required(fields, "route", at)
+    route = _destinations(ck, route_at, namespace, http=False) if route_at is not None else ()
+    return TLSRoute(tuple(matches), route)
+
+
+def _tls_match(ck: DocChecker, at: Located, hosts: list[str]) -> TLSMatch | None:
+    m = ck.fields(at, TLS_MATCH)
+    if m is None:
+        return None
+    sni: list[str] = []
+    if (s := ck.required(m, "sniHosts", at)) is not None:
+        for name, item in ck.strings(s, _sni_problem, non_empty=True) or ():
+            if is_ip(name):
+                ck.warn(item, f"{name!r} is an IP address: TLS clients send no SNI for an IP")
+            elif hosts and not any(_sni_within(name.lower(), h.lower()) for h in hosts):
+                ck.error(
+                    item,
+                    f"SNI host {name!r} is not within the VirtualService's hosts "
+                    f"({', '.join(hosts)})",
+                )
+                continue
+            sni.append(name.lower())
+    labels = freeze(parse_labels(ck, m["sourceLabels"])) if "sourceLabels" in m else None
+    gateways = tuple(v for v, _ in ck.strings(m["gateways"]) or ()) if "gateways" in m else ()
+    return TLSMatch(
+        tuple(sni),
+        parse_port_number(ck, m.get("port")),
+        labels,
+        gateways,
+        _namespace(ck, m.get("sourceNamespace")),
+    )
+
+
+def _sni_problem(value: str) -> str | None:
+    return None if is_ip(value) else host_problem(value)
+
+
+def _sni_within(sni: str, host: str) -> bool:
+    """Istio's SubsetOf: `a.example.com` and `*.example.com` are within `*.example.com`."""
+    if host == "*":
+        return True
+    if host.startswith("*."):
+        return sni.endswith(host[1:])
+    return sni == host
