@@ -31,6 +31,7 @@ _SEPARATORS = {";", "|", "||", "&&", "&", "do", "done", "then", "fi"}
 _WITH_VALUE = {
     "-H", "--header", "-x", "--proxy", "-X", "--request", "--resolve", "-o", "--output",
     "-w", "--write-out", "--cacert", "-m", "--max-time", "-d", "--data", "-A", "-e", "-u",
+    "--cert", "-E", "--key",
 }  # fmt: skip
 
 
@@ -48,6 +49,7 @@ class Hop:
     url: str = ""  # for `proxy`: the absolute URL; else the path
     server_name: str = ""  # for `tls`: the SNI
     via: str = ""  # where it came from, for failure messages
+    client_cert: tuple[str, str] = ("", "")  # for `tls`: curl's --cert and --key files
 
     @property
     def header_map(self) -> dict[str, str]:
@@ -61,7 +63,7 @@ class Hop:
         headers = tuple(h for h in self.headers if not h.lower().startswith(PROBE + ":"))
         return Hop(self.caller, self.destination, (*headers, f"{PROBE}: {n}"),
                    self.method, self.send, self.address, self.url, self.server_name,
-                   self.via)  # fmt: skip
+                   self.via, self.client_cert)  # fmt: skip
 
 
 @dataclass
@@ -71,6 +73,8 @@ class Curl:
     headers: list[str] = field(default_factory=list)
     method: str = "GET"
     resolve: str = ""
+    cert: str = ""
+    key: str = ""
 
 
 def curls(line: str) -> Iterator[Curl]:
@@ -98,6 +102,10 @@ def curls(line: str) -> Iterator[Curl]:
                     curl.method = value
                 elif token == "--resolve":
                     curl.resolve = value
+                elif token in ("--cert", "-E"):
+                    curl.cert = value
+                elif token == "--key":
+                    curl.key = value
                 i += 2
                 continue
             if "://" in token and not curl.url:
@@ -126,7 +134,8 @@ def entry_hops(line: str, config: MeshConfig) -> list[Hop]:
         elif scheme == "https" and curl.resolve:
             name, port, address = curl.resolve.split(":")
             hops.append(Hop(by_address[address], curl.url, tuple(curl.headers), curl.method,
-                            "tls", f"{address}:{port}", path, name, via=line))  # fmt: skip
+                            "tls", f"{address}:{port}", path, name, via=line,
+                            client_cert=(curl.cert, curl.key)))  # fmt: skip
         elif scheme == "http":
             address = authority.rsplit(":", 1)[0]
             hops.append(Hop(by_address[address], rest, tuple(curl.headers), curl.method,

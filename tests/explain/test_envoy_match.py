@@ -5,7 +5,9 @@ with its own name, so Envoy tells which one it picked)."""
 
 from __future__ import annotations
 
+import base64
 import http.client
+import json
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,6 +16,7 @@ import pytest
 import yaml
 from envoy.config.route.v3 import route_components_pb2 as rc
 from envoy.config.route.v3 import route_pb2
+from envoy.type.matcher.v3 import metadata_pb2, string_pb2, value_pb2
 from google.protobuf.json_format import MessageToDict, ParseDict
 
 from tests.e2e.harness import envoy_binary, free_port, get, wait_until
@@ -263,9 +266,48 @@ def test_header_checks_say_what_the_request_had() -> None:
     )
 
 
+def test_jwt_claim_matches_are_decided_from_the_bearer_token() -> None:
+    # As the generators build `@request.auth.claims[groups]` (Istio's claim routing).
+    one = value_pb2.ValueMatcher(string_match=string_pb2.StringMatcher(exact="dev"))
+    either = value_pb2.ValueMatcher(
+        or_match=value_pb2.OrMatcher(
+            value_matchers=[
+                value_pb2.ValueMatcher(list_match=value_pb2.ListMatcher(one_of=one)),
+                one,
+            ]
+        )
+    )
+    match = rc.RouteMatch(prefix="/")
+    match.dynamic_metadata.add(
+        filter="envoy.filters.http.jwt_authn",
+        path=[metadata_pb2.MetadataMatcher.PathSegment(key=k) for k in ("payload", "groups")],
+        value=either,
+    )
+
+    def token(claims: dict[str, object]) -> str:
+        def part(d: dict[str, object]) -> str:
+            return base64.urlsafe_b64encode(json.dumps(d).encode()).decode().rstrip("=")
+
+        return f"Bearer {part({'alg': 'none'})}.{part(claims)}.sig"
+
+    def check(*headers: tuple[str, str]) -> object:
+        (_, claim) = route_checks(match, Request("h", headers=headers))
+        return claim.ok, claim.saw
+
+    assert check() == (False, "no bearer token: no claims")
+    ok, saw = check(("authorization", token({"groups": ["ops", "dev"]})))
+    assert ok is True and "if the token verifies" in saw
+    assert check(("authorization", token({"groups": "dev"})))[0] is True
+    assert check(("authorization", token({"groups": ["ops"]})))[0] is False
+    assert check(("authorization", token({"sub": "x"})))[0] is False
+    assert check(("authorization", "Bearer not-a-jwt"))[0] is None
+    match.dynamic_metadata[0].invert = True
+    assert check()[0] is True
+
+
 def test_undecidable_conditions_are_not_guessed() -> None:
     match = rc.RouteMatch(prefix="/")
-    match.dynamic_metadata.add(filter="envoy.filters.http.jwt_authn")
+    match.dynamic_metadata.add(filter="envoy.filters.http.ext_authz")
     checks = route_checks(match, Request("h"))
     assert verdict(checks) is None and "dynamic metadata" in checks[-1].condition
     bad = rc.RouteMatch()

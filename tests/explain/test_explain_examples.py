@@ -205,3 +205,13 @@ def test_hop_parsing_of_try_lines() -> None:
     (hop,) = entry_hops(line, config)
     assert hop == Hop("sleep.default", "httpbin:8000/delay/1", (), "GET", "proxy",
                       "127.0.73.15:15001", "http://httpbin:8000/delay/1", via=line)  # fmt: skip
+
+
+def test_tls_passthrough_reaches_the_gateway_behind_it() -> None:
+    d = explained("ingress-sni-passthrough", "istio-ingressgateway.istio-system",
+                  "https://nginx.example.com:8443/")  # fmt: skip
+    assert d["outcome"]["result"] == "routed"
+    (cluster,) = d["clusters"]
+    assert cluster["tls"]["wire"].startswith("the client's own TLS (SNI nginx.example.com)")
+    (endpoint,) = cluster["endpoints"]
+    assert endpoint["accepts"] is True and endpoint["gateway"] == "default/nginx-server"

@@ -104,6 +104,9 @@ EXTRA: dict[str, list[str]] = {
         "curl -H 'Host: httpbin.example.com' http://127.0.73.5:8080/headers",
         "curl -H 'Host: other.example.com' http://127.0.73.5:8080/status/200",
     ],
+    "ingress-sni-passthrough": [  # the TLS the gateway passes through ends at my-nginx
+        "curl --resolve nginx.example.com:8443:127.0.73.50 https://nginx.example.com:8443/",
+    ],
     "secure-ingress-gateway": [
         "curl -H 'Host: httpbin.example.com' http://127.0.73.5:8080/status/200",  # 301
         "curl --resolve other.example.com:8443:127.0.73.5 https://other.example.com:8443/",

@@ -165,7 +165,10 @@ def _outbound_tcp(state: MeshState, proxy: Proxy, request: Request) -> dict[str,
     clusters = _tcp_clusters(tcp)
     out["virtual_service"] = _tcp_virtual_service(state, proxy, clusters, port)
     total = sum(w for _, w in clusters) or 1
-    out["clusters"] = [_cluster(state, proxy, n, w, total, None, None) for n, w in clusters]
+    forwarded = request.host if sni else ""  # tls[]: the app's TLS, forwarded as it is
+    out["clusters"] = [
+        _cluster(state, proxy, n, w, total, None, None, forwarded) for n, w in clusters
+    ]
     _outcome(out)
     return out
 
@@ -213,11 +216,20 @@ def _gateway(state: MeshState, proxy: Proxy, request: Request) -> dict[str, Any]
         return out
     if choice.chain.HasField("transport_socket"):
         out["tls"] = _server_tls(choice.chain)
+        if out["tls"]["mode"] == "MUTUAL":
+            out["tls"]["client"] = (
+                "the client must present a certificate the server's CA signed: "
+                "a client without one is refused in the handshake"
+            )
     tcp = envoy_read.tcp_proxy(choice.chain)
     if tcp is not None and envoy_read.http_manager(choice.chain) is None:
         clusters = _tcp_clusters(tcp)
         total = sum(w for _, w in clusters) or 1
-        out["clusters"] = [_cluster(state, proxy, n, w, total, None, None) for n, w in clusters]
+        # TLS the gateway does not end (PASSTHROUGH) reaches the endpoint as it is.
+        forwarded = request.host if tls and not choice.chain.HasField("transport_socket") else ""
+        out["clusters"] = [
+            _cluster(state, proxy, n, w, total, None, None, forwarded) for n, w in clusters
+        ]
         _outcome(out)
         return out
     gateway = next(
@@ -408,7 +420,10 @@ def _cluster(
     total: int,
     request: Request | None,
     route: Mapping[str, Any] | None,
+    passthrough: str = "",
 ) -> dict[str, Any]:
+    """One cluster a route or TCP proxy picks. `passthrough`: the SNI of a client's TLS
+    that the proxy forwards unterminated (what the endpoint then sees)."""
     resources = state.resources(proxy.node_id)
     out: dict[str, Any] = {"name": name, "weight": weight, "share": f"{100 * weight / total:g}%"}
     cluster = resources.get(xds_types.CLUSTER, {}).get(name)
@@ -443,11 +458,13 @@ def _cluster(
     caller_id = identity(state.mesh, proxy.workload)
     if tls["mode"] == "ISTIO_MUTUAL":
         tls["presents"] = caller_id
+    if passthrough and tls["mode"] == "DISABLE":
+        tls["wire"] = f"the client's own TLS (SNI {passthrough}), passed through unterminated"
     out["tls"] = tls
     endpoints, where = envoy_read.endpoints(cluster, resources.get(xds_types.ENDPOINT, {}))
     out["endpoints_from"] = where
     for ep in endpoints:
-        ep.update(_server_side(state, proxy, ep, tls, request, caller_id))
+        ep.update(_server_side(state, ep, tls, request, caller_id, passthrough))
     out["endpoints"] = endpoints
     if not endpoints:
         out["no_endpoints"] = "no healthy endpoint: Envoy answers 503 (UH)"
@@ -487,6 +504,8 @@ def _no_auto_mtls(state: MeshState, svc: Any) -> str:
         server = ctx.proxy(endpoint.workload.proxy_id)
         if server is None or server.workload is not endpoint.workload:
             return f"endpoint {endpoint.address} has no sidecar"
+        if server.gateways:
+            return f"{server.node_id} is a gateway, not a sidecar"
         if not any(p.port == endpoint.port and p.bind == server.address for p in server.inbound):
             return f"{server.node_id}'s sidecar does not listen on {endpoint.port}"
         mode = peer_decision(state.mesh, endpoint.workload, endpoint.port)
@@ -497,13 +516,13 @@ def _no_auto_mtls(state: MeshState, svc: Any) -> str:
 
 def _server_side(
     state: MeshState,
-    proxy: Proxy,
     ep: dict[str, Any],
     tls: Mapping[str, Any],
     request: Request | None,
     caller_id: str | None,
+    passthrough: str = "",
 ) -> dict[str, Any]:
-    """What the endpoint's own sidecar does with the connection and the request."""
+    """What the endpoint's own proxy (a sidecar, or a gateway) does with the connection."""
     server = state.push_context.proxy(ep["workload"]) if ep["workload"] else None
     if server is None:
         return {"sidecar": None}
@@ -519,14 +538,20 @@ def _server_side(
                 "handshake fails (503, UF)"
             )
     listener = state.listeners(server.node_id).get(naming.listener_name(address, port))
+    kind = "gateway" if server.gateways else "sidecar"
     if not isinstance(listener, listener_pb2.Listener):
         out["accepts"] = False
-        out["why"] = f"{server.node_id}'s sidecar does not listen on {address}:{port}"
+        out["why"] = f"{server.node_id}'s {kind} does not listen on {address}:{port}"
         return out
-    out["mtls"] = peer_decision(state.mesh, server.workload, port)
+    if server.gateways:
+        out["gateway"] = ", ".join(g.meta.key for g in server.gateways)
+    else:
+        out["mtls"] = peer_decision(state.mesh, server.workload, port)
     out["envoy_mode"] = envoy_read.downstream_mode(listener)
-    encrypted = tls["mode"] != "DISABLE"
-    choice = select_filter_chain(listener, server_name=str(tls.get("sni", "")), tls=encrypted)
+    # On the wire: the cluster's own TLS, or a client's TLS forwarded as it is.
+    encrypted = tls["mode"] != "DISABLE" or bool(passthrough)
+    sni = passthrough or str(tls.get("sni", ""))
+    choice = select_filter_chain(listener, server_name=sni, tls=encrypted)
     if choice.chain is None:
         out["accepts"] = False
         out["why"] = (

@@ -16,24 +16,31 @@ answer is the route Envoy picks, and every condition says how the request fared:
 - filter chain: SNI (exact, then the longest `*.` wildcard, then chains without names),
   then the transport protocol (`tls` / `raw_buffer`).
 
-What cannot be decided from the request alone (a JWT claim in dynamic metadata, a runtime
-fraction, a TLS context) is reported as undecided (`ok` None), never guessed.
+What cannot be decided from the request alone (another filter's dynamic metadata, a
+runtime fraction, a TLS context) is reported as undecided (`ok` None), never guessed. A
+JWT claim match is decided from the request's bearer token as if it verified (a token
+that does not verify is refused before routing; explain does not check signatures).
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
+import json
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from envoy.config.listener.v3 import listener_components_pb2, listener_pb2
 from envoy.config.route.v3 import route_components_pb2 as rc
 from envoy.config.route.v3 import route_pb2
-from envoy.type.matcher.v3 import string_pb2
+from envoy.type.matcher.v3 import metadata_pb2, string_pb2, value_pb2
 
 from xds_server.explain.request import Request
 
 Verdict = bool | None  # None: cannot be decided from the request
+HCM_FILTER = "envoy.filters.network.http_connection_manager"
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,17 +196,97 @@ def route_checks(match: rc.RouteMatch, request: Request) -> list[Check]:
     if match.HasField("tls_context"):
         checks.append(Check("TLS context (client certificate)", None, "not known here"))
     for meta in match.dynamic_metadata:
-        keys = ".".join(seg.key for seg in meta.path)
-        checks.append(
-            Check(
-                f"dynamic metadata {meta.filter}.{keys}",
-                None,
-                "set by a filter while the request runs (e.g. a verified JWT's claims)",
-            )
-        )
+        checks.append(_metadata_check(meta, request))
     if match.filter_state:
         checks.append(Check("filter state", None, "set by a filter while the request runs"))
     return checks
+
+
+JWT_AUTHN = "envoy.filters.http.jwt_authn"
+_MISSING = object()
+
+
+def _metadata_check(meta: metadata_pb2.MetadataMatcher, request: Request) -> Check:
+    """A match on dynamic metadata. jwt_authn's (a VirtualService match on
+    `@request.auth.claims`) is decided from the request's bearer token, as if jwt_authn
+    verified it: explain does not check signatures (a token that fails is a 401 before
+    any route); any other filter's metadata cannot be known here."""
+    keys = [seg.key for seg in meta.path]
+    if meta.filter != JWT_AUTHN or not keys:
+        what = f"dynamic metadata {meta.filter}.{'.'.join(keys)}"
+        return Check(what, None, "set by a filter while the request runs")
+    claim = ".".join(keys[1:])
+    what = f"JWT claim {claim}: {'not ' if meta.invert else ''}{_describe_value(meta.value)}"
+    token = bearer_claims(request)
+    if token is None:
+        found = _value_matches_json(meta.value, _MISSING)
+        ok = None if found is None else found != meta.invert
+        return Check(what, ok, "no bearer token: no claims")
+    if token is _MISSING:
+        return Check(what, None, "a bearer token that is not a readable JWT")
+    value: Any = token
+    for key in keys[1:]:
+        value = value.get(key, _MISSING) if isinstance(value, dict) else _MISSING
+    found = _value_matches_json(meta.value, value)
+    saw = "claim absent" if value is _MISSING else f"claim {json.dumps(value)}"
+    saw += " (if the token verifies: explain does not check its signature)"
+    return Check(what, None if found is None else found != meta.invert, saw)
+
+
+def bearer_claims(request: Request) -> Any:
+    """The payload of the request's `Authorization: Bearer` JWT, unverified; None without
+    one, _MISSING if it cannot be read."""
+    auth = next((v for k, v in request.headers if k == "authorization"), "")
+    scheme, _, token = auth.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        return None
+    parts = token.strip().split(".")
+    if len(parts) != 3:
+        return _MISSING
+    try:
+        payload = json.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
+    except (ValueError, binascii.Error):
+        return _MISSING
+    return payload if isinstance(payload, dict) else _MISSING
+
+
+def _value_matches_json(m: value_pb2.ValueMatcher, value: Any) -> Verdict:
+    kind = m.WhichOneof("match_pattern")
+    if kind == "null_match":
+        return value is _MISSING or value is None
+    if kind == "present_match":
+        return value is not _MISSING and value is not None
+    if kind == "string_match":
+        return isinstance(value, str) and string_matches(m.string_match, value) is True
+    if kind == "bool_match":
+        return isinstance(value, bool) and value == m.bool_match
+    if kind == "double_match":
+        if not isinstance(value, int | float) or isinstance(value, bool):
+            return False
+        d = m.double_match
+        if d.HasField("range"):
+            return d.range.start <= value < d.range.end
+        return bool(value == d.exact)
+    if kind == "list_match":
+        if not isinstance(value, list):
+            return False
+        results = [_value_matches_json(m.list_match.one_of, item) for item in value]
+        return True if True in results else (None if None in results else False)
+    if kind == "or_match":
+        results = [_value_matches_json(x, value) for x in m.or_match.value_matchers]
+        return True if True in results else (None if None in results else False)
+    return None
+
+
+def _describe_value(m: value_pb2.ValueMatcher) -> str:
+    kind = m.WhichOneof("match_pattern")
+    if kind == "string_match":
+        return describe_string(m.string_match)
+    if kind == "list_match":
+        return f"a list holding {_describe_value(m.list_match.one_of)}"
+    if kind == "or_match":
+        return " or ".join(_describe_value(x) for x in m.or_match.value_matchers)
+    return str(kind)
 
 
 def _path_check(match: rc.RouteMatch, request: Request) -> Check:
@@ -352,9 +439,10 @@ def transport_mismatch(chain: listener_components_pb2.FilterChain, *, tls: bool)
         return (
             "the filter chain expects TLS and the client sends plaintext: the connection is reset"
         )
-    if tls and not ends_tls:
+    speaks_http = any(f.name == HCM_FILTER for f in chain.filters)
+    if tls and not ends_tls and speaks_http:
         return "the filter chain expects plaintext and the client speaks TLS: the request fails"
-    return ""
+    return ""  # or TLS passed through, unterminated, by a TCP proxy
 
 
 def _by_server_name(

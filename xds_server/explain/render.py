@@ -91,7 +91,8 @@ def _labels(value: Any) -> str:
 def _destination(lines: list[str], req: Mapping[str, Any], d: Mapping[str, Any]) -> None:
     headers = "".join(f" -H '{shown(k)}: {shown(v)}'" for k, v in req["headers"])
     if d.get("way") == "outbound TCP" or (d.get("clusters") and not d.get("routes")):
-        lines.append(f"Connection: tcp://{shown(req['target'])}")
+        scheme = "tls" if req["scheme"] in ("https", "tls") else "tcp"
+        lines.append(f"Connection: {scheme}://{shown(req['target'])}")
     else:
         target = shown(f"{req['scheme']}://{req['target']}{req['path']}")
         lines.append(f"Request: {shown(req['method'])} {target}{headers}")
@@ -114,6 +115,8 @@ def _destination(lines: list[str], req: Mapping[str, Any], d: Mapping[str, Any])
             f"{', '.join(t['server_names']) or 'any'}, {t['certificates']} certificate(s), "
             f"ALPN {', '.join(t['alpn']) or '-'}"
         )
+        if t.get("client"):
+            lines.append(f"    {t['client']}")
     if d.get("authorization"):
         a = d["authorization"]
         lines.append(f"  {_mark(a['allowed'])} authorization: {a['why']}")
@@ -235,6 +238,8 @@ def _endpoint(lines: list[str], ep: Mapping[str, Any], pad: str) -> None:
     more = pad + "    "
     if "accepts" in ep:
         sidecar = f"{_mark(ep['accepts'])} its sidecar"
+        if ep.get("gateway"):
+            sidecar = f"{_mark(ep['accepts'])} its gateway ({ep['gateway']})"
         if ep.get("mtls"):
             sidecar += f": {ep['mtls']['mode']}, decided by {ep['mtls']['by']}"
         if ep.get("server_identity"):
