@@ -299,7 +299,6 @@ def test_explain_names_the_route_and_cluster_envoy_takes(tmp_path: Path, name: s
             checked.append(f"{hop.caller} {hop.destination}: {seen['route']} {seen['cluster']}")
 
         hops = walk(config, plan, ask, extra_lines(name, net))
-        print("\n".join(checked))
         assert hops and checked, name
 
 
