@@ -7,6 +7,8 @@
 /debug/syncz      every connected stream and its per-type sync state (JSON)
 /debug/config     the config status: generation, files, errors, warnings (JSON)
 /debug/config_dump?proxy=ID[&type=cluster|listener|route|endpoint|secret]
+/debug/explain?proxy=ID[&dest=HOST[:PORT][/PATH]&header=NAME:VALUE&method=GET]
+                  why a request goes where it goes (`pocketmesh explain`)
 POST /debug/reload  reload the config now (for `serve --no-watch` and benchmarks);
                     ?hold=ID,ID publishes those workloads without their endpoints,
                     ?changed=PATH,PATH names the edited files as the push's trigger
@@ -20,6 +22,7 @@ config dump are redacted.
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import logging
 import os
@@ -31,7 +34,7 @@ from aiohttp import web
 from google.protobuf.json_format import MessageToDict
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from xds_server import metrics, xds_types
+from xds_server import explain, metrics, xds_types
 from xds_server.protocol.untrusted import shown
 from xds_server.pushes import PushTrigger
 from xds_server.web import WebView
@@ -160,6 +163,7 @@ class DebugServer:
                 web.get("/debug/syncz", self._syncz),
                 web.get("/debug/config", self._config),
                 web.get("/debug/config_dump", self._config_dump),
+                web.get("/debug/explain", self._explain),
                 web.post("/debug/reload", self._reload),
             ]
         )
@@ -244,3 +248,30 @@ class DebugServer:
                 {"error": f"type must be one of {sorted(_TYPES_BY_SHORT)}"}, status=400
             )
         return web.json_response(config_dump(self.plane, proxy, type_short))
+
+    async def _explain(self, request: web.Request) -> web.Response:
+        proxy = request.query.get("proxy", "")
+        if not proxy:
+            return web.json_response({"error": "proxy= is required"}, status=400)
+        if not self.plane.cache.ready:
+            return web.json_response({"error": "no config is served yet"}, status=503)
+        snapshot = self.plane.cache.snapshot
+        try:
+            destination = request.query.get("dest", "")
+            wanted = None
+            if destination:
+                wanted = explain.parse_destination(
+                    destination,
+                    headers=request.query.getall("header", []),
+                    method=request.query.get("method", "GET"),
+                )
+            state = explain.from_snapshot(
+                snapshot, f"the running control plane, config generation {snapshot.generation}"
+            )
+            # Reads the published snapshot only; off the loop, as a big mesh takes a while.
+            result = await asyncio.to_thread(explain.explain, state, proxy, wanted)
+        except explain.BadRequest as err:
+            return web.json_response({"error": str(err)}, status=400)
+        except explain.UnknownWorkload as err:
+            return web.json_response({"error": str(err)}, status=404)
+        return web.json_response(result)

@@ -20,7 +20,7 @@ PAGES = [
     ROOT / "README.md",
     *(ROOT / "docs" / name for name in (
         "up.md", "beside-envoy.md", "architecture.md", "performance.md", "traffic.md",
-        "security.md",
+        "security.md", "observability.md",
     )),
 ]  # fmt: skip
 OPERATORS = {"&&", "||", "|", ";", "&", "(", ")"}

@@ -101,6 +101,8 @@ def virtual_service_routes(
             elif len(matches) > 1:
                 name = f"{name}.{j}"
             routes.append(_route(traffic, http, match, name, port, tls))
+    for route in routes:  # which VirtualService made it, as Istio records it (`explain`)
+        route.metadata.filter_metadata["istio"].update({"config": naming.config_path(vs.meta)})
     return routes
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Final
 
-from xds_server.galley.model import CLUSTER_DOMAIN, HTTP_PROTOCOLS
+from xds_server.galley.model import CLUSTER_DOMAIN, HTTP_PROTOCOLS, ObjectMeta
 
 # The sidecar's outbound HTTP proxy port; also the name of its route configuration.
 OUTBOUND_HTTP_PORT: Final = 15001
@@ -73,3 +73,11 @@ def host_aliases(host: str, proxy_namespace: str) -> tuple[str, ...]:
     if ns == proxy_namespace:
         aliases.append(name)
     return tuple(aliases)
+
+
+def config_path(meta: ObjectMeta) -> str:
+    """`/apis/networking.istio.io/v1/namespaces/NS/virtual-service/NAME`: the networking
+    object a resource was built from, as Istio records it in Envoy metadata
+    (`filter_metadata.istio.config`, Istio's BuildConfigInfoMetadata)."""
+    kind = "".join(f"-{c.lower()}" if c.isupper() else c for c in meta.kind).lstrip("-")
+    return f"/apis/networking.istio.io/v1/namespaces/{meta.namespace}/{kind}/{meta.name}"
