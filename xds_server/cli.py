@@ -8,10 +8,20 @@ import sys
 from collections.abc import Sequence
 
 from xds_server import __version__
-from xds_server.commands import bench, bootstrap, ca, demo_app, serve, status, up, validate
+from xds_server.commands import (
+    bench,
+    bootstrap,
+    ca,
+    demo_app,
+    ext_authz,
+    serve,
+    status,
+    up,
+    validate,
+)
 
 # Each module adds its own subcommand(s); the order here is the order in --help.
-COMMANDS = [up, serve, bootstrap, validate, status, demo_app, bench, ca]
+COMMANDS = [up, serve, bootstrap, validate, status, demo_app, ext_authz, bench, ca]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -23,17 +23,18 @@ class Policies:
         self.plane = plane
         self.config = config
         self.envoys = list(envoys)
-        self.written: list[Path] = []
+        self.original: dict[Path, str | None] = {}  # each file written: its text before
 
     def write(self, name: str, text: str | None, *, accepted: bool = True) -> None:
         """Write (None: remove) `<name>.yaml`; reload; wait until it is in force.
         `accepted=False`: the config must be refused instead (nothing changes)."""
         path = self.config / f"{name}.yaml"
+        if path not in self.original:
+            self.original[path] = path.read_text() if path.exists() else None
         if text is None:
             path.unlink(missing_ok=True)
         else:
             path.write_text(textwrap.dedent(text))
-            self.written.append(path)
         ok = self.plane.call(self.plane.plane.reload)
         errors = self.plane.plane.config_status.errors
         assert ok == accepted, errors
@@ -41,9 +42,13 @@ class Policies:
             self.settle()
 
     def clear(self) -> None:
-        for path in self.written:
-            path.unlink(missing_ok=True)
-        self.written.clear()
+        """Every file written back as it was (removed if it was not there)."""
+        for path, text in self.original.items():
+            if text is None:
+                path.unlink(missing_ok=True)
+            else:
+                path.write_text(text)
+        self.original.clear()
         assert self.plane.call(self.plane.plane.reload), self.plane.plane.config_status.errors
         self.settle()
 

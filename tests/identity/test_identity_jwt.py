@@ -346,7 +346,7 @@ def test_a_bad_key_set_is_refused_and_the_last_good_config_kept(
     assert call(PRODUCTPAGE)[0] == 403
     plane: ControlPlaneThread = mesh["plane"]
     generation = plane.plane.config_status.generation
-    bad = "- issuer: x\n  jwks: '{\"keys\": [{\"kty\": \"RSA\"}]}'\n"
+    bad = '- issuer: x\n  jwks: \'{"keys": [{"kty": "RSA"}]}\'\n'
     apply("ra", request_authentication("jwt", bad), accepted=False)
     (error,) = plane.plane.config_status.errors
     assert error.endswith(
