@@ -23,11 +23,12 @@ from envoy.extensions.transport_sockets.tls.v3 import common_pb2, tls_pb2
 from google.protobuf import wrappers_pb2
 
 from xds_server.galley.model_traffic import Gateway, GatewayServer, TLSCredential
-from xds_server.generators import naming
+from xds_server.generators import inbound_auth, naming
 from xds_server.generators.endpoints import socket_address
 from xds_server.generators.frozen import Frozen
 from xds_server.generators.http_routes import pack, traffic_http_filters, virtual_service_routes
 from xds_server.generators.push_context import Proxy, PushContext
+from xds_server.generators.security import security_plan
 from xds_server.generators.sidecar_scope import host_matches
 
 HCM_FILTER = "envoy.filters.network.http_connection_manager"
@@ -65,7 +66,7 @@ def _listener(
 ) -> listener_pb2.Listener:
     """Plain HTTP: one filter chain. HTTPS: one per server, chosen by SNI, each ending TLS
     with its server's certificate; all of them use the port's route config."""
-    hcm = _hcm(port)
+    hcm = _hcm(port, _auth_filters(ctx, proxy, port))
     chains: list[listener_components_pb2.FilterChain] = []
     taken: set[str] = set()  # SNI names already matched ("" for the catch-all chain)
     for gateway, server in servers:
@@ -118,7 +119,13 @@ def _listener(
     )
 
 
-def _hcm(port: int) -> hcm_pb2.HttpConnectionManager:
+def _auth_filters(ctx: PushContext, proxy: Proxy, port: int) -> list[hcm_pb2.HttpFilter]:
+    """The gateway's CUSTOM, jwt_authn and RBAC filters (`inbound_auth`), first."""
+    security = security_plan(ctx, proxy).gateway
+    return inbound_auth.http_filters(security, port) if security is not None else []
+
+
+def _hcm(port: int, auth: list[hcm_pb2.HttpFilter]) -> hcm_pb2.HttpConnectionManager:
     return hcm_pb2.HttpConnectionManager(
         stat_prefix=f"gateway_{port}",
         rds=hcm_pb2.Rds(
@@ -129,6 +136,7 @@ def _hcm(port: int) -> hcm_pb2.HttpConnectionManager:
             route_config_name=route_config_name(port),
         ),
         http_filters=[
+            *auth,
             *traffic_http_filters(),
             hcm_pb2.HttpFilter(name=ROUTER_FILTER, typed_config=pack(router_pb2.Router())),
         ],

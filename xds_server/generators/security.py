@@ -47,6 +47,9 @@ class SecurityPlan:
 
     upstream: Mapping[OutboundService, UpstreamTLS]  # shared by the proxies of a scope
     inbound: Mapping[InboundPlan, InboundSecurity]
+    # A gateway proxy's servers: its policies, checked before its routes (Istio applies
+    # AuthorizationPolicy and RequestAuthentication to gateways as to sidecars).
+    gateway: InboundSecurity | None = None
 
 
 def security_plan(ctx: PushContext, proxy: Proxy) -> SecurityPlan:
@@ -76,6 +79,9 @@ def _plan(ctx: PushContext, proxy: Proxy) -> SecurityPlan:
             )
             for plan in proxy.inbound
         }
+        if proxy.gateways:  # its servers terminate their own TLS (Gateway tls)
+            gateway = InboundSecurity(DISABLE, policies, requests, targets)
+            return SecurityPlan(upstream, MappingProxyType(inbound), gateway)
     return SecurityPlan(upstream, MappingProxyType(inbound))
 
 
