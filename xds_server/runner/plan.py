@@ -296,12 +296,14 @@ def _client_entry(config: MeshConfig, apps: list[AppPlan]) -> Entry | None:
         return None
     called = {_host_of(url) for app in apps for url in app.calls}
 
-    def rank(se: ServiceEntry) -> tuple[int, int]:
+    def rank(se: ServiceEntry) -> tuple[int, int, int]:
         """Prefer the head of a call chain (calls others, called by none), then any
-        service nobody calls, then the rest."""
+        service nobody calls, then the rest; an ext_authz server (the sidecars call it,
+        not the user) last."""
         backing = [a for a in apps if _selects(se, a.workload)]
         uncalled = se.hosts[0].split(".", 1)[0] not in called
-        return (0 if uncalled else 1, 0 if any(a.calls for a in backing) else 1)
+        helper = all(a.app == "ext-authz" for a in backing)
+        return (1 if helper else 0, 0 if uncalled else 1, 0 if any(a.calls for a in backing) else 1)
 
     runnable = [
         se for se in config.service_entries
