@@ -186,3 +186,21 @@ class RequestAuthentication:
     # None: every workload of the namespace (mesh-wide in the root namespace).
     selector: Mapping[str, str] | None = None
     jwt_rules: tuple[JwtRule, ...] = ()
+
+
+# A VirtualService header match on a verified JWT's claim (Istio's ToRoutingClaim).
+ROUTING_CLAIM = "@request.auth.claims"
+
+
+def routing_claims(header: str) -> tuple[str, ...] | None:
+    """`@request.auth.claims.a.b` or `@request.auth.claims[a][b]` -> (a, b); else None."""
+    if not header.lower().startswith(ROUTING_CLAIM):
+        return None
+    name = header[len(ROUTING_CLAIM) :]
+    if name.startswith(".") and len(name) > 1:
+        claims = tuple(name[1:].split("."))
+    elif name.startswith("[") and name.endswith("]") and len(name) > 2:
+        claims = tuple(name[1:-1].split("]["))
+    else:
+        return None
+    return claims if all(claims) else None

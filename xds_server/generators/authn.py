@@ -49,8 +49,9 @@ def authn_key(mesh: MeshConfig, workload: WorkloadEntry) -> AuthnKey:
     return IdentityKey(found)  # type: ignore[return-value]  # a tuple, hashed by identity
 
 
-def jwt_filters(policies: AuthnKey) -> list[hcm_pb2.HttpFilter]:
-    """The jwt_authn filter, or none when no JWT rule applies."""
+def jwt_filters(policies: AuthnKey, *, gateway: bool = False) -> list[hcm_pb2.HttpFilter]:
+    """The jwt_authn filter, or none when no JWT rule applies. On a gateway a verified
+    token clears the route cache, so that routes can match its claims (Istio)."""
     rules = sorted((r for p in policies for r in p.jwt_rules), key=lambda r: r.issuer)
     if not rules:
         return []
@@ -60,6 +61,7 @@ def jwt_filters(policies: AuthnKey) -> list[hcm_pb2.HttpFilter]:
     for i, rule in enumerate(rules):
         name = f"origins-{i}"
         config.providers[name].CopyFrom(_provider(rule))
+        config.providers[name].clear_route_cache = gateway
         one = jwt_pb2.JwtRequirement(provider_name=name)
         inner.append(
             jwt_pb2.JwtRequirement(

@@ -122,7 +122,7 @@ def _listener(
 def _auth_filters(ctx: PushContext, proxy: Proxy, port: int) -> list[hcm_pb2.HttpFilter]:
     """The gateway's CUSTOM, jwt_authn and RBAC filters (`inbound_auth`), first."""
     security = security_plan(ctx, proxy).gateway
-    return inbound_auth.http_filters(security, port) if security is not None else []
+    return inbound_auth.http_filters(security, port, gateway=True) if security is not None else []
 
 
 def _hcm(port: int, auth: list[hcm_pb2.HttpFilter]) -> hcm_pb2.HttpConnectionManager:

@@ -17,10 +17,12 @@ from xds_server.generators import authn, authz, ext_authz
 from xds_server.generators.tls_plan import InboundSecurity
 
 
-def http_filters(security: InboundSecurity, port: int) -> list[hcm_pb2.HttpFilter]:
+def http_filters(
+    security: InboundSecurity, port: int, *, gateway: bool = False
+) -> list[hcm_pb2.HttpFilter]:
     return [
         *ext_authz.http_filters(security.policies, security.ext_authz),
-        *authn.jwt_filters(security.authn),
+        *authn.jwt_filters(security.authn, gateway=gateway),
         *authz.http_filters(security.policies, port),
     ]
 
