@@ -129,11 +129,11 @@ def parse_mesh_config(ck: DocChecker, meta: ObjectMeta, doc: Located | None) -> 
         return None
     before = len(ck.errors)
     if (meta.namespace, meta.name) != (ROOT_NAMESPACE, MESH_CONFIGMAP):
+        at = Located(meta.name, "metadata.name", ck.lines.get("metadata.name", doc.line))
         ck.error(
-            doc,
+            at,
             f"pocketmesh reads one ConfigMap, the mesh settings {ROOT_NAMESPACE}/{MESH_CONFIGMAP} "
             f"(Istio's MeshConfig), not {meta.key}",
-            path="metadata.name",
         )
         return None
     root: YamlMap = doc.value
@@ -234,9 +234,10 @@ def _provider(ck: DocChecker, at: Located) -> ExtAuthzProvider | None:
     kind = kinds[0]
     grpc = kind == "envoyExtAuthzGrpc"
     body = ck.fields(fields[kind], EXT_AUTHZ_GRPC if grpc else EXT_AUTHZ_HTTP)
-    if body is None or name is None:
+    if body is None:
         return None
-    return _ext_authz(ck, fields[kind], body, name, grpc, at.path)
+    provider = _ext_authz(ck, fields[kind], body, name or "", grpc, at.path)
+    return provider if name is not None else None
 
 
 def _ext_authz(
