@@ -17,7 +17,11 @@ from .model_security import AuthorizationPolicy, PeerAuthentication, RequestAuth
 def check_security(docs: Sequence[ParsedDoc]) -> tuple[list[ConfigError], list[ConfigError]]:
     """(errors, warnings) over the valid documents, in the order they were read."""
     workloads = [d.resource for d in docs if isinstance(d.resource, WorkloadEntry)]
-    warnings = [*_selecting_nobody(docs, workloads), *_several_namespace_wide(docs)]
+    warnings = [
+        *_selecting_nobody(docs, workloads),
+        *_several_namespace_wide(docs),
+        *_root_selectors(docs),
+    ]
     errors, provider_warnings = _extension_providers(docs)
     return errors, warnings + provider_warnings
 
@@ -41,6 +45,7 @@ def _selecting_nobody(
         if (
             not isinstance(policy, PeerAuthentication | AuthorizationPolicy | RequestAuthentication)
             or not policy.selector
+            or (isinstance(policy, PeerAuthentication) and policy.meta.namespace == ROOT_NAMESPACE)
         ):
             continue
         ns = policy.meta.namespace
@@ -52,6 +57,24 @@ def _selecting_nobody(
         ):
             yield _warning(
                 doc, "spec.selector", f"selects no WorkloadEntry in namespace {ns!r}: no effect"
+            )
+
+
+def _root_selectors(docs: Iterable[ParsedDoc]) -> Iterable[ConfigError]:
+    """Istio ignores a PeerAuthentication with a selector in the root namespace."""
+    for doc in docs:
+        policy = doc.resource
+        if (
+            isinstance(policy, PeerAuthentication)
+            and policy.selector
+            and policy.meta.namespace == ROOT_NAMESPACE
+        ):
+            yield _warning(
+                doc,
+                "spec.selector",
+                f"is ignored: a PeerAuthentication with a selector in the root namespace "
+                f"{ROOT_NAMESPACE!r} applies to no workload (as in Istio); put it in the "
+                "workload's namespace",
             )
 
 
