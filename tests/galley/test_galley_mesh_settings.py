@@ -220,3 +220,22 @@ def test_a_custom_policy_without_mesh_settings() -> None:
         "mesh.yaml:4: AuthorizationPolicy foo/ext-authz: spec.rules: CUSTOM without rules never "
         "matches: add an empty rule {} to match every request (as Istio says)",
     ]
+
+
+def test_dry_run_is_not_built_for_custom() -> None:
+    result = parse(
+        """\
+        apiVersion: security.istio.io/v1
+        kind: AuthorizationPolicy
+        metadata:
+          name: ext-authz
+          namespace: foo
+          annotations: {"istio.io/dry-run": "true"}
+        spec: {action: CUSTOM, provider: {name: my-custom-authz}, rules: [{}]}
+        """
+    )
+    assert errors(result)[0] == (
+        'mesh.yaml:6: AuthorizationPolicy foo/ext-authz: metadata.annotations["istio.io/dry-run"]'
+        ": istio.io/dry-run with action CUSTOM (Istio would still call the provider) is not "
+        "supported by pocketmesh yet"
+    )

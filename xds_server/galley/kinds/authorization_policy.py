@@ -239,6 +239,10 @@ def parse_authorization_policy(
             path="spec.rules",
         )
     dry_run = _dry_run(ck, meta)
+    if dry_run and action == "CUSTOM":
+        path = f'metadata.annotations["{DRY_RUN}"]'
+        at = Located(True, path, ck.lines.get(path, meta.source.line))
+        ck.not_yet(at, f"{DRY_RUN} with action CUSTOM (Istio would still call the provider)")
     if action is None or len(ck.errors) > before:
         return None
     return AuthorizationPolicy(
