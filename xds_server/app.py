@@ -19,6 +19,7 @@ from xds_server.bootstrap_dir import BootstrapWriter
 from xds_server.cache.snapshot import InconsistentSnapshot, MeshSnapshot, Transform, gc_paused
 from xds_server.cache.store import SnapshotCache
 from xds_server.galley.errors import ConfigError
+from xds_server.galley.jwks import JwksFetcher
 from xds_server.galley.loader import LoadResult, load_paths
 from xds_server.galley.watch import config_changes
 from xds_server.grpc_api.connections import Connections
@@ -57,6 +58,10 @@ class Options:
     bootstrap_xds_address: str = ""
     # Every config file or directory, merged as one config; empty: just `config_dir`.
     config_paths: tuple[Path, ...] = ()
+    # Fetches the JWKS URLs RequestAuthentications name, keeping and refreshing what it
+    # fetched (20 min; a failed URL after 1 min); None: the default fetcher.
+    jwks_fetcher: JwksFetcher | None = None
+    jwks_check_every: float = 10.0  # how often due JWKS URLs are looked for
 
     @property
     def paths(self) -> tuple[Path, ...]:
@@ -105,6 +110,7 @@ class ControlPlane:
             xds = options.bootstrap_xds_address or options.xds_address
             self.bootstraps = BootstrapWriter(options.bootstrap_dir, xds, self.identity)
         self.config_status = ConfigStatus()
+        self.jwks = options.jwks_fetcher or JwksFetcher()
         self.xds_port = 0
         self.debug_port = 0
         self._server: grpc.aio.Server | None = None
@@ -148,7 +154,10 @@ class ControlPlane:
 
     def _load_and_build(self, held: frozenset[str] = frozenset()) -> _Prepared:
         started = time.perf_counter()
-        result = load_paths(self.options.paths, trust_domain=self.options.trust_domain)
+        result = load_paths(
+            self.options.paths, trust_domain=self.options.trust_domain, jwks=self.jwks
+        )
+        self.jwks.sweep()
         if result.config is None:
             return _Prepared(started, result, None, result.errors)
         try:
@@ -287,6 +296,7 @@ class ControlPlane:
             self._tasks.append(asyncio.create_task(self._watch()))
         if self.identity is not None:
             self._tasks.append(asyncio.create_task(self.identity.run(self._stop)))
+        self._tasks.append(asyncio.create_task(self._refresh_jwks()))
         log.info(
             "pocketmesh serving xDS on %s, debug on %s, config %s",
             _with_port(self.options.xds_address, self.xds_port),
@@ -313,6 +323,21 @@ class ControlPlane:
         ):
             log.info("config change: %s", ", ".join(sorted(paths)))
             await self.reload_async(PushTrigger.for_files(paths, self.options.config_dir))
+
+    async def _refresh_jwks(self) -> None:
+        """Fetch the JWKS URLs that are due again; reload when what they give changed
+        (a rotated key set, an issuer back or gone), as istiod's JWKS resolver does."""
+        while not self._stop.is_set():
+            try:
+                await asyncio.wait_for(self._stop.wait(), self.options.jwks_check_every)
+                return
+            except TimeoutError:
+                pass
+            if not self.jwks.due():
+                continue
+            if await asyncio.to_thread(self.jwks.refresh):
+                log.info("a JWKS URL gave something new: reloading")
+                await self.reload_async(PushTrigger.now("global", "JWKS refreshed"))
 
     async def stop(self, grace: float = 1.0) -> None:
         self._stop.set()

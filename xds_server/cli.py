@@ -14,6 +14,7 @@ from xds_server.commands import (
     ca,
     demo_app,
     explain,
+    ext_authz,
     serve,
     status,
     up,
@@ -21,7 +22,7 @@ from xds_server.commands import (
 )
 
 # Each module adds its own subcommand(s); the order here is the order in --help.
-COMMANDS = [up, serve, bootstrap, validate, status, explain, demo_app, bench, ca]
+COMMANDS = [up, serve, bootstrap, validate, status, explain, demo_app, ext_authz, bench, ca]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -118,29 +118,37 @@ def test_authorization_policy_mistakes_name_file_line_and_field() -> None:
           - from:
             - source: {requestPrincipals: ["*"], ipBlocks: [10.0.0.300]}
             to:
-            - operation: {ports: [http]}
+            - operation: {ports: [http], paths: ["/a/{**}/b/{*}"]}
             when:
             - {key: "request.auth.claims[iss]", values: [x]}
             - {key: source.principal}
             - {key: source.ip, values: [somewhere]}
+            - {key: destination.name, values: [x]}
+            - {key: "request.headers[]", values: [x]}
         """
     )
     assert errors(result) == [
-        "sec.yaml:5: AuthorizationPolicy default/bad: spec.action: action CUSTOM (external "
-        "authorization) is not supported by pocketmesh yet",
+        "sec.yaml:4: AuthorizationPolicy default/bad: spec.provider: CUSTOM needs provider.name",
         "sec.yaml:8: AuthorizationPolicy default/bad: spec.rules[0].from[0].source."
-        "requestPrincipals: not supported by pocketmesh yet (JWT)",
+        "requestPrincipals: requestPrincipals cannot be used with action CUSTOM (as in Istio)",
         "sec.yaml:8: AuthorizationPolicy default/bad: spec.rules[0].from[0].source.ipBlocks[0]: "
         "'10.0.0.300' must be an IP address or a CIDR range",
         "sec.yaml:10: AuthorizationPolicy default/bad: spec.rules[0].to[0].operation.ports[0]: "
         "'http' must be a port number from 1 to 65535",
+        "sec.yaml:10: AuthorizationPolicy default/bad: spec.rules[0].to[0].operation.paths[0]: "
+        "'/a/{**}/b/{*}' is not a valid path template: {**} must be the last operator",
         "sec.yaml:12: AuthorizationPolicy default/bad: spec.rules[0].when[0].key: "
-        "'request.auth.claims[iss]' is not a condition pocketmesh supports (request.headers[NAME], "
-        "destination.port, remote.ip, source.ip, source.namespace, source.principal)",
+        "'request.auth.claims[iss]' cannot be used with action CUSTOM (as in Istio)",
+        "sec.yaml:13: AuthorizationPolicy default/bad: spec.rules[0].when[1].key: "
+        "'source.principal' cannot be used with action CUSTOM (as in Istio)",
         "sec.yaml:13: AuthorizationPolicy default/bad: spec.rules[0].when[1]: needs values or "
         "notValues",
         "sec.yaml:14: AuthorizationPolicy default/bad: spec.rules[0].when[2].values[0]: "
         "'somewhere' must be an IP address or a CIDR range",
+        "sec.yaml:15: AuthorizationPolicy default/bad: spec.rules[0].when[3].key: "
+        "'destination.name' is deprecated: only supported in v1alpha1",
+        "sec.yaml:16: AuthorizationPolicy default/bad: spec.rules[0].when[4].key: "
+        "'request.headers[]' must be request.headers[NAME]",
     ]
 
 

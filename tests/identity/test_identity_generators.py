@@ -126,12 +126,12 @@ def test_tcp_port_rbac_drops_http_only_allow_rules_and_broadens_deny_rules() -> 
     listener.filter_chains[1].filters[1].typed_config.Unpack(allow)
     assert deny.rules.action == rbac_pb2.RBAC.DENY
     (deny_policy,) = deny.rules.policies.values()
-    assert deny_policy.permissions[0].or_rules.rules[0].any  # the path was dropped: denies all
+    assert deny_policy.permissions[0].any  # the path was dropped: denies all
     assert allow.rules.action == rbac_pb2.RBAC.ALLOW
     (allow_policy,) = allow.rules.policies.values()  # the path-only ALLOW rule matches nothing
     cidrs = [
         (p.direct_remote_ip.address_prefix, p.direct_remote_ip.prefix_len.value)
-        for p in allow_policy.principals[0].or_ids.ids[0].or_ids.ids
+        for p in allow_policy.principals[0].or_ids.ids
     ]
     assert cidrs == [("10.1.0.0", 16), ("127.0.0.7", 32)]
 

@@ -275,6 +275,47 @@ def load_balancing(ex: Example) -> None:
     assert len(landed) >= 2, landed  # and the users spread over the instances
 
 
+# -- security: sleep calls httpbin --------------------------------------------------------
+
+
+def jwt_authentication(ex: Example) -> None:
+    out, _ = ex.try_line()
+    assert out.split() == ["200", "401", "403"], out
+    token = (EXAMPLES / "jwt-authentication" / "demo.jwt").read_text().strip()
+    url = "http://httpbin:8000/headers"
+    for _ in range(5):
+        valid = ex.via(15, url, headers={"Authorization": f"Bearer {token}"})
+        assert valid.status == 200 and valid.data["workload"] in {"httpbin-v1", "httpbin-v2"}
+        assert "authorization" not in valid.data["headers"]  # the token stops at the sidecar
+        forged = token[: token.rindex(".") + 1] + "c2lnbmF0dXJl"
+        assert ex.via(15, url, headers={"Authorization": f"Bearer {forged}"}).status == 401
+        assert ex.via(15, url).status == 403  # no token: no request principal
+    forged = token[: token.rindex(".") + 1] + "c2lnbmF0dXJl"
+    refused = ex.via(15, url, headers={"Authorization": f"Bearer {forged}"})
+    assert refused.body == "Jwt verification fails", refused
+
+
+def ext_authz(ex: Example) -> None:
+    out, _ = ex.try_line()
+    assert out.split() == ["403", "200", "200"], out
+    url = "http://httpbin:8000/headers"
+    denied = ex.via(15, url, headers={"x-ext-authz": "deny"})
+    assert denied.status == 403
+    assert (
+        denied.body
+        == "denied by ext_authz for not found header `x-ext-authz: allow` in the request"
+    )
+    assert ex.via(15, url).status == 403  # sleep's account is not the one the sample allows
+    allowed = ex.via(15, url, headers={"x-ext-authz": "allow"})
+    assert allowed.status == 200 and allowed.data["workload"] in {"httpbin-v1", "httpbin-v2"}
+    assert allowed.data["headers"]["x-ext-authz-check-result"] == "allowed"  # the server's
+    log = ex.logs / "ext-authz.app.log"
+    wait_until(lambda: "[gRPC][allowed]" in log.read_text(), timeout=5, what="the check logged")
+    checked = log.read_text().count("[gRPC]")
+    assert ex.via(15, "http://httpbin:8000/ip").status == 200  # not checked: no rule selects it
+    assert log.read_text().count("[gRPC]") == checked
+
+
 # -- TCP ---------------------------------------------------------------------------------
 
 
@@ -310,6 +351,8 @@ TASKS: dict[str, Callable[[Example], None]] = {
     "secure-ingress-mutual": secure_ingress_mutual,
     "ingress-sni-passthrough": ingress_sni_passthrough,
     "tcp-ingress": tcp_ingress,
+    "jwt-authentication": jwt_authentication,
+    "ext-authz": ext_authz,
 }
 
 

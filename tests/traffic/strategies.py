@@ -383,6 +383,8 @@ def mesh_config(draw: st.DrawFn) -> str:
         docs += draw(sidecar_tls())
     for doc in docs:
         doc["apiVersion"] = "networking.istio.io/v1"
+    if draw(st.booleans()):
+        docs += draw(security_docs())
     return GATEWAY + "".join("---\n" + yaml.safe_dump(d, sort_keys=False) for d in docs)
 
 
@@ -589,3 +591,229 @@ def sidecar_tls(draw: st.DrawFn) -> list[dict[str, Any]]:
         "spec": {"hosts": ["api.secure.example.com"], "tls": routes},
     }
     return [service, vs]
+# --- security: RequestAuthentication, AuthorizationPolicy, the mesh settings ----------
+
+# An EC public key (the key set RequestAuthentications are drawn with).
+JWKS = (
+    '{"keys": [{"kty": "EC", "crv": "P-256", "kid": "1", '
+    '"x": "MKBCTNIcKUSDii11ySs3526iDZ8AiTo7Tu6KPAqv7D4", '
+    '"y": "4Etl6SRW2YiLUrN5vfvVHuhp7x8PxltmWWlbbM4IFyM"}]}'
+)
+SELECTORS = ({"app": "productpage"}, {"istio": "ingressgateway"}, None)
+PROVIDERS = ("authz-grpc", "authz-http")
+# The ext_authz service the providers name (its endpoint: nothing listens; Envoy only
+# has to accept the config) and the mesh settings declaring them.
+EXT_AUTHZ = [
+    {
+        "apiVersion": "networking.istio.io/v1",
+        "kind": "ServiceEntry",
+        "metadata": {"name": "ext-authz", "namespace": "default"},
+        "spec": {
+            "hosts": ["ext-authz.default.svc.cluster.local"],
+            "ports": [
+                {"number": 8000, "name": "http", "protocol": "HTTP"},
+                {"number": 9000, "name": "grpc", "protocol": "GRPC"},
+            ],
+            "resolution": "STATIC",
+            "endpoints": [{"address": "127.0.0.1"}],
+        },
+    },
+    {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": "istio", "namespace": "istio-system"},
+        "data": {
+            "mesh": yaml.safe_dump(
+                {
+                    "extensionProviders": [
+                        {
+                            "name": "authz-grpc",
+                            "envoyExtAuthzGrpc": {
+                                "service": "ext-authz.default.svc.cluster.local",
+                                "port": 9000,
+                                "timeout": "0.5s",
+                                "includeRequestBodyInCheck": {"maxRequestBytes": 4096},
+                            },
+                        },
+                        {
+                            "name": "authz-http",
+                            "envoyExtAuthzHttp": {
+                                "service": "ext-authz.default.svc.cluster.local",
+                                "port": "8000",
+                                "pathPrefix": "/check",
+                                "failOpen": True,
+                                "statusOnError": "503",
+                                "includeRequestHeadersInCheck": ["x-ext-authz", "x-b3-*"],
+                                "includeAdditionalHeadersInCheck": {"x-from": "mesh"},
+                                "headersToUpstreamOnAllow": ["x-user"],
+                                "headersToDownstreamOnDeny": ["*-reason"],
+                                "headersToDownstreamOnAllow": ["x-result"],
+                            },
+                        },
+                    ]
+                }
+            )
+        },
+    },
+]
+few_words = st.lists(words, min_size=1, max_size=2)
+ips = st.lists(st.sampled_from(["10.0.0.0/8", "127.0.0.1", "::1", "192.168.1.0/24"]),
+               min_size=1, max_size=2)  # fmt: skip
+request_principals = st.lists(
+    st.sampled_from(["*", "https://issuer.example/alice", "issuer@example.com/*", "*/bob"]),
+    min_size=1,
+    max_size=2,
+)
+peer_source = {
+    "principals": st.lists(st.sampled_from(["cluster.local/ns/default/sa/sleep", "*"]), min_size=1),
+    "notPrincipals": st.just(["*/sa/evil"]),
+    "namespaces": st.just(["default"]),
+    "notNamespaces": st.just(["other"]),
+}
+account_source = {
+    "serviceAccounts": st.just(["default/sleep", "productpage"]),
+    "notServiceAccounts": st.just(["evil"]),
+}
+common_source = {
+    "requestPrincipals": request_principals,
+    "notRequestPrincipals": request_principals,
+    "trustDomains": st.just(["cluster.local", "*.local"]),
+    "notTrustDomains": st.just(["evil.org"]),
+}
+ip_source = {
+    "ipBlocks": ips,
+    "notIpBlocks": ips,
+    "remoteIpBlocks": ips,
+    "notRemoteIpBlocks": ips,
+}
+operation = st.fixed_dictionaries(
+    {},
+    optional={
+        "hosts": st.just(["httpbin.example.com", "*.example.com"]),
+        "notHosts": st.just(["evil.example.com"]),
+        "ports": st.just(["9080", "8080"]),
+        "notPorts": st.just(["15000"]),
+        "methods": st.just(["GET", "POST"]),
+        "notMethods": st.just(["DELETE"]),
+        "paths": st.lists(
+            st.sampled_from(["/status/*", "/exact", "*.css", "/api/{*}/info", "/files/{**}"]),
+            min_size=1,
+        ),
+        "notPaths": st.just(["/admin*"]),
+    },
+).filter(bool)
+CUSTOM_KEYS = (
+    "request.headers[x-user]", "request.headers[:method]", "source.ip", "remote.ip",
+    "destination.ip", "destination.port", "connection.sni",
+)  # fmt: skip
+OTHER_KEYS = (
+    "source.principal", "source.namespace", "source.serviceAccount", "source.trustDomain",
+    "request.auth.principal", "request.auth.audiences", "request.auth.presenter",
+    "request.auth.claims[groups]", "request.auth.claims[org][team]",
+)  # fmt: skip
+VALUES = {
+    "source.ip": ["10.1.0.0/16"], "remote.ip": ["127.0.0.1"], "destination.ip": ["127.0.0.0/8"],
+    "destination.port": ["9080"], "source.serviceAccount": ["default/sleep"],
+    "source.trustDomain": ["cluster.local"],
+}  # fmt: skip
+
+
+@st.composite
+def _when(draw: st.DrawFn, custom: bool) -> dict[str, Any]:
+    key = draw(st.sampled_from(CUSTOM_KEYS if custom else CUSTOM_KEYS + OTHER_KEYS))
+    values = VALUES.get(key, draw(st.sampled_from([["a"], ["b*", "*c"], ["*"]])))
+    return {"key": key, draw(st.sampled_from(["values", "notValues"])): values}
+
+
+@st.composite
+def _source(draw: st.DrawFn, custom: bool) -> dict[str, Any]:
+    fields = dict(ip_source)
+    if not custom:
+        fields.update(common_source)
+        fields.update(draw(st.sampled_from([peer_source, account_source])))
+    return draw(st.fixed_dictionaries({}, optional=fields).filter(bool))
+
+
+@st.composite
+def _rule(draw: st.DrawFn, custom: bool) -> dict[str, Any]:
+    rule: dict[str, Any] = {}
+    if draw(st.booleans()):
+        rule["from"] = [
+            {"source": s} for s in draw(st.lists(_source(custom), min_size=1, max_size=2))
+        ]
+    if draw(st.booleans()):
+        rule["to"] = [{"operation": o} for o in draw(st.lists(operation, min_size=1, max_size=2))]
+    if draw(st.booleans()):
+        rule["when"] = draw(st.lists(_when(custom), min_size=1, max_size=3))
+    return rule
+
+
+@st.composite
+def _jwt_rule(draw: st.DrawFn) -> dict[str, Any]:
+    rule: dict[str, Any] = {
+        "issuer": draw(st.sampled_from(["https://issuer.example", "issuer@example.com"])),
+        "jwks": JWKS,
+    }
+    optional = {
+        "audiences": st.just(["reviews.example", "web"]),
+        "fromHeaders": st.just([{"name": "x-jwt", "prefix": "Bearer "}]),
+        "fromParams": st.just(["token"]),
+        "fromCookies": st.just(["session"]),
+        "outputPayloadToHeader": st.just("x-jwt-payload"),
+        "outputClaimToHeaders": st.just([{"header": "x-jwt-sub", "claim": "sub"}]),
+        "forwardOriginalToken": st.booleans(),
+        "spaceDelimitedClaims": st.just(["roles"]),
+    }
+    rule.update(draw(st.fixed_dictionaries({}, optional=optional)))
+    return rule
+
+
+def _selector(labels: dict[str, str] | None) -> dict[str, Any]:
+    return {} if labels is None else {"selector": {"matchLabels": labels}}
+
+
+@st.composite
+def security_docs(draw: st.DrawFn) -> list[dict[str, Any]]:
+    """RequestAuthentications and AuthorizationPolicies (every action, dry-run) on
+    productpage, the ingress gateway, or a whole namespace; CUSTOM with the mesh settings."""
+    docs: list[dict[str, Any]] = []
+    for i in range(draw(st.integers(0, 2))):
+        labels = draw(st.sampled_from(SELECTORS))
+        docs.append(
+            {
+                "apiVersion": "security.istio.io/v1",
+                "kind": "RequestAuthentication",
+                "metadata": {"name": f"jwt-{i}", "namespace": "default"},
+                "spec": {
+                    **_selector(labels),
+                    "jwtRules": draw(st.lists(_jwt_rule(), min_size=1, max_size=2)),
+                },
+            }
+        )
+    custom = False
+    for i in range(draw(st.integers(1, 3))):
+        action = draw(st.sampled_from(["ALLOW", "DENY", "AUDIT", "CUSTOM"]))
+        is_custom = action == "CUSTOM"
+        custom |= is_custom
+        labels = draw(st.sampled_from(SELECTORS))
+        # A root-namespace policy applies everywhere: the gateway lives in istio-system.
+        namespace = "istio-system" if labels == {"istio": "ingressgateway"} else "default"
+        spec: dict[str, Any] = {**_selector(labels), "action": action}
+        if is_custom:
+            spec["provider"] = {"name": draw(st.sampled_from(PROVIDERS))}
+        if is_custom or action == "DENY" or draw(st.booleans()):
+            spec["rules"] = draw(st.lists(_rule(is_custom), min_size=1, max_size=2))
+        metadata: dict[str, Any] = {"name": f"policy-{i}", "namespace": namespace}
+        if not is_custom and draw(st.booleans()):
+            metadata["annotations"] = {"istio.io/dry-run": "true"}
+        docs.append(
+            {
+                "apiVersion": "security.istio.io/v1",
+                "kind": "AuthorizationPolicy",
+                "metadata": metadata,
+                "spec": spec,
+            }
+        )
+    if custom:
+        docs += EXT_AUTHZ
+    return docs

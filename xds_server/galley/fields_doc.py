@@ -46,9 +46,10 @@ Nothing is accepted and silently ignored: a field not listed here is an error
 `metadata`: `name` and `namespace` (default `default`) identify a resource;
 `labels` and `annotations` are kept for tools and shape no traffic, except a
 WorkloadEntry's `metadata.labels`, which Istio merges into its `spec.labels` (the
-metadata's win). The Kubernetes bookkeeping fields (`uid`, `resourceVersion`,
-`creationTimestamp`, `managedFields`, ...) and a top-level `status` are accepted and
-skipped, as `kubectl get -o yaml` writes them.
+metadata's win), and an AuthorizationPolicy's `istio.io/dry-run` annotation (`"true"`:
+its rules are evaluated and counted, never enforced, as in Istio). The Kubernetes
+bookkeeping fields (`uid`, `resourceVersion`, `creationTimestamp`, `managedFields`, ...)
+and a top-level `status` are accepted and skipped, as `kubectl get -o yaml` writes them.
 
 Lists are written `name[]`, maps with keys you choose `name.<key>`. A table used in
 several places (a DestinationRule traffic policy at the top, per subset and per
@@ -139,12 +140,39 @@ def counts() -> dict[str, dict[str, int]]:
     }
 
 
+_SECURITY_NOTES = """\
+## Security kinds, in detail
+
+- **The mesh settings** are Istio's MeshConfig where Istio users keep it: YAML text under
+  `data.mesh` of the ConfigMap `istio` in `istio-system` (the only ConfigMap pocketmesh
+  reads; any other is an error). Of MeshConfig, `extensionProviders` of the ext_authz
+  kinds are built; every other field is refused, located at its own line inside
+  `data.mesh` (the trust domain is `serve --trust-domain`).
+- **RequestAuthentication** `jwksUri`: an `http(s)://` URL is fetched by the control
+  plane (timeout: the rule's `timeout`, 5 s by default), kept, refreshed every 20
+  minutes (a failed URL retried every minute) and sent to the proxies inline, as
+  istiod does. A URL that cannot be fetched warns, and that issuer's tokens are refused
+  (401) until it can be (fail closed, as Istio); a fetched key set that is not JSON Web
+  Keys is an error. `file:` URLs are read on every load (relative paths from the YAML
+  file's folder). No `jwks` and no `jwksUri`: OpenID discovery when the issuer is an
+  http(s) URL. Private key members are never sent to Envoy.
+- **AuthorizationPolicy** `action: CUSTOM` needs `provider.name` to name a provider of
+  the mesh settings whose `service` is a ServiceEntry host with that `port` (a GRPC or
+  HTTP2 port for `envoyExtAuthzGrpc`); anything else is an error. Several providers on
+  one workload each get their own filters. As in Istio, CUSTOM runs first, then
+  jwt_authn, then AUDIT, DENY, ALLOW; on TCP ports only gRPC providers decide.
+- `targetRef` / `targetRefs` (Gateway API and waypoint attachment) are refused:
+  pocketmesh has no Gateway API kinds and no waypoints; use `selector`.
+"""
+
+
 def render() -> str:
     lines = [_HEADER]
     for kind in KINDS:
         lines += _kind_section(kind)
     lines.append(_TLS_NOTES)
     lines.append(_GATEWAY_NOTES)
+    lines.append(_SECURITY_NOTES)
     lines.append("## Kinds not supported yet")
     lines.append("")
     lines.append(

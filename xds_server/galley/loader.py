@@ -16,6 +16,8 @@ from .crosscheck import cross_check
 from .delegates import merge_delegates
 from .documents import ParsedDoc
 from .errors import ERROR, WARNING, ConfigError, ConfigInvalid
+from .jwks import JwksFetcher
+from .jwks_load import load_jwks
 from .model import MeshConfig
 from .names import trust_domain_problem
 from .parse_cache import parse_file
@@ -51,6 +53,7 @@ class _Collector:
     """Accumulates documents and findings across files, then builds the result."""
 
     trust_domain: str
+    jwks: JwksFetcher | None = None  # fetches jwksUri URLs; None: a new one per load
     docs: list[ParsedDoc] = field(default_factory=list)
     errors: list[ConfigError] = field(default_factory=list)
     warnings: list[ConfigError] = field(default_factory=list)
@@ -90,6 +93,9 @@ class _Collector:
             warnings += doc.warnings
         self.docs, file_errors = load_tls_files(self.docs)
         errors += file_errors
+        self.docs, jwks_errors, jwks_warnings = load_jwks(self.docs, self.jwks)
+        errors += jwks_errors
+        warnings += jwks_warnings
         cross_errors, cross_warnings = cross_check(self.docs)
         errors = self._in_file_order(errors + cross_errors)
         warnings = self._in_file_order(warnings + cross_warnings)
@@ -126,12 +132,18 @@ def _yaml_files(directory: Path) -> list[Path]:
 
 
 def load_paths(
-    paths: Iterable[str | Path], *, trust_domain: str = DEFAULT_TRUST_DOMAIN
+    paths: Iterable[str | Path],
+    *,
+    trust_domain: str = DEFAULT_TRUST_DOMAIN,
+    jwks: JwksFetcher | None = None,
 ) -> LoadResult:
-    """Load files and directories (read recursively for *.yaml / *.yml, in sorted order)."""
+    """Load files and directories (read recursively for *.yaml / *.yml, in sorted order).
+
+    `jwks` fetches the key sets RequestAuthentications name by URL; a long-lived owner
+    (the control plane) passes its own, so that fetched sets are kept and refreshed."""
     if isinstance(paths, str | Path):  # one path where a list was meant: not a list of letters
         paths = [paths]
-    collector = _Collector(trust_domain)
+    collector = _Collector(trust_domain, jwks)
     seen: set[Path] = set()
 
     def add(path: Path) -> None:
@@ -160,8 +172,10 @@ def load_paths(
     return collector.result()
 
 
-def load_directory(path: str | Path, *, trust_domain: str = DEFAULT_TRUST_DOMAIN) -> LoadResult:
-    return load_paths([path], trust_domain=trust_domain)
+def load_directory(
+    path: str | Path, *, trust_domain: str = DEFAULT_TRUST_DOMAIN, jwks: JwksFetcher | None = None
+) -> LoadResult:
+    return load_paths([path], trust_domain=trust_domain, jwks=jwks)
 
 
 def parse_documents(

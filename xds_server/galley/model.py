@@ -13,7 +13,8 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from .model_security import AuthorizationPolicy, PeerAuthentication
+    from .model_mesh import MeshSettings
+    from .model_security import AuthorizationPolicy, PeerAuthentication, RequestAuthentication
     from .model_traffic import DestinationRule, Gateway, TLSCredential, VirtualService
 
 DEFAULT_NAMESPACE = "default"
@@ -48,6 +49,9 @@ class ObjectMeta:
     # Where it was written is not what it says: moving a document is not a change.
     source: Source = field(compare=False)
     labels: Mapping[str, str] = field(default_factory=_empty_labels)
+    # Read by the kinds that act on an annotation (AuthorizationPolicy's
+    # `istio.io/dry-run`), which copy what they use into their own fields.
+    annotations: Mapping[str, str] = field(default_factory=_empty_labels, compare=False)
 
     @property
     def key(self) -> str:
@@ -166,6 +170,9 @@ class MeshConfig:
     tls_credentials: tuple[TLSCredential, ...] = ()  # Secrets named by Gateway credentialName
     peer_authentications: tuple[PeerAuthentication, ...] = ()
     authorization_policies: tuple[AuthorizationPolicy, ...] = ()
+    request_authentications: tuple[RequestAuthentication, ...] = ()
+    # The `istio` ConfigMap of istio-system (Istio's MeshConfig): at most one.
+    mesh_settings: tuple[MeshSettings, ...] = ()
     # Set by a control plane that issues workload identities (SDS): only then is mTLS built.
     workload_identity: bool = False
     root_namespace: str = ROOT_NAMESPACE

@@ -40,7 +40,7 @@ from xds_server.galley.model_traffic import (
     VirtualService,
     gateway_key,
 )
-from xds_server.generators import naming
+from xds_server.generators import inbound_auth, naming
 from xds_server.generators.config_sources import ads_config_source
 from xds_server.generators.endpoints import socket_address
 from xds_server.generators.frozen import Frozen
@@ -53,6 +53,7 @@ from xds_server.generators.gateway_routes import (
 from xds_server.generators.gateway_tls import ServerUnbuilt, server_tls_socket
 from xds_server.generators.http_routes import pack, traffic_http_filters
 from xds_server.generators.push_context import Proxy, PushContext
+from xds_server.generators.security import security_plan
 from xds_server.generators.sidecar_scope import host_matches
 from xds_server.generators.tcp_routes import sni_chains, tcp_proxy, tcp_proxy_filter, tls_inspector
 
@@ -166,7 +167,8 @@ def gateway_route_configs(
 def _listener(ctx: PushContext, proxy: Proxy, plan: PortPlan) -> listener_pb2.Listener:
     chains: list[listener_components_pb2.FilterChain] = []
     if plan.http:
-        chains.append(_hcm_chain(http_route_name(plan.port), f"gateway_{plan.port}"))
+        auth = _auth_filters(ctx, proxy, plan.port)
+        chains.append(_hcm_chain(http_route_name(plan.port), f"gateway_{plan.port}", auth))
     if plan.tcp is not None:
         gateway, server = plan.tcp
         chain = _tcp_chain(ctx, proxy, gateway, server)
@@ -193,11 +195,28 @@ def _listener(ctx: PushContext, proxy: Proxy, plan: PortPlan) -> listener_pb2.Li
     return listener
 
 
-def _hcm_chain(route_name: str, stat_prefix: str) -> listener_components_pb2.FilterChain:
+def _auth_filters(ctx: PushContext, proxy: Proxy, port: int) -> list[hcm_pb2.HttpFilter]:
+    """The gateway's CUSTOM, jwt_authn and RBAC filters (`inbound_auth`), first."""
+    security = security_plan(ctx, proxy).gateway
+    return inbound_auth.http_filters(security, port, gateway=True) if security is not None else []
+
+
+def _auth_network_filters(
+    ctx: PushContext, proxy: Proxy, port: int
+) -> list[listener_components_pb2.Filter]:
+    """TCP servers: the gateway's CUSTOM and RBAC network filters, before tcp_proxy."""
+    security = security_plan(ctx, proxy).gateway
+    return inbound_auth.network_filters(security, port) if security is not None else []
+
+
+def _hcm_chain(
+    route_name: str, stat_prefix: str, auth: list[hcm_pb2.HttpFilter]
+) -> listener_components_pb2.FilterChain:
     hcm = hcm_pb2.HttpConnectionManager(
         stat_prefix=stat_prefix,
         rds=hcm_pb2.Rds(config_source=ads_config_source(), route_config_name=route_name),
         http_filters=[
+            *auth,
             *traffic_http_filters(),
             hcm_pb2.HttpFilter(name=ROUTER_FILTER, typed_config=pack(router_pb2.Router())),
         ],
@@ -230,13 +249,18 @@ def _terminating_chain(
         return None
     if server.protocol == "HTTPS":
         name = server.name or server.port_name or f"server{server.index}"
-        chain = _hcm_chain(https_route_name(gateway, server), f"gateway_{server.port}_{name}")
+        chain = _hcm_chain(
+            https_route_name(gateway, server),
+            f"gateway_{server.port}_{name}",
+            _auth_filters(ctx, proxy, server.port),
+        )
     else:
         found = _tcp_route(ctx, proxy, gateway, server)
         if found is None:
             _conflict(ctx, f"{_where(gateway, server)}: no VirtualService has a tcp route for it")
             return None
-        chain = listener_components_pb2.FilterChain(filters=[tcp_proxy_filter(found)])
+        auth = _auth_network_filters(ctx, proxy, server.port)
+        chain = listener_components_pb2.FilterChain(filters=[*auth, tcp_proxy_filter(found)])
     chain.filter_chain_match.server_names.extend(_server_names(server))
     chain.transport_socket.CopyFrom(socket)
     return chain
@@ -249,7 +273,8 @@ def _tcp_chain(
     if found is None:
         _conflict(ctx, f"{_where(gateway, server)}: no VirtualService has a tcp route for it")
         return None
-    return listener_components_pb2.FilterChain(filters=[tcp_proxy_filter(found)])
+    auth = _auth_network_filters(ctx, proxy, server.port)
+    return listener_components_pb2.FilterChain(filters=[*auth, tcp_proxy_filter(found)])
 
 
 def _tcp_route(
@@ -290,6 +315,7 @@ def _passthrough_chains(
     names (within the server's hosts) to its destinations, TLS left to the upstream."""
     chains = []
     key = gateway.meta.key
+    auth = _auth_network_filters(ctx, proxy, server.port)  # RBAC sees the SNI, not the bytes
     for vs in _bound(ctx, proxy, gateway, server):
         found = sni_chains(ctx.traffic, vs, server.port, None, proxy.namespace, key, set())
         for chain in found:
@@ -307,6 +333,10 @@ def _passthrough_chains(
             taken.update(names)
             del chain.filter_chain_match.server_names[:]
             chain.filter_chain_match.server_names.extend(names)
+            if auth:
+                filters = [*auth, *chain.filters]
+                del chain.filters[:]
+                chain.filters.extend(filters)
             chains.append(chain)
     return chains
 

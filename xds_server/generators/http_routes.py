@@ -22,11 +22,12 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import (
 from envoy.extensions.retry.priority.previous_priorities.v3 import (
     previous_priorities_config_pb2,
 )
-from envoy.type.matcher.v3 import regex_pb2, string_pb2
+from envoy.type.matcher.v3 import metadata_pb2, regex_pb2, string_pb2, value_pb2
 from envoy.type.v3 import percent_pb2
 from google.protobuf import any_pb2, duration_pb2, message, wrappers_pb2
 
 from xds_server.galley.model import labels_match
+from xds_server.galley.model_security import routing_claims
 from xds_server.galley.model_traffic import (
     MESH_GATEWAY,
     CorsPolicy,
@@ -42,6 +43,7 @@ from xds_server.galley.model_traffic import (
     gateway_key,
 )
 from xds_server.generators import naming
+from xds_server.generators.authz import JWT_AUTHN, JWT_PAYLOAD
 from xds_server.generators.traffic_index import TrafficIndex, service_port
 from xds_server.generators.traffic_policy import duration, hash_policies
 
@@ -143,7 +145,10 @@ def _route_match(match: HTTPMatch) -> rc.RouteMatch:
     if match.ignore_uri_case and uri is not None and uri.kind != "regex":
         result.case_sensitive.CopyFrom(wrappers_pb2.BoolValue(value=False))
     for key in match.headers:
-        result.headers.append(_header(key))
+        if (claims := routing_claims(key.name)) is not None and key.match is not None:
+            result.dynamic_metadata.append(_claim(claims, key.match))
+        else:
+            result.headers.append(_header(key))
     if match.method is not None:
         result.headers.append(_header(KeyMatch(":method", match.method)))
     if match.authority is not None:
@@ -151,6 +156,11 @@ def _route_match(match: HTTPMatch) -> rc.RouteMatch:
     if match.scheme is not None:
         result.headers.append(_header(KeyMatch(":scheme", match.scheme)))
     for key in match.without_headers:
+        if (claims := routing_claims(key.name)) is not None and key.match is not None:
+            claim = _claim(claims, key.match)
+            claim.invert = True
+            result.dynamic_metadata.append(claim)
+            continue
         header = _header(key)
         header.invert_match = True
         result.headers.append(header)
@@ -162,6 +172,26 @@ def _route_match(match: HTTPMatch) -> rc.RouteMatch:
             param.string_match.CopyFrom(string_matcher(key.match))
         result.query_parameters.append(param)
     return result
+
+
+def _claim(claims: tuple[str, ...], match: StringMatch) -> metadata_pb2.MetadataMatcher:
+    """`@request.auth.claims...`: the claim jwt_authn verified, a string or a list holding
+    one that matches (Istio's MetadataMatcherForJWTClaims); only gateways verify JWTs
+    before routing, so on a sidecar such a match never holds (as in Istio)."""
+    one = value_pb2.ValueMatcher(string_match=string_matcher(match))
+    either = value_pb2.ValueMatcher(
+        or_match=value_pb2.OrMatcher(
+            value_matchers=[
+                value_pb2.ValueMatcher(list_match=value_pb2.ListMatcher(one_of=one)),
+                one,
+            ]
+        )
+    )
+    return metadata_pb2.MetadataMatcher(
+        filter=JWT_AUTHN,
+        path=[metadata_pb2.MetadataMatcher.PathSegment(key=k) for k in (JWT_PAYLOAD, *claims)],
+        value=either,
+    )
 
 
 def _header(key: KeyMatch) -> rc.HeaderMatcher:

@@ -23,7 +23,7 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import (
 from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
 from google.protobuf import any_pb2, message, wrappers_pb2
 
-from xds_server.generators import authz, naming
+from xds_server.generators import inbound_auth, naming
 from xds_server.generators.config_sources import ads_config_source
 from xds_server.generators.endpoints import socket_address
 from xds_server.generators.frozen import Frozen
@@ -94,11 +94,11 @@ def _outbound(address: str) -> Listener:
 
 def _inbound(plan: InboundPlan, security: InboundSecurity, trust_domain: str) -> Listener:
     mode = security.mtls_mode
-    plain = _inbound_chain(plan, security.policies, tls=False)
+    plain = _inbound_chain(plan, security, tls=False)
     listener = _listener(plan.listener_name, plan.bind, plan.port, base_pb2.INBOUND, plain)
     if mode == DISABLE:
         return listener
-    secure = _inbound_chain(plan, security.policies, tls=True)
+    secure = _inbound_chain(plan, security, tls=True)
     secure.transport_socket.CopyFrom(downstream_tls(trust_domain))
     del listener.filter_chains[:]
     if mode == STRICT:
@@ -117,14 +117,15 @@ def _inbound(plan: InboundPlan, security: InboundSecurity, trust_domain: str) ->
 
 
 def _inbound_chain(
-    plan: InboundPlan, policies: authz.PolicyKey, *, tls: bool
+    plan: InboundPlan, security: InboundSecurity, *, tls: bool
 ) -> listener_components_pb2.FilterChain:
-    """The app's filters with the workload's RBAC first; XFCC set on the mTLS chain."""
+    """The app's filters with the workload's authn/authz first (`inbound_auth`); XFCC
+    set on the mTLS chain."""
     if not naming.is_http(plan.protocol):
         # TCP: the network RBAC filters go first, before the proxying filter.
         return listener_components_pb2.FilterChain(
             filters=[
-                *authz.network_filters(policies, plan.port),
+                *inbound_auth.network_filters(security, plan.port),
                 _filter(
                     TCP_PROXY_FILTER,
                     tcp_proxy_pb2.TcpProxy(
@@ -136,7 +137,7 @@ def _inbound_chain(
     hcm = HCM(
         stat_prefix=naming.inbound_stat_prefix(plan.port),
         route_config=inbound_route_config(plan.port, plan.cluster_name),
-        http_filters=[*authz.http_filters(policies, plan.port), _router()],
+        http_filters=[*inbound_auth.http_filters(security, plan.port), _router()],
     )
     if tls:
         # The app sees who called: XFCC with By= (us) and URI= (the peer). The

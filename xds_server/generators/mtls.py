@@ -79,10 +79,11 @@ def peer_mode(mesh: MeshConfig, workload: WorkloadEntry, port: int) -> str:
         _first(mesh, lambda pa: pa.meta.namespace == ns and not pa.selector)
         if ns != mesh.root_namespace
         else None,
+        # Istio ignores selector policies of the root namespace (Galley warns).
         _first(
             mesh,
             lambda pa: (
-                pa.meta.namespace == ns
+                pa.meta.namespace == ns != mesh.root_namespace
                 and bool(pa.selector)
                 and labels_match(pa.selector, workload.labels)
             ),

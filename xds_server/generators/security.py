@@ -2,9 +2,11 @@
 
 For every outbound cluster it sees: what TLS the cluster speaks (`UpstreamTLS`),
 from the DestinationRule's `tls` (port level, subset, top level) or else auto-mTLS.
-For every inbound listener: the PeerAuthentication mode of its port and the
-AuthorizationPolicies of the workload (`InboundSecurity`). The cluster, listener and
-secret generators build from this plan; nothing is patched in afterwards.
+For every inbound listener: the PeerAuthentication mode of its port, the
+AuthorizationPolicies and RequestAuthentications of the workload, and the outbound
+cluster of each ext_authz provider its CUSTOM policies name (`InboundSecurity`). The
+cluster, listener and secret generators build from this plan; nothing is patched in
+afterwards.
 
 Fail closed: a rule that asks for TLS gets a TLS socket or the config is refused
 (`UnbuildableConfig`, which the snapshot turns into a rejected config). It is never
@@ -18,7 +20,8 @@ from dataclasses import dataclass
 from types import MappingProxyType
 
 from xds_server.galley.model_traffic import ClientTLS, TLSCredential
-from xds_server.generators import authz
+from xds_server.generators import authn, authz
+from xds_server.generators.ext_authz import ExtAuthzTarget
 from xds_server.generators.mtls import auto_mtls, outbound_sni, peer_mode, spiffe_uri
 from xds_server.generators.push_context import InboundPlan, OutboundService, Proxy, PushContext
 from xds_server.generators.tls_plan import (
@@ -44,6 +47,9 @@ class SecurityPlan:
 
     upstream: Mapping[OutboundService, UpstreamTLS]  # shared by the proxies of a scope
     inbound: Mapping[InboundPlan, InboundSecurity]
+    # A gateway proxy's servers: its policies, checked before its routes (Istio applies
+    # AuthorizationPolicy and RequestAuthentication to gateways as to sidecars).
+    gateway: InboundSecurity | None = None
 
 
 def security_plan(ctx: PushContext, proxy: Proxy) -> SecurityPlan:
@@ -57,22 +63,68 @@ def _plan(ctx: PushContext, proxy: Proxy) -> SecurityPlan:
         lambda: MappingProxyType({svc: upstream_tls(ctx, svc) for svc in scope.services}),
     )
     mesh = ctx.mesh
-    if not mesh.workload_identity and not mesh.authorization_policies:
+    if not (mesh.workload_identity or mesh.authorization_policies or mesh.request_authentications):
         # A plaintext mesh without policies: every port alike (most of a large build).
         inbound = dict.fromkeys(proxy.inbound, _OPEN)
     else:
         policies = authz.policy_key(mesh, proxy.workload)
+        requests = authn.authn_key(mesh, proxy.workload)
+        targets = _ext_authz_targets(ctx, proxy, policies)
         inbound = {
             plan: InboundSecurity(
                 peer_mode(mesh, proxy.workload, plan.port) if mesh.workload_identity else DISABLE,
                 policies,
+                requests,
+                targets,
             )
             for plan in proxy.inbound
         }
+        if proxy.gateways:  # its servers terminate their own TLS (Gateway tls)
+            gateway = InboundSecurity(DISABLE, policies, requests, targets)
+            return SecurityPlan(upstream, MappingProxyType(inbound), gateway)
     return SecurityPlan(upstream, MappingProxyType(inbound))
 
 
 _OPEN = InboundSecurity(DISABLE, authz.NO_POLICIES)
+
+
+def _ext_authz_targets(
+    ctx: PushContext, proxy: Proxy, policies: authz.PolicyKey
+) -> tuple[ExtAuthzTarget, ...]:
+    """The outbound cluster this proxy calls each CUSTOM policy's provider through.
+
+    Galley checked that the provider is declared for a service port of the registry;
+    a proxy whose Sidecar hides that service cannot call it: refused, never left open.
+    """
+    names = sorted({p.provider for p in policies if p.action == "CUSTOM"})
+    if not names:
+        return ()
+    settings = ctx.mesh.mesh_settings[0] if ctx.mesh.mesh_settings else None
+    targets = []
+    for name in names:
+        provider = settings.provider(name) if settings is not None else None
+        policy = next(p for p in policies if p.action == "CUSTOM" and p.provider == name)
+        where = f"{policy.meta.source}: AuthorizationPolicy {policy.meta.key}: spec.provider.name"
+        if provider is None:
+            raise UnbuildableConfig(f"{where}: no extension provider {name!r}")
+        service = next(
+            (
+                svc
+                for svc in proxy.scope.services
+                if not svc.subset
+                and svc.host == provider.service
+                and svc.port.number == provider.port
+                and provider.namespace in ("", svc.service.meta.namespace)
+            ),
+            None,
+        )
+        if service is None:
+            raise UnbuildableConfig(
+                f"{where}: {proxy.node_id} cannot reach the provider's service "
+                f"{provider.service}:{provider.port} (not visible to it: its Sidecar's egress)"
+            )
+        targets.append(ExtAuthzTarget(provider, service.cluster_name))
+    return tuple(targets)
 
 
 # --- outbound ---------------------------------------------------------------------

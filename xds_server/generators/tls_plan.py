@@ -9,7 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Final
 
+from xds_server.generators.authn import NO_AUTHN, AuthnKey
 from xds_server.generators.authz import PolicyKey
+from xds_server.generators.ext_authz import ExtAuthzTarget
 
 ISTIO_MUTUAL: Final = "ISTIO_MUTUAL"
 DISABLE: Final = "DISABLE"
@@ -69,7 +71,10 @@ PLAINTEXT = UpstreamTLS(DISABLE)
 @dataclass(frozen=True, slots=True)
 class InboundSecurity:
     """What one inbound listener requires of its callers: the PeerAuthentication mode
-    of its port and the AuthorizationPolicies of its workload."""
+    of its port, the AuthorizationPolicies and RequestAuthentications of its workload,
+    and the ext_authz providers its CUSTOM policies name, as this proxy reaches them."""
 
     mtls_mode: str  # STRICT, PERMISSIVE or DISABLE
     policies: PolicyKey
+    authn: AuthnKey = NO_AUTHN
+    ext_authz: tuple[ExtAuthzTarget, ...] = ()

@@ -11,7 +11,9 @@ A WorkloadEntry asks for a local app with annotations:
 The app listens where the sidecar hands inbound traffic (the Sidecar's ingress
 `defaultEndpoint`, else 127.0.0.1:<port>), exactly as the generators plan it, and
 calls upstreams through the sidecar's HTTP proxy on `<workload address>:15001`.
-`pocketmesh.io/app: tcp-echo` runs Istio's tcp-echo instead (for TCP services).
+`pocketmesh.io/app: tcp-echo` runs Istio's tcp-echo instead (for TCP services), and
+`pocketmesh.io/app: ext-authz` Istio's ext_authz sample (its HTTP API on the workload's
+HTTP port, its gRPC API on its GRPC port).
 
 Any document may carry `pocketmesh.io/try: <one command>`: `up` prints it under the
 URL, as the thing to try first (an example's documented effect); `{dir}` in it
@@ -41,6 +43,7 @@ TRY_ANNOTATION = "pocketmesh.io/try"
 APPS = {
     "demo-app": ("xds_server.commands.demo_app", "demo-app", "http"),
     "tcp-echo": ("xds_server.commands.demo_app", "demo-app", "tcp"),
+    "ext-authz": ("xds_server.commands.ext_authz", "ext-authz", "http"),
 }
 YAML_SUFFIXES = (".yaml", ".yml")
 
@@ -56,6 +59,7 @@ class AppPlan:
     listen: str  # host:port the sidecar forwards inbound traffic to
     proxy: str  # the sidecar's outbound HTTP proxy
     calls: tuple[str, ...]
+    grpc_listen: str = ""  # ext-authz: where its gRPC API listens (the GRPC port's target)
 
     @property
     def name(self) -> str:
@@ -77,6 +81,8 @@ class AppPlan:
             argv += ["--protocol", protocol]
         for url in self.calls:
             argv += ["--call", url]
+        if self.grpc_listen:
+            argv += ["--grpc-listen", self.grpc_listen]
         return argv
 
 
@@ -143,13 +149,27 @@ def plan_mesh(
         if we.proxy_id not in inbound:
             raise PlanError(f"{where}: no inbound port for the app (add a ServiceEntry or Sidecar)")
         target = inbound[we.proxy_id]
+        grpc_listen = ""
+        if app == "ext-authz":  # both APIs: HTTP on the HTTP port, gRPC on the GRPC one
+            http1 = [
+                p for p in plans if naming.is_http(p.protocol) and not naming.is_http2(p.protocol)
+            ]
+            grpc = [p for p in plans if naming.is_http2(p.protocol)]
+            if not http1:  # `up` proves the app is its own on the HTTP port
+                raise PlanError(f"{where}: ext-authz needs an HTTP port (and a GRPC one)")
+            target = http1[0]
+            grpc_listen = f"{grpc[0].upstream_host}:{grpc[0].upstream_port}" if grpc else ""
         listen = f"{target.upstream_host}:{target.upstream_port}"
-        if listen in listening:
-            raise PlanError(f"{where}: app would listen on {listen}, as {listening[listen]} does")
-        listening[listen] = we.meta.key
+        for address in (listen, grpc_listen):
+            if address and address in listening:
+                raise PlanError(
+                    f"{where}: app would listen on {address}, as {listening[address]} does"
+                )
+            if address:
+                listening[address] = we.meta.key
         calls = tuple(u.strip() for u in notes.get(CALLS_ANNOTATION, "").split(",") if u.strip())
         proxy_address = f"{we.address}:{naming.OUTBOUND_HTTP_PORT}"
-        apps.append(AppPlan(we, app, listen, proxy_address, calls))
+        apps.append(AppPlan(we, app, listen, proxy_address, calls, grpc_listen))
     entry = _gateway_entry(config) or _client_entry(config, apps) or _root_app_entry(apps, inbound)
     return MeshPlan(config.workload_entries, tuple(apps), entry, tuple(tries))
 
@@ -278,12 +298,14 @@ def _client_entry(config: MeshConfig, apps: list[AppPlan]) -> Entry | None:
         return None
     called = {_host_of(url) for app in apps for url in app.calls}
 
-    def rank(se: ServiceEntry) -> tuple[int, int]:
+    def rank(se: ServiceEntry) -> tuple[int, int, int]:
         """Prefer the head of a call chain (calls others, called by none), then any
-        service nobody calls, then the rest."""
+        service nobody calls, then the rest; an ext_authz server (the sidecars call it,
+        not the user) last."""
         backing = [a for a in apps if _selects(se, a.workload)]
         uncalled = se.hosts[0].split(".", 1)[0] not in called
-        return (0 if uncalled else 1, 0 if any(a.calls for a in backing) else 1)
+        helper = all(a.app == "ext-authz" for a in backing)
+        return (1 if helper else 0, 0 if uncalled else 1, 0 if any(a.calls for a in backing) else 1)
 
     runnable = [
         se for se in config.service_entries

@@ -80,8 +80,9 @@ def parse_meta(ck: DocChecker, metadata: Located | None, doc: Located) -> Object
     if namespace_at is not None and namespace_at.value != "":
         ck.string(namespace_at, dns1123_label_problem)
     labels = parse_labels(ck, fields.get("labels"))
-    if (annotations := fields.get("annotations")) is not None:
-        ck.string_map(annotations)
+    annotations: dict[str, str] = {}
+    if (annotations_at := fields.get("annotations")) is not None:
+        annotations = ck.string_map(annotations_at) or {}
     if name is None:
         return None
     return ObjectMeta(
@@ -90,6 +91,7 @@ def parse_meta(ck: DocChecker, metadata: Located | None, doc: Located) -> Object
         namespace=namespace,
         source=Source(ck.file, doc.line),
         labels=freeze(labels),
+        annotations=freeze(annotations) if annotations else EMPTY_LABELS,
     )
 
 

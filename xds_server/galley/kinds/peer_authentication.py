@@ -59,7 +59,10 @@ def parse_peer_authentication(
         if (at := fields.get("portLevelMtls")) is not None:
             if selector is None:
                 ck.error(at, "portLevelMtls needs a selector with matchLabels (as in Istio)")
-            for key, entry in (ck.children(at) or {}).items():
+            entries = ck.children(at) or {}
+            if not entries and isinstance(at.value, dict):
+                ck.error(at, "portLevelMtls, if set, needs at least one port (as in Istio)")
+            for key, entry in entries.items():
                 port = _port_key(key)
                 if port is None:
                     ck.error(entry, f"port {key!r} must be a number from 1 to {MAX_PORT}")

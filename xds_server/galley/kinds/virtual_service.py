@@ -17,6 +17,7 @@ from dataclasses import replace
 
 from ..fields import Shape, deprecated, each, keyed, not_yet, obj, shape, supported
 from ..model import ObjectMeta
+from ..model_security import routing_claims
 from ..model_traffic import (
     MESH_GATEWAY,
     CorsPolicy,
@@ -63,7 +64,11 @@ MATCH: Shape = shape(
     method=obj(STRING_MATCH),
     authority=obj(STRING_MATCH),
     scheme=obj(STRING_MATCH),
-    headers=keyed(STRING_MATCH, "header name -> match; {} means present"),
+    headers=keyed(
+        STRING_MATCH,
+        "header name -> match; {} means present; @request.auth.claims.NAME (or [NAME][SUB]): "
+        "a claim of the JWT a gateway verified (RequestAuthentication)",
+    ),
     queryParams=keyed(STRING_MATCH, "parameter name -> match; {} means present"),
     withoutHeaders=keyed(STRING_MATCH, "header name -> match that must not hold"),
     port=supported(),
@@ -407,7 +412,11 @@ def _key_matches(ck: DocChecker, at: Located | None, *, headers: bool) -> tuple[
         if not isinstance(key, str):
             ck.error(child, "key must be a string")
             continue
-        if headers and (problem := header_name_problem(key)) is not None:
+        claim = headers and routing_claims(key) is not None  # a verified JWT's claim
+        if claim and child.value is None:
+            ck.error(child, f"{key!r}: a claim match needs exact, prefix or regex")
+            continue
+        if headers and not claim and (problem := header_name_problem(key)) is not None:
             ck.error(child, f"{key!r} {problem}")
             continue
         if child.value is None:

@@ -1,0 +1,59 @@
+"""The mesh settings: the part of Istio's MeshConfig pocketmesh reads.
+
+Istio users keep MeshConfig in the `istio` ConfigMap of `istio-system`, as YAML under
+`data.mesh`; pocketmesh reads the same document (`galley.kinds.mesh_config`). Of its
+fields, `extensionProviders` of the ext_authz kinds are built (the providers an
+AuthorizationPolicy with `action: CUSTOM` names); the rest are refused, located.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .model import ObjectMeta
+
+# Where Istio reads its MeshConfig from.
+MESH_CONFIGMAP = "istio"
+DEFAULT_EXT_AUTHZ_TIMEOUT_MS = 600_000  # Istio's default: 600 s
+
+
+@dataclass(frozen=True, slots=True)
+class RequestBody:
+    """`includeRequestBodyInCheck`: Envoy's ext_authz `with_request_body`."""
+
+    max_request_bytes: int = 0
+    allow_partial_message: bool = False
+    pack_as_bytes: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ExtAuthzProvider:
+    """One `extensionProviders[]` entry: an ext_authz service (HTTP or gRPC API)."""
+
+    name: str
+    grpc: bool  # envoyExtAuthzGrpc; else envoyExtAuthzHttp
+    service: str  # a ServiceEntry host
+    port: int
+    namespace: str = ""  # `<namespace>/<host>`: the ServiceEntry's namespace
+    timeout_ms: int = DEFAULT_EXT_AUTHZ_TIMEOUT_MS
+    fail_open: bool = False
+    clear_route_cache: bool = False
+    status_on_error: int = 0  # 0: Envoy's default, 403
+    request_body: RequestBody | None = None
+    # HTTP API only:
+    path_prefix: str = ""
+    include_request_headers: tuple[str, ...] = ()
+    include_additional_headers: tuple[tuple[str, str], ...] = ()
+    headers_to_upstream_on_allow: tuple[str, ...] = ()
+    headers_to_downstream_on_deny: tuple[str, ...] = ()
+    headers_to_downstream_on_allow: tuple[str, ...] = ()
+    path: str = ""  # `data.mesh.extensionProviders[N]`, for findings about it
+
+
+@dataclass(frozen=True, slots=True)
+class MeshSettings:
+    meta: ObjectMeta
+    extension_providers: tuple[ExtAuthzProvider, ...] = ()
+
+    def provider(self, name: str) -> ExtAuthzProvider | None:
+        return next((p for p in self.extension_providers if p.name == name), None)
