@@ -785,6 +785,268 @@ spec:
     ),
 ]
 
+# A service with endpoints in five localities and a client in one of them (14c).
+LOCAL_SERVICE = """\
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: local, namespace: default}
+spec:
+  hosts: [local.example.com]
+  location: MESH_EXTERNAL
+  resolution: STATIC
+  ports: [{number: 8080, name: http, protocol: HTTP}]
+  endpoints:
+  - {address: 127.0.81.1, locality: us/east/a, labels: {tier: gold}}
+  - {address: 127.0.81.2, locality: us/east/b, labels: {tier: gold}}
+  - {address: 127.0.81.3, locality: us/west, labels: {tier: silver}}
+  - {address: 127.0.81.4, locality: eu/west, labels: {tier: gold}}
+  - {address: 127.0.81.5, locality: ap/south, labels: {tier: silver}}
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {name: local-client, namespace: default}
+spec: {address: 127.0.81.10, locality: us/east/a, labels: {app: local-client, tier: gold}}
+"""
+
+DESTINATION_RULE_14C = [
+    Sample(
+        """\
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: local, namespace: default}
+spec:
+  host: local.example.com
+  trafficPolicy:
+    outlierDetection:
+      consecutive5xxErrors: 1
+      splitExternalLocalOriginErrors: true
+      consecutiveLocalOriginFailures: 2
+      outlierDetectionHttpErrorCodes: [418]
+    loadBalancer:
+      localityLbSetting:
+        enabled: true
+        failover: [{from: us, to: ap}]
+"""
+        + LOCAL_SERVICE,
+        (
+            "spec.trafficPolicy.loadBalancer.localityLbSetting",
+            Case("spec.trafficPolicy.loadBalancer.localityLbSetting.enabled", False),
+            "spec.trafficPolicy.loadBalancer.localityLbSetting.failover",
+            Case("spec.trafficPolicy.loadBalancer.localityLbSetting.failover[0].from", "eu"),
+            Case("spec.trafficPolicy.loadBalancer.localityLbSetting.failover[0].to", "eu"),
+            Case(
+                "spec.trafficPolicy.outlierDetection.splitExternalLocalOriginErrors",
+                REMOVE,
+                {"spec.trafficPolicy.outlierDetection.consecutiveLocalOriginFailures": REMOVE},
+            ),
+            "spec.trafficPolicy.outlierDetection.consecutiveLocalOriginFailures",
+            Case("spec.trafficPolicy.outlierDetection.outlierDetectionHttpErrorCodes", [500]),
+        ),
+    ),
+    Sample(
+        """\
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: local, namespace: default}
+spec:
+  host: local.example.com
+  trafficPolicy:
+    outlierDetection: {consecutive5xxErrors: 1}
+    loadBalancer:
+      localityLbSetting:
+        failoverPriority: [tier]
+"""
+        + LOCAL_SERVICE,
+        (
+            Case(
+                "spec.trafficPolicy.loadBalancer.localityLbSetting.failoverPriority",
+                ["topology.kubernetes.io/region"],
+            ),
+        ),
+    ),
+    Sample(
+        """\
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: local, namespace: default}
+spec:
+  host: local.example.com
+  trafficPolicy:
+    loadBalancer:
+      localityLbSetting:
+        distribute:
+        - from: us/east/*
+          to: {us/east/a: 80, eu/west: 20}
+"""
+        + LOCAL_SERVICE,
+        (
+            "spec.trafficPolicy.loadBalancer.localityLbSetting.distribute",
+            Case(
+                "spec.trafficPolicy.loadBalancer.localityLbSetting.distribute[0].from", "us/west"
+            ),
+            Case(
+                "spec.trafficPolicy.loadBalancer.localityLbSetting.distribute[0].to",
+                {"us/east/a": 50, "ap/south": 50},
+            ),
+        ),
+    ),
+    Sample(
+        """\
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: ratings, namespace: default}
+spec:
+  host: ratings
+  trafficPolicy:
+    loadBalancer:
+      simple: LEAST_REQUEST
+      warmup: {duration: 60s, minimumPercent: 20, aggression: 2}
+    connectionPool:
+      tcp:
+        tcpKeepalive: {probes: 3, time: 60s, interval: 10s}
+        maxConnectionDuration: 1h
+        idleTimeout: 5m
+      http:
+        h2UpgradePolicy: UPGRADE
+        maxConcurrentStreams: 100
+        http2KeepAlive: {interval: 30s, timeout: 5s}
+""",
+        (
+            "spec.trafficPolicy.loadBalancer.warmup",
+            Case("spec.trafficPolicy.loadBalancer.warmup.duration", "30s"),
+            "spec.trafficPolicy.loadBalancer.warmup.minimumPercent",
+            "spec.trafficPolicy.loadBalancer.warmup.aggression",
+            "spec.trafficPolicy.connectionPool.tcp.tcpKeepalive",
+            "spec.trafficPolicy.connectionPool.tcp.tcpKeepalive.probes",
+            "spec.trafficPolicy.connectionPool.tcp.tcpKeepalive.time",
+            "spec.trafficPolicy.connectionPool.tcp.tcpKeepalive.interval",
+            "spec.trafficPolicy.connectionPool.tcp.maxConnectionDuration",
+            "spec.trafficPolicy.connectionPool.tcp.idleTimeout",
+            Case("spec.trafficPolicy.connectionPool.http.h2UpgradePolicy", "DO_NOT_UPGRADE"),
+            "spec.trafficPolicy.connectionPool.http.maxConcurrentStreams",
+            "spec.trafficPolicy.connectionPool.http.http2KeepAlive",
+            Case("spec.trafficPolicy.connectionPool.http.http2KeepAlive.interval", "10s"),
+            Case("spec.trafficPolicy.connectionPool.http.http2KeepAlive.timeout", "1s"),
+        ),
+    ),
+    Sample(
+        """\
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: ratings, namespace: default}
+spec:
+  host: ratings
+  trafficPolicy:
+    loadBalancer: {warmupDurationSecs: 60s}
+    connectionPool:
+      http: {useClientProtocol: true}
+""",
+        (
+            "spec.trafficPolicy.loadBalancer.warmupDurationSecs",
+            "spec.trafficPolicy.connectionPool.http.useClientProtocol",
+        ),
+    ),
+    Sample(
+        """\
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: ratings, namespace: default}
+spec:
+  host: ratings
+  trafficPolicy:
+    loadBalancer:
+      consistentHash:
+        httpQueryParameterName: user
+        maglev: {tableSize: 65537}
+""",
+        (
+            Case(
+                "spec.trafficPolicy.loadBalancer.consistentHash.httpQueryParameterName",
+                REMOVE,
+                {"spec.trafficPolicy.loadBalancer.consistentHash.httpHeaderName": "x-user"},
+            ),
+            Case(
+                "spec.trafficPolicy.loadBalancer.consistentHash.maglev",
+                REMOVE,
+                {"spec.trafficPolicy.loadBalancer.consistentHash.ringHash": {}},
+            ),
+            Case("spec.trafficPolicy.loadBalancer.consistentHash.maglev.tableSize", 131),
+        ),
+    ),
+    Sample(
+        """\
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: ratings, namespace: default}
+spec:
+  host: ratings
+  trafficPolicy:
+    loadBalancer:
+      consistentHash:
+        httpCookie:
+          name: session
+          attributes: [{name: SameSite, value: Strict}]
+        ringHash: {minimumRingSize: 4096}
+""",
+        (
+            "spec.trafficPolicy.loadBalancer.consistentHash.httpCookie.attributes",
+            Case(
+                "spec.trafficPolicy.loadBalancer.consistentHash.httpCookie.attributes[0].name",
+                "Secure",
+            ),
+            Case(
+                "spec.trafficPolicy.loadBalancer.consistentHash.httpCookie.attributes[0].value",
+                "Lax",
+            ),
+            "spec.trafficPolicy.loadBalancer.consistentHash.ringHash",
+            "spec.trafficPolicy.loadBalancer.consistentHash.ringHash.minimumRingSize",
+        ),
+    ),
+    Sample(
+        """\
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: httpbin, namespace: default}
+spec:
+  host: httpbin.example.com
+  trafficPolicy:
+    loadBalancer: {simple: PASSTHROUGH}
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: httpbin, namespace: default}
+spec:
+  hosts: [httpbin.example.com]
+  resolution: DNS
+  ports: [{number: 80, name: http, protocol: HTTP}]
+""",
+        (Case("spec.trafficPolicy.loadBalancer.simple", "ROUND_ROBIN"),),
+    ),
+    # Rules that apply to some proxies only: exportTo and workloadSelector.
+    Sample(
+        """\
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: ratings-for-productpage, namespace: default}
+spec:
+  host: ratings
+  workloadSelector: {labels: {app: productpage}}
+  exportTo: ["."]
+  trafficPolicy:
+    loadBalancer: {simple: RANDOM}
+""",
+        (
+            "spec.workloadSelector",
+            Case("spec.workloadSelector.labels", {"app": "reviews"}),
+            Case("spec.exportTo", ["other"], {"spec.workloadSelector": REMOVE}),
+        ),
+    ),
+]
+
+# ServiceEntry, WorkloadEntry and Sidecar fields of issue 14c.
+SERVICES_14C: list[Sample] = []
+
 GATEWAY_SAMPLES = [
     Sample(
         """\
@@ -958,6 +1220,8 @@ SAMPLES = (
     + SIDECAR
     + VIRTUAL_SERVICE
     + DESTINATION_RULE
+    + DESTINATION_RULE_14C
+    + SERVICES_14C
     + GATEWAY_SAMPLES
     + SECRET
     + PEER_AUTHENTICATION
@@ -972,7 +1236,6 @@ REFUSED = {
     ("Sidecar", "spec.egress[].captureMode"): "IPTABLES",
     ("Sidecar", "spec.outboundTrafficPolicy"): {"mode": "ALLOW_ANY"},
     ("Sidecar", "spec.outboundTrafficPolicy.mode"): "ALLOW_ANY",
-    ("DestinationRule", "spec.exportTo"): ["."],
     ("Gateway", "spec.servers[].tls.mode"): "MUTUAL",
     ("Secret", "type"): "Opaque",
 }

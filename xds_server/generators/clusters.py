@@ -17,11 +17,17 @@ from envoy.config.endpoint.v3 import endpoint_components_pb2, endpoint_pb2
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
 from google.protobuf import any_pb2, duration_pb2
 
-from xds_server.generators import naming
+from xds_server.generators import locality, naming
 from xds_server.generators.config_sources import ads_config_source
-from xds_server.generators.endpoints import lb_endpoint, load_assignment
+from xds_server.generators.endpoints import (
+    lb_endpoint,
+    load_assignment,
+    locality_view,
+    scope_locality_key,
+)
 from xds_server.generators.frozen import Frozen
 from xds_server.generators.mtls import upstream_socket
+from xds_server.generators.passthrough import forwarding_cluster
 from xds_server.generators.push_context import (
     InboundPlan,
     OutboundService,
@@ -42,8 +48,22 @@ CONNECT_TIMEOUT = duration_pb2.Duration(seconds=10)
 _DNS_TYPES = {"DNS": Cluster.STRICT_DNS, "DNS_ROUND_ROBIN": Cluster.LOGICAL_DNS}
 
 
-def outbound_cluster(ctx: PushContext, svc: OutboundService, tls: UpstreamTLS) -> Frozen[Cluster]:
-    return ctx.shared(("cds", svc, tls), lambda: _outbound(ctx, svc, tls))
+def outbound_cluster(
+    ctx: PushContext, svc: OutboundService, tls: UpstreamTLS, proxy: Proxy | None = None
+) -> Frozen[Cluster]:
+    """The cluster of `svc` for `proxy` (None: a sidecar that sees it like any other).
+
+    Most clusters are the same for every proxy. A sidecar forwards HTTP ports of
+    resolution NONE and PASSTHROUGH to the request's authority, where a gateway
+    load-balances (Istio); a DNS cluster's inline endpoints follow the proxy's
+    locality when locality load balancing applies.
+    """
+    sidecar = proxy is None or not proxy.gateways
+    view: object = ()
+    if proxy is not None and not svc.uses_eds and locality.per_proxy(svc.policy):
+        view = locality_view(proxy, locality.priority_labels(svc.policy))
+    key = ("cds", svc, tls, sidecar and svc.forwards, view)
+    return ctx.shared(key, lambda: _outbound(ctx, svc, tls, proxy, sidecar=sidecar))
 
 
 def inbound_cluster(ctx: PushContext, plan: InboundPlan) -> Frozen[Cluster]:
@@ -60,10 +80,12 @@ def scope_clusters(ctx: PushContext, proxy: Proxy) -> dict[str, Frozen[Cluster]]
     def build() -> dict[str, Frozen[Cluster]]:
         upstream = security_plan(ctx, proxy).upstream  # the same for the whole scope
         return {
-            svc.cluster_name: outbound_cluster(ctx, svc, upstream[svc]) for svc in scope.services
+            svc.cluster_name: outbound_cluster(ctx, svc, upstream[svc], proxy)
+            for svc in scope.services
         }
 
-    return ctx.memoize(("cds-scope", scope), build)
+    key = ("cds-scope", scope, not proxy.gateways, scope_locality_key(ctx, proxy))
+    return ctx.memoize(key, build)
 
 
 def build_clusters(ctx: PushContext, proxy: Proxy) -> dict[str, Frozen[Cluster]]:
@@ -73,22 +95,43 @@ def build_clusters(ctx: PushContext, proxy: Proxy) -> dict[str, Frozen[Cluster]]
     return dict(sorted(clusters.items()))
 
 
-def _outbound(ctx: PushContext, svc: OutboundService, tls: UpstreamTLS) -> Cluster:
-    cluster = Cluster(
-        name=svc.cluster_name,
-        connect_timeout=CONNECT_TIMEOUT,
-        lb_policy=Cluster.ROUND_ROBIN,
-    )
-    if svc.uses_eds:
+def _outbound(
+    ctx: PushContext,
+    svc: OutboundService,
+    tls: UpstreamTLS,
+    proxy: Proxy | None,
+    *,
+    sidecar: bool,
+) -> Cluster:
+    forwarding = sidecar and svc.forwards
+    if forwarding:
+        cluster = forwarding_cluster(svc.cluster_name, tls=tls.mode != "DISABLE")
+    else:
+        cluster = Cluster(
+            name=svc.cluster_name,
+            connect_timeout=CONNECT_TIMEOUT,
+            lb_policy=Cluster.ROUND_ROBIN,
+        )
+    if forwarding:
+        pass  # the authority names the endpoint
+    elif svc.uses_eds:
         cluster.type = Cluster.EDS
         cluster.eds_cluster_config.CopyFrom(
             Cluster.EdsClusterConfig(eds_config=ads_config_source(), service_name=svc.cluster_name)
         )
     else:
         cluster.type = _DNS_TYPES[svc.service.resolution]
-        cluster.load_assignment.CopyFrom(_dns_assignment(ctx, svc, cluster.type))
+        cluster.load_assignment.CopyFrom(_dns_assignment(ctx, svc, cluster.type, proxy))
     _set_protocol(cluster, svc.port.protocol)
     apply_traffic_policy(cluster, svc.policy, svc.port.is_http)
+    if forwarding:
+        cluster.lb_policy = Cluster.CLUSTER_PROVIDED  # the policy's algorithm has no hosts
+        cluster.ClearField("round_robin_lb_config")
+        cluster.ClearField("least_request_lb_config")
+        cluster.ClearField("ring_hash_lb_config")
+        cluster.ClearField("maglev_lb_config")
+    elif locality.weighted(svc.policy):
+        cluster.common_lb_config.locality_weighted_lb_config.SetInParent()
     socket = upstream_socket(tls, http2=naming.is_http2(svc.port.protocol))
     if socket is not None:
         cluster.transport_socket.CopyFrom(socket)
@@ -102,10 +145,10 @@ def _outbound(ctx: PushContext, svc: OutboundService, tls: UpstreamTLS) -> Clust
 
 
 def _dns_assignment(
-    ctx: PushContext, svc: OutboundService, cluster_type: int
+    ctx: PushContext, svc: OutboundService, cluster_type: int, proxy: Proxy | None
 ) -> endpoint_pb2.ClusterLoadAssignment:
     if svc.endpoints:
-        cla = load_assignment(ctx, svc).copy()
+        cla = load_assignment(ctx, svc, proxy).copy()
         if cluster_type == Cluster.LOGICAL_DNS:
             # Envoy rejects a LOGICAL_DNS cluster with more than one endpoint.
             first = cla.endpoints[0]

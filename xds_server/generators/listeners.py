@@ -30,6 +30,7 @@ from xds_server.generators.frozen import Frozen
 from xds_server.generators.gateway import gateway_listeners
 from xds_server.generators.http_routes import traffic_http_filters
 from xds_server.generators.mtls import TLS_INSPECTOR, downstream_tls
+from xds_server.generators.passthrough import forward_proxy_filter
 from xds_server.generators.push_context import InboundPlan, Proxy, PushContext
 from xds_server.generators.routes import inbound_route_config
 from xds_server.generators.security import security_plan
@@ -81,7 +82,9 @@ def _outbound(address: str) -> Listener:
             allow_absolute_url=wrappers_pb2.BoolValue(value=True)
         ),
         # Fault and CORS filters first: VirtualService routes configure them per route.
-        http_filters=[*traffic_http_filters(), _router()],
+        # The forward proxy filter resolves the authority for clusters that forward to
+        # it (resolution NONE, PASSTHROUGH, ALLOW_ANY); it lets every other request by.
+        http_filters=[*traffic_http_filters(), forward_proxy_filter(), _router()],
     )
     return _listener(
         naming.listener_name(address, naming.OUTBOUND_HTTP_PORT),

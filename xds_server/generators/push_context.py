@@ -13,8 +13,8 @@ from __future__ import annotations
 import functools
 import ipaddress
 from collections import defaultdict
-from collections.abc import Callable, Hashable, Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Hashable, Iterable, Mapping
+from dataclasses import dataclass, field
 from typing import TypeVar
 
 from google.protobuf.message import Message
@@ -27,7 +27,7 @@ from xds_server.galley.model import (
     WorkloadEntry,
     labels_match,
 )
-from xds_server.galley.model_traffic import Gateway, TrafficPolicy
+from xds_server.galley.model_traffic import DestinationRule, Gateway, TrafficPolicy
 from xds_server.generators import naming
 from xds_server.generators.frozen import Frozen
 from xds_server.generators.sidecar_scope import (
@@ -67,10 +67,25 @@ class OutboundService:
     subset: str = ""  # a DestinationRule subset: `outbound|9080|v1|reviews...`
     policy: TrafficPolicy | None = None  # the DestinationRule's, for this port and subset
     parent: OutboundService | None = None  # a subset's: the whole service port
+    rule: DestinationRule | None = None  # the rule the policy comes from (as merged)
 
     @property
     def uses_eds(self) -> bool:
         return self.service.resolution not in DNS_RESOLUTIONS
+
+    @property
+    def forwards(self) -> bool:
+        """To where each request's authority says (Istio's ORIGINAL_DST; see
+        generators.passthrough): HTTP ports of resolution NONE entries and of
+        PASSTHROUGH rules. Gateways load-balance over the endpoints instead (Istio)."""
+        if not self.port.is_http:
+            return False
+        if self.service.resolution == "NONE":
+            return True
+        return self.policy is not None and self.policy.load_balancer == "PASSTHROUGH"
+
+    def uses_eds_for(self, *, sidecar: bool) -> bool:
+        return self.uses_eds and not (sidecar and self.forwards)
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +95,9 @@ class VirtualHostPlan:
     domains: tuple[str, ...]
     host: str = ""
     port: int = 0
+    # The DestinationRule policy of the cluster, as this scope sees it (consistentHash
+    # needs the route's half).
+    policy: TrafficPolicy | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -218,9 +236,15 @@ class _Builder:
         self.sidecars: dict[str, list[Sidecar]] = defaultdict(list)
         for sc in sorted(mesh.sidecars, key=lambda s: (s.meta.namespace, s.meta.name)):
             self.sidecars[sc.meta.namespace].append(sc)
-        self.scopes: dict[tuple[str, str], SidecarScope] = {}
-        self.outbound: list[OutboundService] = []
-        self.outbound_by_ns: dict[str, list[OutboundService]] = defaultdict(list)
+        self.scopes: dict[tuple[str, str, tuple[str, ...]], SidecarScope] = {}
+        # (service, host, the workloads backing it), in service order.
+        self.entries: list[tuple[ServiceEntry, str, list[WorkloadEntry]]] = []
+        self.entries_by_ns: dict[str, list[tuple[ServiceEntry, str, list[WorkloadEntry]]]] = (
+            defaultdict(list)
+        )
+        # The plans of one (service, host) under one DestinationRule (rules can differ
+        # between namespaces: exportTo; and between workloads: workloadSelector).
+        self._plans: dict[tuple[int, str, int], list[OutboundService]] = {}
         self.traffic = TrafficIndex(mesh)
 
     def build(self) -> PushContext:
@@ -228,9 +252,7 @@ class _Builder:
             message = namespace_default_conflicts(sidecars)
             if message:
                 self.conflicts.append(f"namespace {namespace}: {message}")
-        self.outbound = self._outbound_services()
-        for plan in self.outbound:
-            self.outbound_by_ns[plan.service.meta.namespace].append(plan)
+        self._outbound_entries()
         proxies: dict[str, Proxy] = {}
         for we in sorted(self.mesh.workload_entries, key=lambda w: (w.meta.namespace, w.meta.name)):
             if we.proxy_id in proxies:
@@ -253,7 +275,7 @@ class _Builder:
                 workload=we,
                 namespace=we.meta.namespace,
                 sidecar=sidecar,
-                scope=self._scope(we.meta.namespace, sidecar),
+                scope=self._scope(we, sidecar),
                 inbound=() if gateways else self._inbound(we, sidecar),
                 gateways=gateways,
             )
@@ -261,44 +283,58 @@ class _Builder:
 
     # --- outbound: services, endpoints, visibility, domains -----------------
 
-    def _outbound_services(self) -> list[OutboundService]:
-        plans: list[OutboundService] = []
+    def _outbound_entries(self) -> None:
         for se in self.services:
             backing = self._selected(se)
             for we in backing:
                 self.selected_by[id(we)].append(se)
             backing.extend(se.endpoints)
             for host in sorted(se.hosts):
-                rule = self.traffic.rule(host)
-                for port in sorted(se.ports, key=lambda p: p.number):
-                    whole = OutboundService(
+                entry = (se, host, backing)
+                self.entries.append(entry)
+                self.entries_by_ns[se.meta.namespace].append(entry)
+
+    def _plans_for(
+        self,
+        se: ServiceEntry,
+        host: str,
+        backing: list[WorkloadEntry],
+        rule: DestinationRule | None,
+    ) -> list[OutboundService]:
+        """The clusters of one host of `se` under `rule`: one per port, and one per
+        port and subset (every subset, routed to or not, as Istio)."""
+        key = (id(se), host, id(rule))
+        found = self._plans.get(key)
+        if found is not None:
+            return found
+        plans: list[OutboundService] = []
+        for port in sorted(se.ports, key=lambda p: p.number):
+            whole = OutboundService(
+                service=se,
+                host=host,
+                port=port,
+                cluster_name=naming.outbound_cluster(port.number, host),
+                endpoints=self._endpoints(se, port, backing),
+                policy=rule.policy(port.number) if rule else None,
+                rule=rule,
+            )
+            plans.append(whole)
+            for subset in rule.subsets if rule is not None else ():
+                chosen = [w for w in backing if labels_match(subset.labels, w.labels)]
+                plans.append(
+                    OutboundService(
                         service=se,
                         host=host,
                         port=port,
-                        cluster_name=naming.outbound_cluster(port.number, host),
-                        endpoints=self._endpoints(se, port, backing),
-                        policy=rule.policy(port.number) if rule else None,
+                        cluster_name=naming.outbound_cluster(port.number, host, subset.name),
+                        endpoints=self._endpoints(se, port, chosen),
+                        subset=subset.name,
+                        policy=rule.policy(port.number, subset.name),
+                        parent=whole,
+                        rule=rule,
                     )
-                    plans.append(whole)
-                    if rule is None:
-                        continue
-                    # Every subset gets its cluster and endpoints, routed to or not (Istio).
-                    for subset in rule.subsets:
-                        chosen = [w for w in backing if labels_match(subset.labels, w.labels)]
-                        plans.append(
-                            OutboundService(
-                                service=se,
-                                host=host,
-                                port=port,
-                                cluster_name=naming.outbound_cluster(
-                                    port.number, host, subset.name
-                                ),
-                                endpoints=self._endpoints(se, port, chosen),
-                                subset=subset.name,
-                                policy=rule.policy(port.number, subset.name),
-                                parent=whole,
-                            )
-                        )
+                )
+        self._plans[key] = plans
         return plans
 
     def _selected(self, se: ServiceEntry) -> list[WorkloadEntry]:
@@ -335,11 +371,18 @@ class _Builder:
             )
         return tuple(sorted(found.values(), key=lambda e: (e.address, e.port, e.workload.meta.key)))
 
-    def _scope(self, namespace: str, sidecar: Sidecar | None) -> SidecarScope:
-        key = (namespace, sidecar.meta.key if sidecar else "")
+    def _scope(self, we: WorkloadEntry, sidecar: Sidecar | None) -> SidecarScope:
+        namespace = we.meta.namespace
+        # Workloads a DestinationRule's workloadSelector picks see other rules.
+        selected_by = tuple(
+            r.meta.key
+            for r in self.traffic.rules.selectors(namespace)
+            if labels_match(r.workload_selector, we.labels)
+        )
+        key = (namespace, sidecar.meta.key if sidecar else "", selected_by)
         scope = self.scopes.get(key)
         if scope is None:
-            services = self._visible(namespace, sidecar)
+            services = self._visible(namespace, sidecar, we.labels)
             scope = SidecarScope(
                 namespace=namespace,
                 sidecar=sidecar,
@@ -349,26 +392,30 @@ class _Builder:
             self.scopes[key] = scope
         return scope
 
-    def _visible(self, namespace: str, sidecar: Sidecar | None) -> tuple[OutboundService, ...]:
+    def _visible(
+        self, namespace: str, sidecar: Sidecar | None, labels: Mapping[str, str]
+    ) -> tuple[OutboundService, ...]:
         chosen: dict[str, OutboundService] = {}
         namespaces = egress_namespaces(sidecar, namespace)
+        Entry = tuple[ServiceEntry, str, list[WorkloadEntry]]
         if namespaces is None:
-            candidates: Iterable[OutboundService] = self.outbound
-        else:  # outbound is in namespace order, and so is this
-            by_ns = self.outbound_by_ns
-            candidates = (p for ns in sorted(namespaces) for p in by_ns.get(ns, ()))
-        for plan in candidates:
-            se = plan.service
+            candidates: Iterable[Entry] = self.entries
+        else:  # entries are in namespace order, and so is this
+            by_ns = self.entries_by_ns
+            candidates = (e for ns in sorted(namespaces) for e in by_ns.get(ns, ()))
+        for se, host, backing in candidates:
             if not exported_to(se, namespace):
                 continue
-            if not egress_allows(sidecar, namespace, se, plan.host):
+            if not egress_allows(sidecar, namespace, se, host):
                 continue
-            first = chosen.setdefault(plan.cluster_name, plan)
-            if first is not plan:
-                self._conflict(
-                    f"cluster {plan.cluster_name}: defined by {first.service.meta.key} and "
-                    f"{se.meta.key}; using {first.service.meta.key}"
-                )
+            rule = self.traffic.rule_for(host, namespace, se.meta.namespace, labels)
+            for plan in self._plans_for(se, host, backing, rule):
+                first = chosen.setdefault(plan.cluster_name, plan)
+                if first is not plan and first.service is not se:
+                    self._conflict(
+                        f"cluster {plan.cluster_name}: defined by {first.service.meta.key} "
+                        f"and {se.meta.key}; using {first.service.meta.key}"
+                    )
         return tuple(chosen.values())
 
     def _virtual_hosts(
@@ -402,7 +449,12 @@ class _Builder:
             if domains:
                 plans.append(
                     VirtualHostPlan(
-                        name, svc.cluster_name, tuple(domains), svc.host, svc.port.number
+                        name,
+                        svc.cluster_name,
+                        tuple(domains),
+                        svc.host,
+                        svc.port.number,
+                        svc.policy,
                     )
                 )
             else:

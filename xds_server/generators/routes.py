@@ -75,8 +75,7 @@ def _virtual_host(
     if vs is None:
         routes = [_route_to(plan.cluster)]
         # DestinationRule consistentHash: the route says what to hash on.
-        policy = ctx.traffic.policy(plan.host, plan.port) if plan.host else None
-        routes[0].route.hash_policy.extend(hash_policies(policy))
+        routes[0].route.hash_policy.extend(hash_policies(plan.policy))
     else:  # Istio: the VirtualService's rules only; no match means 404
         # The same for every scope that sees the host (unscoped: 100 namespaces), except
         # through what sourceLabels and sourceNamespace match; the vhost copies them.

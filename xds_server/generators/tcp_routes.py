@@ -25,6 +25,7 @@ from xds_server.generators.frozen import Frozen
 from xds_server.generators.http_routes import cluster_for, pack
 from xds_server.generators.push_context import OutboundService, Proxy, PushContext, SidecarScope
 from xds_server.generators.traffic_index import TrafficIndex
+from xds_server.generators.traffic_policy import tcp_proxy_timeouts
 
 TCP_PROXY_FILTER = "envoy.filters.network.tcp_proxy"
 # Ports Istio keeps for the proxy itself (admin 15000, outbound 15001, ...).
@@ -78,6 +79,7 @@ def _listener(
 ) -> listener_pb2.Listener:
     port = svc.port.number
     proxy_config = tcp_proxy_pb2.TcpProxy(stat_prefix=svc.cluster_name, cluster=svc.cluster_name)
+    tcp_proxy_timeouts(proxy_config, svc.policy)  # DestinationRule tcp idle/max duration
     vs = traffic.virtual_service(svc.host, proxy.namespace)
     route = _first_match(vs, port, labels, proxy.namespace) if vs is not None else None
     if route is not None:
