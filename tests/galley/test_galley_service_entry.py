@@ -283,7 +283,7 @@ def test_missing_spec() -> None:
             "no ports: no listeners or clusters are built for this entry",
         ),
         (
-            "hosts: [reviews]\nports: [{number: 1, name: a, protocol: TCP}]\n",
+            "hosts: [reviews]\nports: [{number: 1, name: a, protocol: HTTP}]\n",
             "se.yaml:7: warning: ServiceEntry shop/svc: spec.hosts[0]: "
             "'reviews' is not fully qualified",
         ),
@@ -294,7 +294,7 @@ def test_missing_spec() -> None:
             "names no port of this ServiceEntry",
         ),
         (
-            "hosts: [a.com]\nports: [{number: 1, name: a, protocol: TCP}]\n"
+            "hosts: [a.com]\nports: [{number: 1, name: a, protocol: HTTP}]\n"
             "workloadSelector: {labels: {app: a}}\n",
             "se.yaml:9: warning: ServiceEntry shop/svc: spec.workloadSelector: "
             "has no effect with resolution NONE",

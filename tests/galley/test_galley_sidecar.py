@@ -96,9 +96,9 @@ P = "sc.yaml:{line}: Sidecar bookinfo/reviews: {field}: {message}"
             P.format(line=8, field="spec.ingress[0].port", message="required field missing"),
         ),
         (
-            "ingress:\n- port:\n    number: 80\n",
+            "ingress:\n- port:\n    protocol: HTTP\n",
             P.format(
-                line=8, field="spec.ingress[0].port.protocol", message="required field missing"
+                line=8, field="spec.ingress[0].port.number", message="required field missing"
             ),
         ),
         (

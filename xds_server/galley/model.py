@@ -60,13 +60,23 @@ class ObjectMeta:
 @dataclass(frozen=True, slots=True)
 class ServicePort:
     number: int
-    protocol: str  # upper-cased Istio protocol: HTTP, HTTP2, GRPC, TCP, TLS, HTTPS, ...
+    protocol: str  # upper-cased Istio protocol: HTTP, HTTP2, GRPC, TCP, TLS, ...; "": sniffed
     name: str
     target_port: int | None = None
 
     @property
     def is_http(self) -> bool:
         return self.protocol in HTTP_PROTOCOLS
+
+    @property
+    def sniffed(self) -> bool:
+        """No protocol: Istio detects HTTP per connection (protocol sniffing)."""
+        return self.protocol == ""
+
+    @property
+    def carries_http(self) -> bool:
+        """Requests may be routed as HTTP: an HTTP port, or a sniffed one."""
+        return self.is_http or self.sniffed
 
 
 HTTP_PROTOCOLS = frozenset({"HTTP", "HTTP2", "GRPC", "GRPC-WEB"})

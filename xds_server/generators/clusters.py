@@ -121,9 +121,12 @@ def _outbound(
         )
     else:
         cluster.type = _DNS_TYPES[svc.service.resolution]
+        # Apps here listen on 127/8: `localhost` must be 127.0.0.1, not ::1 (Envoy's
+        # AUTO prefers IPv6); IPv6-only names still resolve.
+        cluster.dns_lookup_family = Cluster.V4_PREFERRED
         cluster.load_assignment.CopyFrom(_dns_assignment(ctx, svc, cluster.type, proxy))
     _set_protocol(cluster, svc.port.protocol)
-    apply_traffic_policy(cluster, svc.policy, svc.port.is_http)
+    apply_traffic_policy(cluster, svc.policy, svc.port.carries_http)
     if forwarding:
         cluster.lb_policy = Cluster.CLUSTER_PROVIDED  # the policy's algorithm has no hosts
         cluster.ClearField("round_robin_lb_config")

@@ -11,6 +11,7 @@ the AuthorizationPolicies' RBAC filters in every chain, first.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import TypeAlias
 
 from envoy.config.core.v3 import base_pb2, protocol_pb2
@@ -34,6 +35,7 @@ from xds_server.generators.passthrough import forward_proxy_filter
 from xds_server.generators.push_context import InboundPlan, Proxy, PushContext
 from xds_server.generators.routes import inbound_route_config
 from xds_server.generators.security import security_plan
+from xds_server.generators.sniffing import sniffed_inbound_chains
 from xds_server.generators.tcp_routes import outbound_tcp_listeners
 from xds_server.generators.tls_plan import DISABLE, STRICT, InboundSecurity
 
@@ -97,6 +99,23 @@ def _outbound(address: str) -> Listener:
 
 def _inbound(plan: InboundPlan, security: InboundSecurity, trust_domain: str) -> Listener:
     mode = security.mtls_mode
+    if plan.protocol == "":  # no protocol: HTTP or TCP per connection (generators.sniffing)
+
+        def chain(http: bool, tls: bool) -> listener_components_pb2.FilterChain:
+            protocol = "HTTP" if http else "TCP"
+            built = _inbound_chain(replace(plan, protocol=protocol), security.policies, tls=tls)
+            if tls:
+                built.transport_socket.CopyFrom(downstream_tls(trust_domain))
+            return built
+
+        filters, chains = sniffed_inbound_chains(mode, chain)
+        listener = _listener(
+            plan.listener_name, plan.bind, plan.port, base_pb2.INBOUND, chain(False, False)
+        )
+        del listener.filter_chains[:]
+        listener.filter_chains.extend(chains)
+        listener.listener_filters.extend(filters)
+        return listener
     plain = _inbound_chain(plan, security.policies, tls=False)
     listener = _listener(plan.listener_name, plan.bind, plan.port, base_pb2.INBOUND, plain)
     if mode == DISABLE:

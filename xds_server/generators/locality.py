@@ -20,7 +20,7 @@ locality, so `failoverPriority: [topology.kubernetes.io/region]` works.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TypeAlias
 
@@ -120,7 +120,7 @@ Group = tuple[LocalityLbEndpoints, tuple[Mapping[str, str], ...]]
 
 def apply(
     cla: ClusterLoadAssignment,
-    groups: list[Group],
+    groups: Sequence[Group],
     policy: TrafficPolicy | None,
     proxy_locality: str,
     proxy_labels: Mapping[str, str],
@@ -201,7 +201,7 @@ def _failover(
 
 def _failover_priority(
     cla: ClusterLoadAssignment,
-    groups: list[Group],
+    groups: Sequence[Group],
     proxy_labels: Mapping[str, str],
     failover_priority: tuple[str, ...],
 ) -> None:

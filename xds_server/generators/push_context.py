@@ -21,6 +21,7 @@ from google.protobuf.message import Message
 
 from xds_server.galley.model import (
     MeshConfig,
+    ObjectMeta,
     ServiceEntry,
     ServicePort,
     Sidecar,
@@ -43,6 +44,7 @@ T = TypeVar("T")
 M = TypeVar("M", bound=Message)
 
 DNS_RESOLUTIONS = frozenset({"DNS", "DNS_ROUND_ROBIN"})
+TLS_PROTOCOLS = frozenset({"TLS", "HTTPS"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,10 +77,10 @@ class OutboundService:
 
     @property
     def forwards(self) -> bool:
-        """To where each request's authority says (Istio's ORIGINAL_DST; see
-        generators.passthrough): HTTP ports of resolution NONE entries and of
-        PASSTHROUGH rules. Gateways load-balance over the endpoints instead (Istio)."""
-        if not self.port.is_http:
+        """To where each request says (Istio's ORIGINAL_DST; see generators.passthrough):
+        HTTP ports (the authority) and TLS ports (the SNI) of resolution NONE entries
+        and of PASSTHROUGH rules. Gateways load-balance over the endpoints (Istio)."""
+        if not (self.port.carries_http or self.port.protocol in TLS_PROTOCOLS):
             return False
         if self.service.resolution == "NONE":
             return True
@@ -309,17 +311,22 @@ class _Builder:
             return found
         plans: list[OutboundService] = []
         for port in sorted(se.ports, key=lambda p: p.number):
+            endpoints = self._endpoints(se, port, backing)
+            if se.resolution == "NONE" and not endpoints and _tcp_only(port):
+                endpoints = _original_destination(se, port)
             whole = OutboundService(
                 service=se,
                 host=host,
                 port=port,
                 cluster_name=naming.outbound_cluster(port.number, host),
-                endpoints=self._endpoints(se, port, backing),
+                endpoints=endpoints,
                 policy=rule.policy(port.number) if rule else None,
                 rule=rule,
             )
             plans.append(whole)
-            for subset in rule.subsets if rule is not None else ():
+            if rule is None:
+                continue
+            for subset in rule.subsets:
                 chosen = [w for w in backing if labels_match(subset.labels, w.labels)]
                 plans.append(
                     OutboundService(
@@ -424,7 +431,7 @@ class _Builder:
         owner: dict[str, str] = {}  # domain -> vhost name that claimed it first
         plans: list[VirtualHostPlan] = []
         for svc in services:
-            if not svc.port.is_http or svc.subset:
+            if not svc.port.carries_http or svc.subset:
                 continue
             name = naming.vhost_name(svc.host, svc.port.number)
             names = list(naming.host_aliases(svc.host, namespace))
@@ -549,9 +556,26 @@ class _Builder:
             self.conflicts.append(message)
 
 
+def _tcp_only(port: ServicePort) -> bool:
+    return not port.carries_http and port.protocol not in TLS_PROTOCOLS
+
+
+def _original_destination(se: ServiceEntry, port: ServicePort) -> tuple[Endpoint, ...]:
+    """A TCP port of a resolution NONE entry: the connection names no destination (no
+    iptables), so it goes to the entry's one address, where the app would have gone
+    (Galley refuses such a port without exactly one address)."""
+    ips = [a for a in se.addresses if is_ip(a)]
+    if len(ips) != 1:
+        return ()
+    name = f"{se.meta.name}-address"
+    meta = ObjectMeta("WorkloadEntry", name, se.meta.namespace, se.meta.source)
+    target = WorkloadEntry(meta=meta, address=ips[0])
+    return (Endpoint(ips[0], port.target_port or port.number, target),)
+
+
 def _takes_portless(svc: OutboundService) -> bool:
     """Port-less names go on port 80's vhost, or on the only HTTP port's."""
-    http_ports = [p.number for p in svc.service.ports if p.is_http]
+    http_ports = [p.number for p in svc.service.ports if p.carries_http]
     if naming.DEFAULT_HTTP_PORT in http_ports:
         return svc.port.number == naming.DEFAULT_HTTP_PORT
     return len(http_ports) == 1

@@ -103,3 +103,18 @@ def _route_to(cluster: str) -> route_components_pb2.Route:
         match=route_components_pb2.RouteMatch(prefix="/"),
         route=route_components_pb2.RouteAction(cluster=cluster, timeout=NO_TIMEOUT),
     )
+
+
+def any_host_virtual_host(
+    ctx: PushContext, scope: SidecarScope, cluster: str, labels: Mapping[str, str]
+) -> route_components_pb2.VirtualHost | None:
+    """The virtual host of `cluster`'s service as the 15001 proxy has it, for any Host:
+    a listener of the service's own port (protocol sniffing) routes only to it."""
+    plan = next((p for p in scope.virtual_hosts if p.cluster == cluster), None)
+    if plan is None:
+        return None
+    vhost = route_components_pb2.VirtualHost()
+    vhost.CopyFrom(_virtual_host(ctx, scope, plan, labels))
+    del vhost.domains[:]
+    vhost.domains.append("*")
+    return vhost

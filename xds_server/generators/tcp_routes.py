@@ -24,7 +24,7 @@ from xds_server.generators.endpoints import socket_address
 from xds_server.generators.frozen import Frozen
 from xds_server.generators.http_routes import cluster_for, pack
 from xds_server.generators.push_context import OutboundService, Proxy, PushContext, SidecarScope
-from xds_server.generators.traffic_index import TrafficIndex
+from xds_server.generators.sniffing import sni_forwarding, sniff_outbound, sniffed_http_chain
 from xds_server.generators.traffic_policy import tcp_proxy_timeouts
 
 TCP_PROXY_FILTER = "envoy.filters.network.tcp_proxy"
@@ -56,7 +56,7 @@ def outbound_tcp_listeners(
         name = naming.listener_name(proxy.address, number)
         listeners[name] = ctx.shared(
             ("lds-tcp", proxy.address, svc, key),
-            functools.partial(_listener, ctx.traffic, proxy, svc, labels),
+            functools.partial(_listener, ctx, proxy, svc, labels),
         )
     return listeners
 
@@ -65,7 +65,11 @@ def _tcp_services(ctx: PushContext, scope: SidecarScope) -> tuple[OutboundServic
     """The scope's TCP service ports, found once per scope (not per proxy)."""
     return ctx.memoize(
         ("tcp-services", scope),
-        lambda: tuple(s for s in scope.services if not s.subset and not s.port.is_http),
+        lambda: tuple(
+            s
+            for s in scope.services
+            if not s.subset and not s.port.is_http and not (s.port.sniffed and s.forwards)
+        ),
     )
 
 
@@ -75,8 +79,9 @@ def _conflict(ctx: PushContext, message: str) -> None:
 
 
 def _listener(
-    traffic: TrafficIndex, proxy: Proxy, svc: OutboundService, labels: Mapping[str, str]
+    ctx: PushContext, proxy: Proxy, svc: OutboundService, labels: Mapping[str, str]
 ) -> listener_pb2.Listener:
+    traffic = ctx.traffic
     port = svc.port.number
     proxy_config = tcp_proxy_pb2.TcpProxy(stat_prefix=svc.cluster_name, cluster=svc.cluster_name)
     tcp_proxy_timeouts(proxy_config, svc.policy)  # DestinationRule tcp idle/max duration
@@ -99,7 +104,7 @@ def _listener(
                     ]
                 )
             )
-    return listener_pb2.Listener(
+    listener = listener_pb2.Listener(
         name=naming.listener_name(proxy.address, port),
         address=socket_address(proxy.address, port),
         traffic_direction=base_pb2.OUTBOUND,
@@ -113,6 +118,13 @@ def _listener(
             )
         ],
     )
+    if svc.forwards:  # a TLS port to its original destination: the SNI names it
+        sni_forwarding(listener, svc.port.target_port or port)
+    elif svc.port.sniffed:  # HTTP connections get the service's HTTP routes
+        chain = sniffed_http_chain(ctx, proxy, svc, labels)
+        if chain is not None:
+            sniff_outbound(listener, chain)
+    return listener
 
 
 def _first_match(

@@ -8,7 +8,7 @@ detection ejects the local endpoints, so failover alone never happens.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from ..fields import Shape, deprecated, each, not_yet, obj, shape, supported
 from ..model_traffic import ConsistentHash, LocalityDistribute, LocalityLbSetting, Warmup
@@ -187,18 +187,18 @@ def _consistent_hash(ck: DocChecker, at: Located) -> ConsistentHash | None:
             return None
         maglev = size
     key = keys[0]
-    common = {"minimum_ring_size": ring, "maglev_table_size": maglev}
+    common = ConsistentHash(minimum_ring_size=ring, maglev_table_size=maglev)
     if key == "httpHeaderName":
         header = ck.string(fields[key])
-        return ConsistentHash(http_header_name=header.lower(), **common) if header else None
+        return replace(common, http_header_name=header.lower()) if header else None
     if key == "httpQueryParameterName":
         name = ck.string(fields[key])
-        return ConsistentHash(http_query_parameter_name=name, **common) if name else None
+        return replace(common, http_query_parameter_name=name) if name else None
     if key == "useSourceIp":
         on = boolean(ck, fields[key])
         if on is False:
             ck.error(fields[key], "must be true when it is the hash key")
-        return ConsistentHash(use_source_ip=True, **common) if on else None
+        return replace(common, use_source_ip=True) if on else None
     cookie = ck.fields(fields[key], COOKIE)
     if cookie is None:
         return None
@@ -224,12 +224,12 @@ def _consistent_hash(ck: DocChecker, at: Located) -> ConsistentHash | None:
         attributes.append((attr_name, value))
     if name is None:
         return None
-    return ConsistentHash(
+    return replace(
+        common,
         http_cookie_name=name,
         http_cookie_path=path,
         http_cookie_ttl_ms=ttl or 0,
         http_cookie_attributes=tuple(attributes),
-        **common,
     )
 
 

@@ -20,12 +20,21 @@ from ..names import (
 )
 from ..schema import DocChecker, Located, child_path
 from . import workload_entry
-from .common import SELECTOR, parse_port_name, parse_port_number, parse_protocol, parse_selector
+from .common import (
+    SELECTOR,
+    parse_optional_protocol,
+    parse_port_name,
+    parse_port_number,
+    parse_selector,
+)
 from .workload_entry import parse_workload_spec
 
 PORT: Shape = shape(
     number=supported(),
-    protocol=supported("HTTP, HTTP2, GRPC, GRPC-WEB are routed as HTTP; others as TCP"),
+    protocol=supported(
+        "HTTP, HTTP2, GRPC, GRPC-WEB are routed as HTTP; others as TCP; unset: each "
+        "connection is sniffed (HTTP is routed as HTTP, anything else proxied as TCP)"
+    ),
     name=supported("WorkloadEntry ports map by this name"),
     targetPort=supported("where endpoints serve it, unless their ports say otherwise"),
 )
@@ -93,6 +102,8 @@ def parse_service_entry(
                 ck.not_yet(item, f"{value!r}: an address range")
         addresses = tuple(v for v, _ in found)
     ports = _parse_ports(ck, spec, fields.get("ports"))
+    if resolution == "NONE":
+        _check_original_destination(ck, ports, addresses)
 
     selector: Mapping[str, str] | None = None
     if selector_at is not None:
@@ -179,7 +190,7 @@ def _parse_ports(ck: DocChecker, spec: Located, at: Located | None) -> tuple[Ser
         if fields is None:
             continue
         number = parse_port_number(ck, ck.required(fields, "number", item))
-        protocol = parse_protocol(ck, ck.required(fields, "protocol", item))
+        protocol = parse_optional_protocol(ck, fields.get("protocol"))
         name = parse_port_name(ck, ck.required(fields, "name", item))
         target = parse_port_number(ck, fields.get("targetPort"))
         if number is not None:
@@ -195,6 +206,33 @@ def _parse_ports(ck: DocChecker, spec: Located, at: Located | None) -> tuple[Ser
         if number is not None and protocol is not None and name is not None:
             ports.append(ServicePort(number, protocol, name, target))
     return tuple(ports)
+
+
+TLS_PROTOCOLS = frozenset({"TLS", "HTTPS"})
+
+
+def _check_original_destination(
+    ck: DocChecker, ports: tuple[ServicePort, ...], addresses: tuple[str, ...]
+) -> None:
+    """Resolution NONE forwards to a connection's original destination. Here an HTTP
+    request names it (its authority), a TLS one too (its SNI), and so does an entry's
+    only address; a plain TCP connection to the sidecar names nothing else."""
+    for i, port in enumerate(ports):
+        path = f"spec.ports[{i}]"
+        at = Located(None, path, ck.lines.get(path, 0))
+        if port.sniffed:
+            ck.warn(
+                at,
+                "resolution NONE: HTTP requests go where they name (their authority); a "
+                "connection that is not HTTP names no destination, so none is listened for",
+            )
+        elif not port.is_http and port.protocol not in TLS_PROTOCOLS and len(addresses) != 1:
+            ck.not_yet(
+                at,
+                f"a {port.protocol} port with resolution NONE and not exactly one address "
+                "(without traffic capture, a TCP connection to the sidecar names no original "
+                "destination; give the entry its one address, or use STATIC or DNS)",
+            )
 
 
 def _parse_endpoints(

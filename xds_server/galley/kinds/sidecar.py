@@ -8,7 +8,13 @@ from ..fields import Shape, each, label, no_effect, not_yet, obj, restricted, sh
 from ..model import EgressListener, IngressListener, ObjectMeta, Sidecar, SidecarPort
 from ..names import dns1123_label_problem, host_port_problem, is_ip, wildcard_host_problem
 from ..schema import DocChecker, Located
-from .common import SELECTOR, parse_port_name, parse_port_number, parse_protocol, parse_selector
+from .common import (
+    SELECTOR,
+    parse_optional_protocol,
+    parse_port_name,
+    parse_port_number,
+    parse_selector,
+)
 
 CAPTURE_MODES = frozenset({"DEFAULT", "IPTABLES", "NONE"})
 # pocketmesh never captures traffic (no iptables): listeners bind addresses.
@@ -17,7 +23,7 @@ OUTBOUND_MODES = frozenset({"REGISTRY_ONLY", "ALLOW_ANY"})
 
 PORT: Shape = shape(
     number=supported(),
-    protocol=supported(),
+    protocol=supported("unset: each connection is sniffed (HTTP or TCP)"),
     name=label(),
     targetPort=no_effect("Istio applies targetPort to ServiceEntry ports only"),
 )
@@ -100,7 +106,7 @@ def _parse_port(ck: DocChecker, at: Located) -> SidecarPort | None:
     if fields is None:
         return None
     number = parse_port_number(ck, ck.required(fields, "number", at))
-    protocol = parse_protocol(ck, ck.required(fields, "protocol", at))
+    protocol = parse_optional_protocol(ck, fields.get("protocol"))
     name = parse_port_name(ck, fields.get("name"))
     if number is None or protocol is None:
         return None
