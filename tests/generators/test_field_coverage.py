@@ -333,6 +333,8 @@ spec:
             "spec.ingress[0].defaultEndpoint",
             "spec.egress",
             Case("spec.egress[0].hosts", ["./*"]),
+            Case("spec.outboundTrafficPolicy", {"mode": "ALLOW_ANY"}),
+            Case("spec.outboundTrafficPolicy.mode", "ALLOW_ANY"),
         ),
     ),
 ]
@@ -1045,7 +1047,53 @@ spec:
 ]
 
 # ServiceEntry, WorkloadEntry and Sidecar fields of issue 14c.
-SERVICES_14C: list[Sample] = []
+SERVICES_14C: list[Sample] = [
+    # Ports without a protocol: sniffed (listeners with the HTTP inspector).
+    Sample(
+        """\
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: mixed, namespace: default}
+spec:
+  hosts: [mixed.default.svc.cluster.local]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports: [{number: 7070, name: mixed}]
+  workloadSelector: {labels: {app: ratings}}
+""",
+        (Case("spec.ports[0].protocol", "TCP"),),
+    ),
+    # Resolution NONE: HTTP to the authority, TLS to the SNI, TCP to the one address.
+    Sample(
+        """\
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: external, namespace: default}
+spec:
+  hosts: [api.external.example]
+  addresses: [127.0.82.1]
+  resolution: NONE
+  ports:
+  - {number: 8080, name: http, protocol: HTTP}
+  - {number: 8443, name: tls, protocol: TLS}
+  - {number: 8000, name: tcp, protocol: TCP}
+""",
+        (Case("spec.resolution", "DNS"),),
+    ),
+    Sample(
+        """\
+apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {name: sleep, namespace: other}
+spec:
+  outboundTrafficPolicy: {mode: ALLOW_ANY}
+  ingress:
+  - port: {number: 7000, name: any}
+    defaultEndpoint: 127.0.0.1:7001
+""",
+        (Case("spec.ingress[0].port", {"number": 7000, "protocol": "TCP"}),),
+    ),
+]
 
 GATEWAY_SAMPLES = [
     Sample(
@@ -1234,8 +1282,6 @@ REFUSED = {
     ("WorkloadEntry", "spec.network"): "net-b",
     ("Sidecar", "spec.ingress[].captureMode"): "IPTABLES",
     ("Sidecar", "spec.egress[].captureMode"): "IPTABLES",
-    ("Sidecar", "spec.outboundTrafficPolicy"): {"mode": "ALLOW_ANY"},
-    ("Sidecar", "spec.outboundTrafficPolicy.mode"): "ALLOW_ANY",
     ("Gateway", "spec.servers[].tls.mode"): "MUTUAL",
     ("Secret", "type"): "Opaque",
 }

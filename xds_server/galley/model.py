@@ -152,6 +152,8 @@ class Sidecar:
     workload_selector: Mapping[str, str] | None = None
     ingress: tuple[IngressListener, ...] = ()
     egress: tuple[EgressListener, ...] = ()
+    # REGISTRY_ONLY: hosts outside the registry get 404; ALLOW_ANY: forwarded to them.
+    outbound_traffic_policy: str = "REGISTRY_ONLY"
 
 
 # --- The whole mesh -------------------------------------------------------

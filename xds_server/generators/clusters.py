@@ -27,7 +27,11 @@ from xds_server.generators.endpoints import (
 )
 from xds_server.generators.frozen import Frozen
 from xds_server.generators.mtls import upstream_socket
-from xds_server.generators.passthrough import forwarding_cluster
+from xds_server.generators.passthrough import (
+    PASSTHROUGH_CLUSTER,
+    allows_any,
+    forwarding_cluster,
+)
 from xds_server.generators.push_context import (
     InboundPlan,
     OutboundService,
@@ -90,6 +94,10 @@ def scope_clusters(ctx: PushContext, proxy: Proxy) -> dict[str, Frozen[Cluster]]
 
 def build_clusters(ctx: PushContext, proxy: Proxy) -> dict[str, Frozen[Cluster]]:
     clusters = dict(scope_clusters(ctx, proxy))
+    if allows_any(proxy.sidecar):  # Sidecar ALLOW_ANY: the 15001 proxy's catch-all
+        clusters[PASSTHROUGH_CLUSTER] = ctx.shared(
+            ("cds-passthrough",), lambda: forwarding_cluster(PASSTHROUGH_CLUSTER)
+        )
     for plan in proxy.inbound:
         clusters[plan.cluster_name] = inbound_cluster(ctx, plan)
     return dict(sorted(clusters.items()))

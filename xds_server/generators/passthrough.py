@@ -18,6 +18,7 @@ from __future__ import annotations
 from typing import Final, TypeAlias
 
 from envoy.config.cluster.v3 import cluster_pb2
+from envoy.config.route.v3 import route_components_pb2
 from envoy.extensions.clusters.dynamic_forward_proxy.v3 import cluster_pb2 as dfp_cluster_pb2
 from envoy.extensions.common.dynamic_forward_proxy.v3 import dns_cache_pb2
 from envoy.extensions.filters.http.dynamic_forward_proxy.v3 import (
@@ -28,6 +29,8 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import (
 )
 from google.protobuf import any_pb2, duration_pb2, message
 
+from xds_server.galley.model import Sidecar
+
 Cluster: TypeAlias = cluster_pb2.Cluster
 
 DFP_CLUSTER_TYPE: Final = "envoy.clusters.dynamic_forward_proxy"
@@ -35,8 +38,9 @@ DFP_FILTER: Final = "envoy.filters.http.dynamic_forward_proxy"
 # One DNS cache per Envoy, shared by the filter and every forwarding cluster: Envoy
 # requires that every config naming the cache be identical.
 DNS_CACHE: Final = "pocketmesh_original_dst"
-# Istio's name for where ALLOW_ANY traffic goes.
+# Istio's names for where ALLOW_ANY traffic goes.
 PASSTHROUGH_CLUSTER: Final = "PassthroughCluster"
+ALLOW_ANY_VHOST: Final = "allow_any"
 CONNECT_TIMEOUT = duration_pb2.Duration(seconds=10)
 
 
@@ -82,3 +86,24 @@ def _pack(config: message.Message) -> any_pb2.Any:
     packed = any_pb2.Any()
     packed.Pack(config)
     return packed
+
+
+def allows_any(sidecar: Sidecar | None) -> bool:
+    """Sidecar `outboundTrafficPolicy: ALLOW_ANY` (pocketmesh's default: REGISTRY_ONLY)."""
+    return sidecar is not None and sidecar.outbound_traffic_policy == "ALLOW_ANY"
+
+
+def allow_any_virtual_host() -> route_components_pb2.VirtualHost:
+    """Every Host no other virtual host claims: to the host the request names."""
+    return route_components_pb2.VirtualHost(
+        name=ALLOW_ANY_VHOST,
+        domains=["*"],
+        routes=[
+            route_components_pb2.Route(
+                match=route_components_pb2.RouteMatch(prefix="/"),
+                route=route_components_pb2.RouteAction(
+                    cluster=PASSTHROUGH_CLUSTER, timeout=duration_pb2.Duration(seconds=0)
+                ),
+            )
+        ],
+    )

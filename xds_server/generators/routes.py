@@ -18,6 +18,7 @@ from xds_server.generators import naming
 from xds_server.generators.frozen import Frozen
 from xds_server.generators.gateway import gateway_route_configs
 from xds_server.generators.http_routes import virtual_service_routes
+from xds_server.generators.passthrough import allow_any_virtual_host, allows_any
 from xds_server.generators.push_context import Proxy, PushContext, SidecarScope, VirtualHostPlan
 from xds_server.generators.traffic_policy import hash_policies
 
@@ -59,9 +60,12 @@ def inbound_route_config(port: int, cluster: str) -> RouteConfiguration:
 def _outbound(
     ctx: PushContext, scope: SidecarScope, labels: Mapping[str, str]
 ) -> RouteConfiguration:
+    virtual_hosts = [_virtual_host(ctx, scope, plan, labels) for plan in scope.virtual_hosts]
+    if allows_any(scope.sidecar):  # hosts outside the registry: where they say
+        virtual_hosts.append(allow_any_virtual_host())
     return RouteConfiguration(
         name=naming.OUTBOUND_ROUTE_NAME,
-        virtual_hosts=[_virtual_host(ctx, scope, plan, labels) for plan in scope.virtual_hosts],
+        virtual_hosts=virtual_hosts,
         # Clusters and routes arrive on separate streams; do not reject a route for a
         # cluster Envoy has not seen yet.
         validate_clusters=wrappers_pb2.BoolValue(value=False),

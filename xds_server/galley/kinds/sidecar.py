@@ -20,6 +20,7 @@ CAPTURE_MODES = frozenset({"DEFAULT", "IPTABLES", "NONE"})
 # pocketmesh never captures traffic (no iptables): listeners bind addresses.
 NO_CAPTURE = frozenset({"DEFAULT", "NONE"})
 OUTBOUND_MODES = frozenset({"REGISTRY_ONLY", "ALLOW_ANY"})
+REGISTRY_ONLY = "REGISTRY_ONLY"
 
 PORT: Shape = shape(
     number=supported(),
@@ -46,17 +47,18 @@ EGRESS: Shape = shape(
     captureMode=CAPTURE,
 )
 OUTBOUND: Shape = shape(
-    mode=restricted(
-        "REGISTRY_ONLY: what pocketmesh does (a host no ServiceEntry declares gets 404); "
-        "ALLOW_ANY is not supported yet"
+    mode=supported(
+        "REGISTRY_ONLY (the default here): a host no ServiceEntry declares gets 404; "
+        "ALLOW_ANY: the 15001 proxy forwards such requests to the host they name (HTTP only: "
+        "a TCP connection to the sidecar names no destination)"
     ),
-    egressProxy=not_yet(),
+    egressProxy=not_yet("routing unknown hosts through an egress gateway"),
 )
 SPEC: Shape = shape(
     workloadSelector=obj(SELECTOR),
     ingress=each(INGRESS),
     egress=each(EGRESS),
-    outboundTrafficPolicy=restricted("mode REGISTRY_ONLY only", OUTBOUND),
+    outboundTrafficPolicy=obj(OUTBOUND),
     inboundConnectionPool=not_yet(),
 )
 
@@ -83,6 +85,7 @@ def parse_sidecar(ck: DocChecker, meta: ObjectMeta, spec: Located | None) -> Sid
     selector: Mapping[str, str] | None = None
     ingress: tuple[IngressListener, ...] = ()
     egress: tuple[EgressListener, ...] = ()
+    outbound = REGISTRY_ONLY
     if spec is not None:
         fields = ck.fields(spec, SPEC)
         if fields is None:
@@ -94,10 +97,16 @@ def parse_sidecar(ck: DocChecker, meta: ObjectMeta, spec: Located | None) -> Sid
         if (at := fields.get("egress")) is not None:
             egress = _parse_egress(ck, at)
         if (at := fields.get("outboundTrafficPolicy")) is not None:
-            _parse_outbound(ck, at)
+            outbound = _parse_outbound(ck, at)
     if len(ck.errors) > before:
         return None
-    return Sidecar(meta=meta, workload_selector=selector, ingress=ingress, egress=egress)
+    return Sidecar(
+        meta=meta,
+        workload_selector=selector,
+        ingress=ingress,
+        egress=egress,
+        outbound_traffic_policy=outbound,
+    )
 
 
 def _parse_port(ck: DocChecker, at: Located) -> SidecarPort | None:
@@ -165,12 +174,9 @@ def _capture_mode(ck: DocChecker, at: Located | None) -> None:
         ck.not_yet(at, f"captureMode {mode} (pocketmesh binds addresses, it never captures)")
 
 
-def _parse_outbound(ck: DocChecker, at: Located) -> None:
-    """`outboundTrafficPolicy`: REGISTRY_ONLY is what pocketmesh does; ALLOW_ANY is not."""
+def _parse_outbound(ck: DocChecker, at: Located) -> str:
+    """`outboundTrafficPolicy`: REGISTRY_ONLY (pocketmesh's default) or ALLOW_ANY."""
     fields = ck.fields(at, OUTBOUND)
-    if fields is None:
-        return
-    if (mode_at := fields.get("mode")) is not None:
-        mode = ck.enum(mode_at, OUTBOUND_MODES)
-        if mode == "ALLOW_ANY":
-            ck.not_yet(mode_at, "mode ALLOW_ANY (passthrough to hosts outside the registry)")
+    if fields is None or (mode_at := fields.get("mode")) is None:
+        return REGISTRY_ONLY
+    return ck.enum(mode_at, OUTBOUND_MODES) or REGISTRY_ONLY
