@@ -236,7 +236,7 @@ def test_workload_selector() -> None:
         (
             "hosts: [a.com]\nresolution: STATIC\nendpoints:\n- address: a.com\n",
             "se.yaml:10: ServiceEntry shop/svc: spec.endpoints[0].address: "
-            "'a.com' must be an IP address for resolution STATIC",
+            "'a.com' must be an IP address (or unix:///path) for resolution STATIC",
         ),
         (
             "hosts: [a.com]\nendpoints:\n- address: 1.2.3.4\n",

@@ -221,20 +221,12 @@ P = "sc.yaml:{line}: Sidecar bookinfo/reviews: {field}: {message}"
             ),
         ),
         (
-            "outboundTrafficPolicy: {mode: ALLOW_ANY}\n",
-            P.format(
-                line=7,
-                field="spec.outboundTrafficPolicy.mode",
-                message="mode ALLOW_ANY (passthrough to hosts outside the registry) is not "
-                "supported by pocketmesh yet",
-            ),
-        ),
-        (
             "outboundTrafficPolicy: {egressProxy: {host: a.com}}\n",
             P.format(
                 line=7,
                 field="spec.outboundTrafficPolicy.egressProxy",
-                message="not supported by pocketmesh yet",
+                message="not supported by pocketmesh yet (routing unknown hosts through an "
+                "egress gateway)",
             ),
         ),
         (

@@ -9,6 +9,7 @@ from envoy.config.core.v3 import address_pb2, base_pb2
 from envoy.config.endpoint.v3 import endpoint_components_pb2, endpoint_pb2
 from google.protobuf import struct_pb2, wrappers_pb2
 
+from xds_server.galley.names import UNIX_PREFIX
 from xds_server.generators import locality
 from xds_server.generators.frozen import Frozen, FrozenResources
 from xds_server.generators.push_context import Endpoint, OutboundService, Proxy, PushContext
@@ -80,6 +81,8 @@ def build_endpoints(ctx: PushContext, proxy: Proxy) -> FrozenResources:
 
 
 def socket_address(host: str, port: int) -> address_pb2.Address:
+    if host.startswith(UNIX_PREFIX):  # a ServiceEntry's unix:///path endpoint
+        return address_pb2.Address(pipe=address_pb2.Pipe(path=host.removeprefix(UNIX_PREFIX)))
     return address_pb2.Address(
         socket_address=address_pb2.SocketAddress(address=host, port_value=port)
     )

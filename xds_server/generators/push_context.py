@@ -29,6 +29,7 @@ from xds_server.galley.model import (
     labels_match,
 )
 from xds_server.galley.model_traffic import DestinationRule, Gateway, TrafficPolicy
+from xds_server.galley.names import is_unix
 from xds_server.generators import naming
 from xds_server.generators.frozen import Frozen
 from xds_server.generators.sidecar_scope import (
@@ -362,7 +363,9 @@ class _Builder:
         for we in backing:
             if not we.address or not we.healthy:  # an unhealthy workload gets no traffic
                 continue
-            if se.resolution not in DNS_RESOLUTIONS and not is_ip(we.address):
+            if se.resolution not in DNS_RESOLUTIONS and not (
+                is_ip(we.address) or is_unix(we.address)
+            ):
                 # Envoy NACKs a whole EDS response for one hostname: drop just this one.
                 self.conflicts.append(
                     f"service {se.meta.key}: endpoint {we.meta.key} address {we.address!r} "

@@ -11,11 +11,14 @@ from collections.abc import Mapping
 from ..fields import Shape, each, obj, shape, supported
 from ..model import EMPTY_LABELS, ObjectMeta, ServiceEntry, ServicePort, Source, WorkloadEntry
 from ..names import (
+    UNIX_PREFIX,
     address_problem,
     dns1123_label_problem,
     ip_or_cidr_problem,
     is_ip,
+    is_unix,
     san_problem,
+    unix_path_problem,
     wildcard_host_problem,
 )
 from ..schema import DocChecker, Located, child_path
@@ -60,7 +63,15 @@ DEFAULT_RESOLUTION = "NONE"
 
 
 def _static_address_problem(value: str) -> str | None:
-    return None if is_ip(value) else "must be an IP address for resolution STATIC"
+    if is_unix(value):
+        return unix_path_problem(value.removeprefix(UNIX_PREFIX))
+    return None if is_ip(value) else "must be an IP address (or unix:///path) for resolution STATIC"
+
+
+def _dns_address_problem(value: str) -> str | None:
+    if is_unix(value):
+        return "a unix socket cannot be resolved by DNS: use resolution STATIC"
+    return address_problem(value)
 
 
 def _export_problem(value: str) -> str | None:
@@ -69,6 +80,25 @@ def _export_problem(value: str) -> str | None:
     if dns1123_label_problem(value) is None:
         return None
     return "must be '.', '*', '~' or a namespace name"
+
+
+def _export_to(ck: DocChecker, at: Located, namespace: str) -> tuple[str, ...]:
+    """Istio's validateExportTo for a ServiceEntry: `.`, `*`, `~` or namespace names."""
+    found = ck.strings(at, _export_problem) or []
+    seen: set[str] = set()
+    values: list[str] = []
+    for value, item in found:
+        key = namespace if value == "." else value
+        if key in seen:
+            ck.error(item, f"duplicate entry {value!r} (also '.' or {namespace!r})")
+            continue
+        seen.add(key)
+        values.append(value)
+    if len(found) > 1 and "*" in values:
+        ck.error(at, "'*' exports everywhere and cannot be combined with other entries")
+    if len(found) > 1 and "~" in values:
+        ck.error(at, "'~' exports to no namespace and cannot be combined with other entries")
+    return tuple(values)
 
 
 def parse_service_entry(
@@ -119,9 +149,7 @@ def parse_service_entry(
 
     export_to: tuple[str, ...] = ()
     if (at := fields.get("exportTo")) is not None:
-        export_to = tuple(v for v, _ in ck.strings(at, _export_problem) or ())
-        if "*" in export_to and len(set(export_to)) > 1:
-            ck.error(at, "'*' exports everywhere and cannot be combined with other entries")
+        export_to = _export_to(ck, at, meta.namespace)
     subject_alt_names: tuple[str, ...] = ()
     if (at := fields.get("subjectAltNames")) is not None:
         subject_alt_names = tuple(v for v, _ in ck.strings(at, san_problem) or ())
@@ -248,7 +276,7 @@ def _parse_endpoints(
     if resolution == "NONE" and items:
         ck.error(at, "resolution NONE takes no endpoints")
         return ()
-    rule = _static_address_problem if resolution == "STATIC" else address_problem
+    rule = _static_address_problem if resolution == "STATIC" else _dns_address_problem
     endpoints: list[WorkloadEntry] = []
     for i, item in enumerate(items):
         endpoint_meta = ObjectMeta(
@@ -261,6 +289,12 @@ def _parse_endpoints(
         entry = parse_workload_spec(ck, endpoint_meta, item, address_rule=rule)
         if entry is None:
             continue
+        if is_unix(entry.address) and len(port_names) != 1:
+            path = child_path(item.path, "address")
+            ck.error(
+                Located(None, path, ck.lines.get(path, item.line)),
+                "exactly 1 service port required for unix endpoints",
+            )
         for port_name in entry.ports:
             if port_name not in port_names:
                 path = child_path(child_path(item.path, "ports"), port_name)

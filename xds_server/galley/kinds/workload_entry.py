@@ -8,12 +8,15 @@ from __future__ import annotations
 
 from ..fields import Shape, restricted, shape, supported
 from ..model import DEFAULT_SERVICE_ACCOUNT, ObjectMeta, WorkloadEntry
-from ..names import address_problem, dns1123_label_problem, dns1123_subdomain_problem
+from ..names import address_problem, dns1123_label_problem, dns1123_subdomain_problem, is_unix
 from ..schema import DocChecker, Located, Rule
 from .common import MAX_PORT, freeze, parse_labels
 
 SPEC: Shape = shape(
-    address=supported("an IP (a 127/8 address stands in for a pod IP), or a DNS name"),
+    address=supported(
+        "an IP (a 127/8 address stands in for a pod IP), a DNS name, or unix:///path "
+        "(a local socket; no sidecar)"
+    ),
     labels=supported("merged with metadata.labels, which win (as in Istio)"),
     ports=supported("port name -> the port the workload serves it on"),
     serviceAccount=supported("its SPIFFE identity: spiffe://<td>/ns/<ns>/sa/<sa>"),
@@ -64,6 +67,8 @@ def parse_workload_spec(
     weight = 0
     if (weight_at := fields.get("weight")) is not None:
         weight = ck.integer(weight_at, 0, MAX_WEIGHT) or 0
+    if address is not None and is_unix(address) and ports and "ports" in fields:
+        ck.error(fields["ports"], f"unix endpoint {address} must not include ports")
     if address is None or len(ck.errors) > before:
         return None
     return WorkloadEntry(
