@@ -97,9 +97,7 @@ P = "sc.yaml:{line}: Sidecar bookinfo/reviews: {field}: {message}"
         ),
         (
             "ingress:\n- port:\n    protocol: HTTP\n",
-            P.format(
-                line=8, field="spec.ingress[0].port.number", message="required field missing"
-            ),
+            P.format(line=8, field="spec.ingress[0].port.number", message="required field missing"),
         ),
         (
             "ingress:\n- port: {number: 80, protocol: TCP}\n  defaultEndpoint: 127.0.0.1:0\n",

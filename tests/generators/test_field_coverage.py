@@ -884,9 +884,7 @@ spec:
         + LOCAL_SERVICE,
         (
             "spec.trafficPolicy.loadBalancer.localityLbSetting.distribute",
-            Case(
-                "spec.trafficPolicy.loadBalancer.localityLbSetting.distribute[0].from", "us/west"
-            ),
+            Case("spec.trafficPolicy.loadBalancer.localityLbSetting.distribute[0].from", "us/west"),
             Case(
                 "spec.trafficPolicy.loadBalancer.localityLbSetting.distribute[0].to",
                 {"us/east/a": 50, "ap/south": 50},
