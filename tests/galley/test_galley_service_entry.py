@@ -223,9 +223,9 @@ def test_workload_selector() -> None:
             "'10.0.0.300' must be an IP address or a CIDR range",
         ),
         (
-            "hosts: [a.com]\naddresses: [10.1.0.0/16]\n",
+            "hosts: [a.com]\naddresses: [10.1.0.0/16]\nresolution: DNS\n",
             "se.yaml:8: ServiceEntry shop/svc: spec.addresses[0]: "
-            "'10.1.0.0/16': an address range is not supported by pocketmesh yet",
+            "address ranges are allowed only with resolution NONE or STATIC",
         ),
         (
             "hosts: [a.com]\nresolution: STATIC\nworkloadSelector: {labels: {a: b}}\n"

@@ -175,15 +175,17 @@ P = "sc.yaml:{line}: Sidecar bookinfo/reviews: {field}: {message}"
             P.format(
                 line=8,
                 field="spec.egress[0].hosts[0]",
-                message="'Bad/*' must start with '.', '*', '~' or a namespace name before the '/'",
+                message="'Bad/*' must start with '.', '*', '~' or a namespace name (or ~name) "
+                "before the '/'",
             ),
         ),
         (
-            "egress:\n- hosts: [~/a.com]\n",
+            "egress:\n- hosts: [~Bad/a.com]\n",
             P.format(
                 line=8,
                 field="spec.egress[0].hosts[0]",
-                message="'~/a.com' may only be '~/*' with the '~' namespace",
+                message="'~Bad/a.com' must start with '.', '*', '~' or a namespace name (or "
+                "~name) before the '/'",
             ),
         ),
         (
@@ -240,7 +242,7 @@ P = "sc.yaml:{line}: Sidecar bookinfo/reviews: {field}: {message}"
             P.format(
                 line=7,
                 field="spec.inboundConnectionPool",
-                message="not supported by pocketmesh yet",
+                message="connection pool must have at least one field",
             ),
         ),
         (

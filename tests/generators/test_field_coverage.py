@@ -1031,14 +1031,14 @@ kind: DestinationRule
 metadata: {name: ratings-for-productpage, namespace: default}
 spec:
   host: ratings
-  workloadSelector: {labels: {app: productpage}}
+  workloadSelector: {matchLabels: {app: productpage}}
   exportTo: ["."]
   trafficPolicy:
     loadBalancer: {simple: RANDOM}
 """,
         (
             "spec.workloadSelector",
-            Case("spec.workloadSelector.labels", {"app": "reviews"}),
+            Case("spec.workloadSelector.matchLabels", {"app": "reviews"}),
             Case("spec.exportTo", ["other"], {"spec.workloadSelector": REMOVE}),
         ),
     ),
@@ -1085,11 +1085,19 @@ kind: Sidecar
 metadata: {name: sleep, namespace: other}
 spec:
   outboundTrafficPolicy: {mode: ALLOW_ANY}
+  inboundConnectionPool: {tcp: {connectTimeout: 3s}}
   ingress:
   - port: {number: 7000, name: any}
     defaultEndpoint: 127.0.0.1:7001
+    connectionPool: {http: {idleTimeout: 7s}}
+  - port: {number: 7002, protocol: HTTP}
+    defaultEndpoint: unix:///run/app.sock
 """,
-        (Case("spec.ingress[0].port", {"number": 7000, "protocol": "TCP"}),),
+        (
+            Case("spec.ingress[0].port", {"number": 7000, "protocol": "TCP"}),
+            "spec.inboundConnectionPool",
+            "spec.ingress[0].connectionPool",
+        ),
     ),
 ]
 

@@ -152,7 +152,7 @@ REVIEWS = "http://reviews.default.svc.cluster.local:9080/"
 
 
 def test_workload_selector_rule_applies_to_the_selected_sidecars_only(mesh: LiveMesh) -> None:
-    selector = "  workloadSelector: {labels: {app: curl}}\n"
+    selector = "  workloadSelector: {matchLabels: {app: curl}}\n"
     mesh.apply(
         mesh.base  # type: ignore[attr-defined]
         + chosen("v1", "reviews")

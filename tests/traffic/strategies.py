@@ -408,7 +408,7 @@ def mesh_config(draw: st.DrawFn) -> str:
     if draw(st.booleans()):  # a rule for one workload's sidecar only (14c)
         selected = {
             "host": draw(st.sampled_from(sorted(SERVICES))),
-            "workloadSelector": {"labels": {"app": "productpage"}},
+            "workloadSelector": {"matchLabels": {"app": "productpage"}},
             "trafficPolicy": draw(policy),
         }
         if draw(st.booleans()):

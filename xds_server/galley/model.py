@@ -14,7 +14,13 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from .model_security import AuthorizationPolicy, PeerAuthentication
-    from .model_traffic import DestinationRule, Gateway, TLSCredential, VirtualService
+    from .model_traffic import (
+        ConnectionPool,
+        DestinationRule,
+        Gateway,
+        TLSCredential,
+        VirtualService,
+    )
 
 DEFAULT_NAMESPACE = "default"
 ROOT_NAMESPACE = "istio-system"
@@ -137,8 +143,10 @@ class SidecarPort:
 class IngressListener:
     port: SidecarPort
     bind: str = ""
-    # "127.0.0.1:PORT", "0.0.0.0:PORT" (the workload's own address) or "host:port".
+    # "127.0.0.1:PORT", "0.0.0.0:PORT" (the workload's own address), "host:port" or
+    # "unix:///path".
     default_endpoint: str = ""
+    connection_pool: ConnectionPool | None = None  # this port's inbound cluster
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,6 +162,7 @@ class Sidecar:
     egress: tuple[EgressListener, ...] = ()
     # REGISTRY_ONLY: hosts outside the registry get 404; ALLOW_ANY: forwarded to them.
     outbound_traffic_policy: str = "REGISTRY_ONLY"
+    inbound_connection_pool: ConnectionPool | None = None  # every inbound cluster
 
 
 # --- The whole mesh -------------------------------------------------------

@@ -17,6 +17,7 @@ from envoy.config.endpoint.v3 import endpoint_components_pb2, endpoint_pb2
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
 from google.protobuf import any_pb2, duration_pb2
 
+from xds_server.galley.names import is_unix
 from xds_server.generators import locality, naming
 from xds_server.generators.config_sources import ads_config_source
 from xds_server.generators.endpoints import (
@@ -41,7 +42,11 @@ from xds_server.generators.push_context import (
 )
 from xds_server.generators.security import security_plan
 from xds_server.generators.tls_plan import UpstreamTLS
-from xds_server.generators.traffic_policy import apply_traffic_policy, http_protocol_options
+from xds_server.generators.traffic_policy import (
+    apply_connection_pool,
+    apply_traffic_policy,
+    http_protocol_options,
+)
 
 Cluster: TypeAlias = cluster_pb2.Cluster
 
@@ -73,7 +78,14 @@ def outbound_cluster(
 def inbound_cluster(ctx: PushContext, plan: InboundPlan) -> Frozen[Cluster]:
     # Keyed by content, not by proxy: equal app upstreams share one message.
     http2 = naming.is_http2(plan.protocol)
-    key = ("cds-in", plan.cluster_name, plan.upstream_host, plan.upstream_port, http2)
+    key = (
+        "cds-in",
+        plan.cluster_name,
+        plan.upstream_host,
+        plan.upstream_port,
+        http2,
+        plan.connection_pool,
+    )
     return ctx.shared(key, lambda: _inbound(plan))
 
 
@@ -181,7 +193,11 @@ def _inbound(plan: InboundPlan) -> Cluster:
         connect_timeout=CONNECT_TIMEOUT,
         lb_policy=Cluster.ROUND_ROBIN,
         # An app named by host (defaultEndpoint "app:8080") needs resolving; IPs do not.
-        type=Cluster.STATIC if is_ip(plan.upstream_host) else Cluster.STRICT_DNS,
+        type=(
+            Cluster.STATIC
+            if is_ip(plan.upstream_host) or is_unix(plan.upstream_host)
+            else Cluster.STRICT_DNS
+        ),
         load_assignment=endpoint_pb2.ClusterLoadAssignment(
             cluster_name=plan.cluster_name,
             endpoints=[
@@ -192,6 +208,9 @@ def _inbound(plan: InboundPlan) -> Cluster:
         ),
     )
     _set_protocol(cluster, plan.protocol)
+    if plan.connection_pool is not None:  # Sidecar (inbound)ConnectionPool, as Istio
+        http = naming.is_http(plan.protocol) or plan.protocol == ""  # "": sniffed
+        apply_connection_pool(cluster, plan.connection_pool, http)
     return cluster
 
 

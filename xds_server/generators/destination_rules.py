@@ -117,7 +117,11 @@ class DestinationRuleIndex:
 
     def selectors(self, namespace: str) -> list[DestinationRule]:
         """The rules with a workloadSelector in `namespace` (they split its proxies)."""
-        return [r for r in self.rules if r.workload_selector and r.meta.namespace == namespace]
+        return [
+            r
+            for r in self.rules
+            if r.workload_selector is not None and r.meta.namespace == namespace
+        ]
 
 
 def _most_specific(host: str, bucket: _Bucket | None) -> list[Consolidated]:

@@ -28,7 +28,12 @@ from xds_server.galley.model import (
     WorkloadEntry,
     labels_match,
 )
-from xds_server.galley.model_traffic import DestinationRule, Gateway, TrafficPolicy
+from xds_server.galley.model_traffic import (
+    ConnectionPool,
+    DestinationRule,
+    Gateway,
+    TrafficPolicy,
+)
 from xds_server.galley.names import is_unix
 from xds_server.generators import naming
 from xds_server.generators.frozen import Frozen
@@ -124,6 +129,8 @@ class InboundPlan:
     cluster_name: str
     upstream_host: str
     upstream_port: int
+    # The Sidecar's connectionPool for the port (or its inboundConnectionPool).
+    connection_pool: ConnectionPool | None = None
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -474,7 +481,11 @@ class _Builder:
     # --- inbound -------------------------------------------------------------
 
     def _inbound(self, we: WorkloadEntry, sidecar: Sidecar | None) -> tuple[InboundPlan, ...]:
-        plans = self._ingress(we, sidecar) if sidecar and sidecar.ingress else self._derived(we)
+        plans = (
+            self._ingress(we, sidecar)
+            if sidecar and sidecar.ingress
+            else self._derived(we, sidecar.inbound_connection_pool if sidecar else None)
+        )
         by_port: dict[int, InboundPlan] = {}
         for plan in plans:
             if plan.port == naming.OUTBOUND_HTTP_PORT and plan.bind == we.address:
@@ -490,7 +501,7 @@ class _Builder:
                 )
         return tuple(by_port[p] for p in sorted(by_port))
 
-    def _derived(self, we: WorkloadEntry) -> list[InboundPlan]:
+    def _derived(self, we: WorkloadEntry, pool: ConnectionPool | None) -> list[InboundPlan]:
         plans: list[InboundPlan] = []
         # The services that select this workload, or list it inline, in service order.
         specs: dict[int, tuple[ServiceEntry, WorkloadEntry]] = {}
@@ -510,6 +521,7 @@ class _Builder:
                         cluster_name=naming.inbound_cluster(target),
                         upstream_host="127.0.0.1",
                         upstream_port=target,
+                        connection_pool=pool,
                     )
                 )
         return plans
@@ -523,7 +535,9 @@ class _Builder:
                 self._conflict(f"sidecar {sidecar.meta.key}: ingress bind {bind!r} is not an IP")
                 continue
             host, port = "127.0.0.1", number
-            if ingress.default_endpoint:
+            if is_unix(ingress.default_endpoint):  # the app's unix socket
+                host, port = ingress.default_endpoint, 0
+            elif ingress.default_endpoint:
                 parsed = _parse_host_port(ingress.default_endpoint)
                 if parsed is None:
                     self._conflict(
@@ -548,6 +562,7 @@ class _Builder:
                     cluster_name=naming.inbound_cluster(number),
                     upstream_host=host,
                     upstream_port=port,
+                    connection_pool=ingress.connection_pool or sidecar.inbound_connection_pool,
                 )
             )
         return plans

@@ -87,6 +87,11 @@ def _load_balancer(cluster: Cluster, policy: TrafficPolicy) -> None:
         cluster.round_robin_lb_config.slow_start_config.CopyFrom(slow_start)
 
 
+def apply_connection_pool(cluster: Cluster, pool: ConnectionPool, http: bool) -> None:
+    """A connectionPool alone (a Sidecar's, on inbound clusters)."""
+    _connection_pool(cluster, pool, http)
+
+
 def _connection_pool(cluster: Cluster, pool: ConnectionPool, http: bool) -> None:
     thresholds = circuit_breaker_pb2.CircuitBreakers.Thresholds()
     for value, target in (

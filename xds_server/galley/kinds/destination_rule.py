@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 
 from ..fields import Shape, deprecated, each, not_yet, obj, shape, supported
 from ..model import ObjectMeta
@@ -23,11 +24,13 @@ from ..names import (
 )
 from ..schema import DocChecker, Located
 from . import connection_pool, load_balancer
-from .common import SELECTOR, freeze, parse_labels, parse_port_number, parse_selector
+from .common import freeze, parse_labels, parse_port_number
 from .connection_pool import parse_connection_pool
 from .load_balancer import LoadBalancer, parse_load_balancer
 from .traffic_common import boolean, duration_ms, export_to_problem, host_problem
 
+# `istio.type.v1beta1.WorkloadSelector` (the networking kinds' own one says `labels`).
+MATCH_LABELS: Shape = shape(matchLabels=supported())
 TLS_MODES = frozenset({"DISABLE", "SIMPLE", "MUTUAL", "ISTIO_MUTUAL"})
 MAX_INT32 = 2**31 - 1
 
@@ -87,7 +90,7 @@ SPEC: Shape = shape(
     subsets=each(SUBSET),
     exportTo=supported("'*', '.', namespace names: which namespaces' proxies use the rule"),
     workloadSelector=obj(
-        SELECTOR, "only the sidecars of these workloads of the rule's namespace use it"
+        MATCH_LABELS, "only the sidecars of these workloads of the rule's namespace use it"
     ),
 )
 
@@ -118,13 +121,23 @@ def parse_destination_rule(
         subsets.append(subset)
     selector = None
     if (at := fields.get("workloadSelector")) is not None:
-        selector = parse_selector(ck, at, allow_empty=False)
+        selector = _selector(ck, at)
     export_to: tuple[str, ...] = ()
     if (at := fields.get("exportTo")) is not None:
         export_to = _export_to(ck, at, meta.namespace, has_selector=selector is not None)
     if len(ck.errors) > before:
         return None
     return DestinationRule(meta, host, policy, tuple(subsets), export_to, selector)
+
+
+def _selector(ck: DocChecker, at: Located) -> Mapping[str, str]:
+    """Istio's `istio.type.v1beta1.WorkloadSelector`: `matchLabels`."""
+    fields = ck.fields(at, MATCH_LABELS) or {}
+    labels = parse_labels(ck, fields.get("matchLabels"))
+    if not labels:
+        ck.warn(at, "workload selector specified without labels: it selects every workload "
+                    "of the namespace")  # fmt: skip
+    return freeze(labels)
 
 
 def _export_to(

@@ -43,7 +43,10 @@ PORT: Shape = shape(
 )
 SPEC: Shape = shape(
     hosts=supported(),
-    addresses=supported("IPs: extra virtual-host domains (Istio's VIPs); ranges not yet"),
+    addresses=supported(
+        "IPs: extra virtual-host domains (Istio's VIPs), and a NONE entry's TCP destination; "
+        "ranges are accepted with a warning (no capture: TCP ports are told apart by port)"
+    ),
     ports=each(PORT),
     location=supported("MESH_INTERNAL services get auto-mTLS"),
     resolution=supported("NONE/STATIC: EDS; DNS: STRICT_DNS; DNS_ROUND_ROBIN: LOGICAL_DNS"),
@@ -128,8 +131,19 @@ def parse_service_entry(
     if (at := fields.get("addresses")) is not None:
         found = ck.strings(at, ip_or_cidr_problem) or ()
         for value, item in found:
-            if not is_ip(value):  # a range: Istio matches it by destination IP (iptables)
-                ck.not_yet(item, f"{value!r}: an address range")
+            if is_ip(value):
+                continue
+            # A range: Istio matches connections by their destination IP (iptables).
+            if resolution not in ("NONE", "STATIC"):
+                ck.error(item, "address ranges are allowed only with resolution NONE or STATIC")
+            else:
+                ck.warn(
+                    item,
+                    f"{value!r}: an address range selects nothing here: without traffic "
+                    "capture a connection to the sidecar has no other destination address, so "
+                    "a TCP port's connections are this entry's by port alone (HTTP is routed "
+                    "by host, as in Istio)",
+                )
         addresses = tuple(v for v, _ in found)
     ports = _parse_ports(ck, spec, fields.get("ports"))
     if resolution == "NONE":
@@ -245,6 +259,7 @@ def _check_original_destination(
     """Resolution NONE forwards to a connection's original destination. Here an HTTP
     request names it (its authority), a TLS one too (its SNI), and so does an entry's
     only address; a plain TCP connection to the sidecar names nothing else."""
+    ips = [a for a in addresses if is_ip(a)]
     for i, port in enumerate(ports):
         path = f"spec.ports[{i}]"
         at = Located(None, path, ck.lines.get(path, 0))
@@ -254,10 +269,10 @@ def _check_original_destination(
                 "resolution NONE: HTTP requests go where they name (their authority); a "
                 "connection that is not HTTP names no destination, so none is listened for",
             )
-        elif not port.is_http and port.protocol not in TLS_PROTOCOLS and len(addresses) != 1:
+        elif not port.is_http and port.protocol not in TLS_PROTOCOLS and len(ips) != 1:
             ck.not_yet(
                 at,
-                f"a {port.protocol} port with resolution NONE and not exactly one address "
+                f"a {port.protocol} port with resolution NONE and not exactly one IP address "
                 "(without traffic capture, a TCP connection to the sidecar names no original "
                 "destination; give the entry its one address, or use STATIC or DNS)",
             )

@@ -6,8 +6,17 @@ from collections.abc import Mapping
 
 from ..fields import Shape, each, label, no_effect, not_yet, obj, restricted, shape, supported
 from ..model import EgressListener, IngressListener, ObjectMeta, Sidecar, SidecarPort
-from ..names import dns1123_label_problem, host_port_problem, is_ip, wildcard_host_problem
+from ..names import (
+    UNIX_PREFIX,
+    dns1123_label_problem,
+    host_port_problem,
+    is_ip,
+    is_unix,
+    unix_path_problem,
+    wildcard_host_problem,
+)
 from ..schema import DocChecker, Located
+from . import connection_pool
 from .common import (
     SELECTOR,
     parse_optional_protocol,
@@ -15,12 +24,14 @@ from .common import (
     parse_port_number,
     parse_selector,
 )
+from .connection_pool import parse_connection_pool
 
 CAPTURE_MODES = frozenset({"DEFAULT", "IPTABLES", "NONE"})
 # pocketmesh never captures traffic (no iptables): listeners bind addresses.
 NO_CAPTURE = frozenset({"DEFAULT", "NONE"})
 OUTBOUND_MODES = frozenset({"REGISTRY_ONLY", "ALLOW_ANY"})
 REGISTRY_ONLY = "REGISTRY_ONLY"
+HTTP_LIKE = frozenset({"HTTP", "HTTP2", "GRPC", "GRPC-WEB", ""})
 
 PORT: Shape = shape(
     number=supported(),
@@ -35,15 +46,20 @@ CAPTURE = restricted(
 INGRESS: Shape = shape(
     port=obj(PORT),
     bind=supported("the address the inbound listener binds (default: the workload's)"),
-    defaultEndpoint=supported("where the app listens: 127.0.0.1:PORT, 0.0.0.0:PORT or host:port"),
+    defaultEndpoint=supported(
+        "where the app listens: 127.0.0.1:PORT, 0.0.0.0:PORT, host:port or unix:///path"
+    ),
     captureMode=CAPTURE,
     tls=not_yet("TLS termination of ingress listeners"),
-    connectionPool=not_yet(),
+    connectionPool=obj(connection_pool.SHAPE, "this port's inbound cluster (Istio)"),
 )
 EGRESS: Shape = shape(
     port=not_yet("per-port egress listeners; an egress entry without a port scopes all"),
     bind=not_yet(),
-    hosts=supported("ns/host patterns: './*', 'istio-system/*', '*/reviews.x'"),
+    hosts=supported(
+        "ns/host patterns: './*', 'istio-system/*', '*/reviews.x'; '~ns/host' excludes "
+        "('~/host' in every namespace, '~/*' everything)"
+    ),
     captureMode=CAPTURE,
 )
 OUTBOUND: Shape = shape(
@@ -59,8 +75,16 @@ SPEC: Shape = shape(
     ingress=each(INGRESS),
     egress=each(EGRESS),
     outboundTrafficPolicy=obj(OUTBOUND),
-    inboundConnectionPool=not_yet(),
+    inboundConnectionPool=obj(
+        connection_pool.SHAPE, "every inbound cluster, unless the port sets its own"
+    ),
 )
+
+
+def _default_endpoint_problem(value: str) -> str | None:
+    if is_unix(value):  # the app listens on a unix socket
+        return unix_path_problem(value.removeprefix(UNIX_PREFIX))
+    return host_port_problem(value)
 
 
 def _bind_problem(value: str) -> str | None:
@@ -71,10 +95,9 @@ def _egress_host_problem(value: str) -> str | None:
     namespace, sep, host = value.partition("/")
     if not sep or not namespace or not host:
         return "must be namespace/dnsName, like './*' or 'istio-system/*.example.com'"
-    if namespace not in {".", "*", "~"} and dns1123_label_problem(namespace) is not None:
-        return "must start with '.', '*', '~' or a namespace name before the '/'"
-    if namespace == "~" and host != "*":
-        return "may only be '~/*' with the '~' namespace"
+    excluded = namespace.removeprefix("~")  # `~ns/host` excludes (`~/host`: everywhere)
+    if excluded not in {"", ".", "*"} and dns1123_label_problem(excluded) is not None:
+        return "must start with '.', '*', '~' or a namespace name (or ~name) before the '/'"
     if (problem := wildcard_host_problem(host)) is not None:
         return f"has a dnsName that {problem}"
     return None
@@ -86,6 +109,7 @@ def parse_sidecar(ck: DocChecker, meta: ObjectMeta, spec: Located | None) -> Sid
     ingress: tuple[IngressListener, ...] = ()
     egress: tuple[EgressListener, ...] = ()
     outbound = REGISTRY_ONLY
+    inbound_pool = None
     if spec is not None:
         fields = ck.fields(spec, SPEC)
         if fields is None:
@@ -98,6 +122,8 @@ def parse_sidecar(ck: DocChecker, meta: ObjectMeta, spec: Located | None) -> Sid
             egress = _parse_egress(ck, at)
         if (at := fields.get("outboundTrafficPolicy")) is not None:
             outbound = _parse_outbound(ck, at)
+        if (at := fields.get("inboundConnectionPool")) is not None:
+            inbound_pool = parse_connection_pool(ck, at)
     if len(ck.errors) > before:
         return None
     return Sidecar(
@@ -106,6 +132,7 @@ def parse_sidecar(ck: DocChecker, meta: ObjectMeta, spec: Located | None) -> Sid
         ingress=ingress,
         egress=egress,
         outbound_traffic_policy=outbound,
+        inbound_connection_pool=inbound_pool,
     )
 
 
@@ -136,8 +163,18 @@ def _parse_ingress(ck: DocChecker, at: Located) -> tuple[IngressListener, ...]:
             bind = ck.string(bind_at, _bind_problem) or ""
         default_endpoint = ""
         if (endpoint_at := fields.get("defaultEndpoint")) is not None:
-            default_endpoint = ck.string(endpoint_at, host_port_problem) or ""
+            default_endpoint = ck.string(endpoint_at, _default_endpoint_problem) or ""
         _capture_mode(ck, fields.get("captureMode"))
+        pool = None
+        if (pool_at := fields.get("connectionPool")) is not None:
+            pool = parse_connection_pool(ck, pool_at)
+            pool_fields = pool_at.value if isinstance(pool_at.value, dict) else {}
+            if port is not None and "http" in pool_fields and port.protocol not in HTTP_LIKE:
+                ck.warn(
+                    pool_at,
+                    f"HTTP settings for port {port.number}, whose protocol is not HTTP "
+                    f"({port.protocol or 'unset'}): only the TCP settings apply (as in Istio)",
+                )
         if port is None:
             continue
         key = (bind, port.number)
@@ -145,7 +182,7 @@ def _parse_ingress(ck: DocChecker, at: Located) -> tuple[IngressListener, ...]:
             ck.error(port_at, f"port {port.number} is already used by {seen[key]}")
             continue
         seen[key] = item.path
-        listeners.append(IngressListener(port, bind, default_endpoint))
+        listeners.append(IngressListener(port, bind, default_endpoint, pool))
     return tuple(listeners)
 
 
