@@ -875,6 +875,44 @@ metadata: {name: local, namespace: default}
 spec:
   host: local.example.com
   trafficPolicy:
+    outlierDetection: {consecutive5xxErrors: 1}
+    loadBalancer:
+      zoneAwareLbSetting:
+        enabled: true
+        failover: [{from: us, to: ap}]
+        minClusterSize: 3
+"""
+        + LOCAL_SERVICE,
+        (
+            "spec.trafficPolicy.loadBalancer.zoneAwareLbSetting",
+            Case("spec.trafficPolicy.loadBalancer.zoneAwareLbSetting.enabled", False),
+            "spec.trafficPolicy.loadBalancer.zoneAwareLbSetting.failover",
+            "spec.trafficPolicy.loadBalancer.zoneAwareLbSetting.minClusterSize",
+        ),
+    ),
+    Sample(
+        """\
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: local, namespace: default}
+spec:
+  host: local.example.com
+  trafficPolicy:
+    outlierDetection: {consecutive5xxErrors: 1}
+    loadBalancer:
+      zoneAwareLbSetting: {failoverPriority: [tier]}
+"""
+        + LOCAL_SERVICE,
+        ("spec.trafficPolicy.loadBalancer.zoneAwareLbSetting.failoverPriority",),
+    ),
+    Sample(
+        """\
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: local, namespace: default}
+spec:
+  host: local.example.com
+  trafficPolicy:
     loadBalancer:
       localityLbSetting:
         distribute:

@@ -266,6 +266,17 @@ class LocalityLbSetting:
 
 
 @dataclass(frozen=True, slots=True)
+class ZoneAwareLbSetting:
+    """Istio's zoneAwareLbSetting: the proxy's region first, then `failover`'s, then
+    the rest; Envoy's zone-aware routing inside the region."""
+
+    enabled: bool | None = None
+    failover: tuple[tuple[str, str], ...] = ()
+    failover_priority: tuple[str, ...] = ()
+    min_cluster_size: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class PemFile:
     """A PEM file a document names: its absolute path, and its text once loaded.
 
@@ -316,6 +327,7 @@ class TrafficPolicy:
     load_balancer: str | None = None  # ROUND_ROBIN, LEAST_REQUEST, RANDOM, PASSTHROUGH
     consistent_hash: ConsistentHash | None = None
     locality_lb: LocalityLbSetting | None = None  # the rest of Istio's loadBalancer block
+    zone_aware: ZoneAwareLbSetting | None = None
     warmup: Warmup | None = None
     connection_pool: ConnectionPool | None = None
     outlier_detection: OutlierDetection | None = None
@@ -339,13 +351,20 @@ class TrafficPolicy:
         # Istio: a `loadBalancer` block below replaces the one above as a whole.
         lb_set = any(
             v is not None
-            for v in (over.load_balancer, over.consistent_hash, over.locality_lb, over.warmup)
+            for v in (
+                over.load_balancer,
+                over.consistent_hash,
+                over.locality_lb,
+                over.zone_aware,
+                over.warmup,
+            )
         )
         lb = over if lb_set else self
         return TrafficPolicy(
             load_balancer=lb.load_balancer,
             consistent_hash=lb.consistent_hash,
             locality_lb=lb.locality_lb,
+            zone_aware=lb.zone_aware,
             warmup=lb.warmup,
             connection_pool=over.connection_pool or self.connection_pool,
             outlier_detection=over.outlier_detection or self.outlier_detection,

@@ -153,6 +153,15 @@ def _outbound(
         cluster.ClearField("least_request_lb_config")
         cluster.ClearField("ring_hash_lb_config")
         cluster.ClearField("maglev_lb_config")
+    elif (zone := locality.zone_aware(svc.policy)) is not None:
+        # Istio's ZoneAwareLBSettings.ApplyToCluster; Envoy acts on it only with the
+        # proxy's own cluster (self-discovery), which pocketmesh does not give.
+        config = cluster.common_lb_config.zone_aware_lb_config
+        config.SetInParent()
+        if zone.min_cluster_size is not None:
+            config.min_cluster_size.value = zone.min_cluster_size
+        if zone.enabled is False:
+            config.routing_enabled.value = 0
     elif locality.weighted(svc.policy):
         cluster.common_lb_config.locality_weighted_lb_config.SetInParent()
     socket = upstream_socket(tls, http2=naming.is_http2(svc.port.protocol))

@@ -26,7 +26,7 @@ from typing import TypeAlias
 
 from envoy.config.endpoint.v3 import endpoint_components_pb2, endpoint_pb2
 
-from xds_server.galley.model_traffic import LocalityLbSetting, TrafficPolicy
+from xds_server.galley.model_traffic import LocalityLbSetting, TrafficPolicy, ZoneAwareLbSetting
 
 ClusterLoadAssignment: TypeAlias = endpoint_pb2.ClusterLoadAssignment
 LocalityLbEndpoints: TypeAlias = endpoint_components_pb2.LocalityLbEndpoints
@@ -76,11 +76,25 @@ def topology_labels(labels: Mapping[str, str], locality: str) -> dict[str, str]:
 
 
 def effective(policy: TrafficPolicy | None) -> LocalityLbSetting | None:
-    """The setting in force for a cluster with `policy` (None: off)."""
+    """The locality setting in force for a cluster with `policy` (None: off; also when
+    zone-aware load balancing takes its place, see `zone_aware`)."""
+    if zone_aware(policy) is not None:
+        return None
     setting = policy.locality_lb if policy is not None else None
     if setting is None:
         return MESH_DEFAULT
     return None if setting.enabled is False else setting
+
+
+def zone_aware(policy: TrafficPolicy | None) -> ZoneAwareLbSetting | None:
+    """The rule's zoneAwareLbSetting, if it has one (it wins over localityLbSetting)."""
+    return policy.zone_aware if policy is not None else None
+
+
+def zone_routing(policy: TrafficPolicy | None) -> bool:
+    """Zone-aware load balancing on: Istio forces its failover (no outlier needed)."""
+    setting = zone_aware(policy)
+    return setting is not None and setting.enabled is not False
 
 
 def failover_enabled(policy: TrafficPolicy | None) -> bool:
@@ -100,6 +114,8 @@ def weighted(policy: TrafficPolicy | None) -> bool:
 
 def per_proxy(policy: TrafficPolicy | None) -> bool:
     """Whether the endpoints of a cluster with `policy` depend on the calling proxy."""
+    if zone_routing(policy):
+        return True
     setting = effective(policy)
     if setting is None:
         return False
@@ -108,6 +124,10 @@ def per_proxy(policy: TrafficPolicy | None) -> bool:
 
 def priority_labels(policy: TrafficPolicy | None) -> tuple[str, ...]:
     """The proxy labels failoverPriority compares (their values change the output)."""
+    zone = zone_aware(policy)
+    if zone is not None:
+        names = zone.failover_priority if zone_routing(policy) else ()
+        return tuple(name.partition("=")[0] for name in names)
     setting = effective(policy)
     if setting is None or setting.distribute or not failover_enabled(policy):
         return ()
@@ -127,6 +147,14 @@ def apply(
 ) -> None:
     """Give `cla` (built from `groups`, in order) the priorities and weights of `policy`
     as seen from a proxy in `proxy_locality` with `proxy_labels` (in place)."""
+    zone = zone_aware(policy)
+    if zone is not None:
+        if zone_routing(policy):
+            if zone.failover_priority:
+                _failover_priority(cla, groups, topology_labels(proxy_labels, proxy_locality),
+                                   zone.failover_priority)  # fmt: skip
+            _regions(cla, Locality.parse(proxy_locality), zone.failover)
+        return
     setting = effective(policy)
     if setting is None:
         return
@@ -194,6 +222,29 @@ def _failover(
         else:
             priority = 0
         combined = group.priority * 5 + priority
+        group.priority = combined
+        by_priority.setdefault(combined, []).append(i)
+    _renumber(cla, by_priority)
+
+
+def _regions(
+    cla: ClusterLoadAssignment, where: Locality, failover: tuple[tuple[str, str], ...]
+) -> None:
+    """Istio's applyZoneAwareRegionalFailover: the proxy's region 0, a `failover`
+    region for it 1, any other 2; composed with priorities already set (x3)."""
+    by_priority: dict[int, list[int]] = {}
+    for i, group in enumerate(cla.endpoints):
+        region = group.locality.region
+        if region == where.region:
+            priority = 0
+        else:
+            priority = 2
+            for source, target in failover:
+                if source == where.region:
+                    if region == target:
+                        priority = 1
+                    break
+        combined = group.priority * 3 + priority
         group.priority = combined
         by_priority.setdefault(combined, []).append(i)
     _renumber(cla, by_priority)

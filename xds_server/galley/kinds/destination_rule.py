@@ -221,6 +221,7 @@ def _policy(
         load_balancer=lb.simple,
         consistent_hash=lb.consistent_hash,
         locality_lb=lb.locality,
+        zone_aware=lb.zone_aware,
         warmup=lb.warmup,
         connection_pool=pool,
         outlier_detection=outlier,

@@ -10,8 +10,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from ..fields import Shape, deprecated, each, not_yet, obj, shape, supported
-from ..model_traffic import ConsistentHash, LocalityDistribute, LocalityLbSetting, Warmup
+from ..fields import Shape, deprecated, each, obj, shape, supported
+from ..model_traffic import (
+    ConsistentHash,
+    LocalityDistribute,
+    LocalityLbSetting,
+    Warmup,
+    ZoneAwareLbSetting,
+)
 from ..names import label_key_problem
 from ..schema import DocChecker, Located
 from .traffic_common import boolean, duration_ms
@@ -55,6 +61,12 @@ LOCALITY: Shape = shape(
     ),
     enabled=supported("false turns locality load balancing off for this rule"),
 )
+ZONE_AWARE: Shape = shape(
+    enabled=supported("false: no regional priorities, and Envoy's zone routing off"),
+    failover=each(FAILOVER, "the order of the other regions"),
+    failoverPriority=supported("EDS priorities by the labels shared with the proxy"),
+    minClusterSize=supported("Envoy's zone_aware_lb_config.min_cluster_size"),
+)
 WARMUP: Shape = shape(
     duration=supported(),
     minimumPercent=supported("default 10"),
@@ -67,7 +79,12 @@ SHAPE: Shape = shape(
     ),
     consistentHash=obj(HASH, "RING_HASH or MAGLEV; the routes hash on the key"),
     localityLbSetting=obj(LOCALITY, "per calling proxy: its WorkloadEntry's locality"),
-    zoneAwareLbSetting=not_yet("Envoy's zone-aware routing needs a local cluster per proxy"),
+    zoneAwareLbSetting=obj(
+        ZONE_AWARE,
+        "EDS priorities by region (the proxy's first, then failover's), as Istio; Envoy's "
+        "zone balancing inside the region needs proxy self-discovery, which pocketmesh does "
+        "not give (Istio without it): inside the region, the algorithm of `simple` applies",
+    ),
     warmupDurationSecs=deprecated("use warmup.duration; Envoy's slow start window"),
     warmup=obj(WARMUP, "Envoy's slow start (ROUND_ROBIN and LEAST_REQUEST only)"),
 )
@@ -80,6 +97,7 @@ class LoadBalancer:
     consistent_hash: ConsistentHash | None = None
     locality: LocalityLbSetting | None = None
     warmup: Warmup | None = None
+    zone_aware: ZoneAwareLbSetting | None = None
 
 
 def parse_load_balancer(ck: DocChecker, at: Located, *, has_outlier: bool) -> LoadBalancer:
@@ -102,6 +120,11 @@ def parse_load_balancer(ck: DocChecker, at: Located, *, has_outlier: bool) -> Lo
     locality = None
     if (loc := fields.get("localityLbSetting")) is not None:
         locality = _locality(ck, loc, has_outlier=has_outlier)
+    zone_aware = None
+    if (zone_at := fields.get("zoneAwareLbSetting")) is not None:
+        if "localityLbSetting" in fields:
+            ck.error(at, "only one of localityLbSetting and zoneAwareLbSetting can be set")
+        zone_aware = _zone_aware(ck, zone_at, has_outlier=has_outlier)
     warmup = None
     if "warmup" in fields:
         warmup = _warmup(ck, fields["warmup"])
@@ -119,7 +142,51 @@ def parse_load_balancer(ck: DocChecker, at: Located, *, has_outlier: bool) -> Lo
                 "with ROUND_ROBIN and LEAST_REQUEST (Istio ignores it too)",
             )  # fmt: skip
             warmup = None
-    return LoadBalancer(simple, consistent, locality, warmup)
+    return LoadBalancer(simple, consistent, locality, warmup, zone_aware)
+
+
+def _zone_aware(ck: DocChecker, at: Located, *, has_outlier: bool) -> ZoneAwareLbSetting | None:
+    """Istio's ValidateZoneAwareLbSetting."""
+    fields = ck.fields(at, ZONE_AWARE)
+    if fields is None:
+        return None
+    before = len(ck.errors)
+    enabled = boolean(ck, fields["enabled"]) if "enabled" in fields else None
+    failover: list[tuple[str, str]] = []
+    for item in ck.items(fields["failover"]) or () if "failover" in fields else ():
+        entry = ck.fields(item, FAILOVER)
+        if entry is None:
+            continue
+        source = _region(ck, ck.required(entry, "from", item))
+        target = _region(ck, ck.required(entry, "to", item))
+        if source is not None and target is not None:
+            if source == target:
+                ck.error(item, "zone aware lb failover settings must specify different regions")
+                continue
+            failover.append((source, target))
+    priority: tuple[str, ...] = ()
+    if (priority_at := fields.get("failoverPriority")) is not None:
+        found = ck.strings(priority_at, _priority_problem) or []
+        for name, item in found:
+            if name.partition("=")[0] in TOPOLOGY_LABELS:
+                ck.error(item, f"must not use topology label {name!r}: region- and zone-level "
+                               "routing are handled automatically")  # fmt: skip
+        priority = tuple(v for v, _ in found)
+    size = None
+    if "minClusterSize" in fields:
+        size = ck.integer(fields["minClusterSize"], 0, 2**63 - 1)
+    if (failover or priority) and not has_outlier:
+        ck.warn(at, "outlier detection policy must be provided for failover (as Istio warns)")
+    if enabled is not False:
+        ck.warn(
+            at,
+            "the proxy's region comes first, then the failover regions (EDS priorities); "
+            "Envoy's balancing between zones inside the region needs proxy self-discovery, "
+            "which pocketmesh does not give: there, `simple` balances (as Istio without it)",
+        )
+    if len(ck.errors) > before:
+        return None
+    return ZoneAwareLbSetting(enabled, tuple(failover), priority, size)
 
 
 def _warmup(ck: DocChecker, at: Located) -> Warmup | None:
