@@ -197,27 +197,24 @@ P = "sc.yaml:{line}: Sidecar bookinfo/reviews: {field}: {message}"
             ),
         ),
         (
-            "egress:\n- hosts: [./*]\n  port: {number: 80, protocol: HTTP}\n",
+            "egress:\n- hosts: [./*]\n- hosts: [./*]\n  port: {number: 80, protocol: HTTP}\n",
             P.format(
-                line=9,
-                field="spec.egress[0].port",
-                message="not supported by pocketmesh yet (per-port egress listeners; an egress "
-                "entry without a port scopes all)",
+                line=8,
+                field="spec.egress[0]",
+                message="the egress listener without a port must be the last one",
             ),
         ),
         (
             "egress:\n- hosts: [./*]\n  bind: 127.0.0.1\n",
-            P.format(
-                line=9, field="spec.egress[0].bind", message="not supported by pocketmesh yet"
-            ),
+            P.format(line=9, field="spec.egress[0].bind", message="a bind address needs a port"),
         ),
         (
             "ingress:\n- port: {number: 80, protocol: TCP}\n  captureMode: IPTABLES\n",
             P.format(
                 line=9,
                 field="spec.ingress[0].captureMode",
-                message="captureMode IPTABLES (pocketmesh binds addresses, it never captures) is "
-                "not supported by pocketmesh yet",
+                message="captureMode IPTABLES (a deliberate non-goal: pocketmesh binds addresses, "
+                "it never captures traffic) is not supported by pocketmesh yet",
             ),
         ),
         (

@@ -1084,6 +1084,25 @@ spec:
 
 # ServiceEntry, WorkloadEntry and Sidecar fields of issue 14c.
 SERVICES_14C: list[Sample] = [
+    # Egress listeners of their own (Istio's egress ports), and exclusions.
+    Sample(
+        """\
+apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {name: productpage, namespace: default}
+spec:
+  workloadSelector: {labels: {app: productpage}}
+  egress:
+  - port: {number: 9080, protocol: HTTP, name: web}
+    bind: 127.0.80.101
+    hosts: ["./*", "~./ratings.default.svc.cluster.local"]
+  - hosts: ["./*"]
+""",
+        (
+            Case("spec.egress[0].port", {"number": 9081, "protocol": "HTTP"}),
+            "spec.egress[0].bind",
+        ),
+    ),
     # Ports without a protocol: sniffed (listeners with the HTTP inspector).
     Sample(
         """\

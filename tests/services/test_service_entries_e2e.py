@@ -20,7 +20,7 @@ import pytest
 
 from tests.e2e.harness import free_port, running
 from tests.services.live import DualApp, LiveMesh, UnixHttpApp
-from tests.traffic.apps import TcpEchoApp, VersionApp, request
+from tests.traffic.apps import TcpEchoApp, VersionApp, direct, request
 from tests.traffic.tls_upstream import Pki, TlsUpstream
 
 CLIENTS = """\
@@ -45,6 +45,26 @@ metadata: {name: sleep-any, namespace: default}
 spec:
   workloadSelector: {labels: {app: sleep-any}}
   outboundTrafficPolicy: {mode: ALLOW_ANY}
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {name: no-proxy, namespace: default}
+spec: {address: "{net}.14", labels: {app: no-proxy}}
+---
+# Istio's "no-ip-tables" Sidecar: an app that does not use a proxy reaches services on
+# listeners of their own (egress ports).
+apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {name: no-proxy, namespace: default}
+spec:
+  workloadSelector: {labels: {app: no-proxy}}
+  egress:
+  - port: {number: 8080, protocol: HTTP, name: egresshttp}
+    captureMode: NONE
+    hosts: ["./*"]
+  - port: {number: 9000, protocol: TCP, name: egresstcp}
+    hosts: ["./echo.example"]
+  - hosts: ["istio-system/*"]
 """
 
 
@@ -97,7 +117,8 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     with running(*apps, mesh):
         world = World(mesh, local_port, sock, apps[6], pki.ca_file, apps[7])
         world.apply("")
-        for name, namespace in (("sleep", "default"), ("sleep", "other"), ("sleep-any", "default")):
+        clients = (("sleep", "default"), ("sleep", "other"), ("sleep-any", "default"))
+        for name, namespace in (*clients, ("no-proxy", "default")):
             mesh.envoy(name, namespace)
         yield world
 
@@ -306,3 +327,29 @@ def _read_all(sock: socket.socket) -> bytes:
     while chunk := sock.recv(65536):
         data += chunk
     return data
+
+
+def test_sidecar_egress_ports_are_listeners_of_their_own(world: World) -> None:
+    world.apply(
+        entry(
+            "private",
+            "  hosts: [private.example]\n  resolution: STATIC\n"
+            "  ports: [{number: 8080, name: http, protocol: HTTP}]\n"
+            '  endpoints: [{address: "{net}.31"}]\n',
+        )
+        + entry(
+            "echo",
+            "  hosts: [echo.example]\n  resolution: STATIC\n"
+            "  ports: [{number: 9000, name: tcp, protocol: TCP}]\n"
+            '  endpoints: [{address: "{net}.51"}]\n',
+        )
+    )
+    listener = f"{world.mesh.addr(14)}:8080"
+    # A plain request (not the proxy form), routed by Host; the port is the default.
+    for host in ("private.example", "private.example:8080"):
+        reply = direct(listener, "/", headers={"Host": host})
+        assert (reply.status, reply.data.get("app")) == (200, "by-address"), host
+    assert direct(listener, "/", headers={"Host": "elsewhere.example"}).status == 404
+    with socket.create_connection((world.mesh.addr(14), 9000), timeout=5) as sock:
+        sock.sendall(b"hello\n")
+        assert sock.recv(1024) == b"tcp-echo hello\n"

@@ -152,6 +152,9 @@ class IngressListener:
 @dataclass(frozen=True, slots=True)
 class EgressListener:
     hosts: tuple[str, ...]  # "ns/host" patterns: "./*", "istio-system/*", "*/reviews.x"
+    # A listener of its own (Istio's egress port): bind:port, bind "" = the workload's.
+    port: SidecarPort | None = None
+    bind: str = ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,6 +26,7 @@ from google.protobuf import any_pb2, message, wrappers_pb2
 
 from xds_server.generators import authz, naming
 from xds_server.generators.config_sources import ads_config_source
+from xds_server.generators.egress_listeners import egress_port_listeners
 from xds_server.generators.endpoints import socket_address
 from xds_server.generators.frozen import Frozen
 from xds_server.generators.gateway import gateway_listeners
@@ -67,6 +68,10 @@ def build_listeners(ctx: PushContext, proxy: Proxy) -> dict[str, Frozen[Listener
         plan.listener_name: inbound_listener(ctx, plan, inbound[plan]) for plan in proxy.inbound
     }
     listeners.update(outbound_tcp_listeners(ctx, proxy))  # TCP services: <address>:<port>
+    for name, listener in egress_port_listeners(ctx, proxy).items():  # Sidecar egress ports
+        if name in listeners and listeners[name] is not listener:
+            continue  # an inbound listener holds the address (the push context says so)
+        listeners[name] = listener
     outbound = outbound_listener(ctx, proxy.address)
     listeners[outbound.name] = outbound
     return dict(sorted(listeners.items()))

@@ -122,3 +122,21 @@ def any_host_virtual_host(
     del vhost.domains[:]
     vhost.domains.append("*")
     return vhost
+
+
+def service_virtual_host(
+    ctx: PushContext,
+    scope: SidecarScope,
+    cluster: str,
+    labels: Mapping[str, str],
+    extra_domains: tuple[str, ...] = (),
+) -> route_components_pb2.VirtualHost | None:
+    """The 15001 proxy's virtual host of `cluster`'s service, with more domains (a
+    Sidecar egress listener on the service's port also takes its port-less names)."""
+    plan = next((p for p in scope.virtual_hosts if p.cluster == cluster), None)
+    if plan is None:
+        return None
+    vhost = route_components_pb2.VirtualHost()
+    vhost.CopyFrom(_virtual_host(ctx, scope, plan, labels))
+    vhost.domains.extend(d for d in extra_domains if d not in vhost.domains)
+    return vhost

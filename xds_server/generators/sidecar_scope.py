@@ -83,22 +83,30 @@ def egress_allows(
     """
     if sidecar is None or not sidecar.egress:
         return True
+    return hosts_allow(
+        [h for listener in sidecar.egress for h in listener.hosts], scope_namespace, service, host
+    )
+
+
+def hosts_allow(
+    patterns: Sequence[str], scope_namespace: str, service: ServiceEntry, host: str
+) -> bool:
+    """`egress_allows` for some `ns/host` patterns (one egress listener's, or all)."""
     imported = False
-    for listener in sidecar.egress:
-        for pattern in listener.hosts:
-            namespace, slash, host_pattern = pattern.partition("/")
-            if not slash:  # a bare host: any namespace
-                namespace, host_pattern = "*", pattern
-            exclude = namespace.startswith("~")
-            namespace = namespace.removeprefix("~") or "*"
-            if namespace == ".":
-                namespace = scope_namespace
-            if namespace not in ("*", service.meta.namespace):
-                continue
-            if host_matches(host_pattern, host):
-                if exclude:
-                    return False
-                imported = True
+    for pattern in patterns:
+        namespace, slash, host_pattern = pattern.partition("/")
+        if not slash:  # a bare host: any namespace
+            namespace, host_pattern = "*", pattern
+        exclude = namespace.startswith("~")
+        namespace = namespace.removeprefix("~") or "*"
+        if namespace == ".":
+            namespace = scope_namespace
+        if namespace not in ("*", service.meta.namespace):
+            continue
+        if host_matches(host_pattern, host):
+            if exclude:
+                return False
+            imported = True
     return imported
 
 

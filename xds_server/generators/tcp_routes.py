@@ -20,6 +20,7 @@ from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
 from xds_server.galley.model import labels_match
 from xds_server.galley.model_traffic import MESH_GATEWAY, TCPRoute, VirtualService
 from xds_server.generators import naming
+from xds_server.generators.egress_listeners import egress_ports
 from xds_server.generators.endpoints import socket_address
 from xds_server.generators.frozen import Frozen
 from xds_server.generators.http_routes import cluster_for, pack
@@ -37,6 +38,7 @@ def outbound_tcp_listeners(
 ) -> dict[str, Frozen[listener_pb2.Listener]]:
     used = {plan.port for plan in proxy.inbound if plan.bind == proxy.address}
     used.add(naming.OUTBOUND_HTTP_PORT)
+    used |= egress_ports(proxy)  # Sidecar egress listeners with their own port
     chosen: dict[int, OutboundService] = {}
     for svc in _tcp_services(ctx, proxy.scope):
         number = svc.port.number

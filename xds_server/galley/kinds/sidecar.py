@@ -40,8 +40,8 @@ PORT: Shape = shape(
     targetPort=no_effect("Istio applies targetPort to ServiceEntry ports only"),
 )
 CAPTURE = restricted(
-    "DEFAULT or NONE: pocketmesh never captures traffic, its listeners bind addresses; "
-    "IPTABLES is refused"
+    "DEFAULT or NONE. Deliberate non-goal: IPTABLES; pocketmesh never captures traffic (no "
+    "iptables, no root): its listeners bind addresses, and apps use the 15001 HTTP proxy"
 )
 INGRESS: Shape = shape(
     port=obj(PORT),
@@ -54,8 +54,15 @@ INGRESS: Shape = shape(
     connectionPool=obj(connection_pool.SHAPE, "this port's inbound cluster (Istio)"),
 )
 EGRESS: Shape = shape(
-    port=not_yet("per-port egress listeners; an egress entry without a port scopes all"),
-    bind=not_yet(),
+    port=obj(
+        PORT,
+        "a listener of its own on bind:port: plain HTTP requests (no proxy form) routed by "
+        "Host to the hosts it imports, on this port; TCP: to the one it imports",
+    ),
+    bind=supported(
+        "an IP (default: the workload's address; Istio's 127.0.0.1 would be "
+        "shared by every workload of the machine)"
+    ),
     hosts=supported(
         "ns/host patterns: './*', 'istio-system/*', '*/reviews.x'; '~ns/host' excludes "
         "('~/host' in every namespace, '~/*' everything)"
@@ -137,7 +144,7 @@ def parse_sidecar(ck: DocChecker, meta: ObjectMeta, spec: Located | None) -> Sid
 
 
 def _parse_port(ck: DocChecker, at: Located) -> SidecarPort | None:
-    """A Sidecar port: number and protocol required, name optional."""
+    """A Sidecar port: number required; protocol optional (unset: sniffed), name too."""
     fields = ck.fields(at, PORT)
     if fields is None:
         return None
@@ -187,19 +194,41 @@ def _parse_ingress(ck: DocChecker, at: Located) -> tuple[IngressListener, ...]:
 
 
 def _parse_egress(ck: DocChecker, at: Located) -> tuple[EgressListener, ...]:
+    """Istio's rules: at most one listener without a port, and it comes last; ports on
+    one bind address are unique; bind needs a port."""
     listeners: list[EgressListener] = []
-    for i, item in enumerate(ck.items(at) or ()):
+    items = ck.items(at) or []
+    portless_seen = False
+    ports: dict[tuple[str, int], str] = {}
+    for i, item in enumerate(items):
         fields = ck.fields(item, EGRESS)
         if fields is None:
             continue
-        if i == 1:  # every entry is port-less (ports are refused): Istio allows one
-            ck.error(item, "egress can have only one listener without a port")
         _capture_mode(ck, fields.get("captureMode"))
+        port = (
+            _parse_port(ck, fields["port"]) if "port" in fields else None
+        )
+        bind = ""
+        if (bind_at := fields.get("bind")) is not None:
+            bind = ck.string(bind_at, _bind_problem) or ""
+            if "port" not in fields:
+                ck.error(bind_at, "a bind address needs a port")
+        if "port" not in fields:
+            if portless_seen:
+                ck.error(item, "egress can have only one listener without a port")
+            elif i != len(items) - 1:
+                ck.error(item, "the egress listener without a port must be the last one")
+            portless_seen = True
+        elif port is not None:
+            key = (bind, port.number)
+            if key in ports:
+                ck.error(fields["port"], f"port {port.number} is already used by {ports[key]}")
+            ports[key] = item.path
         hosts: list[str] = []
         if (hosts_at := ck.required(fields, "hosts", item)) is not None:
             found = ck.strings(hosts_at, _egress_host_problem, non_empty=True)
             hosts = [h for h, _ in found or ()]
-        listeners.append(EgressListener(tuple(hosts)))
+        listeners.append(EgressListener(tuple(hosts), port, bind))
     return tuple(listeners)
 
 
@@ -208,7 +237,10 @@ def _capture_mode(ck: DocChecker, at: Located | None) -> None:
         return
     mode = ck.enum(at, CAPTURE_MODES)
     if mode is not None and mode not in NO_CAPTURE:
-        ck.not_yet(at, f"captureMode {mode} (pocketmesh binds addresses, it never captures)")
+        ck.not_yet(
+            at, f"captureMode {mode} (a deliberate non-goal: pocketmesh binds addresses, it "
+            "never captures traffic)",
+        )  # fmt: skip
 
 
 def _parse_outbound(ck: DocChecker, at: Located) -> str:
