@@ -6,7 +6,7 @@ import os
 from collections.abc import Mapping
 
 from ..fields import Shape, deprecated, each, not_yet, obj, shape, supported
-from ..model import ObjectMeta
+from ..model import EMPTY_LABELS, ObjectMeta
 from ..model_traffic import (
     ClientTLS,
     DestinationRule,
@@ -132,6 +132,15 @@ def parse_destination_rule(
 
 def _selector(ck: DocChecker, at: Located) -> Mapping[str, str]:
     """Istio's `istio.type.v1beta1.WorkloadSelector`: `matchLabels`."""
+    raw = at.value if isinstance(at.value, dict) else {}
+    if "labels" in raw and "matchLabels" not in raw:  # the networking kinds' spelling
+        path = f"{at.path}.labels"
+        ck.error(
+            Located(raw["labels"], path, ck.lines.get(path, at.line)),
+            "a DestinationRule's workloadSelector says matchLabels (Istio's "
+            "istio.type.v1beta1.WorkloadSelector), not labels",
+        )
+        return EMPTY_LABELS
     fields = ck.fields(at, MATCH_LABELS) or {}
     labels = parse_labels(ck, fields.get("matchLabels"))
     if not labels:
