@@ -274,3 +274,36 @@ spec:
     proxy = PushContext.build(result.config).proxy("client.shop")
     assert proxy is not None
     assert [s.host for s in proxy.scope.services] == ["a.shop.svc.cluster.local"]
+
+
+def test_dynamic_dns_wants_wildcard_hosts_and_http_or_tls() -> None:
+    bad = rule(
+        "hosts: [api.example.com]\nresolution: DYNAMIC_DNS\n"
+        "ports: [{number: 5432, name: pg, protocol: TCP}]\n",
+        "ServiceEntry",
+    )
+    assert findings(bad) == [
+        f"7: {SE}: spec.hosts[0]: host must be wildcarded for resolution mode DYNAMIC_DNS",
+        f"9: {SE}: spec.ports[0].protocol: only HTTP, TLS, GRPC, and HTTP2 protocols are "
+        "supported for resolution type DYNAMIC_DNS",
+    ]
+    good = rule(
+        "hosts: ['*.example.com']\nresolution: DYNAMIC_DNS\n"
+        "ports: [{number: 80, name: http, protocol: HTTP}]\n",
+        "ServiceEntry",
+    )
+    assert good.config is not None, findings(good)
+    text = "---\napiVersion: networking.istio.io/v1\nkind: WorkloadEntry\n"
+    text += "metadata: {name: c, namespace: shop}\nspec: {address: 127.0.9.3}\n"
+    both = parse_documents(
+        "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {name: r, "
+        "namespace: shop}\nspec:\n  hosts: ['*.example.com']\n  resolution: DYNAMIC_DNS\n"
+        "  ports: [{number: 80, name: http, protocol: HTTP}]\n" + text,
+        "x.yaml",
+    )
+    assert both.config is not None
+    ctx = PushContext.build(both.config)
+    proxy = ctx.proxy("c.shop")
+    assert proxy is not None
+    [svc] = proxy.scope.services
+    assert svc.forwards  # to the request's authority (Envoy's dynamic forward proxy)

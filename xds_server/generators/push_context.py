@@ -88,7 +88,7 @@ class OutboundService:
         and of PASSTHROUGH rules. Gateways load-balance over the endpoints (Istio)."""
         if not (self.port.carries_http or self.port.protocol in TLS_PROTOCOLS):
             return False
-        if self.service.resolution == "NONE":
+        if self.service.resolution in ("NONE", "DYNAMIC_DNS"):
             return True
         return self.policy is not None and self.policy.load_balancer == "PASSTHROUGH"
 

@@ -49,7 +49,11 @@ SPEC: Shape = shape(
     ),
     ports=each(PORT),
     location=supported("MESH_INTERNAL services get auto-mTLS"),
-    resolution=supported("NONE/STATIC: EDS; DNS: STRICT_DNS; DNS_ROUND_ROBIN: LOGICAL_DNS"),
+    resolution=supported(
+        "STATIC: EDS; DNS: STRICT_DNS; DNS_ROUND_ROBIN: LOGICAL_DNS; NONE and DYNAMIC_DNS: "
+        "sidecars forward HTTP to the request's authority and TLS to its SNI (Envoy's "
+        "dynamic forward proxy; no traffic capture), a NONE TCP port to the entry's address"
+    ),
     endpoints=each(workload_entry.SPEC),
     workloadSelector=obj(SELECTOR),
     exportTo=supported(),
@@ -59,7 +63,9 @@ SPEC: Shape = shape(
     ),
 )
 LOCATIONS = frozenset({"MESH_INTERNAL", "MESH_EXTERNAL"})
-RESOLUTIONS = frozenset({"NONE", "STATIC", "DNS", "DNS_ROUND_ROBIN"})
+RESOLUTIONS = frozenset({"NONE", "STATIC", "DNS", "DNS_ROUND_ROBIN", "DYNAMIC_DNS"})
+# Istio: DYNAMIC_DNS is for these (the host comes from the Host header or the SNI).
+DYNAMIC_DNS_PROTOCOLS = frozenset({"HTTP", "TLS", "GRPC", "HTTP2"})
 DNS_RESOLUTIONS = frozenset({"DNS", "DNS_ROUND_ROBIN"})
 DEFAULT_LOCATION = "MESH_EXTERNAL"
 DEFAULT_RESOLUTION = "NONE"
@@ -148,6 +154,8 @@ def parse_service_entry(
     ports = _parse_ports(ck, spec, fields.get("ports"))
     if resolution == "NONE":
         _check_original_destination(ck, ports, addresses)
+    elif resolution == "DYNAMIC_DNS":
+        _check_dynamic_dns(ck, fields, hosts or (), ports)
 
     selector: Mapping[str, str] | None = None
     if selector_at is not None:
@@ -210,7 +218,7 @@ def _parse_hosts(
             continue
         seen.add(host.lower())
         if host.startswith("*."):
-            if location != "MESH_EXTERNAL" and resolution != "NONE":
+            if location != "MESH_EXTERNAL" and resolution not in ("NONE", "DYNAMIC_DNS"):
                 ck.error(at, "a wildcard host needs location MESH_EXTERNAL or resolution NONE")
             elif resolution in DNS_RESOLUTIONS and not has_endpoints:
                 ck.error(at, f"a wildcard host cannot be resolved by {resolution} alone")
@@ -251,6 +259,34 @@ def _parse_ports(ck: DocChecker, spec: Located, at: Located | None) -> tuple[Ser
 
 
 TLS_PROTOCOLS = frozenset({"TLS", "HTTPS"})
+
+
+def _check_dynamic_dns(
+    ck: DocChecker,
+    fields: dict[str, Located],
+    hosts: tuple[str, ...],
+    ports: tuple[ServicePort, ...],
+) -> None:
+    """Istio's rules for DYNAMIC_DNS: wildcard hosts, resolved per request from the Host
+    header or the SNI (here, as resolution NONE does: Envoy's dynamic forward proxy)."""
+    for i, host in enumerate(hosts):
+        if not host.startswith("*"):
+            path = f"spec.hosts[{i}]"
+            ck.error(
+                Located(host, path, ck.lines.get(path, 0)),
+                "host must be wildcarded for resolution mode DYNAMIC_DNS",
+            )
+    for key in ("addresses", "endpoints"):
+        if key in fields:
+            ck.error(fields[key], f"{key} cannot be set for resolution type DYNAMIC_DNS")
+    for i, port in enumerate(ports):
+        if port.protocol not in DYNAMIC_DNS_PROTOCOLS:
+            path = f"spec.ports[{i}].protocol"
+            ck.error(
+                Located(port.protocol, path, ck.lines.get(path, 0)),
+                "only HTTP, TLS, GRPC, and HTTP2 protocols are supported for resolution type "
+                "DYNAMIC_DNS",
+            )
 
 
 def _check_original_destination(
