@@ -976,6 +976,23 @@ metadata: {name: ratings, namespace: default}
 spec:
   host: ratings
   trafficPolicy:
+    retryBudget: {percent: 25, minRetryConcurrency: 5}
+    connectionPool: {tcp: {maxConnections: 50}}
+""",
+        (
+            "spec.trafficPolicy.retryBudget",
+            "spec.trafficPolicy.retryBudget.percent",
+            "spec.trafficPolicy.retryBudget.minRetryConcurrency",
+        ),
+    ),
+    Sample(
+        """\
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: ratings, namespace: default}
+spec:
+  host: ratings
+  trafficPolicy:
     loadBalancer: {warmupDurationSecs: 60s}
     connectionPool:
       http: {useClientProtocol: true}

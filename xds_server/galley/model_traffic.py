@@ -333,6 +333,7 @@ class TrafficPolicy:
     outlier_detection: OutlierDetection | None = None
     tls: ClientTLS | None = None  # replaced as a whole by a lower level (Istio)
     port_level: tuple[tuple[int, TrafficPolicy], ...] = ()
+    retry_budget: tuple[float, int] | None = None  # (percent, minRetryConcurrency)
 
     @property
     def tls_mode(self) -> str | None:
@@ -370,6 +371,7 @@ class TrafficPolicy:
             outlier_detection=over.outlier_detection or self.outlier_detection,
             tls=over.tls or self.tls,
             port_level=over.port_level or self.port_level,
+            retry_budget=over.retry_budget or self.retry_budget,
         )
 
 

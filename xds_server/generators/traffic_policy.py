@@ -51,6 +51,11 @@ def apply_traffic_policy(cluster: Cluster, policy: TrafficPolicy | None, http: b
     pool = policy.connection_pool
     if pool is not None:
         _connection_pool(cluster, pool, http)
+    if policy.retry_budget is not None:  # Istio's applyRetryBudget
+        if not cluster.circuit_breakers.thresholds:
+            cluster.circuit_breakers.thresholds.add()
+        budget = cluster.circuit_breakers.thresholds[0].retry_budget
+        budget.budget_percent.value, budget.min_retry_concurrency.value = policy.retry_budget
     outlier = policy.outlier_detection
     if outlier is not None:
         _outlier_detection(cluster, outlier, http)

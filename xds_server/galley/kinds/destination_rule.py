@@ -66,6 +66,11 @@ TLS: Shape = shape(
     insecureSkipVerify=supported("the upstream certificate is not verified"),
     caCrl=not_yet(),
 )
+RETRY_BUDGET: Shape = shape(
+    percent=supported("of the active requests; default 20"),
+    minRetryConcurrency=supported("default 3"),
+    budgetInterval=not_yet("Envoy 1.40 has no budget interval"),
+)
 PORT_POLICY: Shape = shape(
     port=obj(shape(number=supported())),
     loadBalancer=obj(load_balancer.SHAPE),
@@ -81,7 +86,7 @@ POLICY: Shape = shape(
     portLevelSettings=each(PORT_POLICY, "replaces each policy field it sets, for its port"),
     tunnel=not_yet(),
     proxyProtocol=not_yet(),
-    retryBudget=not_yet(),
+    retryBudget=obj(RETRY_BUDGET, "Envoy's retry budget circuit breaker"),
 )
 SUBSET: Shape = shape(name=supported(), labels=supported(), trafficPolicy=obj(POLICY))
 SPEC: Shape = shape(
@@ -176,6 +181,22 @@ def _export_to(
     return tuple(values)
 
 
+def _retry_budget(ck: DocChecker, at: Located) -> tuple[float, int]:
+    """(percent, minRetryConcurrency) with Istio's defaults (20 %, 3)."""
+    fields = ck.fields(at, RETRY_BUDGET) or {}
+    percent = 20.0
+    if (percent_at := fields.get("percent")) is not None:  # a DoubleValue: a number
+        value = percent_at.value
+        if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 100:
+            ck.error(percent_at, f"{value!r} must be a number from 0 to 100")
+        else:
+            percent = float(value)
+    minimum = 3
+    if (min_at := fields.get("minRetryConcurrency")) is not None:
+        minimum = ck.integer(min_at, 1, 2**32 - 1) or 3
+    return percent, minimum
+
+
 def _subset(ck: DocChecker, at: Located, namespace: str) -> Subset | None:
     fields = ck.fields(at, SUBSET)
     if fields is None:
@@ -207,6 +228,7 @@ def _policy(
         pool = parse_connection_pool(ck, fields["connectionPool"])
     outlier = _outlier(ck, fields["outlierDetection"]) if "outlierDetection" in fields else None
     tls = _tls(ck, fields["tls"], namespace) if "tls" in fields else None
+    budget = _retry_budget(ck, fields["retryBudget"]) if "retryBudget" in fields else None
     port_level: list[tuple[int, TrafficPolicy]] = []
     for item in (
         ck.items(fields["portLevelSettings"]) or () if "portLevelSettings" in fields else ()
@@ -236,6 +258,7 @@ def _policy(
         outlier_detection=outlier,
         tls=tls,
         port_level=tuple(port_level),
+        retry_budget=budget,
     )
 
 
