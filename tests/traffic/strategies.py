@@ -334,6 +334,9 @@ policy_fields: dict[str, st.SearchStrategy[Any]] = {
         },
     ),
     "tls": st.deferred(lambda: tls_settings),
+    "retryBudget": st.fixed_dictionaries(
+        {}, optional={"percent": st.integers(0, 100), "minRetryConcurrency": st.integers(1, 9)}
+    ),
 }
 # Istio: a traffic policy must set something.
 policy = st.fixed_dictionaries({}, optional=policy_fields).filter(bool)
