@@ -12,6 +12,7 @@ import subprocess
 import time
 from collections import Counter
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -352,3 +353,32 @@ def test_tcp_keepalive_sets_so_keepalive_on_upstream_connections(mesh: LiveMesh)
     request(f"{mesh.addr(10)}:15001", REVIEWS + "?n=2")
     timer = wait_until(keepalive_timer, timeout=10, what="a keepalive timer on the connection")
     assert "timer:(keepalive," in timer
+
+
+def test_max_retries_caps_concurrent_retries(mesh: LiveMesh) -> None:
+    """connectionPool.http.maxRetries is Envoy's max_retries circuit breaker: retries
+    beyond it at once are not made (upstream_rq_retry_overflow)."""
+    mesh.apply(
+        mesh.base  # type: ignore[attr-defined]
+        + rule("reviews", "    connectionPool: {http: {maxRetries: 1}}\n")
+        + """\
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews, namespace: default}
+spec:
+  hosts: [reviews]
+  http: [{route: [{destination: {host: reviews}}], retries: {attempts: 3, retryOn: 5xx}}]
+"""
+    )
+    name = "cluster.outbound|9080||reviews.default.svc.cluster.local.upstream_rq_retry_overflow"
+    before = _stat(mesh, "sleep.default", name)
+    slow_failure = REVIEWS + "?status=503&sleep=0.3"
+    with ThreadPoolExecutor(6) as pool:
+        replies = list(
+            pool.map(
+                lambda _: request(f"{mesh.addr(10)}:15001", slow_failure, timeout=15), range(6)
+            )
+        )
+    assert all(r.status == 503 for r in replies)
+    assert _stat(mesh, "sleep.default", name) > before
