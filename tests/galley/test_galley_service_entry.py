@@ -215,7 +215,7 @@ def test_workload_selector() -> None:
         (
             "hosts: [a.com]\nresolution: static\n",
             "se.yaml:8: ServiceEntry shop/svc: spec.resolution: "
-            "'static' must be one of DNS, DNS_ROUND_ROBIN, NONE, STATIC",
+            "'static' must be one of DNS, DNS_ROUND_ROBIN, DYNAMIC_DNS, NONE, STATIC",
         ),
         (
             "hosts: [a.com]\naddresses: [10.0.0.300]\n",
