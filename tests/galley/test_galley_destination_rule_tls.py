@@ -215,13 +215,14 @@ stringData:
     assert ok.errors == ()
 
 
-def test_export_to_other_than_everywhere_is_not_supported_yet(tmp_path: Path) -> None:
+def test_export_to_everywhere_and_somewhere_is_refused(tmp_path: Path) -> None:
+    """Istio's validateExportTo: '*' exports everywhere, nothing else may be listed."""
     (tmp_path / "dr.yaml").write_text(
         "apiVersion: networking.istio.io/v1\nkind: DestinationRule\n"
         "metadata: {name: api}\nspec:\n  host: api.example.com\n  exportTo: ['*', '.']\n"
     )
     result = load_paths([tmp_path / "dr.yaml"])
     assert [str(e) for e in result.errors] == [
-        f"{tmp_path}/dr.yaml:6: DestinationRule default/api: spec.exportTo[1]: exportTo '.' "
-        "(a rule applies in every namespace) is not supported by pocketmesh yet"
+        f"{tmp_path}/dr.yaml:6: DestinationRule default/api: spec.exportTo: cannot have both "
+        "public (*) and non-public exportTo values"
     ]

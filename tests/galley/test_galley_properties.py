@@ -68,6 +68,14 @@ def service_entry_docs(draw: st.DrawFn) -> dict[str, Any]:
         spec["resolution"] = resolution
     if draw(st.booleans()):
         spec["addresses"] = draw(st.lists(ips, max_size=2))
+    tcp = [
+        p
+        for p in ports
+        if p["protocol"].upper() not in ("HTTP", "HTTP2", "GRPC", "GRPC-WEB", "TLS", "HTTPS")
+    ]
+    if resolution in (None, "NONE") and tcp:
+        # A TCP port of a NONE entry forwards to the entry's one address (no capture).
+        spec["addresses"] = [draw(ips)]
     if resolution not in (None, "NONE"):
         if draw(st.booleans()):
             address = ips if resolution == "STATIC" else st.one_of(ips, fqdns)

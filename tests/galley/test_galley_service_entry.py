@@ -215,7 +215,7 @@ def test_workload_selector() -> None:
         (
             "hosts: [a.com]\nresolution: static\n",
             "se.yaml:8: ServiceEntry shop/svc: spec.resolution: "
-            "'static' must be one of DNS, DNS_ROUND_ROBIN, NONE, STATIC",
+            "'static' must be one of DNS, DNS_ROUND_ROBIN, DYNAMIC_DNS, NONE, STATIC",
         ),
         (
             "hosts: [a.com]\naddresses: [10.0.0.300]\n",
@@ -223,9 +223,9 @@ def test_workload_selector() -> None:
             "'10.0.0.300' must be an IP address or a CIDR range",
         ),
         (
-            "hosts: [a.com]\naddresses: [10.1.0.0/16]\n",
+            "hosts: [a.com]\naddresses: [10.1.0.0/16]\nresolution: DNS\n",
             "se.yaml:8: ServiceEntry shop/svc: spec.addresses[0]: "
-            "'10.1.0.0/16': an address range is not supported by pocketmesh yet",
+            "address ranges are allowed only with resolution NONE or STATIC",
         ),
         (
             "hosts: [a.com]\nresolution: STATIC\nworkloadSelector: {labels: {a: b}}\n"
@@ -236,7 +236,7 @@ def test_workload_selector() -> None:
         (
             "hosts: [a.com]\nresolution: STATIC\nendpoints:\n- address: a.com\n",
             "se.yaml:10: ServiceEntry shop/svc: spec.endpoints[0].address: "
-            "'a.com' must be an IP address for resolution STATIC",
+            "'a.com' must be an IP address (or unix:///path) for resolution STATIC",
         ),
         (
             "hosts: [a.com]\nendpoints:\n- address: 1.2.3.4\n",
@@ -283,7 +283,7 @@ def test_missing_spec() -> None:
             "no ports: no listeners or clusters are built for this entry",
         ),
         (
-            "hosts: [reviews]\nports: [{number: 1, name: a, protocol: TCP}]\n",
+            "hosts: [reviews]\nports: [{number: 1, name: a, protocol: HTTP}]\n",
             "se.yaml:7: warning: ServiceEntry shop/svc: spec.hosts[0]: "
             "'reviews' is not fully qualified",
         ),
@@ -294,7 +294,7 @@ def test_missing_spec() -> None:
             "names no port of this ServiceEntry",
         ),
         (
-            "hosts: [a.com]\nports: [{number: 1, name: a, protocol: TCP}]\n"
+            "hosts: [a.com]\nports: [{number: 1, name: a, protocol: HTTP}]\n"
             "workloadSelector: {labels: {app: a}}\n",
             "se.yaml:9: warning: ServiceEntry shop/svc: spec.workloadSelector: "
             "has no effect with resolution NONE",

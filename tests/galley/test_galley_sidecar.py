@@ -96,10 +96,8 @@ P = "sc.yaml:{line}: Sidecar bookinfo/reviews: {field}: {message}"
             P.format(line=8, field="spec.ingress[0].port", message="required field missing"),
         ),
         (
-            "ingress:\n- port:\n    number: 80\n",
-            P.format(
-                line=8, field="spec.ingress[0].port.protocol", message="required field missing"
-            ),
+            "ingress:\n- port:\n    protocol: HTTP\n",
+            P.format(line=8, field="spec.ingress[0].port.number", message="required field missing"),
         ),
         (
             "ingress:\n- port: {number: 80, protocol: TCP}\n  defaultEndpoint: 127.0.0.1:0\n",
@@ -177,15 +175,17 @@ P = "sc.yaml:{line}: Sidecar bookinfo/reviews: {field}: {message}"
             P.format(
                 line=8,
                 field="spec.egress[0].hosts[0]",
-                message="'Bad/*' must start with '.', '*', '~' or a namespace name before the '/'",
+                message="'Bad/*' must start with '.', '*', '~' or a namespace name (or ~name) "
+                "before the '/'",
             ),
         ),
         (
-            "egress:\n- hosts: [~/a.com]\n",
+            "egress:\n- hosts: [~Bad/a.com]\n",
             P.format(
                 line=8,
                 field="spec.egress[0].hosts[0]",
-                message="'~/a.com' may only be '~/*' with the '~' namespace",
+                message="'~Bad/a.com' must start with '.', '*', '~' or a namespace name (or "
+                "~name) before the '/'",
             ),
         ),
         (
@@ -197,36 +197,24 @@ P = "sc.yaml:{line}: Sidecar bookinfo/reviews: {field}: {message}"
             ),
         ),
         (
-            "egress:\n- hosts: [./*]\n  port: {number: 80, protocol: HTTP}\n",
+            "egress:\n- hosts: [./*]\n- hosts: [./*]\n  port: {number: 80, protocol: HTTP}\n",
             P.format(
-                line=9,
-                field="spec.egress[0].port",
-                message="not supported by pocketmesh yet (per-port egress listeners; an egress "
-                "entry without a port scopes all)",
+                line=8,
+                field="spec.egress[0]",
+                message="the egress listener without a port must be the last one",
             ),
         ),
         (
             "egress:\n- hosts: [./*]\n  bind: 127.0.0.1\n",
-            P.format(
-                line=9, field="spec.egress[0].bind", message="not supported by pocketmesh yet"
-            ),
+            P.format(line=9, field="spec.egress[0].bind", message="a bind address needs a port"),
         ),
         (
             "ingress:\n- port: {number: 80, protocol: TCP}\n  captureMode: IPTABLES\n",
             P.format(
                 line=9,
                 field="spec.ingress[0].captureMode",
-                message="captureMode IPTABLES (pocketmesh binds addresses, it never captures) is "
-                "not supported by pocketmesh yet",
-            ),
-        ),
-        (
-            "outboundTrafficPolicy: {mode: ALLOW_ANY}\n",
-            P.format(
-                line=7,
-                field="spec.outboundTrafficPolicy.mode",
-                message="mode ALLOW_ANY (passthrough to hosts outside the registry) is not "
-                "supported by pocketmesh yet",
+                message="captureMode IPTABLES (a deliberate non-goal: pocketmesh binds addresses, "
+                "it never captures traffic) is not supported by pocketmesh yet",
             ),
         ),
         (
@@ -234,7 +222,8 @@ P = "sc.yaml:{line}: Sidecar bookinfo/reviews: {field}: {message}"
             P.format(
                 line=7,
                 field="spec.outboundTrafficPolicy.egressProxy",
-                message="not supported by pocketmesh yet",
+                message="not supported by pocketmesh yet (routing unknown hosts through an "
+                "egress gateway)",
             ),
         ),
         (
@@ -250,7 +239,7 @@ P = "sc.yaml:{line}: Sidecar bookinfo/reviews: {field}: {message}"
             P.format(
                 line=7,
                 field="spec.inboundConnectionPool",
-                message="not supported by pocketmesh yet",
+                message="connection pool must have at least one field",
             ),
         ),
         (

@@ -1,14 +1,18 @@
 from __future__ import annotations
 
+import dataclasses
+from types import MappingProxyType
+
 from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.core.v3 import config_source_pb2
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
 
 from xds_server import xds_types
+from xds_server.galley.model_traffic import Gateway, GatewayServer
 from xds_server.generators import PushContext, generate
 from xds_server.generators.clusters import HTTP_PROTOCOL_OPTIONS_KEY
 
-from .factory import bookinfo, endpoint, port, service, workload
+from .factory import bookinfo, endpoint, meta, port, service, workload
 
 Cluster = cluster_pb2.Cluster
 REVIEWS = "outbound|9080||reviews.default.svc.cluster.local"
@@ -52,11 +56,26 @@ def test_grpc_and_http2_ports_upstream_speak_h2() -> None:
     assert options.explicit_http_config.HasField("http2_protocol_options")
 
 
-def test_none_resolution_with_endpoints_is_eds() -> None:
+def test_none_resolution_forwards_http_to_the_authority_on_sidecars_only() -> None:
+    """Istio's ORIGINAL_DST: on the HTTP proxy, the request's authority (Envoy's dynamic
+    forward proxy); gateways load-balance over the endpoints, as Istio's do."""
     mesh = bookinfo(
-        service("vm", "default", selector=None, resolution="NONE", endpoints=[endpoint("10.0.0.1")])
+        service(
+            "vm", "default", selector=None, resolution="NONE", endpoints=[endpoint("10.0.0.1")]
+        ),
+        workload("ingress", "default", "127.0.0.9", {"istio": "ingressgateway"}),
     )
-    assert _clusters(mesh)["outbound|9080||vm.default.svc.cluster.local"].type == Cluster.EDS
+    gateway = Gateway(
+        meta("Gateway", "gw"),
+        MappingProxyType({"istio": "ingressgateway"}),
+        (GatewayServer(8080, "HTTP", "http", ("*",)),),
+    )
+    mesh = dataclasses.replace(mesh, gateways=(gateway,))
+    cluster = _clusters(mesh)["outbound|9080||vm.default.svc.cluster.local"]
+    assert cluster.cluster_type.name == "envoy.clusters.dynamic_forward_proxy"
+    assert cluster.lb_policy == Cluster.CLUSTER_PROVIDED
+    at_gateway = _clusters(mesh, "ingress.default")["outbound|9080||vm.default.svc.cluster.local"]
+    assert at_gateway.type == Cluster.EDS
 
 
 def test_dns_service_without_endpoints_resolves_its_host() -> None:

@@ -337,6 +337,8 @@ spec:
             "spec.ingress[0].defaultEndpoint",
             "spec.egress",
             Case("spec.egress[0].hosts", ["./*"]),
+            Case("spec.outboundTrafficPolicy", {"mode": "ALLOW_ANY"}),
+            Case("spec.outboundTrafficPolicy.mode", "ALLOW_ANY"),
         ),
     ),
 ]
@@ -894,6 +896,394 @@ spec:
     ),
 ]
 
+# A service with endpoints in five localities and a client in one of them (14c).
+LOCAL_SERVICE = """\
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: local, namespace: default}
+spec:
+  hosts: [local.example.com]
+  location: MESH_EXTERNAL
+  resolution: STATIC
+  ports: [{number: 8080, name: http, protocol: HTTP}]
+  endpoints:
+  - {address: 127.0.81.1, locality: us/east/a, labels: {tier: gold}}
+  - {address: 127.0.81.2, locality: us/east/b, labels: {tier: gold}}
+  - {address: 127.0.81.3, locality: us/west, labels: {tier: silver}}
+  - {address: 127.0.81.4, locality: eu/west, labels: {tier: gold}}
+  - {address: 127.0.81.5, locality: ap/south, labels: {tier: silver}}
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {name: local-client, namespace: default}
+spec: {address: 127.0.81.10, locality: us/east/a, labels: {app: local-client, tier: gold}}
+"""
+
+DESTINATION_RULE_14C = [
+    Sample(
+        """\
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: local, namespace: default}
+spec:
+  host: local.example.com
+  trafficPolicy:
+    outlierDetection:
+      consecutive5xxErrors: 1
+      splitExternalLocalOriginErrors: true
+      consecutiveLocalOriginFailures: 2
+      outlierDetectionHttpErrorCodes: [418]
+    loadBalancer:
+      localityLbSetting:
+        enabled: true
+        failover: [{from: us, to: ap}]
+"""
+        + LOCAL_SERVICE,
+        (
+            "spec.trafficPolicy.loadBalancer.localityLbSetting",
+            Case("spec.trafficPolicy.loadBalancer.localityLbSetting.enabled", False),
+            "spec.trafficPolicy.loadBalancer.localityLbSetting.failover",
+            Case("spec.trafficPolicy.loadBalancer.localityLbSetting.failover[0].from", "eu"),
+            Case("spec.trafficPolicy.loadBalancer.localityLbSetting.failover[0].to", "eu"),
+            Case(
+                "spec.trafficPolicy.outlierDetection.splitExternalLocalOriginErrors",
+                REMOVE,
+                {"spec.trafficPolicy.outlierDetection.consecutiveLocalOriginFailures": REMOVE},
+            ),
+            "spec.trafficPolicy.outlierDetection.consecutiveLocalOriginFailures",
+            Case("spec.trafficPolicy.outlierDetection.outlierDetectionHttpErrorCodes", [500]),
+        ),
+    ),
+    Sample(
+        """\
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: local, namespace: default}
+spec:
+  host: local.example.com
+  trafficPolicy:
+    outlierDetection: {consecutive5xxErrors: 1}
+    loadBalancer:
+      localityLbSetting:
+        failoverPriority: [tier]
+"""
+        + LOCAL_SERVICE,
+        (
+            Case(
+                "spec.trafficPolicy.loadBalancer.localityLbSetting.failoverPriority",
+                ["topology.kubernetes.io/region"],
+            ),
+        ),
+    ),
+    Sample(
+        """\
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: local, namespace: default}
+spec:
+  host: local.example.com
+  trafficPolicy:
+    outlierDetection: {consecutive5xxErrors: 1}
+    loadBalancer:
+      zoneAwareLbSetting:
+        enabled: true
+        failover: [{from: us, to: ap}]
+        minClusterSize: 3
+"""
+        + LOCAL_SERVICE,
+        (
+            "spec.trafficPolicy.loadBalancer.zoneAwareLbSetting",
+            Case("spec.trafficPolicy.loadBalancer.zoneAwareLbSetting.enabled", False),
+            "spec.trafficPolicy.loadBalancer.zoneAwareLbSetting.failover",
+            "spec.trafficPolicy.loadBalancer.zoneAwareLbSetting.minClusterSize",
+        ),
+    ),
+    Sample(
+        """\
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: local, namespace: default}
+spec:
+  host: local.example.com
+  trafficPolicy:
+    outlierDetection: {consecutive5xxErrors: 1}
+    loadBalancer:
+      zoneAwareLbSetting: {failoverPriority: [tier]}
+"""
+        + LOCAL_SERVICE,
+        ("spec.trafficPolicy.loadBalancer.zoneAwareLbSetting.failoverPriority",),
+    ),
+    Sample(
+        """\
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: local, namespace: default}
+spec:
+  host: local.example.com
+  trafficPolicy:
+    loadBalancer:
+      localityLbSetting:
+        distribute:
+        - from: us/east/*
+          to: {us/east/a: 80, eu/west: 20}
+"""
+        + LOCAL_SERVICE,
+        (
+            "spec.trafficPolicy.loadBalancer.localityLbSetting.distribute",
+            Case("spec.trafficPolicy.loadBalancer.localityLbSetting.distribute[0].from", "us/west"),
+            Case(
+                "spec.trafficPolicy.loadBalancer.localityLbSetting.distribute[0].to",
+                {"us/east/a": 50, "ap/south": 50},
+            ),
+        ),
+    ),
+    Sample(
+        """\
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: ratings, namespace: default}
+spec:
+  host: ratings
+  trafficPolicy:
+    loadBalancer:
+      simple: LEAST_REQUEST
+      warmup: {duration: 60s, minimumPercent: 20, aggression: 2}
+    connectionPool:
+      tcp:
+        tcpKeepalive: {probes: 3, time: 60s, interval: 10s}
+        maxConnectionDuration: 1h
+        idleTimeout: 5m
+      http:
+        h2UpgradePolicy: UPGRADE
+        maxConcurrentStreams: 100
+        http2KeepAlive: {interval: 30s, timeout: 5s}
+""",
+        (
+            "spec.trafficPolicy.loadBalancer.warmup",
+            Case("spec.trafficPolicy.loadBalancer.warmup.duration", "30s"),
+            "spec.trafficPolicy.loadBalancer.warmup.minimumPercent",
+            "spec.trafficPolicy.loadBalancer.warmup.aggression",
+            "spec.trafficPolicy.connectionPool.tcp.tcpKeepalive",
+            "spec.trafficPolicy.connectionPool.tcp.tcpKeepalive.probes",
+            "spec.trafficPolicy.connectionPool.tcp.tcpKeepalive.time",
+            "spec.trafficPolicy.connectionPool.tcp.tcpKeepalive.interval",
+            "spec.trafficPolicy.connectionPool.tcp.maxConnectionDuration",
+            "spec.trafficPolicy.connectionPool.tcp.idleTimeout",
+            Case("spec.trafficPolicy.connectionPool.http.h2UpgradePolicy", "DO_NOT_UPGRADE"),
+            "spec.trafficPolicy.connectionPool.http.maxConcurrentStreams",
+            "spec.trafficPolicy.connectionPool.http.http2KeepAlive",
+            Case("spec.trafficPolicy.connectionPool.http.http2KeepAlive.interval", "10s"),
+            Case("spec.trafficPolicy.connectionPool.http.http2KeepAlive.timeout", "1s"),
+        ),
+    ),
+    Sample(
+        """\
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: ratings, namespace: default}
+spec:
+  host: ratings
+  trafficPolicy:
+    retryBudget: {percent: 25, minRetryConcurrency: 5}
+    connectionPool: {tcp: {maxConnections: 50}}
+""",
+        (
+            "spec.trafficPolicy.retryBudget",
+            "spec.trafficPolicy.retryBudget.percent",
+            "spec.trafficPolicy.retryBudget.minRetryConcurrency",
+        ),
+    ),
+    Sample(
+        """\
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: ratings, namespace: default}
+spec:
+  host: ratings
+  trafficPolicy:
+    loadBalancer: {warmupDurationSecs: 60s}
+    connectionPool:
+      http: {useClientProtocol: true}
+""",
+        (
+            "spec.trafficPolicy.loadBalancer.warmupDurationSecs",
+            "spec.trafficPolicy.connectionPool.http.useClientProtocol",
+        ),
+    ),
+    Sample(
+        """\
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: ratings, namespace: default}
+spec:
+  host: ratings
+  trafficPolicy:
+    loadBalancer:
+      consistentHash:
+        httpQueryParameterName: user
+        maglev: {tableSize: 65537}
+""",
+        (
+            Case(
+                "spec.trafficPolicy.loadBalancer.consistentHash.httpQueryParameterName",
+                REMOVE,
+                {"spec.trafficPolicy.loadBalancer.consistentHash.httpHeaderName": "x-user"},
+            ),
+            Case(
+                "spec.trafficPolicy.loadBalancer.consistentHash.maglev",
+                REMOVE,
+                {"spec.trafficPolicy.loadBalancer.consistentHash.ringHash": {}},
+            ),
+            Case("spec.trafficPolicy.loadBalancer.consistentHash.maglev.tableSize", 131),
+        ),
+    ),
+    Sample(
+        """\
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: ratings, namespace: default}
+spec:
+  host: ratings
+  trafficPolicy:
+    loadBalancer:
+      consistentHash:
+        httpCookie:
+          name: session
+          attributes: [{name: SameSite, value: Strict}]
+        ringHash: {minimumRingSize: 4096}
+""",
+        (
+            "spec.trafficPolicy.loadBalancer.consistentHash.httpCookie.attributes",
+            Case(
+                "spec.trafficPolicy.loadBalancer.consistentHash.httpCookie.attributes[0].name",
+                "Secure",
+            ),
+            Case(
+                "spec.trafficPolicy.loadBalancer.consistentHash.httpCookie.attributes[0].value",
+                "Lax",
+            ),
+            "spec.trafficPolicy.loadBalancer.consistentHash.ringHash",
+            "spec.trafficPolicy.loadBalancer.consistentHash.ringHash.minimumRingSize",
+        ),
+    ),
+    Sample(
+        """\
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: httpbin, namespace: default}
+spec:
+  host: httpbin.example.com
+  trafficPolicy:
+    loadBalancer: {simple: PASSTHROUGH}
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: httpbin, namespace: default}
+spec:
+  hosts: [httpbin.example.com]
+  resolution: DNS
+  ports: [{number: 80, name: http, protocol: HTTP}]
+""",
+        (Case("spec.trafficPolicy.loadBalancer.simple", "ROUND_ROBIN"),),
+    ),
+    # Rules that apply to some proxies only: exportTo and workloadSelector.
+    Sample(
+        """\
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: ratings-for-productpage, namespace: default}
+spec:
+  host: ratings
+  workloadSelector: {matchLabels: {app: productpage}}
+  exportTo: ["."]
+  trafficPolicy:
+    loadBalancer: {simple: RANDOM}
+""",
+        (
+            "spec.workloadSelector",
+            Case("spec.workloadSelector.matchLabels", {"app": "reviews"}),
+            Case("spec.exportTo", ["other"], {"spec.workloadSelector": REMOVE}),
+        ),
+    ),
+]
+
+# ServiceEntry, WorkloadEntry and Sidecar fields of issue 14c.
+SERVICES_14C: list[Sample] = [
+    # Egress listeners of their own (Istio's egress ports), and exclusions.
+    Sample(
+        """\
+apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {name: productpage, namespace: default}
+spec:
+  workloadSelector: {labels: {app: productpage}}
+  egress:
+  - port: {number: 9080, protocol: HTTP, name: web}
+    bind: 127.0.80.101
+    hosts: ["./*", "~./ratings.default.svc.cluster.local"]
+  - hosts: ["./*"]
+""",
+        (
+            Case("spec.egress[0].port", {"number": 9081, "protocol": "HTTP"}),
+            "spec.egress[0].bind",
+        ),
+    ),
+    # Ports without a protocol: sniffed (listeners with the HTTP inspector).
+    Sample(
+        """\
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: mixed, namespace: default}
+spec:
+  hosts: [mixed.default.svc.cluster.local]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports: [{number: 7070, name: mixed}]
+  workloadSelector: {labels: {app: ratings}}
+""",
+        (Case("spec.ports[0].protocol", "TCP"),),
+    ),
+    # Resolution NONE: HTTP to the authority, TLS to the SNI, TCP to the one address.
+    Sample(
+        """\
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: external, namespace: default}
+spec:
+  hosts: [api.external.example]
+  addresses: [127.0.82.1]
+  resolution: NONE
+  ports:
+  - {number: 8080, name: http, protocol: HTTP}
+  - {number: 8443, name: tls, protocol: TLS}
+  - {number: 8000, name: tcp, protocol: TCP}
+""",
+        (Case("spec.resolution", "DNS"),),
+    ),
+    Sample(
+        """\
+apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {name: sleep, namespace: other}
+spec:
+  outboundTrafficPolicy: {mode: ALLOW_ANY}
+  inboundConnectionPool: {tcp: {connectTimeout: 3s}}
+  ingress:
+  - port: {number: 7000, name: any}
+    defaultEndpoint: 127.0.0.1:7001
+    connectionPool: {http: {idleTimeout: 7s}}
+  - port: {number: 7002, protocol: HTTP}
+    defaultEndpoint: unix:///run/app.sock
+""",
+        (
+            Case("spec.ingress[0].port", {"number": 7000, "protocol": "TCP"}),
+            "spec.inboundConnectionPool",
+            "spec.ingress[0].connectionPool",
+        ),
+    ),
+]
+
 GATEWAY_SAMPLES = [
     Sample(
         """\
@@ -1378,6 +1768,8 @@ SAMPLES = (
     + SIDECAR
     + VIRTUAL_SERVICE
     + DESTINATION_RULE
+    + DESTINATION_RULE_14C
+    + SERVICES_14C
     + GATEWAY_SAMPLES
     + SECRET
     + PEER_AUTHENTICATION
@@ -1400,9 +1792,6 @@ REFUSED = {
     ("WorkloadEntry", "spec.network"): "net-b",
     ("Sidecar", "spec.ingress[].captureMode"): "IPTABLES",
     ("Sidecar", "spec.egress[].captureMode"): "IPTABLES",
-    ("Sidecar", "spec.outboundTrafficPolicy"): {"mode": "ALLOW_ANY"},
-    ("Sidecar", "spec.outboundTrafficPolicy.mode"): "ALLOW_ANY",
-    ("DestinationRule", "spec.exportTo"): ["."],
     ("Gateway", "spec.servers[].tls.mode"): "AUTO_PASSTHROUGH",
     ("Secret", "type"): "kubernetes.io/dockerconfigjson",
 }

@@ -49,13 +49,16 @@ def example_copy(root: Path, example: str, net: str) -> Path:
     target.mkdir(parents=True)
     ports: dict[str, int] = {}
 
-    def free(match: re.Match[str]) -> str:
-        return f"127.0.0.1:{ports.setdefault(match.group(0), free_port())}"
+    def port_of(app_port: str) -> int:
+        return ports.setdefault(app_port, free_port())
 
     for path in sorted((EXAMPLES / example).iterdir()):
         if path.suffix not in (".yaml", ".yml"):
             shutil.copy(path, target / path.name)
             continue
         text = path.read_text().replace(f"{EXAMPLES_NET}.", f"{net}.")  # follows links
-        (target / path.name).write_text(re.sub(r"127\.0\.0\.1:173\d\d", free, text))
+        text = re.sub(r"127\.0\.0\.1:(173\d\d)", lambda m: f"127.0.0.1:{port_of(m[1])}", text)
+        # An app's port written alone (`localhost:17381`, `targetPort: 17381`): the same.
+        text = re.sub(r"\b173\d\d\b", lambda m: str(port_of(m[0])), text)
+        (target / path.name).write_text(text)
     return target

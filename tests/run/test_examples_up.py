@@ -314,6 +314,41 @@ def ext_authz(ex: Example) -> None:
     checked = log.read_text().count("[gRPC]")
     assert ex.via(15, "http://httpbin:8000/ip").status == 200  # not checked: no rule selects it
     assert log.read_text().count("[gRPC]") == checked
+# -- locality load balancing -----------------------------------------------------------
+
+
+def locality_failover(ex: Example) -> None:
+    """Istio's task: region1.zone1 first; its instance stopped, the first call fails and
+    the rest go to region1.zone2; that one stopped too, to region2.zone3 (the failover
+    region), never region3.zone4."""
+    hello = "http://helloworld.sample:5000/hello"
+    assert {ex.via(75, hello).data.get("version") for _ in range(6)} == {"region1.zone1"}
+    out, _ = ex.try_line()
+    lines = out.split()
+    assert lines[:2] == ['"version":', '"region1.zone1"'], out
+    versions = [v.strip('"') for v in lines if v.startswith('"region')]
+    assert versions[0] == "region1.zone1" and versions[-1] == "region2.zone3", out
+    assert "region3.zone4" not in out, out
+    assert "503" in lines, out  # the first call after a stop fails, as in the task
+    answers = {ex.via(75, hello).data.get("version") for _ in range(10)}
+    assert answers == {"region2.zone3"}, answers
+
+
+# -- egress ------------------------------------------------------------------------------
+
+
+def egress(ex: Example) -> None:
+    """A ServiceEntry (DNS) reaches a service outside the mesh; a host outside the
+    registry gets 404 (REGISTRY_ONLY), unless the client's Sidecar says ALLOW_ANY."""
+    out, _ = ex.try_line()
+    assert out.split("\n")[:3] == [
+        '"workload": "httpbin-external"',
+        "404",
+        '"workload": "httpbin-external"',
+    ], out
+    reply = ex.via(15, "http://httpbin.external/status/418")
+    assert reply.status == 418  # the external app answered, through sleep's sidecar
+    assert ex.via(15, "http://nowhere.example/").status == 404
 
 
 # -- TCP ---------------------------------------------------------------------------------
@@ -353,6 +388,8 @@ TASKS: dict[str, Callable[[Example], None]] = {
     "tcp-ingress": tcp_ingress,
     "jwt-authentication": jwt_authentication,
     "ext-authz": ext_authz,
+    "locality-failover": locality_failover,
+    "egress": egress,
 }
 
 

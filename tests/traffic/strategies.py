@@ -240,17 +240,47 @@ def http_route(draw: st.DrawFn, host: str, subsets: list[str]) -> dict[str, Any]
     return route
 
 
+# Locality load balancing over the registry's localities (none, so every endpoint is
+# in the proxy's: the settings must still be ACKed), with the three shapes Istio has.
+LOCALITY_LB = (
+    {"failover": [{"from": "us-east", "to": "eu-west"}]},
+    {"failoverPriority": ["version", "topology.kubernetes.io/zone"]},
+    {"distribute": [{"from": "us-east/*", "to": {"us-east/a": 70, "eu-west": 30}}]},
+    {"enabled": False},
+)
 policy_fields: dict[str, st.SearchStrategy[Any]] = {
     "loadBalancer": st.one_of(
-        st.sampled_from(SIMPLE_LB).map(lambda s: {"simple": s}),
+        st.sampled_from((*SIMPLE_LB, "PASSTHROUGH", "UNSPECIFIED")).map(lambda s: {"simple": s}),
         st.sampled_from(
             [
                 {"httpHeaderName": "x-user"},
                 {"useSourceIp": True},
                 {"httpCookie": {"name": "session", "ttl": "10s"}},
                 {"httpHeaderName": "end-user", "minimumRingSize": 64},
+                {"httpQueryParameterName": "user", "maglev": {"tableSize": 65537}},
+                {
+                    "httpCookie": {
+                        "name": "s",
+                        "attributes": [{"name": "SameSite", "value": "Lax"}],
+                    },
+                    "ringHash": {"minimumRingSize": 256},
+                },
             ]
         ).map(lambda c: {"consistentHash": c}),
+        st.fixed_dictionaries(
+            {"simple": st.sampled_from(("ROUND_ROBIN", "LEAST_REQUEST"))},
+            optional={
+                "localityLbSetting": st.sampled_from(LOCALITY_LB),
+                "warmup": st.fixed_dictionaries(
+                    {"duration": st.sampled_from(DURATIONS)},
+                    optional={
+                        "minimumPercent": st.integers(0, 100),
+                        "aggression": st.sampled_from((0.5, 1, 2.5)),
+                    },
+                ),
+            },
+        ),
+        st.sampled_from(DURATIONS).map(lambda d: {"warmupDurationSecs": d}),
     ),
     "connectionPool": st.fixed_dictionaries(
         {},
@@ -260,6 +290,16 @@ policy_fields: dict[str, st.SearchStrategy[Any]] = {
                 optional={
                     "maxConnections": st.integers(1, 1000),
                     "connectTimeout": st.sampled_from(DURATIONS),
+                    "tcpKeepalive": st.fixed_dictionaries(
+                        {},
+                        optional={
+                            "probes": st.integers(1, 9),
+                            "time": st.sampled_from(("1s", "60s", "2h")),
+                            "interval": st.sampled_from(("1s", "75s")),
+                        },
+                    ),
+                    "maxConnectionDuration": st.sampled_from(DURATIONS),
+                    "idleTimeout": st.sampled_from(("0s", *DURATIONS)),
                 },
             ),
             "http": st.fixed_dictionaries(
@@ -270,10 +310,18 @@ policy_fields: dict[str, st.SearchStrategy[Any]] = {
                     "maxRequestsPerConnection": st.integers(1, 100),
                     "maxRetries": st.integers(1, 10),
                     "idleTimeout": st.sampled_from(DURATIONS),
+                    "h2UpgradePolicy": st.sampled_from(("DEFAULT", "DO_NOT_UPGRADE", "UPGRADE")),
+                    "maxConcurrentStreams": st.integers(1, 1000),
+                    "http2KeepAlive": st.fixed_dictionaries(
+                        {
+                            "interval": st.sampled_from(("1s", "30s")),
+                            "timeout": st.sampled_from(("1s", "5s")),
+                        }
+                    ),
                 },
             ),
         },
-    ),
+    ).filter(bool),  # Istio: a connection pool must set something
     "outlierDetection": st.fixed_dictionaries(
         {},
         optional={
@@ -282,11 +330,19 @@ policy_fields: dict[str, st.SearchStrategy[Any]] = {
             "interval": st.sampled_from(DURATIONS),
             "baseEjectionTime": st.sampled_from(DURATIONS),
             "maxEjectionPercent": st.integers(0, 100),
+            "splitExternalLocalOriginErrors": st.just(True),
+            "outlierDetectionHttpErrorCodes": st.lists(
+                st.sampled_from((404, 418, 500)), min_size=1
+            ),
         },
     ),
     "tls": st.deferred(lambda: tls_settings),
+    "retryBudget": st.fixed_dictionaries(
+        {}, optional={"percent": st.integers(0, 100), "minRetryConcurrency": st.integers(1, 9)}
+    ),
 }
-policy = st.fixed_dictionaries({}, optional=policy_fields)
+# Istio: a traffic policy must set something.
+policy = st.fixed_dictionaries({}, optional=policy_fields).filter(bool)
 
 
 @st.composite
@@ -355,6 +411,17 @@ def mesh_config(draw: st.DrawFn) -> str:
             spec["trafficPolicy"] = draw(traffic_policy(SERVICES[host]))
         subsets[host] = names
         docs.append({"kind": "DestinationRule", "metadata": {"name": host}, "spec": spec})
+    if draw(st.booleans()):  # a rule for one workload's sidecar only (14c)
+        selected = {
+            "host": draw(st.sampled_from(sorted(SERVICES))),
+            "workloadSelector": {"matchLabels": {"app": "productpage"}},
+            "trafficPolicy": draw(policy),
+        }
+        if draw(st.booleans()):
+            selected["exportTo"] = ["."]
+        docs.append(
+            {"kind": "DestinationRule", "metadata": {"name": "for-productpage"}, "spec": selected}
+        )
     for host in sorted(SERVICES):
         if not draw(st.booleans()):
             continue

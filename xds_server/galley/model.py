@@ -15,7 +15,13 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from .model_mesh import MeshSettings
     from .model_security import AuthorizationPolicy, PeerAuthentication, RequestAuthentication
-    from .model_traffic import DestinationRule, Gateway, TLSCredential, VirtualService
+    from .model_traffic import (
+        ConnectionPool,
+        DestinationRule,
+        Gateway,
+        TLSCredential,
+        VirtualService,
+    )
 
 DEFAULT_NAMESPACE = "default"
 ROOT_NAMESPACE = "istio-system"
@@ -64,13 +70,23 @@ class ObjectMeta:
 @dataclass(frozen=True, slots=True)
 class ServicePort:
     number: int
-    protocol: str  # upper-cased Istio protocol: HTTP, HTTP2, GRPC, TCP, TLS, HTTPS, ...
+    protocol: str  # upper-cased Istio protocol: HTTP, HTTP2, GRPC, TCP, TLS, ...; "": sniffed
     name: str
     target_port: int | None = None
 
     @property
     def is_http(self) -> bool:
         return self.protocol in HTTP_PROTOCOLS
+
+    @property
+    def sniffed(self) -> bool:
+        """No protocol: Istio detects HTTP per connection (protocol sniffing)."""
+        return self.protocol == ""
+
+    @property
+    def carries_http(self) -> bool:
+        """Requests may be routed as HTTP: an HTTP port, or a sniffed one."""
+        return self.is_http or self.sniffed
 
 
 HTTP_PROTOCOLS = frozenset({"HTTP", "HTTP2", "GRPC", "GRPC-WEB"})
@@ -131,13 +147,18 @@ class SidecarPort:
 class IngressListener:
     port: SidecarPort
     bind: str = ""
-    # "127.0.0.1:PORT", "0.0.0.0:PORT" (the workload's own address) or "host:port".
+    # "127.0.0.1:PORT", "0.0.0.0:PORT" (the workload's own address), "host:port" or
+    # "unix:///path".
     default_endpoint: str = ""
+    connection_pool: ConnectionPool | None = None  # this port's inbound cluster
 
 
 @dataclass(frozen=True, slots=True)
 class EgressListener:
     hosts: tuple[str, ...]  # "ns/host" patterns: "./*", "istio-system/*", "*/reviews.x"
+    # A listener of its own (Istio's egress port): bind:port, bind "" = the workload's.
+    port: SidecarPort | None = None
+    bind: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,6 +167,9 @@ class Sidecar:
     workload_selector: Mapping[str, str] | None = None
     ingress: tuple[IngressListener, ...] = ()
     egress: tuple[EgressListener, ...] = ()
+    # REGISTRY_ONLY: hosts outside the registry get 404; ALLOW_ANY: forwarded to them.
+    outbound_traffic_policy: str = "REGISTRY_ONLY"
+    inbound_connection_pool: ConnectionPool | None = None  # every inbound cluster
 
 
 # --- The whole mesh -------------------------------------------------------

@@ -240,19 +240,39 @@ class ConsistentHash:
     http_cookie_name: str = ""
     http_cookie_path: str = ""
     http_cookie_ttl_ms: int = 0
+    http_cookie_attributes: tuple[tuple[str, str], ...] = ()
     use_source_ip: bool = False
-    minimum_ring_size: int = 0
+    http_query_parameter_name: str = ""
+    minimum_ring_size: int = 0  # ringHash.minimumRingSize, or the deprecated top-level one
+    maglev_table_size: int | None = None  # set: Maglev (0: Envoy's default table size)
+
+
+@dataclass(frozen=True, slots=True)
+class TcpKeepalive:
+    """SO_KEEPALIVE on upstream connections; unset values are the OS defaults."""
+
+    probes: int | None = None
+    time_s: int | None = None
+    interval_s: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class ConnectionPool:
     max_connections: int | None = None
     connect_timeout_ms: int | None = None
+    tcp_keepalive: TcpKeepalive | None = None
+    max_connection_duration_ms: int | None = None
+    tcp_idle_timeout_ms: int | None = None  # 0: no idle timeout
     http1_max_pending_requests: int | None = None
     http2_max_requests: int | None = None
     max_requests_per_connection: int | None = None
     max_retries: int | None = None
     idle_timeout_ms: int | None = None
+    h2_upgrade_policy: str = "DEFAULT"  # DEFAULT, DO_NOT_UPGRADE, UPGRADE
+    use_client_protocol: bool = False
+    max_concurrent_streams: int | None = None
+    http2_keepalive_interval_ms: int | None = None
+    http2_keepalive_timeout_ms: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -263,6 +283,47 @@ class OutlierDetection:
     base_ejection_time_ms: int | None = None
     max_ejection_percent: int | None = None
     min_health_percent: int | None = None
+    split_external_local_origin_errors: bool = False
+    consecutive_local_origin_failures: int | None = None
+    http_error_codes: tuple[int, ...] = ()  # answers that count as errors besides 5xx
+
+
+@dataclass(frozen=True, slots=True)
+class Warmup:
+    """Envoy's slow start: new endpoints get traffic ramped up over `duration_ms`."""
+
+    duration_ms: int
+    minimum_percent: float | None = None  # None: Istio's 10
+    aggression: float | None = None  # None: Istio's 1.0 (linear)
+
+
+@dataclass(frozen=True, slots=True)
+class LocalityDistribute:
+    """Traffic from proxies in `source` goes to these localities by weight (percent)."""
+
+    source: str  # "region/zone/subzone", trailing `*` allowed
+    to: tuple[tuple[str, int], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class LocalityLbSetting:
+    """Istio's localityLbSetting: `distribute` weights, or failover priorities."""
+
+    enabled: bool | None = None
+    distribute: tuple[LocalityDistribute, ...] = ()
+    failover: tuple[tuple[str, str], ...] = ()  # (from region, to region)
+    failover_priority: tuple[str, ...] = ()  # label names, optionally `name=value`
+
+
+@dataclass(frozen=True, slots=True)
+class ZoneAwareLbSetting:
+    """Istio's zoneAwareLbSetting: the proxy's region first, then `failover`'s, then
+    the rest; Envoy's zone-aware routing inside the region."""
+
+    enabled: bool | None = None
+    failover: tuple[tuple[str, str], ...] = ()
+    failover_priority: tuple[str, ...] = ()
+    min_cluster_size: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -313,12 +374,16 @@ class ClientTLS:
 class TrafficPolicy:
     """One level of policy; unset fields inherit from the level above (see `merged`)."""
 
-    load_balancer: str | None = None  # ROUND_ROBIN, LEAST_REQUEST, RANDOM
+    load_balancer: str | None = None  # ROUND_ROBIN, LEAST_REQUEST, RANDOM, PASSTHROUGH
     consistent_hash: ConsistentHash | None = None
+    locality_lb: LocalityLbSetting | None = None  # the rest of Istio's loadBalancer block
+    zone_aware: ZoneAwareLbSetting | None = None
+    warmup: Warmup | None = None
     connection_pool: ConnectionPool | None = None
     outlier_detection: OutlierDetection | None = None
     tls: ClientTLS | None = None  # replaced as a whole by a lower level (Istio)
     port_level: tuple[tuple[int, TrafficPolicy], ...] = ()
+    retry_budget: tuple[float, int] | None = None  # (percent, minRetryConcurrency)
 
     @property
     def tls_mode(self) -> str | None:
@@ -334,14 +399,29 @@ class TrafficPolicy:
     def merged(self, over: TrafficPolicy | None) -> TrafficPolicy:
         if over is None:
             return self
-        lb_set = over.load_balancer is not None or over.consistent_hash is not None
+        # Istio: a `loadBalancer` block below replaces the one above as a whole.
+        lb_set = any(
+            v is not None
+            for v in (
+                over.load_balancer,
+                over.consistent_hash,
+                over.locality_lb,
+                over.zone_aware,
+                over.warmup,
+            )
+        )
+        lb = over if lb_set else self
         return TrafficPolicy(
-            load_balancer=over.load_balancer if lb_set else self.load_balancer,
-            consistent_hash=over.consistent_hash if lb_set else self.consistent_hash,
+            load_balancer=lb.load_balancer,
+            consistent_hash=lb.consistent_hash,
+            locality_lb=lb.locality_lb,
+            zone_aware=lb.zone_aware,
+            warmup=lb.warmup,
             connection_pool=over.connection_pool or self.connection_pool,
             outlier_detection=over.outlier_detection or self.outlier_detection,
             tls=over.tls or self.tls,
             port_level=over.port_level or self.port_level,
+            retry_budget=over.retry_budget or self.retry_budget,
         )
 
 
@@ -358,6 +438,10 @@ class DestinationRule:
     host: str  # fully qualified
     traffic_policy: TrafficPolicy | None = None
     subsets: tuple[Subset, ...] = ()
+    # Istio's exportTo: empty means every namespace ("*"); "." the rule's own.
+    export_to: tuple[str, ...] = ()
+    # Only the sidecars of these workloads (in the rule's namespace) use the rule.
+    workload_selector: Mapping[str, str] | None = None
 
     def subset(self, name: str) -> Subset | None:
         return next((s for s in self.subsets if s.name == name), None)

@@ -93,10 +93,30 @@ def ip_or_cidr_problem(value: str) -> str | None:
     return None
 
 
+UNIX_PREFIX = "unix://"
+
+
+def unix_path_problem(path: str) -> str | None:
+    """Istio's ValidateUnixAddress: an absolute file path, or `@name` (abstract)."""
+    if not path:
+        return "must name a socket: unix:///path or unix://@name"
+    if path.startswith("@"):
+        return None
+    if not path.startswith("/") or path.endswith("/") or "\0" in path:
+        return f"{path!r} is not an absolute path to a file"
+    return None
+
+
+def is_unix(address: str) -> bool:
+    return address.startswith(UNIX_PREFIX)
+
+
 def address_problem(value: str) -> str | None:
-    """A workload address: an IP, or a DNS name."""
+    """A workload address: an IP, a DNS name, or `unix:///path` (a local socket)."""
     if is_ip(value):
         return None
+    if is_unix(value):
+        return unix_path_problem(value.removeprefix(UNIX_PREFIX))
     problem = hostname_problem(value)
     if problem is None:
         return None

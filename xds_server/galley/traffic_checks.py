@@ -48,7 +48,7 @@ class _Checker:
                 for host in doc.resource.hosts:
                     self.services.setdefault(host.lower(), doc.resource)
         self.workloads = [d.resource for d in docs if isinstance(d.resource, WorkloadEntry)]
-        self.rules: dict[str, tuple[DestinationRule, ParsedDoc]] = {}
+        self.rules: dict[str, list[tuple[DestinationRule, ParsedDoc]]] = {}
         self.credentials = {
             d.resource.meta.key: d.resource for d in docs if isinstance(d.resource, TLSCredential)
         }
@@ -157,19 +157,11 @@ class _Checker:
 
     def _destination_rule(self, doc: ParsedDoc, rule: DestinationRule) -> None:
         self._credentials(doc, rule)
-        earlier = self.rules.get(rule.host)
-        if earlier is not None:
-            other, other_doc = earlier
-            if other.meta.key == rule.meta.key:
-                return  # a duplicate name: crosscheck reports it
-            self._finding(
-                doc,
-                "spec.host",
-                f"host {rule.host!r} already has DestinationRule {other.meta.key} "
-                f"({self._where(other_doc, 'spec.host')}); pocketmesh does not merge them",
-            )
-            return
-        self.rules[rule.host] = (rule, doc)
+        earlier = self.rules.setdefault(rule.host, [])
+        if any(other.meta.key == rule.meta.key for other, _ in earlier):
+            return  # a duplicate name: crosscheck reports it
+        self._merged_with(doc, rule, earlier)
+        earlier.append((rule, doc))
         service = self.services.get(rule.host)
         if service is None:
             if not rule.host.startswith("*"):
@@ -201,6 +193,46 @@ class _Checker:
                     f"port {number} is not a port of {rule.host}",
                     WARNING,
                 )
+
+    def _merged_with(
+        self,
+        doc: ParsedDoc,
+        rule: DestinationRule,
+        earlier: list[tuple[DestinationRule, ParsedDoc]],
+    ) -> None:
+        """Istio merges rules for one host seen in the same place (generators.
+        destination_rules): say what of this one is then not used."""
+        for other, other_doc in earlier:
+            if other.meta.namespace != rule.meta.namespace:
+                continue
+            if (other.workload_selector is None) != (rule.workload_selector is None):
+                continue
+            if other.workload_selector is not None and dict(other.workload_selector) != dict(
+                rule.workload_selector or {}
+            ):
+                continue
+            if set(other.export_to) != set(rule.export_to):
+                continue
+            where = f"DestinationRule {other.meta.key} ({self._where(other_doc, 'spec.host')})"
+            first, later = sorted((other, rule), key=lambda r: r.meta.name)
+            if first.traffic_policy is not None and later.traffic_policy is not None:
+                self._finding(
+                    doc,
+                    "spec.trafficPolicy",
+                    f"{where} also sets a trafficPolicy for {rule.host!r}: Istio merges the "
+                    f"rules and uses {first.meta.key}'s (the first)",
+                    WARNING,
+                )
+            names = {s.name for s in other.subsets}
+            for i, subset in enumerate(rule.subsets):
+                if subset.name in names:
+                    self._finding(
+                        doc,
+                        f"spec.subsets[{i}].name",
+                        f"subset {subset.name!r} is also defined by {where}: Istio merges the "
+                        f"rules and keeps {first.meta.key}'s",
+                        WARNING,
+                    )
 
     def _credentials(self, doc: ParsedDoc, rule: DestinationRule) -> None:
         """credentialName names a kubernetes.io/tls Secret of the rule's namespace; to
@@ -363,18 +395,18 @@ class _Checker:
                 f"{dest.host} has no port {dest.port} (ports: {', '.join(map(str, ports))})",
             )
         if dest.subset:
-            rule = self.rules.get(dest.host)
-            if rule is None:
+            rules = self.rules.get(dest.host)
+            if not rules:
                 self._finding(
                     doc,
                     f"{field}.subset",
                     f"subset {dest.subset!r}: no DestinationRule defines subsets for {dest.host}",
                 )
-            elif rule[0].subset(dest.subset) is None:
-                names = ", ".join(s.name for s in rule[0].subsets) or "none"
+            elif all(rule.subset(dest.subset) is None for rule, _ in rules):
+                names = ", ".join(s.name for r, _ in rules for s in r.subsets) or "none"
+                keys = ", ".join(r.meta.key for r, _ in rules)
                 self._finding(
                     doc,
                     f"{field}.subset",
-                    f"DestinationRule {rule[0].meta.key} defines no subset {dest.subset!r} "
-                    f"(subsets: {names})",
+                    f"DestinationRule {keys} defines no subset {dest.subset!r} (subsets: {names})",
                 )

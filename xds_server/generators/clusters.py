@@ -17,11 +17,22 @@ from envoy.config.endpoint.v3 import endpoint_components_pb2, endpoint_pb2
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
 from google.protobuf import any_pb2, duration_pb2
 
-from xds_server.generators import naming
+from xds_server.galley.names import is_unix
+from xds_server.generators import locality, naming
 from xds_server.generators.config_sources import ads_config_source
-from xds_server.generators.endpoints import lb_endpoint, load_assignment
+from xds_server.generators.endpoints import (
+    lb_endpoint,
+    load_assignment,
+    locality_view,
+    scope_locality_key,
+)
 from xds_server.generators.frozen import Frozen
 from xds_server.generators.mtls import upstream_socket
+from xds_server.generators.passthrough import (
+    PASSTHROUGH_CLUSTER,
+    allows_any,
+    forwarding_cluster,
+)
 from xds_server.generators.push_context import (
     InboundPlan,
     OutboundService,
@@ -31,7 +42,11 @@ from xds_server.generators.push_context import (
 )
 from xds_server.generators.security import security_plan
 from xds_server.generators.tls_plan import UpstreamTLS
-from xds_server.generators.traffic_policy import apply_traffic_policy, http_protocol_options
+from xds_server.generators.traffic_policy import (
+    apply_connection_pool,
+    apply_traffic_policy,
+    http_protocol_options,
+)
 
 Cluster: TypeAlias = cluster_pb2.Cluster
 
@@ -42,14 +57,35 @@ CONNECT_TIMEOUT = duration_pb2.Duration(seconds=10)
 _DNS_TYPES = {"DNS": Cluster.STRICT_DNS, "DNS_ROUND_ROBIN": Cluster.LOGICAL_DNS}
 
 
-def outbound_cluster(ctx: PushContext, svc: OutboundService, tls: UpstreamTLS) -> Frozen[Cluster]:
-    return ctx.shared(("cds", svc, tls), lambda: _outbound(ctx, svc, tls))
+def outbound_cluster(
+    ctx: PushContext, svc: OutboundService, tls: UpstreamTLS, proxy: Proxy | None = None
+) -> Frozen[Cluster]:
+    """The cluster of `svc` for `proxy` (None: a sidecar that sees it like any other).
+
+    Most clusters are the same for every proxy. A sidecar forwards HTTP ports of
+    resolution NONE and PASSTHROUGH to the request's authority, where a gateway
+    load-balances (Istio); a DNS cluster's inline endpoints follow the proxy's
+    locality when locality load balancing applies.
+    """
+    sidecar = proxy is None or not proxy.gateways
+    view: object = ()
+    if proxy is not None and not svc.uses_eds and locality.per_proxy(svc.policy):
+        view = locality_view(proxy, locality.priority_labels(svc.policy))
+    key = ("cds", svc, tls, sidecar and svc.forwards, view)
+    return ctx.shared(key, lambda: _outbound(ctx, svc, tls, proxy, sidecar=sidecar))
 
 
 def inbound_cluster(ctx: PushContext, plan: InboundPlan) -> Frozen[Cluster]:
     # Keyed by content, not by proxy: equal app upstreams share one message.
     http2 = naming.is_http2(plan.protocol)
-    key = ("cds-in", plan.cluster_name, plan.upstream_host, plan.upstream_port, http2)
+    key = (
+        "cds-in",
+        plan.cluster_name,
+        plan.upstream_host,
+        plan.upstream_port,
+        http2,
+        plan.connection_pool,
+    )
     return ctx.shared(key, lambda: _inbound(plan))
 
 
@@ -60,35 +96,74 @@ def scope_clusters(ctx: PushContext, proxy: Proxy) -> dict[str, Frozen[Cluster]]
     def build() -> dict[str, Frozen[Cluster]]:
         upstream = security_plan(ctx, proxy).upstream  # the same for the whole scope
         return {
-            svc.cluster_name: outbound_cluster(ctx, svc, upstream[svc]) for svc in scope.services
+            svc.cluster_name: outbound_cluster(ctx, svc, upstream[svc], proxy)
+            for svc in scope.services
         }
 
-    return ctx.memoize(("cds-scope", scope), build)
+    key = ("cds-scope", scope, not proxy.gateways, scope_locality_key(ctx, proxy))
+    return ctx.memoize(key, build)
 
 
 def build_clusters(ctx: PushContext, proxy: Proxy) -> dict[str, Frozen[Cluster]]:
     clusters = dict(scope_clusters(ctx, proxy))
+    if allows_any(proxy.sidecar):  # Sidecar ALLOW_ANY: the 15001 proxy's catch-all
+        clusters[PASSTHROUGH_CLUSTER] = ctx.shared(
+            ("cds-passthrough",), lambda: forwarding_cluster(PASSTHROUGH_CLUSTER)
+        )
     for plan in proxy.inbound:
         clusters[plan.cluster_name] = inbound_cluster(ctx, plan)
     return dict(sorted(clusters.items()))
 
 
-def _outbound(ctx: PushContext, svc: OutboundService, tls: UpstreamTLS) -> Cluster:
-    cluster = Cluster(
-        name=svc.cluster_name,
-        connect_timeout=CONNECT_TIMEOUT,
-        lb_policy=Cluster.ROUND_ROBIN,
-    )
-    if svc.uses_eds:
+def _outbound(
+    ctx: PushContext,
+    svc: OutboundService,
+    tls: UpstreamTLS,
+    proxy: Proxy | None,
+    *,
+    sidecar: bool,
+) -> Cluster:
+    forwarding = sidecar and svc.forwards
+    if forwarding:
+        cluster = forwarding_cluster(svc.cluster_name, tls=tls.mode != "DISABLE")
+    else:
+        cluster = Cluster(
+            name=svc.cluster_name,
+            connect_timeout=CONNECT_TIMEOUT,
+            lb_policy=Cluster.ROUND_ROBIN,
+        )
+    if forwarding:
+        pass  # the authority names the endpoint
+    elif svc.uses_eds:
         cluster.type = Cluster.EDS
         cluster.eds_cluster_config.CopyFrom(
             Cluster.EdsClusterConfig(eds_config=ads_config_source(), service_name=svc.cluster_name)
         )
     else:
         cluster.type = _DNS_TYPES[svc.service.resolution]
-        cluster.load_assignment.CopyFrom(_dns_assignment(ctx, svc, cluster.type))
+        # Apps here listen on 127/8: `localhost` must be 127.0.0.1, not ::1 (Envoy's
+        # AUTO prefers IPv6); IPv6-only names still resolve.
+        cluster.dns_lookup_family = Cluster.V4_PREFERRED
+        cluster.load_assignment.CopyFrom(_dns_assignment(ctx, svc, cluster.type, proxy))
     _set_protocol(cluster, svc.port.protocol)
-    apply_traffic_policy(cluster, svc.policy, svc.port.is_http)
+    apply_traffic_policy(cluster, svc.policy, svc.port.carries_http)
+    if forwarding:
+        cluster.lb_policy = Cluster.CLUSTER_PROVIDED  # the policy's algorithm has no hosts
+        cluster.ClearField("round_robin_lb_config")
+        cluster.ClearField("least_request_lb_config")
+        cluster.ClearField("ring_hash_lb_config")
+        cluster.ClearField("maglev_lb_config")
+    elif (zone := locality.zone_aware(svc.policy)) is not None:
+        # Istio's ZoneAwareLBSettings.ApplyToCluster; Envoy acts on it only with the
+        # proxy's own cluster (self-discovery), which pocketmesh does not give.
+        config = cluster.common_lb_config.zone_aware_lb_config
+        config.SetInParent()
+        if zone.min_cluster_size is not None:
+            config.min_cluster_size.value = zone.min_cluster_size
+        if zone.enabled is False:
+            config.routing_enabled.value = 0
+    elif locality.weighted(svc.policy):
+        cluster.common_lb_config.locality_weighted_lb_config.SetInParent()
     socket = upstream_socket(tls, http2=naming.is_http2(svc.port.protocol))
     if socket is not None:
         cluster.transport_socket.CopyFrom(socket)
@@ -102,10 +177,10 @@ def _outbound(ctx: PushContext, svc: OutboundService, tls: UpstreamTLS) -> Clust
 
 
 def _dns_assignment(
-    ctx: PushContext, svc: OutboundService, cluster_type: int
+    ctx: PushContext, svc: OutboundService, cluster_type: int, proxy: Proxy | None
 ) -> endpoint_pb2.ClusterLoadAssignment:
     if svc.endpoints:
-        cla = load_assignment(ctx, svc).copy()
+        cla = load_assignment(ctx, svc, proxy).copy()
         if cluster_type == Cluster.LOGICAL_DNS:
             # Envoy rejects a LOGICAL_DNS cluster with more than one endpoint.
             first = cla.endpoints[0]
@@ -127,7 +202,11 @@ def _inbound(plan: InboundPlan) -> Cluster:
         connect_timeout=CONNECT_TIMEOUT,
         lb_policy=Cluster.ROUND_ROBIN,
         # An app named by host (defaultEndpoint "app:8080") needs resolving; IPs do not.
-        type=Cluster.STATIC if is_ip(plan.upstream_host) else Cluster.STRICT_DNS,
+        type=(
+            Cluster.STATIC
+            if is_ip(plan.upstream_host) or is_unix(plan.upstream_host)
+            else Cluster.STRICT_DNS
+        ),
         load_assignment=endpoint_pb2.ClusterLoadAssignment(
             cluster_name=plan.cluster_name,
             endpoints=[
@@ -138,6 +217,9 @@ def _inbound(plan: InboundPlan) -> Cluster:
         ),
     )
     _set_protocol(cluster, plan.protocol)
+    if plan.connection_pool is not None:  # Sidecar (inbound)ConnectionPool, as Istio
+        http = naming.is_http(plan.protocol) or plan.protocol == ""  # "": sniffed
+        apply_connection_pool(cluster, plan.connection_pool, http)
     return cluster
 
 

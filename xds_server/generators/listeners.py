@@ -11,6 +11,7 @@ the AuthorizationPolicies' RBAC filters in every chain, first.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import TypeAlias
 
 from envoy.config.core.v3 import base_pb2, protocol_pb2
@@ -25,14 +26,17 @@ from google.protobuf import any_pb2, message, wrappers_pb2
 
 from xds_server.generators import inbound_auth, naming
 from xds_server.generators.config_sources import ads_config_source
+from xds_server.generators.egress_listeners import egress_port_listeners
 from xds_server.generators.endpoints import socket_address
 from xds_server.generators.frozen import Frozen
 from xds_server.generators.gateway import gateway_listeners
 from xds_server.generators.http_routes import traffic_http_filters
 from xds_server.generators.mtls import TLS_INSPECTOR, downstream_tls
+from xds_server.generators.passthrough import forward_proxy_filter
 from xds_server.generators.push_context import InboundPlan, Proxy, PushContext
 from xds_server.generators.routes import inbound_route_config
 from xds_server.generators.security import security_plan
+from xds_server.generators.sniffing import sniffed_inbound_chains
 from xds_server.generators.tcp_routes import outbound_tcp_listeners
 from xds_server.generators.tls_plan import DISABLE, STRICT, InboundSecurity
 
@@ -64,6 +68,10 @@ def build_listeners(ctx: PushContext, proxy: Proxy) -> dict[str, Frozen[Listener
         plan.listener_name: inbound_listener(ctx, plan, inbound[plan]) for plan in proxy.inbound
     }
     listeners.update(outbound_tcp_listeners(ctx, proxy))  # TCP services: <address>:<port>
+    for name, listener in egress_port_listeners(ctx, proxy).items():  # Sidecar egress ports
+        if name in listeners and listeners[name] is not listener:
+            continue  # an inbound listener holds the address (the push context says so)
+        listeners[name] = listener
     outbound = outbound_listener(ctx, proxy.address)
     listeners[outbound.name] = outbound
     return dict(sorted(listeners.items()))
@@ -81,7 +89,9 @@ def _outbound(address: str) -> Listener:
             allow_absolute_url=wrappers_pb2.BoolValue(value=True)
         ),
         # Fault and CORS filters first: VirtualService routes configure them per route.
-        http_filters=[*traffic_http_filters(), _router()],
+        # The forward proxy filter resolves the authority for clusters that forward to
+        # it (resolution NONE, PASSTHROUGH, ALLOW_ANY); it lets every other request by.
+        http_filters=[*traffic_http_filters(), forward_proxy_filter(), _router()],
     )
     return _listener(
         naming.listener_name(address, naming.OUTBOUND_HTTP_PORT),
@@ -94,6 +104,23 @@ def _outbound(address: str) -> Listener:
 
 def _inbound(plan: InboundPlan, security: InboundSecurity, trust_domain: str) -> Listener:
     mode = security.mtls_mode
+    if plan.protocol == "":  # no protocol: HTTP or TCP per connection (generators.sniffing)
+
+        def chain(http: bool, tls: bool) -> listener_components_pb2.FilterChain:
+            protocol = "HTTP" if http else "TCP"
+            built = _inbound_chain(replace(plan, protocol=protocol), security, tls=tls)
+            if tls:
+                built.transport_socket.CopyFrom(downstream_tls(trust_domain))
+            return built
+
+        filters, chains = sniffed_inbound_chains(mode, chain)
+        listener = _listener(
+            plan.listener_name, plan.bind, plan.port, base_pb2.INBOUND, chain(False, False)
+        )
+        del listener.filter_chains[:]
+        listener.filter_chains.extend(chains)
+        listener.listener_filters.extend(filters)
+        return listener
     plain = _inbound_chain(plan, security, tls=False)
     listener = _listener(plan.listener_name, plan.bind, plan.port, base_pb2.INBOUND, plain)
     if mode == DISABLE:

@@ -13,21 +13,28 @@ from __future__ import annotations
 import functools
 import ipaddress
 from collections import defaultdict
-from collections.abc import Callable, Hashable, Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Hashable, Iterable, Mapping
+from dataclasses import dataclass, field
 from typing import TypeVar
 
 from google.protobuf.message import Message
 
 from xds_server.galley.model import (
     MeshConfig,
+    ObjectMeta,
     ServiceEntry,
     ServicePort,
     Sidecar,
     WorkloadEntry,
     labels_match,
 )
-from xds_server.galley.model_traffic import Gateway, TrafficPolicy
+from xds_server.galley.model_traffic import (
+    ConnectionPool,
+    DestinationRule,
+    Gateway,
+    TrafficPolicy,
+)
+from xds_server.galley.names import is_unix
 from xds_server.generators import naming
 from xds_server.generators.frozen import Frozen
 from xds_server.generators.sidecar_scope import (
@@ -43,6 +50,7 @@ T = TypeVar("T")
 M = TypeVar("M", bound=Message)
 
 DNS_RESOLUTIONS = frozenset({"DNS", "DNS_ROUND_ROBIN"})
+TLS_PROTOCOLS = frozenset({"TLS", "HTTPS"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,10 +75,25 @@ class OutboundService:
     subset: str = ""  # a DestinationRule subset: `outbound|9080|v1|reviews...`
     policy: TrafficPolicy | None = None  # the DestinationRule's, for this port and subset
     parent: OutboundService | None = None  # a subset's: the whole service port
+    rule: DestinationRule | None = None  # the rule the policy comes from (as merged)
 
     @property
     def uses_eds(self) -> bool:
         return self.service.resolution not in DNS_RESOLUTIONS
+
+    @property
+    def forwards(self) -> bool:
+        """To where each request says (Istio's ORIGINAL_DST; see generators.passthrough):
+        HTTP ports (the authority) and TLS ports (the SNI) of resolution NONE entries
+        and of PASSTHROUGH rules. Gateways load-balance over the endpoints (Istio)."""
+        if not (self.port.carries_http or self.port.protocol in TLS_PROTOCOLS):
+            return False
+        if self.service.resolution in ("NONE", "DYNAMIC_DNS"):
+            return True
+        return self.policy is not None and self.policy.load_balancer == "PASSTHROUGH"
+
+    def uses_eds_for(self, *, sidecar: bool) -> bool:
+        return self.uses_eds and not (sidecar and self.forwards)
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +103,9 @@ class VirtualHostPlan:
     domains: tuple[str, ...]
     host: str = ""
     port: int = 0
+    # The DestinationRule policy of the cluster, as this scope sees it (consistentHash
+    # needs the route's half).
+    policy: TrafficPolicy | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -103,6 +129,8 @@ class InboundPlan:
     cluster_name: str
     upstream_host: str
     upstream_port: int
+    # The Sidecar's connectionPool for the port (or its inboundConnectionPool).
+    connection_pool: ConnectionPool | None = None
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -218,9 +246,15 @@ class _Builder:
         self.sidecars: dict[str, list[Sidecar]] = defaultdict(list)
         for sc in sorted(mesh.sidecars, key=lambda s: (s.meta.namespace, s.meta.name)):
             self.sidecars[sc.meta.namespace].append(sc)
-        self.scopes: dict[tuple[str, str], SidecarScope] = {}
-        self.outbound: list[OutboundService] = []
-        self.outbound_by_ns: dict[str, list[OutboundService]] = defaultdict(list)
+        self.scopes: dict[tuple[str, str, tuple[str, ...]], SidecarScope] = {}
+        # (service, host, the workloads backing it), in service order.
+        self.entries: list[tuple[ServiceEntry, str, list[WorkloadEntry]]] = []
+        self.entries_by_ns: dict[str, list[tuple[ServiceEntry, str, list[WorkloadEntry]]]] = (
+            defaultdict(list)
+        )
+        # The plans of one (service, host) under one DestinationRule (rules can differ
+        # between namespaces: exportTo; and between workloads: workloadSelector).
+        self._plans: dict[tuple[int, str, int], list[OutboundService]] = {}
         self.traffic = TrafficIndex(mesh)
 
     def build(self) -> PushContext:
@@ -228,9 +262,7 @@ class _Builder:
             message = namespace_default_conflicts(sidecars)
             if message:
                 self.conflicts.append(f"namespace {namespace}: {message}")
-        self.outbound = self._outbound_services()
-        for plan in self.outbound:
-            self.outbound_by_ns[plan.service.meta.namespace].append(plan)
+        self._outbound_entries()
         proxies: dict[str, Proxy] = {}
         for we in sorted(self.mesh.workload_entries, key=lambda w: (w.meta.namespace, w.meta.name)):
             if we.proxy_id in proxies:
@@ -253,7 +285,7 @@ class _Builder:
                 workload=we,
                 namespace=we.meta.namespace,
                 sidecar=sidecar,
-                scope=self._scope(we.meta.namespace, sidecar),
+                scope=self._scope(we, sidecar),
                 inbound=() if gateways else self._inbound(we, sidecar),
                 gateways=gateways,
             )
@@ -261,44 +293,63 @@ class _Builder:
 
     # --- outbound: services, endpoints, visibility, domains -----------------
 
-    def _outbound_services(self) -> list[OutboundService]:
-        plans: list[OutboundService] = []
+    def _outbound_entries(self) -> None:
         for se in self.services:
             backing = self._selected(se)
             for we in backing:
                 self.selected_by[id(we)].append(se)
             backing.extend(se.endpoints)
             for host in sorted(se.hosts):
-                rule = self.traffic.rule(host)
-                for port in sorted(se.ports, key=lambda p: p.number):
-                    whole = OutboundService(
+                entry = (se, host, backing)
+                self.entries.append(entry)
+                self.entries_by_ns[se.meta.namespace].append(entry)
+
+    def _plans_for(
+        self,
+        se: ServiceEntry,
+        host: str,
+        backing: list[WorkloadEntry],
+        rule: DestinationRule | None,
+    ) -> list[OutboundService]:
+        """The clusters of one host of `se` under `rule`: one per port, and one per
+        port and subset (every subset, routed to or not, as Istio)."""
+        key = (id(se), host, id(rule))
+        found = self._plans.get(key)
+        if found is not None:
+            return found
+        plans: list[OutboundService] = []
+        for port in sorted(se.ports, key=lambda p: p.number):
+            endpoints = self._endpoints(se, port, backing)
+            if se.resolution == "NONE" and not endpoints and _tcp_only(port):
+                endpoints = _original_destination(se, port)
+            whole = OutboundService(
+                service=se,
+                host=host,
+                port=port,
+                cluster_name=naming.outbound_cluster(port.number, host),
+                endpoints=endpoints,
+                policy=rule.policy(port.number) if rule else None,
+                rule=rule,
+            )
+            plans.append(whole)
+            if rule is None:
+                continue
+            for subset in rule.subsets:
+                chosen = [w for w in backing if labels_match(subset.labels, w.labels)]
+                plans.append(
+                    OutboundService(
                         service=se,
                         host=host,
                         port=port,
-                        cluster_name=naming.outbound_cluster(port.number, host),
-                        endpoints=self._endpoints(se, port, backing),
-                        policy=rule.policy(port.number) if rule else None,
+                        cluster_name=naming.outbound_cluster(port.number, host, subset.name),
+                        endpoints=self._endpoints(se, port, chosen),
+                        subset=subset.name,
+                        policy=rule.policy(port.number, subset.name),
+                        parent=whole,
+                        rule=rule,
                     )
-                    plans.append(whole)
-                    if rule is None:
-                        continue
-                    # Every subset gets its cluster and endpoints, routed to or not (Istio).
-                    for subset in rule.subsets:
-                        chosen = [w for w in backing if labels_match(subset.labels, w.labels)]
-                        plans.append(
-                            OutboundService(
-                                service=se,
-                                host=host,
-                                port=port,
-                                cluster_name=naming.outbound_cluster(
-                                    port.number, host, subset.name
-                                ),
-                                endpoints=self._endpoints(se, port, chosen),
-                                subset=subset.name,
-                                policy=rule.policy(port.number, subset.name),
-                                parent=whole,
-                            )
-                        )
+                )
+        self._plans[key] = plans
         return plans
 
     def _selected(self, se: ServiceEntry) -> list[WorkloadEntry]:
@@ -319,7 +370,9 @@ class _Builder:
         for we in backing:
             if not we.address or not we.healthy:  # an unhealthy workload gets no traffic
                 continue
-            if se.resolution not in DNS_RESOLUTIONS and not is_ip(we.address):
+            if se.resolution not in DNS_RESOLUTIONS and not (
+                is_ip(we.address) or is_unix(we.address)
+            ):
                 # Envoy NACKs a whole EDS response for one hostname: drop just this one.
                 self.conflicts.append(
                     f"service {se.meta.key}: endpoint {we.meta.key} address {we.address!r} "
@@ -335,11 +388,18 @@ class _Builder:
             )
         return tuple(sorted(found.values(), key=lambda e: (e.address, e.port, e.workload.meta.key)))
 
-    def _scope(self, namespace: str, sidecar: Sidecar | None) -> SidecarScope:
-        key = (namespace, sidecar.meta.key if sidecar else "")
+    def _scope(self, we: WorkloadEntry, sidecar: Sidecar | None) -> SidecarScope:
+        namespace = we.meta.namespace
+        # Workloads a DestinationRule's workloadSelector picks see other rules.
+        selected_by = tuple(
+            r.meta.key
+            for r in self.traffic.rules.selectors(namespace)
+            if labels_match(r.workload_selector, we.labels)
+        )
+        key = (namespace, sidecar.meta.key if sidecar else "", selected_by)
         scope = self.scopes.get(key)
         if scope is None:
-            services = self._visible(namespace, sidecar)
+            services = self._visible(namespace, sidecar, we.labels)
             scope = SidecarScope(
                 namespace=namespace,
                 sidecar=sidecar,
@@ -349,26 +409,30 @@ class _Builder:
             self.scopes[key] = scope
         return scope
 
-    def _visible(self, namespace: str, sidecar: Sidecar | None) -> tuple[OutboundService, ...]:
+    def _visible(
+        self, namespace: str, sidecar: Sidecar | None, labels: Mapping[str, str]
+    ) -> tuple[OutboundService, ...]:
         chosen: dict[str, OutboundService] = {}
         namespaces = egress_namespaces(sidecar, namespace)
+        Entry = tuple[ServiceEntry, str, list[WorkloadEntry]]
         if namespaces is None:
-            candidates: Iterable[OutboundService] = self.outbound
-        else:  # outbound is in namespace order, and so is this
-            by_ns = self.outbound_by_ns
-            candidates = (p for ns in sorted(namespaces) for p in by_ns.get(ns, ()))
-        for plan in candidates:
-            se = plan.service
+            candidates: Iterable[Entry] = self.entries
+        else:  # entries are in namespace order, and so is this
+            by_ns = self.entries_by_ns
+            candidates = (e for ns in sorted(namespaces) for e in by_ns.get(ns, ()))
+        for se, host, backing in candidates:
             if not exported_to(se, namespace):
                 continue
-            if not egress_allows(sidecar, namespace, se, plan.host):
+            if not egress_allows(sidecar, namespace, se, host):
                 continue
-            first = chosen.setdefault(plan.cluster_name, plan)
-            if first is not plan:
-                self._conflict(
-                    f"cluster {plan.cluster_name}: defined by {first.service.meta.key} and "
-                    f"{se.meta.key}; using {first.service.meta.key}"
-                )
+            rule = self.traffic.rule_for(host, namespace, se.meta.namespace, labels)
+            for plan in self._plans_for(se, host, backing, rule):
+                first = chosen.setdefault(plan.cluster_name, plan)
+                if first is not plan and first.service is not se:
+                    self._conflict(
+                        f"cluster {plan.cluster_name}: defined by {first.service.meta.key} "
+                        f"and {se.meta.key}; using {first.service.meta.key}"
+                    )
         return tuple(chosen.values())
 
     def _virtual_hosts(
@@ -377,7 +441,7 @@ class _Builder:
         owner: dict[str, str] = {}  # domain -> vhost name that claimed it first
         plans: list[VirtualHostPlan] = []
         for svc in services:
-            if not svc.port.is_http or svc.subset:
+            if not svc.port.carries_http or svc.subset:
                 continue
             name = naming.vhost_name(svc.host, svc.port.number)
             names = list(naming.host_aliases(svc.host, namespace))
@@ -402,7 +466,12 @@ class _Builder:
             if domains:
                 plans.append(
                     VirtualHostPlan(
-                        name, svc.cluster_name, tuple(domains), svc.host, svc.port.number
+                        name,
+                        svc.cluster_name,
+                        tuple(domains),
+                        svc.host,
+                        svc.port.number,
+                        svc.policy,
                     )
                 )
             else:
@@ -412,7 +481,11 @@ class _Builder:
     # --- inbound -------------------------------------------------------------
 
     def _inbound(self, we: WorkloadEntry, sidecar: Sidecar | None) -> tuple[InboundPlan, ...]:
-        plans = self._ingress(we, sidecar) if sidecar and sidecar.ingress else self._derived(we)
+        plans = (
+            self._ingress(we, sidecar)
+            if sidecar and sidecar.ingress
+            else self._derived(we, sidecar.inbound_connection_pool if sidecar else None)
+        )
         by_port: dict[int, InboundPlan] = {}
         for plan in plans:
             if plan.port == naming.OUTBOUND_HTTP_PORT and plan.bind == we.address:
@@ -428,7 +501,7 @@ class _Builder:
                 )
         return tuple(by_port[p] for p in sorted(by_port))
 
-    def _derived(self, we: WorkloadEntry) -> list[InboundPlan]:
+    def _derived(self, we: WorkloadEntry, pool: ConnectionPool | None) -> list[InboundPlan]:
         plans: list[InboundPlan] = []
         # The services that select this workload, or list it inline, in service order.
         specs: dict[int, tuple[ServiceEntry, WorkloadEntry]] = {}
@@ -448,6 +521,7 @@ class _Builder:
                         cluster_name=naming.inbound_cluster(target),
                         upstream_host="127.0.0.1",
                         upstream_port=target,
+                        connection_pool=pool,
                     )
                 )
         return plans
@@ -461,7 +535,9 @@ class _Builder:
                 self._conflict(f"sidecar {sidecar.meta.key}: ingress bind {bind!r} is not an IP")
                 continue
             host, port = "127.0.0.1", number
-            if ingress.default_endpoint:
+            if is_unix(ingress.default_endpoint):  # the app's unix socket
+                host, port = ingress.default_endpoint, 0
+            elif ingress.default_endpoint:
                 parsed = _parse_host_port(ingress.default_endpoint)
                 if parsed is None:
                     self._conflict(
@@ -486,6 +562,7 @@ class _Builder:
                     cluster_name=naming.inbound_cluster(number),
                     upstream_host=host,
                     upstream_port=port,
+                    connection_pool=ingress.connection_pool or sidecar.inbound_connection_pool,
                 )
             )
         return plans
@@ -497,9 +574,26 @@ class _Builder:
             self.conflicts.append(message)
 
 
+def _tcp_only(port: ServicePort) -> bool:
+    return not port.carries_http and port.protocol not in TLS_PROTOCOLS
+
+
+def _original_destination(se: ServiceEntry, port: ServicePort) -> tuple[Endpoint, ...]:
+    """A TCP port of a resolution NONE entry: the connection names no destination (no
+    iptables), so it goes to the entry's one address, where the app would have gone
+    (Galley refuses such a port without exactly one address)."""
+    ips = [a for a in se.addresses if is_ip(a)]
+    if len(ips) != 1:
+        return ()
+    name = f"{se.meta.name}-address"
+    meta = ObjectMeta("WorkloadEntry", name, se.meta.namespace, se.meta.source)
+    target = WorkloadEntry(meta=meta, address=ips[0])
+    return (Endpoint(ips[0], port.target_port or port.number, target),)
+
+
 def _takes_portless(svc: OutboundService) -> bool:
     """Port-less names go on port 80's vhost, or on the only HTTP port's."""
-    http_ports = [p.number for p in svc.service.ports if p.is_http]
+    http_ports = [p.number for p in svc.service.ports if p.carries_http]
     if naming.DEFAULT_HTTP_PORT in http_ports:
         return svc.port.number == naming.DEFAULT_HTTP_PORT
     return len(http_ports) == 1

@@ -18,6 +18,7 @@ from xds_server.generators import naming
 from xds_server.generators.frozen import Frozen
 from xds_server.generators.gateway import gateway_route_configs
 from xds_server.generators.http_routes import virtual_service_routes
+from xds_server.generators.passthrough import allow_any_virtual_host, allows_any
 from xds_server.generators.push_context import Proxy, PushContext, SidecarScope, VirtualHostPlan
 from xds_server.generators.traffic_policy import hash_policies
 
@@ -59,9 +60,12 @@ def inbound_route_config(port: int, cluster: str) -> RouteConfiguration:
 def _outbound(
     ctx: PushContext, scope: SidecarScope, labels: Mapping[str, str]
 ) -> RouteConfiguration:
+    virtual_hosts = [_virtual_host(ctx, scope, plan, labels) for plan in scope.virtual_hosts]
+    if allows_any(scope.sidecar):  # hosts outside the registry: where they say
+        virtual_hosts.append(allow_any_virtual_host())
     return RouteConfiguration(
         name=naming.OUTBOUND_ROUTE_NAME,
-        virtual_hosts=[_virtual_host(ctx, scope, plan, labels) for plan in scope.virtual_hosts],
+        virtual_hosts=virtual_hosts,
         # Clusters and routes arrive on separate streams; do not reject a route for a
         # cluster Envoy has not seen yet.
         validate_clusters=wrappers_pb2.BoolValue(value=False),
@@ -75,8 +79,7 @@ def _virtual_host(
     if vs is None:
         routes = [_route_to(plan.cluster)]
         # DestinationRule consistentHash: the route says what to hash on.
-        policy = ctx.traffic.policy(plan.host, plan.port) if plan.host else None
-        routes[0].route.hash_policy.extend(hash_policies(policy))
+        routes[0].route.hash_policy.extend(hash_policies(plan.policy))
     else:  # Istio: the VirtualService's rules only; no match means 404
         # The same for every scope that sees the host (unscoped: 100 namespaces), except
         # through what sourceLabels and sourceNamespace match; the vhost copies them.
@@ -104,3 +107,36 @@ def _route_to(cluster: str) -> route_components_pb2.Route:
         match=route_components_pb2.RouteMatch(prefix="/"),
         route=route_components_pb2.RouteAction(cluster=cluster, timeout=NO_TIMEOUT),
     )
+
+
+def any_host_virtual_host(
+    ctx: PushContext, scope: SidecarScope, cluster: str, labels: Mapping[str, str]
+) -> route_components_pb2.VirtualHost | None:
+    """The virtual host of `cluster`'s service as the 15001 proxy has it, for any Host:
+    a listener of the service's own port (protocol sniffing) routes only to it."""
+    plan = next((p for p in scope.virtual_hosts if p.cluster == cluster), None)
+    if plan is None:
+        return None
+    vhost = route_components_pb2.VirtualHost()
+    vhost.CopyFrom(_virtual_host(ctx, scope, plan, labels))
+    del vhost.domains[:]
+    vhost.domains.append("*")
+    return vhost
+
+
+def service_virtual_host(
+    ctx: PushContext,
+    scope: SidecarScope,
+    cluster: str,
+    labels: Mapping[str, str],
+    extra_domains: tuple[str, ...] = (),
+) -> route_components_pb2.VirtualHost | None:
+    """The 15001 proxy's virtual host of `cluster`'s service, with more domains (a
+    Sidecar egress listener on the service's port also takes its port-less names)."""
+    plan = next((p for p in scope.virtual_hosts if p.cluster == cluster), None)
+    if plan is None:
+        return None
+    vhost = route_components_pb2.VirtualHost()
+    vhost.CopyFrom(_virtual_host(ctx, scope, plan, labels))
+    vhost.domains.extend(d for d in extra_domains if d not in vhost.domains)
+    return vhost

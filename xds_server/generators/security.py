@@ -236,7 +236,7 @@ def _needed(pem: str, ctx: PushContext, tls: ClientTLS, svc: OutboundService) ->
 
 def _where(ctx: PushContext, tls: ClientTLS, svc: OutboundService) -> str:
     """`file:line: DestinationRule ns/name: spec...tls` of the rule that says so."""
-    rule = ctx.traffic.rule(svc.host)
+    rule = svc.rule
     if rule is None:
         return f"DestinationRule for {svc.host}: {tls.path or 'tls'}"
     return f"{rule.meta.source}: DestinationRule {rule.meta.key}: {tls.path or 'tls'}"

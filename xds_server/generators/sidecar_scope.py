@@ -78,23 +78,36 @@ def egress_allows(
     its own namespace that is its namespace; for the root namespace's default it is the
     proxy's namespace, as in Istio's documented `./*` + `istio-system/*` default.
     No Sidecar, or one without egress, sees everything (Istio's implicit `*/*`).
+    A `~` before the namespace excludes (`~/x` in every namespace): a host is seen when
+    some entry imports it and none excludes it.
     """
     if sidecar is None or not sidecar.egress:
         return True
-    for listener in sidecar.egress:
-        for pattern in listener.hosts:
-            namespace, slash, host_pattern = pattern.partition("/")
-            if not slash:  # a bare host: any namespace
-                namespace, host_pattern = "*", pattern
-            if namespace == "~":
-                continue
-            if namespace == ".":
-                namespace = scope_namespace
-            if namespace not in ("*", service.meta.namespace):
-                continue
-            if host_matches(host_pattern, host):
-                return True
-    return False
+    return hosts_allow(
+        [h for listener in sidecar.egress for h in listener.hosts], scope_namespace, service, host
+    )
+
+
+def hosts_allow(
+    patterns: Sequence[str], scope_namespace: str, service: ServiceEntry, host: str
+) -> bool:
+    """`egress_allows` for some `ns/host` patterns (one egress listener's, or all)."""
+    imported = False
+    for pattern in patterns:
+        namespace, slash, host_pattern = pattern.partition("/")
+        if not slash:  # a bare host: any namespace
+            namespace, host_pattern = "*", pattern
+        exclude = namespace.startswith("~")
+        namespace = namespace.removeprefix("~") or "*"
+        if namespace == ".":
+            namespace = scope_namespace
+        if namespace not in ("*", service.meta.namespace):
+            continue
+        if host_matches(host_pattern, host):
+            if exclude:
+                return False
+            imported = True
+    return imported
 
 
 def egress_namespaces(sidecar: Sidecar | None, scope_namespace: str) -> frozenset[str] | None:
@@ -109,10 +122,11 @@ def egress_namespaces(sidecar: Sidecar | None, scope_namespace: str) -> frozense
     for listener in sidecar.egress:
         for pattern in listener.hosts:
             namespace, slash, _ = pattern.partition("/")
+            if namespace.startswith("~"):
+                continue  # an exclusion imports nothing
             if not slash or namespace == "*":
                 return None
-            if namespace != "~":
-                namespaces.add(scope_namespace if namespace == "." else namespace)
+            namespaces.add(scope_namespace if namespace == "." else namespace)
     return frozenset(namespaces)
 
 

@@ -34,12 +34,15 @@ from xds_server.galley.model_traffic import (
     gateway_key,
 )
 from xds_server.generators import naming
+from xds_server.generators.egress_listeners import egress_ports
 from xds_server.generators.endpoints import socket_address
 from xds_server.generators.frozen import Frozen
 from xds_server.generators.http_routes import cluster_for, pack
 from xds_server.generators.mtls import TLS_INSPECTOR
 from xds_server.generators.push_context import OutboundService, Proxy, PushContext, SidecarScope
+from xds_server.generators.sniffing import sni_forwarding, sniff_outbound, sniffed_http_chain
 from xds_server.generators.traffic_index import TrafficIndex
+from xds_server.generators.traffic_policy import tcp_proxy_timeouts
 
 TCP_PROXY_FILTER = "envoy.filters.network.tcp_proxy"
 # Service port protocols whose connections carry TLS (Istio's Protocol.IsTLS()).
@@ -53,6 +56,7 @@ def outbound_tcp_listeners(
 ) -> dict[str, Frozen[listener_pb2.Listener]]:
     used = {plan.port for plan in proxy.inbound if plan.bind == proxy.address}
     used.add(naming.OUTBOUND_HTTP_PORT)
+    used |= egress_ports(proxy)  # Sidecar egress listeners with their own port
     chosen: dict[int, OutboundService] = {}
     for svc in _tcp_services(ctx, proxy.scope):
         number = svc.port.number
@@ -72,7 +76,7 @@ def outbound_tcp_listeners(
         name = naming.listener_name(proxy.address, number)
         listeners[name] = ctx.shared(
             ("lds-tcp", proxy.address, svc, key),
-            functools.partial(_listener, ctx.traffic, proxy, svc, labels),
+            functools.partial(_listener, ctx, proxy, svc, labels),
         )
     return listeners
 
@@ -81,7 +85,11 @@ def _tcp_services(ctx: PushContext, scope: SidecarScope) -> tuple[OutboundServic
     """The scope's TCP service ports, found once per scope (not per proxy)."""
     return ctx.memoize(
         ("tcp-services", scope),
-        lambda: tuple(s for s in scope.services if not s.subset and not s.port.is_http),
+        lambda: tuple(
+            s
+            for s in scope.services
+            if not s.subset and not s.port.is_http and not (s.port.sniffed and s.forwards)
+        ),
     )
 
 
@@ -123,8 +131,9 @@ def tls_inspector() -> listener_components_pb2.ListenerFilter:
 
 
 def _listener(
-    traffic: TrafficIndex, proxy: Proxy, svc: OutboundService, labels: Mapping[str, str]
+    ctx: PushContext, proxy: Proxy, svc: OutboundService, labels: Mapping[str, str]
 ) -> listener_pb2.Listener:
+    traffic = ctx.traffic
     port = svc.port.number
     proxy_config = tcp_proxy_pb2.TcpProxy(stat_prefix=svc.cluster_name, cluster=svc.cluster_name)
     vs = traffic.virtual_service(svc.host, proxy.namespace)
@@ -144,9 +153,16 @@ def _listener(
         proxy_config = tcp_proxy(
             traffic, route.route, port, stat_prefix=naming.outbound_cluster(port, svc.host)
         )
+    tcp_proxy_timeouts(proxy_config, svc.policy)  # DestinationRule tcp idle/max duration
     listener.filter_chains.append(
         listener_components_pb2.FilterChain(filters=[tcp_proxy_filter(proxy_config)])
     )
+    if svc.forwards:  # a TLS port to its original destination: the SNI names it
+        sni_forwarding(listener, svc.port.target_port or port)
+    elif svc.port.sniffed:  # HTTP connections get the service's HTTP routes
+        chain = sniffed_http_chain(ctx, proxy, svc, labels)
+        if chain is not None:
+            sniff_outbound(listener, chain)
     return listener
 
 

@@ -9,7 +9,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from xds_server.galley.model import MeshConfig, ServiceEntry, WorkloadEntry, labels_match
+from xds_server.galley.model import (
+    EMPTY_LABELS,
+    MeshConfig,
+    ServiceEntry,
+    WorkloadEntry,
+    labels_match,
+)
 from xds_server.galley.model_traffic import (
     MESH_GATEWAY,
     DestinationRule,
@@ -17,18 +23,19 @@ from xds_server.galley.model_traffic import (
     TrafficPolicy,
     VirtualService,
 )
+from xds_server.generators.destination_rules import DestinationRuleIndex
 from xds_server.generators.sidecar_scope import host_matches
 
 
 class TrafficIndex:
     __slots__ = (
         "_by_host",
-        "_rules",
         "_selectors",
         "_services",
         "_wildcard_vs",
         "gateways",
         "mesh",
+        "rules",
         "virtual_services",
     )
 
@@ -36,13 +43,11 @@ class TrafficIndex:
         self.mesh = mesh
         self.virtual_services = mesh.virtual_services
         self.gateways = mesh.gateways
-        self._rules: dict[str, DestinationRule] = {}
         self._services: dict[str, ServiceEntry] = {}
         for se in mesh.service_entries:
             for host in se.hosts:
                 self._services.setdefault(host.lower(), se)
-        for rule in mesh.destination_rules:  # sorted; validation rejects two for one host
-            self._rules.setdefault(rule.host, rule)
+        self.rules = DestinationRuleIndex(mesh.destination_rules, mesh.root_namespace)
         # Exact hosts are looked up, not scanned: a lookup per service per proxy over
         # 1,000 VirtualServices was most of an unscoped build.
         self._by_host: dict[str, list[VirtualService]] = {}
@@ -69,14 +74,16 @@ class TrafficIndex:
     # --- DestinationRule ----------------------------------------------------
 
     def rule(self, host: str) -> DestinationRule | None:
-        rule = self._rules.get(host.lower())
-        if rule is not None:
-            return rule
-        # A wildcard rule (`*.example.com`) covers the hosts under it: most specific first.
-        wildcards = [
-            r for h, r in self._rules.items() if h.startswith("*") and host_matches(h, host)
-        ]
-        return max(wildcards, key=lambda r: len(r.host), default=None)
+        """The rule for `host` as its service's own namespace sees it (no selector)."""
+        service = self.service(host)
+        namespace = service.meta.namespace if service is not None else self.mesh.root_namespace
+        return self.rules.lookup(host, namespace, namespace, EMPTY_LABELS)
+
+    def rule_for(
+        self, host: str, proxy_namespace: str, service_namespace: str, labels: Mapping[str, str]
+    ) -> DestinationRule | None:
+        """The rule a proxy in `proxy_namespace` with `labels` uses (destination_rules)."""
+        return self.rules.lookup(host, proxy_namespace, service_namespace, labels)
 
     def policy(self, host: str, port: int, subset: str = "") -> TrafficPolicy | None:
         rule = self.rule(host)

@@ -24,6 +24,7 @@ PROTOCOLS = frozenset(
     {"HTTP", "HTTPS", "HTTP2", "GRPC", "GRPC-WEB", "TCP", "TLS", "MONGO", "REDIS", "MYSQL"}
 )
 MAX_PORT = 65535
+SNIFFED = ""  # a port without a protocol: HTTP or TCP, told apart per connection
 
 META_FIELDS = frozenset({"name", "namespace", "labels", "annotations"})
 # The rest of Kubernetes' ObjectMeta: accepted (kubectl output has them), not used.
@@ -122,6 +123,14 @@ def parse_port_number(ck: DocChecker, at: Located | None) -> int | None:
 
 def parse_protocol(ck: DocChecker, at: Located | None) -> str | None:
     return None if at is None else ck.enum(at, PROTOCOLS, fold_case=True)
+
+
+def parse_optional_protocol(ck: DocChecker, at: Located | None) -> str | None:
+    """A port protocol that may be left out: "" is Istio's unset protocol, detected
+    per connection (protocol sniffing); None if the value is wrong."""
+    if at is None or at.value == "":
+        return SNIFFED
+    return parse_protocol(ck, at)
 
 
 def parse_port_name(ck: DocChecker, at: Located | None) -> str | None:

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 
-from ..fields import Shape, deprecated, each, not_yet, obj, restricted, shape, supported
-from ..model import ObjectMeta
+from ..fields import Shape, deprecated, each, not_yet, obj, shape, supported
+from ..model import EMPTY_LABELS, ObjectMeta
 from ..model_traffic import (
     ClientTLS,
-    ConnectionPool,
-    ConsistentHash,
     DestinationRule,
     OutlierDetection,
     PemFile,
@@ -24,50 +23,17 @@ from ..names import (
     san_problem,
 )
 from ..schema import DocChecker, Located
+from . import connection_pool, load_balancer
 from .common import freeze, parse_labels, parse_port_number
+from .connection_pool import parse_connection_pool
+from .load_balancer import LoadBalancer, parse_load_balancer
 from .traffic_common import boolean, duration_ms, export_to_problem, host_problem
 
+# `istio.type.v1beta1.WorkloadSelector` (the networking kinds' own one says `labels`).
+MATCH_LABELS: Shape = shape(matchLabels=supported())
 TLS_MODES = frozenset({"DISABLE", "SIMPLE", "MUTUAL", "ISTIO_MUTUAL"})
-LB_SIMPLE = frozenset({"ROUND_ROBIN", "LEAST_REQUEST", "RANDOM", "LEAST_CONN"})
-LB_SIMPLE_UNSUPPORTED = frozenset({"PASSTHROUGH", "UNSPECIFIED"})
 MAX_INT32 = 2**31 - 1
 
-COOKIE: Shape = shape(name=supported(), path=supported(), ttl=supported())
-HASH: Shape = shape(
-    httpHeaderName=supported(),
-    httpCookie=obj(COOKIE),
-    useSourceIp=supported(),
-    minimumRingSize=deprecated("use ringHash.minimumRingSize in Istio; still the ring size here"),
-    httpQueryParameterName=not_yet(),
-    ringHash=not_yet(),
-    maglev=not_yet(),
-    localityLbSetting=not_yet(),
-)
-LOAD_BALANCER: Shape = shape(
-    simple=supported("ROUND_ROBIN, LEAST_REQUEST (LEAST_CONN), RANDOM; PASSTHROUGH not yet"),
-    consistentHash=obj(HASH, "ring hash; the routes hash on the key"),
-    localityLbSetting=not_yet(),
-    warmup=not_yet(),
-    warmupDurationSecs=not_yet(),
-)
-POOL_TCP: Shape = shape(
-    maxConnections=supported(),
-    connectTimeout=supported(),
-    tcpKeepalive=not_yet(),
-    maxConnectionDuration=not_yet(),
-    idleTimeout=not_yet(),
-)
-POOL_HTTP: Shape = shape(
-    http1MaxPendingRequests=supported(),
-    http2MaxRequests=supported(),
-    maxRequestsPerConnection=supported("HTTP ports"),
-    maxRetries=supported(),
-    idleTimeout=supported("HTTP ports"),
-    h2UpgradePolicy=not_yet(),
-    useClientProtocol=not_yet(),
-    maxConcurrentStreams=not_yet(),
-)
-POOL: Shape = shape(tcp=obj(POOL_TCP), http=obj(POOL_HTTP))
 OUTLIER: Shape = shape(
     consecutive5xxErrors=supported("0 turns the check off"),
     consecutiveErrors=deprecated("use consecutive5xxErrors"),
@@ -76,8 +42,13 @@ OUTLIER: Shape = shape(
     baseEjectionTime=supported(),
     maxEjectionPercent=supported(),
     minHealthPercent=supported("Envoy's healthy_panic_threshold"),
-    splitExternalLocalOriginErrors=not_yet(),
-    consecutiveLocalOriginFailures=not_yet(),
+    splitExternalLocalOriginErrors=supported(
+        "connect failures and timeouts count apart from the upstream's 5xx answers"
+    ),
+    consecutiveLocalOriginFailures=supported("needs splitExternalLocalOriginErrors: true"),
+    outlierDetectionHttpErrorCodes=supported(
+        "these answers count as errors (Envoy's HTTP outlier detection error matcher)"
+    ),
 )
 TLS: Shape = shape(
     mode=supported(
@@ -95,30 +66,37 @@ TLS: Shape = shape(
     insecureSkipVerify=supported("the upstream certificate is not verified"),
     caCrl=not_yet(),
 )
+RETRY_BUDGET: Shape = shape(
+    percent=supported("of the active requests; default 20"),
+    minRetryConcurrency=supported("default 3"),
+    budgetInterval=not_yet("Envoy 1.40 has no budget interval"),
+)
 PORT_POLICY: Shape = shape(
     port=obj(shape(number=supported())),
-    loadBalancer=obj(LOAD_BALANCER),
-    connectionPool=obj(POOL),
+    loadBalancer=obj(load_balancer.SHAPE),
+    connectionPool=obj(connection_pool.SHAPE),
     outlierDetection=obj(OUTLIER),
     tls=obj(TLS),
 )
 POLICY: Shape = shape(
-    loadBalancer=obj(LOAD_BALANCER),
-    connectionPool=obj(POOL),
+    loadBalancer=obj(load_balancer.SHAPE),
+    connectionPool=obj(connection_pool.SHAPE),
     outlierDetection=obj(OUTLIER),
     tls=obj(TLS),
     portLevelSettings=each(PORT_POLICY, "replaces each policy field it sets, for its port"),
     tunnel=not_yet(),
     proxyProtocol=not_yet(),
-    retryBudget=not_yet(),
+    retryBudget=obj(RETRY_BUDGET, "Envoy's retry budget circuit breaker"),
 )
 SUBSET: Shape = shape(name=supported(), labels=supported(), trafficPolicy=obj(POLICY))
 SPEC: Shape = shape(
     host=supported(),
     trafficPolicy=obj(POLICY),
     subsets=each(SUBSET),
-    exportTo=restricted("'*' (the default: every namespace) only; other values not yet"),
-    workloadSelector=not_yet(),
+    exportTo=supported("'*', '.', namespace names: which namespaces' proxies use the rule"),
+    workloadSelector=obj(
+        MATCH_LABELS, "only the sidecars of these workloads of the rule's namespace use it"
+    ),
 )
 
 
@@ -146,13 +124,77 @@ def parse_destination_rule(
             ck.error(item, f"duplicate subset name {subset.name!r}", path=f"{item.path}.name")
         seen.add(subset.name)
         subsets.append(subset)
+    selector = None
+    if (at := fields.get("workloadSelector")) is not None:
+        selector = _selector(ck, at)
+    export_to: tuple[str, ...] = ()
     if (at := fields.get("exportTo")) is not None:
-        for value, item in ck.strings(at, export_to_problem) or ():
-            if value != "*":
-                ck.not_yet(item, f"exportTo {value!r} (a rule applies in every namespace)")
+        export_to = _export_to(ck, at, meta.namespace, has_selector=selector is not None)
     if len(ck.errors) > before:
         return None
-    return DestinationRule(meta, host, policy, tuple(subsets))
+    return DestinationRule(meta, host, policy, tuple(subsets), export_to, selector)
+
+
+def _selector(ck: DocChecker, at: Located) -> Mapping[str, str]:
+    """Istio's `istio.type.v1beta1.WorkloadSelector`: `matchLabels`."""
+    raw = at.value if isinstance(at.value, dict) else {}
+    if "labels" in raw and "matchLabels" not in raw:  # the networking kinds' spelling
+        path = f"{at.path}.labels"
+        ck.error(
+            Located(raw["labels"], path, ck.lines.get(path, at.line)),
+            "a DestinationRule's workloadSelector says matchLabels (Istio's "
+            "istio.type.v1beta1.WorkloadSelector), not labels",
+        )
+        return EMPTY_LABELS
+    fields = ck.fields(at, MATCH_LABELS) or {}
+    labels = parse_labels(ck, fields.get("matchLabels"))
+    if not labels:
+        ck.warn(at, "workload selector specified without labels: it selects every workload "
+                    "of the namespace")  # fmt: skip
+    return freeze(labels)
+
+
+def _export_to(
+    ck: DocChecker, at: Located, namespace: str, *, has_selector: bool
+) -> tuple[str, ...]:
+    """Istio's validateExportTo for a DestinationRule (`~` is for ServiceEntries only)."""
+    found = ck.strings(at, export_to_problem) or []
+    seen: set[str] = set()
+    values: list[str] = []
+    for value, item in found:
+        if value == "~":
+            ck.error(item, "'~' (exported to no namespace) is allowed in ServiceEntries only")
+            continue
+        key = namespace if value == "." else value
+        if key in seen:
+            ck.error(item, f"duplicate entry {value!r} (also '.' or {namespace!r})")
+            continue
+        seen.add(key)
+        values.append(value)
+    if "*" in values and len(found) > 1:
+        ck.error(at, "cannot have both public (*) and non-public exportTo values")
+    if has_selector and seen:
+        if namespace not in seen:
+            ck.error(at, "a rule with workloadSelector cannot be exported beyond its namespace")
+        elif len(seen) > 1:
+            ck.error(at, "a rule with workloadSelector cannot have several exportTo entries")
+    return tuple(values)
+
+
+def _retry_budget(ck: DocChecker, at: Located) -> tuple[float, int]:
+    """(percent, minRetryConcurrency) with Istio's defaults (20 %, 3)."""
+    fields = ck.fields(at, RETRY_BUDGET) or {}
+    percent = 20.0
+    if (percent_at := fields.get("percent")) is not None:  # a DoubleValue: a number
+        value = percent_at.value
+        if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 100:
+            ck.error(percent_at, f"{value!r} must be a number from 0 to 100")
+        else:
+            percent = float(value)
+    minimum = 3
+    if (min_at := fields.get("minRetryConcurrency")) is not None:
+        minimum = ck.integer(min_at, 1, 2**32 - 1) or 3
+    return percent, minimum
 
 
 def _subset(ck: DocChecker, at: Located, namespace: str) -> Subset | None:
@@ -176,12 +218,17 @@ def _policy(
     fields = ck.fields(at, PORT_POLICY if for_port else POLICY)
     if fields is None:
         return None
-    simple, consistent = None, None
-    if (lb := fields.get("loadBalancer")) is not None:
-        simple, consistent = _load_balancer(ck, lb)
-    pool = _pool(ck, fields["connectionPool"]) if "connectionPool" in fields else None
+    if not fields:
+        ck.error(at, "traffic policy must have at least one field")
+    lb = LoadBalancer()
+    if (lb_at := fields.get("loadBalancer")) is not None:
+        lb = parse_load_balancer(ck, lb_at, has_outlier="outlierDetection" in fields)
+    pool = None
+    if "connectionPool" in fields:
+        pool = parse_connection_pool(ck, fields["connectionPool"])
     outlier = _outlier(ck, fields["outlierDetection"]) if "outlierDetection" in fields else None
     tls = _tls(ck, fields["tls"], namespace) if "tls" in fields else None
+    budget = _retry_budget(ck, fields["retryBudget"]) if "retryBudget" in fields else None
     port_level: list[tuple[int, TrafficPolicy]] = []
     for item in (
         ck.items(fields["portLevelSettings"]) or () if "portLevelSettings" in fields else ()
@@ -201,7 +248,18 @@ def _policy(
             ck.error(item, f"port {number} has two portLevelSettings", path=f"{item.path}.port")
         elif number is not None and entry is not None:
             port_level.append((number, entry))
-    return TrafficPolicy(simple, consistent, pool, outlier, tls, tuple(port_level))
+    return TrafficPolicy(
+        load_balancer=lb.simple,
+        consistent_hash=lb.consistent_hash,
+        locality_lb=lb.locality,
+        zone_aware=lb.zone_aware,
+        warmup=lb.warmup,
+        connection_pool=pool,
+        outlier_detection=outlier,
+        tls=tls,
+        port_level=tuple(port_level),
+        retry_budget=budget,
+    )
 
 
 # Fields that only mean something when pocketmesh originates TLS (SIMPLE / MUTUAL).
@@ -300,89 +358,6 @@ def _absolute(path: str, document: str) -> str:
     return os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(document)), path))
 
 
-def _load_balancer(ck: DocChecker, at: Located) -> tuple[str | None, ConsistentHash | None]:
-    fields = ck.fields(at, LOAD_BALANCER)
-    if fields is None:
-        return None, None
-    if len(fields) > 1:
-        ck.error(at, "must set only one of simple, consistentHash")
-    simple = None
-    if (s := fields.get("simple")) is not None:
-        if isinstance(s.value, str) and s.value in LB_SIMPLE_UNSUPPORTED:
-            ck.not_yet(s, repr(s.value))
-        else:
-            simple = ck.enum(s, LB_SIMPLE)
-            simple = "LEAST_REQUEST" if simple == "LEAST_CONN" else simple
-    consistent = None
-    if (c := fields.get("consistentHash")) is not None:
-        consistent = _consistent_hash(ck, c)
-    return simple, consistent
-
-
-def _consistent_hash(ck: DocChecker, at: Located) -> ConsistentHash | None:
-    fields = ck.fields(at, HASH)
-    if fields is None:
-        return None
-    keys = [k for k in ("httpHeaderName", "httpCookie", "useSourceIp") if k in fields]
-    if len(keys) != 1:
-        ck.error(at, "must set exactly one of httpHeaderName, httpCookie, useSourceIp")
-        return None
-    ring = ck.integer(fields["minimumRingSize"], 1, 8_388_608) if "minimumRingSize" in fields else 0
-    if "httpHeaderName" in fields:
-        header = ck.string(fields["httpHeaderName"])
-        return (
-            ConsistentHash(http_header_name=header.lower(), minimum_ring_size=ring or 0)
-            if header
-            else None
-        )
-    if "useSourceIp" in fields:
-        on = boolean(ck, fields["useSourceIp"])
-        if on is False:
-            ck.error(fields["useSourceIp"], "must be true when it is the hash key")
-        return ConsistentHash(use_source_ip=True, minimum_ring_size=ring or 0) if on else None
-    cookie = ck.fields(fields["httpCookie"], COOKIE)
-    if cookie is None:
-        return None
-    name_at = ck.required(cookie, "name", fields["httpCookie"])
-    name = ck.string(name_at) if name_at is not None else None
-    path = ck.string(cookie["path"]) or "" if "path" in cookie else ""
-    ttl = duration_ms(ck, cookie["ttl"], minimum_ms=0) if "ttl" in cookie else 0
-    if name is None:
-        return None
-    return ConsistentHash(
-        http_cookie_name=name,
-        http_cookie_path=path,
-        http_cookie_ttl_ms=ttl or 0,
-        minimum_ring_size=ring or 0,
-    )
-
-
-def _pool(ck: DocChecker, at: Located) -> ConnectionPool | None:
-    fields = ck.fields(at, POOL)
-    if fields is None:
-        return None
-    values: dict[str, int | None] = {}
-    if (tcp_at := fields.get("tcp")) is not None:
-        tcp = ck.fields(tcp_at, POOL_TCP) or {}
-        if "maxConnections" in tcp:
-            values["max_connections"] = ck.integer(tcp["maxConnections"], 1, MAX_INT32)
-        if "connectTimeout" in tcp:
-            values["connect_timeout_ms"] = duration_ms(ck, tcp["connectTimeout"])
-    if (http_at := fields.get("http")) is not None:
-        http = ck.fields(http_at, POOL_HTTP) or {}
-        for key, attr in (
-            ("http1MaxPendingRequests", "http1_max_pending_requests"),
-            ("http2MaxRequests", "http2_max_requests"),
-            ("maxRequestsPerConnection", "max_requests_per_connection"),
-            ("maxRetries", "max_retries"),
-        ):
-            if key in http:
-                values[attr] = ck.integer(http[key], 1, MAX_INT32)
-        if "idleTimeout" in http:
-            values["idle_timeout_ms"] = duration_ms(ck, http["idleTimeout"])
-    return ConnectionPool(**values)
-
-
 def _outlier(ck: DocChecker, at: Located) -> OutlierDetection | None:
     fields = ck.fields(at, OUTLIER)
     if fields is None:
@@ -403,4 +378,22 @@ def _outlier(ck: DocChecker, at: Located) -> OutlierDetection | None:
         values["max_ejection_percent"] = ck.integer(fields["maxEjectionPercent"], 0, 100)
     if "minHealthPercent" in fields:
         values["min_health_percent"] = ck.integer(fields["minHealthPercent"], 0, 100)
-    return OutlierDetection(**values)
+    split = False
+    if (split_at := fields.get("splitExternalLocalOriginErrors")) is not None:
+        split = bool(boolean(ck, split_at))
+    if (local_at := fields.get("consecutiveLocalOriginFailures")) is not None:
+        values["consecutive_local_origin_failures"] = ck.integer(local_at, 0, MAX_INT32)
+        if not split and values["consecutive_local_origin_failures"]:
+            ck.error(
+                local_at,
+                "is set, but splitExternalLocalOriginErrors is false: local origin failures "
+                "then count as 5xx (as Istio says)",
+            )
+    codes: tuple[int, ...] = ()
+    if (codes_at := fields.get("outlierDetectionHttpErrorCodes")) is not None:
+        codes = tuple(
+            c for item in ck.items(codes_at) or () if (c := ck.integer(item, 100, 599)) is not None
+        )
+    return OutlierDetection(
+        **values, split_external_local_origin_errors=split, http_error_codes=codes
+    )

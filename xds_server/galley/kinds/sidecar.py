@@ -6,53 +6,92 @@ from collections.abc import Mapping
 
 from ..fields import Shape, each, label, no_effect, not_yet, obj, restricted, shape, supported
 from ..model import EgressListener, IngressListener, ObjectMeta, Sidecar, SidecarPort
-from ..names import dns1123_label_problem, host_port_problem, is_ip, wildcard_host_problem
+from ..names import (
+    UNIX_PREFIX,
+    dns1123_label_problem,
+    host_port_problem,
+    is_ip,
+    is_unix,
+    unix_path_problem,
+    wildcard_host_problem,
+)
 from ..schema import DocChecker, Located
-from .common import SELECTOR, parse_port_name, parse_port_number, parse_protocol, parse_selector
+from . import connection_pool
+from .common import (
+    SELECTOR,
+    parse_optional_protocol,
+    parse_port_name,
+    parse_port_number,
+    parse_selector,
+)
+from .connection_pool import parse_connection_pool
 
 CAPTURE_MODES = frozenset({"DEFAULT", "IPTABLES", "NONE"})
 # pocketmesh never captures traffic (no iptables): listeners bind addresses.
 NO_CAPTURE = frozenset({"DEFAULT", "NONE"})
 OUTBOUND_MODES = frozenset({"REGISTRY_ONLY", "ALLOW_ANY"})
+REGISTRY_ONLY = "REGISTRY_ONLY"
+HTTP_LIKE = frozenset({"HTTP", "HTTP2", "GRPC", "GRPC-WEB", ""})
 
 PORT: Shape = shape(
     number=supported(),
-    protocol=supported(),
+    protocol=supported("unset: each connection is sniffed (HTTP or TCP)"),
     name=label(),
     targetPort=no_effect("Istio applies targetPort to ServiceEntry ports only"),
 )
 CAPTURE = restricted(
-    "DEFAULT or NONE: pocketmesh never captures traffic, its listeners bind addresses; "
-    "IPTABLES is refused"
+    "DEFAULT or NONE. Deliberate non-goal: IPTABLES; pocketmesh never captures traffic (no "
+    "iptables, no root): its listeners bind addresses, and apps use the 15001 HTTP proxy"
 )
 INGRESS: Shape = shape(
     port=obj(PORT),
     bind=supported("the address the inbound listener binds (default: the workload's)"),
-    defaultEndpoint=supported("where the app listens: 127.0.0.1:PORT, 0.0.0.0:PORT or host:port"),
+    defaultEndpoint=supported(
+        "where the app listens: 127.0.0.1:PORT, 0.0.0.0:PORT, host:port or unix:///path"
+    ),
     captureMode=CAPTURE,
     tls=not_yet("TLS termination of ingress listeners"),
-    connectionPool=not_yet(),
+    connectionPool=obj(connection_pool.SHAPE, "this port's inbound cluster (Istio)"),
 )
 EGRESS: Shape = shape(
-    port=not_yet("per-port egress listeners; an egress entry without a port scopes all"),
-    bind=not_yet(),
-    hosts=supported("ns/host patterns: './*', 'istio-system/*', '*/reviews.x'"),
+    port=obj(
+        PORT,
+        "a listener of its own on bind:port: plain HTTP requests (no proxy form) routed by "
+        "Host to the hosts it imports, on this port; TCP: to the one it imports",
+    ),
+    bind=supported(
+        "an IP (default: the workload's address; Istio's 127.0.0.1 would be "
+        "shared by every workload of the machine)"
+    ),
+    hosts=supported(
+        "ns/host patterns: './*', 'istio-system/*', '*/reviews.x'; '~ns/host' excludes "
+        "('~/host' in every namespace, '~/*' everything)"
+    ),
     captureMode=CAPTURE,
 )
 OUTBOUND: Shape = shape(
-    mode=restricted(
-        "REGISTRY_ONLY: what pocketmesh does (a host no ServiceEntry declares gets 404); "
-        "ALLOW_ANY is not supported yet"
+    mode=supported(
+        "REGISTRY_ONLY (the default here): a host no ServiceEntry declares gets 404; "
+        "ALLOW_ANY: the 15001 proxy forwards such requests to the host they name (HTTP only: "
+        "a TCP connection to the sidecar names no destination)"
     ),
-    egressProxy=not_yet(),
+    egressProxy=not_yet("routing unknown hosts through an egress gateway"),
 )
 SPEC: Shape = shape(
     workloadSelector=obj(SELECTOR),
     ingress=each(INGRESS),
     egress=each(EGRESS),
-    outboundTrafficPolicy=restricted("mode REGISTRY_ONLY only", OUTBOUND),
-    inboundConnectionPool=not_yet(),
+    outboundTrafficPolicy=obj(OUTBOUND),
+    inboundConnectionPool=obj(
+        connection_pool.SHAPE, "every inbound cluster, unless the port sets its own"
+    ),
 )
+
+
+def _default_endpoint_problem(value: str) -> str | None:
+    if is_unix(value):  # the app listens on a unix socket
+        return unix_path_problem(value.removeprefix(UNIX_PREFIX))
+    return host_port_problem(value)
 
 
 def _bind_problem(value: str) -> str | None:
@@ -63,10 +102,9 @@ def _egress_host_problem(value: str) -> str | None:
     namespace, sep, host = value.partition("/")
     if not sep or not namespace or not host:
         return "must be namespace/dnsName, like './*' or 'istio-system/*.example.com'"
-    if namespace not in {".", "*", "~"} and dns1123_label_problem(namespace) is not None:
-        return "must start with '.', '*', '~' or a namespace name before the '/'"
-    if namespace == "~" and host != "*":
-        return "may only be '~/*' with the '~' namespace"
+    excluded = namespace.removeprefix("~")  # `~ns/host` excludes (`~/host`: everywhere)
+    if excluded not in {"", ".", "*"} and dns1123_label_problem(excluded) is not None:
+        return "must start with '.', '*', '~' or a namespace name (or ~name) before the '/'"
     if (problem := wildcard_host_problem(host)) is not None:
         return f"has a dnsName that {problem}"
     return None
@@ -77,6 +115,8 @@ def parse_sidecar(ck: DocChecker, meta: ObjectMeta, spec: Located | None) -> Sid
     selector: Mapping[str, str] | None = None
     ingress: tuple[IngressListener, ...] = ()
     egress: tuple[EgressListener, ...] = ()
+    outbound = REGISTRY_ONLY
+    inbound_pool = None
     if spec is not None:
         fields = ck.fields(spec, SPEC)
         if fields is None:
@@ -88,19 +128,28 @@ def parse_sidecar(ck: DocChecker, meta: ObjectMeta, spec: Located | None) -> Sid
         if (at := fields.get("egress")) is not None:
             egress = _parse_egress(ck, at)
         if (at := fields.get("outboundTrafficPolicy")) is not None:
-            _parse_outbound(ck, at)
+            outbound = _parse_outbound(ck, at)
+        if (at := fields.get("inboundConnectionPool")) is not None:
+            inbound_pool = parse_connection_pool(ck, at)
     if len(ck.errors) > before:
         return None
-    return Sidecar(meta=meta, workload_selector=selector, ingress=ingress, egress=egress)
+    return Sidecar(
+        meta=meta,
+        workload_selector=selector,
+        ingress=ingress,
+        egress=egress,
+        outbound_traffic_policy=outbound,
+        inbound_connection_pool=inbound_pool,
+    )
 
 
 def _parse_port(ck: DocChecker, at: Located) -> SidecarPort | None:
-    """A Sidecar port: number and protocol required, name optional."""
+    """A Sidecar port: number required; protocol optional (unset: sniffed), name too."""
     fields = ck.fields(at, PORT)
     if fields is None:
         return None
     number = parse_port_number(ck, ck.required(fields, "number", at))
-    protocol = parse_protocol(ck, ck.required(fields, "protocol", at))
+    protocol = parse_optional_protocol(ck, fields.get("protocol"))
     name = parse_port_name(ck, fields.get("name"))
     if number is None or protocol is None:
         return None
@@ -121,8 +170,18 @@ def _parse_ingress(ck: DocChecker, at: Located) -> tuple[IngressListener, ...]:
             bind = ck.string(bind_at, _bind_problem) or ""
         default_endpoint = ""
         if (endpoint_at := fields.get("defaultEndpoint")) is not None:
-            default_endpoint = ck.string(endpoint_at, host_port_problem) or ""
+            default_endpoint = ck.string(endpoint_at, _default_endpoint_problem) or ""
         _capture_mode(ck, fields.get("captureMode"))
+        pool = None
+        if (pool_at := fields.get("connectionPool")) is not None:
+            pool = parse_connection_pool(ck, pool_at)
+            pool_fields = pool_at.value if isinstance(pool_at.value, dict) else {}
+            if port is not None and "http" in pool_fields and port.protocol not in HTTP_LIKE:
+                ck.warn(
+                    pool_at,
+                    f"HTTP settings for port {port.number}, whose protocol is not HTTP "
+                    f"({port.protocol or 'unset'}): only the TCP settings apply (as in Istio)",
+                )
         if port is None:
             continue
         key = (bind, port.number)
@@ -130,24 +189,46 @@ def _parse_ingress(ck: DocChecker, at: Located) -> tuple[IngressListener, ...]:
             ck.error(port_at, f"port {port.number} is already used by {seen[key]}")
             continue
         seen[key] = item.path
-        listeners.append(IngressListener(port, bind, default_endpoint))
+        listeners.append(IngressListener(port, bind, default_endpoint, pool))
     return tuple(listeners)
 
 
 def _parse_egress(ck: DocChecker, at: Located) -> tuple[EgressListener, ...]:
+    """Istio's rules: at most one listener without a port, and it comes last; ports on
+    one bind address are unique; bind needs a port."""
     listeners: list[EgressListener] = []
-    for i, item in enumerate(ck.items(at) or ()):
+    items = ck.items(at) or []
+    portless_seen = False
+    ports: dict[tuple[str, int], str] = {}
+    for i, item in enumerate(items):
         fields = ck.fields(item, EGRESS)
         if fields is None:
             continue
-        if i == 1:  # every entry is port-less (ports are refused): Istio allows one
-            ck.error(item, "egress can have only one listener without a port")
         _capture_mode(ck, fields.get("captureMode"))
+        port = (
+            _parse_port(ck, fields["port"]) if "port" in fields else None
+        )
+        bind = ""
+        if (bind_at := fields.get("bind")) is not None:
+            bind = ck.string(bind_at, _bind_problem) or ""
+            if "port" not in fields:
+                ck.error(bind_at, "a bind address needs a port")
+        if "port" not in fields:
+            if portless_seen:
+                ck.error(item, "egress can have only one listener without a port")
+            elif i != len(items) - 1:
+                ck.error(item, "the egress listener without a port must be the last one")
+            portless_seen = True
+        elif port is not None:
+            key = (bind, port.number)
+            if key in ports:
+                ck.error(fields["port"], f"port {port.number} is already used by {ports[key]}")
+            ports[key] = item.path
         hosts: list[str] = []
         if (hosts_at := ck.required(fields, "hosts", item)) is not None:
             found = ck.strings(hosts_at, _egress_host_problem, non_empty=True)
             hosts = [h for h, _ in found or ()]
-        listeners.append(EgressListener(tuple(hosts)))
+        listeners.append(EgressListener(tuple(hosts), port, bind))
     return tuple(listeners)
 
 
@@ -156,15 +237,15 @@ def _capture_mode(ck: DocChecker, at: Located | None) -> None:
         return
     mode = ck.enum(at, CAPTURE_MODES)
     if mode is not None and mode not in NO_CAPTURE:
-        ck.not_yet(at, f"captureMode {mode} (pocketmesh binds addresses, it never captures)")
+        ck.not_yet(
+            at, f"captureMode {mode} (a deliberate non-goal: pocketmesh binds addresses, it "
+            "never captures traffic)",
+        )  # fmt: skip
 
 
-def _parse_outbound(ck: DocChecker, at: Located) -> None:
-    """`outboundTrafficPolicy`: REGISTRY_ONLY is what pocketmesh does; ALLOW_ANY is not."""
+def _parse_outbound(ck: DocChecker, at: Located) -> str:
+    """`outboundTrafficPolicy`: REGISTRY_ONLY (pocketmesh's default) or ALLOW_ANY."""
     fields = ck.fields(at, OUTBOUND)
-    if fields is None:
-        return
-    if (mode_at := fields.get("mode")) is not None:
-        mode = ck.enum(mode_at, OUTBOUND_MODES)
-        if mode == "ALLOW_ANY":
-            ck.not_yet(mode_at, "mode ALLOW_ANY (passthrough to hosts outside the registry)")
+    if fields is None or (mode_at := fields.get("mode")) is None:
+        return REGISTRY_ONLY
+    return ck.enum(mode_at, OUTBOUND_MODES) or REGISTRY_ONLY

@@ -8,16 +8,23 @@ from __future__ import annotations
 
 from ..fields import Shape, restricted, shape, supported
 from ..model import DEFAULT_SERVICE_ACCOUNT, ObjectMeta, WorkloadEntry
-from ..names import address_problem, dns1123_label_problem, dns1123_subdomain_problem
+from ..names import address_problem, dns1123_label_problem, dns1123_subdomain_problem, is_unix
 from ..schema import DocChecker, Located, Rule
 from .common import MAX_PORT, freeze, parse_labels
 
 SPEC: Shape = shape(
-    address=supported("an IP (a 127/8 address stands in for a pod IP), or a DNS name"),
+    address=supported(
+        "an IP (a 127/8 address stands in for a pod IP), a DNS name, or unix:///path "
+        "(a local socket; no sidecar)"
+    ),
     labels=supported("merged with metadata.labels, which win (as in Istio)"),
     ports=supported("port name -> the port the workload serves it on"),
     serviceAccount=supported("its SPIFFE identity: spiffe://<td>/ns/<ns>/sa/<sa>"),
-    network=restricted("'' (one network) only: multi-network meshes are not supported yet"),
+    network=restricted(
+        "'' (one network) only. Deliberate non-goal: a pocketmesh mesh is one network (one "
+        "machine's addresses, or one container network); Istio's multi-network routing goes "
+        "through east-west gateways by network, which there is nothing to need"
+    ),
     locality=supported("region/zone/subzone, on its EDS endpoints"),
     weight=supported("its EDS load-balancing weight"),
 )
@@ -40,7 +47,11 @@ def parse_workload_spec(
     if fields is None:
         return None
     address = None
-    if (address_at := ck.required(fields, "address", spec)) is not None:
+    if "address" not in fields and "network" in fields:
+        address_at = None  # Istio: no address with a network (refused below, with it)
+    else:
+        address_at = ck.required(fields, "address", spec)
+    if address_at is not None:
         address = ck.string(address_at, address_rule)
     # Istio merges metadata.labels into the spec's, the metadata's winning.
     labels = {**parse_labels(ck, fields.get("labels")), **meta.labels}
@@ -57,13 +68,15 @@ def parse_workload_spec(
     if (sa_at := fields.get("serviceAccount")) is not None:
         service_account = ck.string(sa_at, dns1123_subdomain_problem) or service_account
     if (network_at := fields.get("network")) is not None and ck.string(network_at):
-        ck.not_yet(network_at, "a network (multi-network meshes)")
+        ck.not_yet(network_at, "a network (multi-network meshes: a deliberate non-goal)")
     locality = ""
     if (locality_at := fields.get("locality")) is not None:
         locality = ck.string(locality_at, _locality_problem) or ""
     weight = 0
     if (weight_at := fields.get("weight")) is not None:
         weight = ck.integer(weight_at, 0, MAX_WEIGHT) or 0
+    if address is not None and is_unix(address) and ports and "ports" in fields:
+        ck.error(fields["ports"], f"unix endpoint {address} must not include ports")
     if address is None or len(ck.errors) > before:
         return None
     return WorkloadEntry(
