@@ -17,6 +17,7 @@ from xds_server import xds_types
 from xds_server.generators.clusters import build_clusters
 from xds_server.generators.endpoints import build_endpoints
 from xds_server.generators.frozen import Frozen, FrozenMessageError
+from xds_server.generators.gateway import gateway_route_configs
 from xds_server.generators.listeners import build_listeners
 from xds_server.generators.push_context import Proxy, PushContext
 from xds_server.generators.routes import build_routes
@@ -38,6 +39,8 @@ def generate(ctx: PushContext, proxy: Proxy) -> dict[str, Mapping[str, Frozen[An
         xds_types.CLUSTER: build_clusters(ctx, proxy),
         xds_types.ENDPOINT: build_endpoints(ctx, proxy),
         xds_types.LISTENER: build_listeners(ctx, proxy),
-        xds_types.ROUTE: build_routes(ctx, proxy),
+        xds_types.ROUTE: (
+            gateway_route_configs(ctx, proxy) if proxy.gateways else build_routes(ctx, proxy)
+        ),
         xds_types.SECRET: build_secrets(ctx, proxy),
     }

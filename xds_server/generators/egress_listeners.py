@@ -63,16 +63,6 @@ def egress_port_listeners(ctx: PushContext, proxy: Proxy) -> dict[str, Frozen[Li
     return found
 
 
-def egress_ports(proxy: Proxy) -> set[int]:
-    """The ports egress listeners take on the workload's own address."""
-    sidecar = proxy.sidecar
-    return {
-        listener.port.number
-        for listener in (sidecar.egress if sidecar else ())
-        if listener.port is not None and (listener.bind or proxy.address) == proxy.address
-    }
-
-
 def _imported(proxy: Proxy, listener: EgressListener) -> list[OutboundService]:
     assert listener.port is not None
     return [

@@ -151,6 +151,16 @@ class Proxy:
     def address(self) -> str:
         return self.workload.address
 
+    @property
+    def egress_ports(self) -> set[int]:
+        """The ports its Sidecar's egress listeners take on the workload's own address."""
+        listeners = self.sidecar.egress if self.sidecar else ()
+        return {
+            listener.port.number
+            for listener in listeners
+            if listener.port is not None and (listener.bind or self.address) == self.address
+        }
+
 
 class PushContext:
     """Immutable plans for one MeshConfig plus a memo of the resources built from them."""

@@ -16,7 +16,6 @@ from google.protobuf import duration_pb2, wrappers_pb2
 from xds_server.galley.model import EMPTY_LABELS
 from xds_server.generators import naming
 from xds_server.generators.frozen import Frozen
-from xds_server.generators.gateway import gateway_route_configs
 from xds_server.generators.http_routes import virtual_service_routes
 from xds_server.generators.passthrough import allow_any_virtual_host, allows_any
 from xds_server.generators.push_context import Proxy, PushContext, SidecarScope, VirtualHostPlan
@@ -38,8 +37,7 @@ def outbound_route_config(
 
 
 def build_routes(ctx: PushContext, proxy: Proxy) -> dict[str, Frozen[RouteConfiguration]]:
-    if proxy.gateways:
-        return gateway_route_configs(ctx, proxy)
+    """A sidecar's route configs (a gateway's: `gateway.gateway_route_configs`)."""
     labels = proxy.workload.labels
     return {naming.OUTBOUND_ROUTE_NAME: outbound_route_config(ctx, proxy.scope, labels)}
 

@@ -34,7 +34,6 @@ from xds_server.galley.model_traffic import (
     gateway_key,
 )
 from xds_server.generators import naming
-from xds_server.generators.egress_listeners import egress_ports
 from xds_server.generators.endpoints import socket_address
 from xds_server.generators.frozen import Frozen
 from xds_server.generators.http_routes import cluster_for, pack
@@ -56,7 +55,7 @@ def outbound_tcp_listeners(
 ) -> dict[str, Frozen[listener_pb2.Listener]]:
     used = {plan.port for plan in proxy.inbound if plan.bind == proxy.address}
     used.add(naming.OUTBOUND_HTTP_PORT)
-    used |= egress_ports(proxy)  # Sidecar egress listeners with their own port
+    used |= proxy.egress_ports  # Sidecar egress listeners with their own port
     chosen: dict[int, OutboundService] = {}
     for svc in _tcp_services(ctx, proxy.scope):
         number = svc.port.number
