@@ -11,10 +11,10 @@ sidecar whose labels differ (sourceLabels) and the ingress gateway.
 
 from __future__ import annotations
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 
 from tests.traffic.mesh import Mesh
-from tests.traffic.strategies import CREDENTIAL, mesh_config
+from tests.traffic.strategies import CREDENTIAL, GATEWAY, mesh_config
 
 PROXIES = (
     ("productpage", "default"),
@@ -29,6 +29,23 @@ PROXIES = (
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 @given(text=mesh_config())
+# Found by this test: PASSTHROUGH with outlier settings gave a forwarding cluster HTTP
+# protocol options without auto_sni, which Envoy refuses unless told it is meant.
+@example(
+    text=GATEWAY
+    + """---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: httpbin}
+spec:
+  host: httpbin
+  trafficPolicy:
+    loadBalancer: {simple: PASSTHROUGH}
+    portLevelSettings:
+    - port: {number: 8000}
+      outlierDetection: {consecutive5xxErrors: 0, outlierDetectionHttpErrorCodes: [404]}
+"""
+)
 def test_every_valid_config_is_acked_by_envoy(mesh: Mesh, text: str) -> None:
     for name, namespace in PROXIES:
         mesh.envoy(name, namespace)

@@ -125,7 +125,7 @@ def _outbound(
 ) -> Cluster:
     forwarding = sidecar and svc.forwards
     if forwarding:
-        cluster = forwarding_cluster(svc.cluster_name, tls=tls.mode != "DISABLE")
+        cluster = forwarding_cluster(svc.cluster_name)
     else:
         cluster = Cluster(
             name=svc.cluster_name,

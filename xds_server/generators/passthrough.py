@@ -59,14 +59,17 @@ def forward_proxy_filter() -> hcm_pb2.HttpFilter:
     return hcm_pb2.HttpFilter(name=DFP_FILTER, typed_config=_pack(config))
 
 
-def forwarding_cluster(name: str, *, tls: bool = False) -> Cluster:
+def forwarding_cluster(name: str) -> Cluster:
     """A cluster that sends each request to the address its authority names.
 
-    With TLS (a DestinationRule's, or the mesh's mTLS), the SANs to check come from
-    the rule or the mesh, not from the authority: Envoy must be told that is meant.
+    Envoy insists on `auto_sni` and `auto_san_validation` for such a cluster as soon as
+    it has HTTP protocol options (a DestinationRule's connection pool or outlier
+    settings add them), unless told otherwise: here the SANs to check come from the
+    DestinationRule or the mesh (`generators.security`), not from the authority, and a
+    plaintext upstream checks none, so that is what is meant.
     """
     config = dfp_cluster_pb2.ClusterConfig(
-        dns_cache_config=dns_cache_config(), allow_insecure_cluster_options=tls
+        dns_cache_config=dns_cache_config(), allow_insecure_cluster_options=True
     )
     return Cluster(
         name=name,
