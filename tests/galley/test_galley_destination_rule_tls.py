@@ -97,6 +97,42 @@ def test_simple_without_roots_verifies_against_the_system_roots(tmp_path: Path) 
     ("tls", "expected"),
     [
         (
+            f"mode: DISABLE\ncaCertificates: {DATA}/ca.crt\nsni: a.example.com\n",
+            [
+                "11: warning: DestinationRule shop/api: spec.trafficPolicy.tls.caCertificates: "
+                "has no effect with mode DISABLE",
+                "12: warning: DestinationRule shop/api: spec.trafficPolicy.tls.sni: has no "
+                "effect with mode DISABLE",
+            ],
+        ),
+        (
+            f"mode: SIMPLE\nclientCertificate: {DATA}/client.crt\n",
+            [
+                "11: warning: DestinationRule shop/api: spec.trafficPolicy.tls.clientCertificate:"
+                " has no effect with mode SIMPLE"
+            ],
+        ),
+    ],
+)
+def test_fields_the_mode_does_not_use_are_accepted_with_a_warning(
+    tmp_path: Path, tls: str, expected: list[str]
+) -> None:
+    """Istio accepts them and does nothing with them: so does pocketmesh, saying so."""
+    result = rule(tmp_path, tls)
+    assert result.config is not None, errors(result)
+    found = [str(w).split(":", 1)[1] for w in result.warnings if "tls." in str(w)]
+    assert len(found) == len(expected), found
+    for got, want in zip(found, expected, strict=True):
+        assert got.startswith(want), (got, want)
+    policy = result.config.destination_rules[0].traffic_policy
+    assert policy is not None and policy.tls is not None
+    assert policy.tls.client_certificate is None or policy.tls.mode == "MUTUAL"
+
+
+@pytest.mark.parametrize(
+    ("tls", "expected"),
+    [
+        (
             "mode: MUTUAL\ncaCertificates: /nonexistent/ca.crt\n",
             [
                 "9: DestinationRule shop/api: spec.trafficPolicy.tls.clientCertificate: "
@@ -127,34 +163,11 @@ def test_simple_without_roots_verifies_against_the_system_roots(tmp_path: Path) 
             ],
         ),
         (
-            f"mode: DISABLE\ncaCertificates: {DATA}/ca.crt\nsni: a.example.com\n",
-            [
-                "11: DestinationRule shop/api: spec.trafficPolicy.tls.caCertificates: is used "
-                "only with mode SIMPLE or MUTUAL, not DISABLE",
-                "12: DestinationRule shop/api: spec.trafficPolicy.tls.sni: has no effect with "
-                "mode DISABLE (plaintext)",
-            ],
-        ),
-        (
             # No mode is Istio's DISABLE: the file would be ignored and traffic plaintext.
             f"caCertificates: {DATA}/ca.crt\n",
             [
-                "10: DestinationRule shop/api: spec.trafficPolicy.tls.caCertificates: is used "
-                "only with mode SIMPLE or MUTUAL, not DISABLE"
-            ],
-        ),
-        (
-            f"mode: ISTIO_MUTUAL\nclientCertificate: {DATA}/client.crt\n",
-            [
-                "11: DestinationRule shop/api: spec.trafficPolicy.tls.clientCertificate: is "
-                "used only with mode SIMPLE or MUTUAL, not ISTIO_MUTUAL"
-            ],
-        ),
-        (
-            f"mode: SIMPLE\nclientCertificate: {DATA}/client.crt\n",
-            [
-                "11: DestinationRule shop/api: spec.trafficPolicy.tls.clientCertificate: is "
-                "used only with mode MUTUAL"
+                "10: DestinationRule shop/api: spec.trafficPolicy.tls.caCertificates: needs a "
+                "tls.mode: without one the mode is DISABLE (plaintext"
             ],
         ),
         (

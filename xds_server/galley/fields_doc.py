@@ -83,9 +83,11 @@ _TLS_NOTES = """\
 - SNI: `sni`, else (HTTP ports) the request's host with Envoy's `auto_sni`, checked
   against the certificate (`auto_san_validation`) when no `subjectAltNames` are given,
   as Istio does; on TCP ports, the rule's host.
-- Stricter than Istio, so that asking for TLS never yields plaintext: certificate
-  fields with `DISABLE` (or no `mode`, which is `DISABLE`) or with `ISTIO_MUTUAL`, and
-  client certificates with `SIMPLE`, are errors rather than silently unused.
+- Asking for TLS never yields plaintext: TLS settings with no `mode` (Istio's default,
+  `DISABLE`) are an error that asks for the mode, since TLS was meant. Fields a mode
+  does not use (certificate fields with an explicit `DISABLE` or with `ISTIO_MUTUAL`,
+  client certificates with `SIMPLE`) are accepted as Istio accepts them, with a warning
+  that they have no effect; they are never silently unused.
 """
 
 

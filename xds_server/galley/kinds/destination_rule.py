@@ -298,20 +298,41 @@ def _tls(ck: DocChecker, at: Located, namespace: str) -> ClientTLS | None:
     if (skip_at := fields.get("insecureSkipVerify")) is not None:
         insecure = bool(boolean(ck, skip_at))
 
-    if mode in ("DISABLE", "ISTIO_MUTUAL"):
+    if mode_at is None:
+        # No mode is Istio's DISABLE: plaintext. With TLS settings beside it, TLS was
+        # meant: refused rather than sent in plaintext (fail closed).
+        for key in (*_ORIGINATION_ONLY, "sni", "subjectAltNames", "insecureSkipVerify"):
+            if key in fields:
+                ck.error(
+                    fields[key],
+                    "needs a tls.mode: without one the mode is DISABLE (plaintext, Istio's "
+                    "default); set mode SIMPLE or MUTUAL to originate TLS, or DISABLE if "
+                    "plaintext is meant",
+                )
+    # Fields the mode does not use: Istio accepts them and does nothing with them, so
+    # pocketmesh accepts them too, and says that they do nothing (never silently).
+    elif mode in ("DISABLE", "ISTIO_MUTUAL"):
         for key in _ORIGINATION_ONLY:
             if key in fields:
-                ck.error(fields[key], f"is used only with mode SIMPLE or MUTUAL, not {mode}")
-    if mode == "DISABLE":
+                ck.warn(
+                    fields[key],
+                    f"has no effect with mode {mode}: it is used only with mode SIMPLE or "
+                    "MUTUAL (Istio ignores it too)",
+                )
+    if mode == "DISABLE" and mode_at is not None:
         for key in ("sni", "subjectAltNames", "insecureSkipVerify"):
             if key in fields:
-                ck.error(fields[key], "has no effect with mode DISABLE (plaintext)")
+                ck.warn(fields[key], "has no effect with mode DISABLE: plaintext (as in Istio)")
     if mode == "ISTIO_MUTUAL" and insecure:
         ck.warn(fields["insecureSkipVerify"], "has no effect with ISTIO_MUTUAL (as in Istio)")
     if mode == "SIMPLE":
         for key in ("clientCertificate", "privateKey"):
             if key in fields:
-                ck.error(fields[key], "is used only with mode MUTUAL")
+                ck.warn(
+                    fields[key],
+                    "has no effect with mode SIMPLE: no client certificate is presented; "
+                    "it is used only with mode MUTUAL (Istio ignores it too)",
+                )
     if mode in ("SIMPLE", "MUTUAL"):
         if credential and (client_cert or private_key or ca):
             ck.error(
@@ -333,6 +354,12 @@ def _tls(ck: DocChecker, at: Located, namespace: str) -> ClientTLS | None:
                     ck.error(fields[key], "cannot be set with insecureSkipVerify: true")
     if len(ck.errors) > before:
         return None
+    if mode != "MUTUAL":  # what the mode does not use is not kept (warned above)
+        client_cert = private_key = None
+    if mode not in ("SIMPLE", "MUTUAL"):
+        ca, credential = None, ""
+    if mode == "DISABLE":
+        sans, sni, insecure = (), "", False
     return ClientTLS(
         mode=mode,
         client_certificate=client_cert,
