@@ -25,7 +25,7 @@ from xds_server.galley.watch import config_changes
 from xds_server.grpc_api.connections import Connections
 from xds_server.grpc_api.csds import add_csds
 from xds_server.grpc_api.services import SERVER_OPTIONS, xds_handlers
-from xds_server.grpc_api.streams import StreamHandler
+from xds_server.grpc_api.streams import DEFAULT_MAX_STREAMS, StreamHandler
 from xds_server.identity import IdentityOptions, IdentityRuntime
 from xds_server.pushes import PushTracker, PushTrigger
 
@@ -45,6 +45,8 @@ class Options:
     debug_address: str = DEFAULT_DEBUG_ADDRESS
     # Mutating debug endpoints (POST) answer only loopback peers unless this is set.
     debug_remote_admin: bool = False
+    # xDS streams held at once, beyond which new ones get RESOURCE_EXHAUSTED.
+    max_streams: int = DEFAULT_MAX_STREAMS
     watch: bool = True
     watch_polling: bool | None = None  # None: poll where events may not arrive (galley.watch)
     debounce_quiet: float = 0.1
@@ -104,6 +106,7 @@ class ControlPlane:
         self.handler = StreamHandler(
             self.cache, self.connections, authenticate=auth, secret_refused=refused
         )
+        self.handler.max_streams = options.max_streams
         self.pushes = self.handler.observer = PushTracker(self.connections)
         self.bootstraps: BootstrapWriter | None = None
         if options.bootstrap_dir is not None:

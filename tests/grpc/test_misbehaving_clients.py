@@ -219,3 +219,32 @@ def test_stalled_and_many_streams_do_not_stop_others(plane: ControlPlaneThread) 
         for stream in stalled + many:
             stream.close()
     wait_until(lambda: len(plane.plane.connections) == 0, timeout=30, what="every stream closed")
+
+
+def test_streams_past_the_limit_get_resource_exhausted_and_others_carry_on(
+    tmp_path: Path,
+) -> None:
+    """A client holding many streams (silent ones too) hits `--max-streams`: new streams
+    get RESOURCE_EXHAUSTED, once some close the server takes streams again."""
+    config = tmp_path / "config"
+    shutil.copytree(DEMO, config)
+    plane = ControlPlaneThread(config, watch=False, max_streams=20).start()
+    held = [Stream(plane).send(cds(f"held-{i}.default")) for i in range(20)]
+    try:
+        for stream in held:
+            assert isinstance(stream.next(timeout=30), DiscoveryResponse)
+        with pytest.raises(grpc.RpcError) as err:
+            _exchange(plane, cds_pb2_grpc.ClusterDiscoveryServiceStub, "StreamClusters",
+                      cds("one-too-many.default"))  # fmt: skip
+        assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "--max-streams" in (err.value.details() or "")
+        for stream in held[:5]:
+            stream.close()
+        wait_until(lambda: plane.plane.handler.active <= 15, timeout=30, what="5 streams gone")
+        answer = _exchange(plane, cds_pb2_grpc.ClusterDiscoveryServiceStub, "StreamClusters",
+                           cds("productpage.default"))  # fmt: skip
+        assert isinstance(answer, DiscoveryResponse)
+    finally:
+        for stream in held:
+            stream.close()
+        plane.stop()

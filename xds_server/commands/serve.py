@@ -13,6 +13,7 @@ from ca import CaError
 from xds_server.app import DEFAULT_DEBUG_ADDRESS, DEFAULT_XDS_ADDRESS, ControlPlane, Options
 from xds_server.commands.common import DEFAULT_CONFIG, missing_paths
 from xds_server.commands.identity_flags import add_identity_flags, identity_options
+from xds_server.grpc_api.streams import DEFAULT_MAX_STREAMS
 
 
 def register(sub: Any) -> None:
@@ -30,6 +31,14 @@ def register(sub: Any) -> None:
         action="store_true",
         help="accept the debug address's POST endpoints (reload, root rotation) from any "
         "peer, not only loopback: bind the debug address where only operators reach it",
+    )
+    serve.add_argument(
+        "--max-streams",
+        type=_positive,
+        default=DEFAULT_MAX_STREAMS,
+        metavar="N",
+        help="xDS streams held at once; more get RESOURCE_EXHAUSTED (default %(default)s, "
+        "about 40 KB each)",
     )
     serve.add_argument("--no-watch", action="store_true", help="do not reload on file changes")
     serve.add_argument(
@@ -65,6 +74,17 @@ def register(sub: Any) -> None:
     serve.set_defaults(func=run)
 
 
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} must be at least 1")
+    return value
+
+
 def options_from(args: argparse.Namespace) -> Options:
     paths = tuple(Path(p) for p in (args.config or [DEFAULT_CONFIG]))
     return Options(
@@ -73,6 +93,7 @@ def options_from(args: argparse.Namespace) -> Options:
         xds_address=args.xds_address,
         debug_address=args.debug_address,
         debug_remote_admin=args.debug_remote_admin,
+        max_streams=args.max_streams,
         watch=not args.no_watch,
         debounce_quiet=args.debounce_quiet,
         debounce_max=args.debounce_max,

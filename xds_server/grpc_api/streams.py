@@ -51,6 +51,8 @@ log = logging.getLogger("pocketmesh.xds")
 
 # Kubernetes names a pod in at most 253 characters and its namespace in 63.
 MAX_NODE_ID = 512
+# ~40 KB each (measured: docs/faults.md): 10,000 streams, ~0.4 GB at most.
+DEFAULT_MAX_STREAMS = 10_000
 
 # Decides whether the peer behind `context` may act as `node_id`; raises PermissionDenied.
 Authenticator = Callable[[str, grpc.aio.ServicerContext], None]
@@ -109,6 +111,11 @@ class StreamHandler:
         self.observer: StreamObserver = NullObserver()  # push timing, telemetry (pushes.py)
         self.secret_refused = secret_refused
         self.waiting = 0  # streams waiting for the first valid config
+        # Calls being handled, before their first request too: each holds ~40 KB, so
+        # their number bounds what clients can make the server hold (`serve --max-streams`).
+        self.max_streams = DEFAULT_MAX_STREAMS
+        self.active = 0
+        self._refusing = False
 
     async def handle(
         self,
@@ -117,6 +124,20 @@ class StreamHandler:
         context: grpc.aio.ServicerContext,
     ) -> None:
         stream: _Stream | None = None
+        if self.active >= self.max_streams:
+            metrics.streams_refused.inc()
+            if not self._refusing:  # said once per crossing, not once per call
+                self._refusing = True
+                log.warning(
+                    "refusing new xDS streams: %d open, the limit (serve --max-streams)",
+                    self.active,
+                )
+            await context.abort(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"this server holds {self.active} xDS streams, its limit (--max-streams)",
+            )
+            return
+        self.active += 1
         try:
             async for request in requests:
                 if stream is None:
@@ -137,6 +158,8 @@ class StreamHandler:
             log.warning("%s %s from %s: %s", what, shown(who), context.peer(), err)
             await context.abort(code, str(err))
         finally:
+            self.active -= 1
+            self._refusing = self._refusing and self.active >= self.max_streams
             if stream is not None:
                 stream.close()
 
