@@ -30,7 +30,7 @@ import yaml
 
 from ca import init_ca_dir
 from xds_server.bench.envoy_run import envoy_binary
-from xds_server.bench.processes import free_port, stop_process, wait_for
+from xds_server.bench.processes import ProcessExited, free_port, stop_process, wait_for
 from xds_server.bootstrap import BootstrapOptions, sidecar_bootstrap
 from xds_server.galley.loader import load_paths
 from xds_server.identity.auth import ProxyTokens
@@ -157,7 +157,7 @@ class ControlPlaneProcess:
         def ready() -> bool:
             assert self.proc is not None
             if self.proc.poll() is not None:
-                raise RuntimeError(f"pocketmesh serve exited; see {self.log_path}")
+                raise ProcessExited(f"pocketmesh serve exited; see {self.log_path}")
             with urllib.request.urlopen(self.debug_url + "/ready", timeout=2) as resp:
                 return resp.status == 200
 
@@ -216,7 +216,7 @@ class Sidecar:
         def ready() -> bool:
             assert self.proc is not None
             if self.proc.poll() is not None:
-                raise RuntimeError(f"envoy {self.name} exited; see {self.log_path}")
+                raise ProcessExited(f"envoy {self.name} exited; see {self.log_path}")
             with urllib.request.urlopen(self.admin + "/ready", timeout=2) as resp:
                 return resp.status == 200
 

@@ -50,12 +50,18 @@ def http_json(url: str, *, method: str = "GET", timeout: float = 120.0) -> Any:
         return json.loads(resp.read())
 
 
+class ProcessExited(RuntimeError):
+    """The process waited for is gone: waiting longer cannot help."""
+
+
 def wait_for(check: Any, *, timeout: float, what: str, interval: float = 0.01) -> Any:
     deadline = time.monotonic() + timeout
     last: Any = None
     while time.monotonic() < deadline:
         try:
             last = check()
+        except ProcessExited:
+            raise
         except Exception as err:  # not up yet
             last = err
         else:
@@ -129,7 +135,7 @@ class ServerProcess:
     def _ready(self) -> bool:
         assert self.proc is not None
         if self.proc.poll() is not None:
-            raise RuntimeError(f"pocketmesh exited ({self.proc.returncode}); see {self.log_path}")
+            raise ProcessExited(f"pocketmesh exited ({self.proc.returncode}); see {self.log_path}")
         with urllib.request.urlopen(self.debug_url + "/ready", timeout=2) as resp:
             return resp.status == 200
 
