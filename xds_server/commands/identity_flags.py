@@ -48,9 +48,10 @@ def add_identity_flags(parser: Any) -> None:
         "--proxy-auth",
         action=argparse.BooleanOptionalAction,
         default=True,
-        help="require each proxy's token (embedded by `pocketmesh bootstrap`) on xDS, so a "
-        "proxy gets only its own key; --no-proxy-auth for bootstraps without tokens, such "
-        "as --no-ads ones (default: on)",
+        help="require each proxy to prove its node id on xDS, so a proxy gets only its own "
+        "key: with --xds-tls by a client certificate (its key redacted in Envoy's admin; "
+        "--no-ads bootstraps too), else by a token in the bootstrap; --no-proxy-auth for "
+        "bootstraps with neither (default: on)",
     )
     group.add_argument(
         "--no-identity", action="store_true", help="no CA, no SDS, no mTLS: plaintext mesh"
@@ -73,7 +74,8 @@ def add_bootstrap_identity_flags(parser: Any) -> None:
         "--ca-dir",
         type=Path,
         default=None,
-        help="the control plane's CA directory, for this proxy's token (default: the "
+        help="the control plane's CA directory, for this proxy's credential: a client "
+        "certificate for a --xds-tls server, else a token (default: the "
         "running mesh's, asked at --debug-address, else .pocketmesh/ca)",
     )
     parser.add_argument(
@@ -85,8 +87,9 @@ def add_bootstrap_identity_flags(parser: Any) -> None:
     parser.add_argument(
         "--xds-tls",
         action="store_true",
-        help="the xDS port speaks TLS: verify it by the CA's roots (default: as the "
-        "running mesh does)",
+        help="the xDS port speaks TLS: verify it by the xDS CA (which never rotates) and "
+        "the control plane's SPIFFE ID, and prove the node id by a client certificate "
+        "(default: as the running mesh does)",
     )
 
 

@@ -61,7 +61,8 @@ def register(sub: Any) -> None:
         "--bootstrap-dir",
         type=Path,
         metavar="DIR",
-        help="write each WorkloadEntry's sidecar bootstrap, with its proxy token, to "
+        help="write each WorkloadEntry's sidecar bootstrap, with its xDS credential (a client "
+        "certificate with --xds-tls, else a token), to "
         "DIR/<name>.<namespace>/bootstrap.yaml (admin on 127.0.0.1); give each sidecar "
         "only its own directory",
     )

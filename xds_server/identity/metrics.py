@@ -38,7 +38,7 @@ sds_refusals = Counter(
 
 # Every reason shows from the start (at 0), so a dashboard or a test reading the counter
 # finds it before the first refusal.
-for _reason in ("no_token", "wrong_token", "wrong_address"):
+for _reason in ("no_token", "wrong_token", "no_certificate", "wrong_certificate", "wrong_address"):
     proxy_auth_refusals.labels(_reason)
 for _reason in ("no_workload", "not_owned"):
     sds_refusals.labels(_reason)
