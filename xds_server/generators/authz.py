@@ -41,7 +41,7 @@ from envoy.extensions.path.match.uri_template.v3 import uri_template_match_pb2
 from envoy.type.matcher.v3 import metadata_pb2, path_pb2, regex_pb2, string_pb2, value_pb2
 from google.protobuf import any_pb2, message, wrappers_pb2
 
-from xds_server.galley.model import MeshConfig, WorkloadEntry, labels_match
+from xds_server.galley.model import MeshConfig, WorkloadEntry
 from xds_server.galley.model_security import (
     ENVOY_FILTER_KEY,
     AuthorizationPolicy,
@@ -49,6 +49,7 @@ from xds_server.galley.model_security import (
     Condition,
     OperationMatch,
     SourceMatch,
+    workload_policies,
 )
 
 HTTP_RBAC: Final = "envoy.filters.http.rbac"
@@ -89,13 +90,7 @@ NO_POLICIES: PolicyKey = IdentityKey(())  # type: ignore[assignment]  # a tuple,
 
 def policy_key(mesh: MeshConfig, workload: WorkloadEntry) -> PolicyKey:
     """The AuthorizationPolicies that apply to `workload`, in a stable order."""
-    ns = workload.meta.namespace
-    found = [
-        p
-        for p in mesh.authorization_policies
-        if p.meta.namespace in (ns, mesh.root_namespace)
-        and (not p.selector or labels_match(p.selector, workload.labels))
-    ]
+    found = workload_policies(mesh.authorization_policies, workload, mesh.root_namespace)
     found.sort(key=lambda p: (p.meta.namespace, p.meta.name))
     return IdentityKey(found)  # type: ignore[return-value]  # a tuple, hashed by identity
 
