@@ -26,7 +26,8 @@ from google.protobuf import empty_pb2
 from xds_server.galley.jwks import NO_KEYS_JWKS
 from xds_server.galley.model import MeshConfig, WorkloadEntry
 from xds_server.galley.model_security import JwtRule, RequestAuthentication, workload_policies
-from xds_server.generators.authz import JWT_AUTHN, JWT_PAYLOAD, IdentityKey, pack
+from xds_server.generators.authz import JWT_AUTHN, JWT_PAYLOAD, IdentityKey
+from xds_server.generators.typed_config import pack
 
 # The RequestAuthentications that apply to one workload, as a hashable memo key.
 AuthnKey = tuple[RequestAuthentication, ...]

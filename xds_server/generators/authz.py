@@ -39,7 +39,7 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import (
 from envoy.extensions.filters.network.rbac.v3 import rbac_pb2 as network_rbac_pb2
 from envoy.extensions.path.match.uri_template.v3 import uri_template_match_pb2
 from envoy.type.matcher.v3 import metadata_pb2, path_pb2, regex_pb2, string_pb2, value_pb2
-from google.protobuf import any_pb2, message, wrappers_pb2
+from google.protobuf import wrappers_pb2
 
 from xds_server.galley.model import MeshConfig, WorkloadEntry
 from xds_server.galley.model_security import (
@@ -51,6 +51,7 @@ from xds_server.galley.model_security import (
     SourceMatch,
     workload_policies,
 )
+from xds_server.generators.typed_config import pack
 
 HTTP_RBAC: Final = "envoy.filters.http.rbac"
 NETWORK_RBAC: Final = "envoy.filters.network.rbac"
@@ -597,9 +598,3 @@ def _envoy_filter(permissions: list[Permission], c: Condition) -> None:
         permissions.append(matcher(c.values))
     if c.not_values:
         permissions.append(Permission(not_rule=matcher(c.not_values)))
-
-
-def pack(config: message.Message) -> any_pb2.Any:
-    packed = any_pb2.Any()
-    packed.Pack(config)
-    return packed

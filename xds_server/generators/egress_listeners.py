@@ -34,11 +34,12 @@ from xds_server.galley.model import EgressListener
 from xds_server.generators import naming
 from xds_server.generators.endpoints import socket_address
 from xds_server.generators.frozen import Frozen
-from xds_server.generators.http_routes import pack, traffic_http_filters
+from xds_server.generators.http_routes import traffic_http_filters
 from xds_server.generators.passthrough import forward_proxy_filter
 from xds_server.generators.push_context import OutboundService, Proxy, PushContext
 from xds_server.generators.routes import service_virtual_host
 from xds_server.generators.sidecar_scope import hosts_allow
+from xds_server.generators.typed_config import pack
 
 Listener: TypeAlias = listener_pb2.Listener
 HCM_FILTER = "envoy.filters.network.http_connection_manager"

@@ -51,11 +51,12 @@ from xds_server.generators.gateway_routes import (
     route_config,
 )
 from xds_server.generators.gateway_tls import ServerUnbuilt, server_tls_socket
-from xds_server.generators.http_routes import pack, traffic_http_filters
+from xds_server.generators.http_routes import traffic_http_filters
 from xds_server.generators.push_context import Proxy, PushContext
 from xds_server.generators.security import security_plan
 from xds_server.generators.sidecar_scope import host_matches
 from xds_server.generators.tcp_routes import sni_chains, tcp_proxy, tcp_proxy_filter, tls_inspector
+from xds_server.generators.typed_config import pack
 
 HCM_FILTER = "envoy.filters.network.http_connection_manager"
 ROUTER_FILTER = "envoy.filters.http.router"

@@ -24,7 +24,7 @@ from envoy.extensions.retry.priority.previous_priorities.v3 import (
 )
 from envoy.type.matcher.v3 import metadata_pb2, regex_pb2, string_pb2, value_pb2
 from envoy.type.v3 import percent_pb2
-from google.protobuf import any_pb2, duration_pb2, message, wrappers_pb2
+from google.protobuf import duration_pb2, wrappers_pb2
 
 from xds_server.galley.model import labels_match
 from xds_server.galley.model_security import routing_claims
@@ -46,6 +46,7 @@ from xds_server.generators import naming
 from xds_server.generators.authz import JWT_AUTHN, JWT_PAYLOAD
 from xds_server.generators.traffic_index import TrafficIndex, service_port
 from xds_server.generators.traffic_policy import duration, hash_policies
+from xds_server.generators.typed_config import pack
 
 PREVIOUS_PRIORITIES = "envoy.retry_priorities.previous_priorities"
 FAULT_FILTER = "envoy.filters.http.fault"
@@ -64,10 +65,6 @@ _SET = base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
 _ADD = base_pb2.HeaderValueOption.APPEND_IF_EXISTS_OR_ADD
 
 
-def pack(config: message.Message) -> any_pb2.Any:
-    packed = any_pb2.Any()
-    packed.Pack(config)
-    return packed
 
 
 def traffic_http_filters() -> list[hcm_pb2.HttpFilter]:

@@ -22,7 +22,7 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import (
     http_connection_manager_pb2 as hcm_pb2,
 )
 from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
-from google.protobuf import any_pb2, message, wrappers_pb2
+from google.protobuf import message, wrappers_pb2
 
 from xds_server.generators import inbound_auth, naming
 from xds_server.generators.config_sources import ads_config_source
@@ -39,6 +39,7 @@ from xds_server.generators.security import security_plan
 from xds_server.generators.sniffing import sniffed_inbound_chains
 from xds_server.generators.tcp_routes import outbound_tcp_listeners
 from xds_server.generators.tls_plan import DISABLE, STRICT, InboundSecurity
+from xds_server.generators.typed_config import pack
 
 Listener: TypeAlias = listener_pb2.Listener
 HCM: TypeAlias = hcm_pb2.HttpConnectionManager
@@ -134,7 +135,7 @@ def _inbound(plan: InboundPlan, security: InboundSecurity, trust_domain: str) ->
     # PERMISSIVE: the TLS inspector tells mTLS clients from plaintext ones.
     listener.listener_filters.append(
         listener_components_pb2.ListenerFilter(
-            name=TLS_INSPECTOR, typed_config=_pack(tls_inspector_pb2.TlsInspector())
+            name=TLS_INSPECTOR, typed_config=pack(tls_inspector_pb2.TlsInspector())
         )
     )
     secure.filter_chain_match.transport_protocol = "tls"
@@ -192,14 +193,8 @@ def _listener(
 
 
 def _router() -> hcm_pb2.HttpFilter:
-    return hcm_pb2.HttpFilter(name=ROUTER_FILTER, typed_config=_pack(router_pb2.Router()))
+    return hcm_pb2.HttpFilter(name=ROUTER_FILTER, typed_config=pack(router_pb2.Router()))
 
 
 def _filter(name: str, config: message.Message) -> listener_components_pb2.Filter:
-    return listener_components_pb2.Filter(name=name, typed_config=_pack(config))
-
-
-def _pack(config: message.Message) -> any_pb2.Any:
-    packed = any_pb2.Any()
-    packed.Pack(config)
-    return packed
+    return listener_components_pb2.Filter(name=name, typed_config=pack(config))

@@ -28,7 +28,7 @@ from typing import Final
 from envoy.config.core.v3 import base_pb2, config_source_pb2
 from envoy.extensions.transport_sockets.tls.v3 import common_pb2, secret_pb2, tls_pb2
 from envoy.type.matcher.v3 import string_pb2
-from google.protobuf import any_pb2, message, wrappers_pb2
+from google.protobuf import wrappers_pb2
 
 from xds_server.galley.model import MeshConfig, WorkloadEntry, labels_match
 from xds_server.galley.model_security import DEFAULT_MTLS_MODE, PeerAuthentication
@@ -44,6 +44,7 @@ from xds_server.generators.tls_plan import (
     WORKLOAD_SECRET,
     UpstreamTLS,
 )
+from xds_server.generators.typed_config import pack
 
 __all__ = [
     "DISABLE",
@@ -198,7 +199,7 @@ def downstream_tls(trust_domain: str) -> base_pb2.TransportSocket:
         common_tls_context=common_tls_context(uri_prefix=f"spiffe://{trust_domain}/"),
         require_client_certificate=wrappers_pb2.BoolValue(value=True),
     )
-    return base_pb2.TransportSocket(name=TLS_SOCKET, typed_config=_pack(context))
+    return base_pb2.TransportSocket(name=TLS_SOCKET, typed_config=pack(context))
 
 
 def upstream_socket(plan: UpstreamTLS, *, http2: bool) -> base_pb2.TransportSocket | None:
@@ -218,7 +219,7 @@ def upstream_socket(plan: UpstreamTLS, *, http2: bool) -> base_pb2.TransportSock
         context = _origination_context(plan, http2=http2)
     else:
         raise ValueError(f"unknown upstream TLS mode {plan.mode!r}")
-    return base_pb2.TransportSocket(name=TLS_SOCKET, typed_config=_pack(context))
+    return base_pb2.TransportSocket(name=TLS_SOCKET, typed_config=pack(context))
 
 
 def _origination_context(plan: UpstreamTLS, *, http2: bool) -> tls_pb2.UpstreamTlsContext:
@@ -247,10 +248,6 @@ def _origination_context(plan: UpstreamTLS, *, http2: bool) -> tls_pb2.UpstreamT
     return tls_pb2.UpstreamTlsContext(common_tls_context=common, sni=plan.sni)
 
 
-def _pack(config: message.Message) -> any_pb2.Any:
-    packed = any_pb2.Any()
-    packed.Pack(config)
-    return packed
 
 
 def point_sds_at(socket: base_pb2.TransportSocket, source: config_source_pb2.ConfigSource) -> bool:

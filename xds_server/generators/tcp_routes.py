@@ -36,12 +36,13 @@ from xds_server.galley.model_traffic import (
 from xds_server.generators import naming
 from xds_server.generators.endpoints import socket_address
 from xds_server.generators.frozen import Frozen
-from xds_server.generators.http_routes import cluster_for, pack
+from xds_server.generators.http_routes import cluster_for
 from xds_server.generators.mtls import TLS_INSPECTOR
 from xds_server.generators.push_context import OutboundService, Proxy, PushContext, SidecarScope
 from xds_server.generators.sniffing import sni_forwarding, sniff_outbound, sniffed_http_chain
 from xds_server.generators.traffic_index import TrafficIndex
 from xds_server.generators.traffic_policy import tcp_proxy_timeouts
+from xds_server.generators.typed_config import pack
 
 TCP_PROXY_FILTER = "envoy.filters.network.tcp_proxy"
 # Service port protocols whose connections carry TLS (Istio's Protocol.IsTLS()).
