@@ -65,8 +65,6 @@ _SET = base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
 _ADD = base_pb2.HeaderValueOption.APPEND_IF_EXISTS_OR_ADD
 
 
-
-
 def traffic_http_filters() -> list[hcm_pb2.HttpFilter]:
     """The filters VirtualService features need, before the router (empty: inactive)."""
     return [

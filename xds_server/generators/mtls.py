@@ -26,6 +26,8 @@ from collections.abc import Callable
 from typing import Final
 
 from envoy.config.core.v3 import base_pb2, config_source_pb2
+from envoy.config.listener.v3 import listener_components_pb2
+from envoy.extensions.filters.listener.tls_inspector.v3 import tls_inspector_pb2
 from envoy.extensions.transport_sockets.tls.v3 import common_pb2, secret_pb2, tls_pb2
 from envoy.type.matcher.v3 import string_pb2
 from google.protobuf import wrappers_pb2
@@ -62,11 +64,19 @@ __all__ = [
     "peer_mode",
     "point_sds_at",
     "spiffe_uri",
+    "tls_inspector",
     "upstream_socket",
 ]
 
 TLS_SOCKET: Final = "envoy.transport_sockets.tls"
 TLS_INSPECTOR: Final = "envoy.filters.listener.tls_inspector"
+
+
+def tls_inspector() -> listener_components_pb2.ListenerFilter:
+    """Reads the ClientHello: TLS or not, its SNI and ALPN, for filter chain matching."""
+    return listener_components_pb2.ListenerFilter(
+        name=TLS_INSPECTOR, typed_config=pack(tls_inspector_pb2.TlsInspector())
+    )
 
 
 # --- PeerAuthentication --------------------------------------------------------
@@ -246,8 +256,6 @@ def _origination_context(plan: UpstreamTLS, *, http2: bool) -> tls_pb2.UpstreamT
     if http2:
         common.alpn_protocols.append("h2")
     return tls_pb2.UpstreamTlsContext(common_tls_context=common, sni=plan.sni)
-
-
 
 
 def point_sds_at(socket: base_pb2.TransportSocket, source: config_source_pb2.ConfigSource) -> bool:

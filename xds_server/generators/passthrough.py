@@ -86,8 +86,6 @@ def is_forwarding(cluster: Cluster) -> bool:
     return cluster.HasField("cluster_type") and cluster.cluster_type.name == DFP_CLUSTER_TYPE
 
 
-
-
 def allows_any(sidecar: Sidecar | None) -> bool:
     """Sidecar `outboundTrafficPolicy: ALLOW_ANY` (pocketmesh's default: REGISTRY_ONLY)."""
     return sidecar is not None and sidecar.outbound_traffic_policy == "ALLOW_ANY"

@@ -20,9 +20,7 @@ from typing import Final, TypeAlias
 
 from envoy.config.listener.v3 import listener_components_pb2, listener_pb2
 from envoy.config.route.v3 import route_pb2
-from envoy.extensions.filters.http.router.v3 import router_pb2
 from envoy.extensions.filters.listener.http_inspector.v3 import http_inspector_pb2
-from envoy.extensions.filters.listener.tls_inspector.v3 import tls_inspector_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import (
     http_connection_manager_pb2 as hcm_pb2,
 )
@@ -31,17 +29,16 @@ from envoy.extensions.filters.network.sni_dynamic_forward_proxy.v3 import (
 )
 from google.protobuf import wrappers_pb2
 
-from xds_server.generators.http_routes import traffic_http_filters
-from xds_server.generators.passthrough import dns_cache_config, forward_proxy_filter
+from xds_server.generators.filters import connection_manager, outbound_http_filters
+from xds_server.generators.mtls import tls_inspector
+from xds_server.generators.passthrough import dns_cache_config
 from xds_server.generators.push_context import OutboundService, Proxy, PushContext
 from xds_server.generators.routes import any_host_virtual_host
 from xds_server.generators.typed_config import pack
 
 FilterChain: TypeAlias = listener_components_pb2.FilterChain
 
-HCM_FILTER: Final = "envoy.filters.network.http_connection_manager"
 HTTP_INSPECTOR: Final = "envoy.filters.listener.http_inspector"
-TLS_INSPECTOR: Final = "envoy.filters.listener.tls_inspector"
 SNI_FORWARD_PROXY: Final = "envoy.filters.network.sni_dynamic_forward_proxy"
 # What the HTTP inspector reports for plaintext HTTP, and what sidecars offer by ALPN.
 PLAIN_HTTP: Final = ("http/1.1", "http/1.0", "h2c")
@@ -51,12 +48,6 @@ TLS_HTTP: Final = ("http/1.1", "h2")
 def http_inspector() -> listener_components_pb2.ListenerFilter:
     return listener_components_pb2.ListenerFilter(
         name=HTTP_INSPECTOR, typed_config=pack(http_inspector_pb2.HttpInspector())
-    )
-
-
-def tls_inspector() -> listener_components_pb2.ListenerFilter:
-    return listener_components_pb2.ListenerFilter(
-        name=TLS_INSPECTOR, typed_config=pack(tls_inspector_pb2.TlsInspector())
     )
 
 
@@ -74,17 +65,9 @@ def sniffed_http_chain(
             virtual_hosts=[vhost],
             validate_clusters=wrappers_pb2.BoolValue(value=False),
         ),
-        http_filters=[
-            *traffic_http_filters(),
-            forward_proxy_filter(),
-            hcm_pb2.HttpFilter(
-                name="envoy.filters.http.router", typed_config=pack(router_pb2.Router())
-            ),
-        ],
+        http_filters=outbound_http_filters(),
     )
-    return FilterChain(
-        filters=[listener_components_pb2.Filter(name=HCM_FILTER, typed_config=pack(hcm))]
-    )
+    return FilterChain(filters=[connection_manager(hcm)])
 
 
 def sniff_outbound(listener: listener_pb2.Listener, http_chain: FilterChain) -> None:
