@@ -136,6 +136,39 @@ class ControlPlaneThread:
         return f"http://127.0.0.1:{self.plane.debug_port}"
 
 
+class NackError(AssertionError):
+    """Envoy rejected a config pocketmesh sent."""
+
+
+def wait_acked(
+    plane: ControlPlaneThread, node_id: str, generation: int, timeout: float = 15
+) -> None:
+    """Wait until `node_id` has ACKed config `generation` on each of its streams
+    (/debug/syncz). A NACK raises NackError at once, with Envoy's message: it will not
+    heal by waiting (`wait_until` would swallow it and wait out the deadline)."""
+
+    def acked() -> bool:
+        status, body = get(plane.debug_url + "/debug/syncz")
+        streams = [s for s in json.loads(body) if s["proxy"] == node_id]
+        if status != 200 or not streams:
+            return False
+        for stream in streams:
+            if stream["generation"] < generation:
+                return False
+            for name, t in stream["types"].items():
+                if t["state"] == "ERROR":
+                    raise NackError(f"{node_id} NACKed {name}: {t['nack']}")
+                if t["state"] == "STALE":
+                    return False
+        return True
+
+    deadline = time.monotonic() + timeout
+    while not acked():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{node_id} did not ACK generation {generation} in {timeout}s")
+        time.sleep(0.02)
+
+
 # -- Envoy -------------------------------------------------------------------------
 
 
