@@ -17,7 +17,7 @@ import socket
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -255,6 +255,15 @@ def sidecar(
         ),
     )
     return Envoy(bootstrap, workdir, workload.proxy_id)
+
+
+def start_all(envoys: Iterable[Envoy], timeout: float = 20) -> None:
+    """Start every Envoy, then wait until each is ready (they start side by side)."""
+    envoys = list(envoys)
+    for envoy in envoys:
+        envoy.start()
+    for envoy in envoys:
+        envoy.wait_ready(timeout)
 
 
 # -- apps ---------------------------------------------------------------------------

@@ -22,6 +22,7 @@ from tests.e2e.harness import (
     holds_for,
     running,
     sidecar,
+    start_all,
     via_proxy,
     wait_until,
 )
@@ -173,10 +174,7 @@ def test_request_reaches_other_workload_and_edits_reroute(
 ) -> None:
     envoys = start_sidecars(mesh, delta, "productpage", "reviews-v1", "reviews-v2", ads=ads)
     with running(*envoys):
-        for envoy in envoys:
-            envoy.start()
-        for envoy in envoys:
-            envoy.wait_ready()
+        start_all(envoys)
         proxy = f"{NET}.10:15001"
 
         # Round robin over both versions, for every name the host answers to.

@@ -32,6 +32,7 @@ from tests.e2e.harness import (
     get,
     running,
     sidecar,
+    start_all,
     wait_until,
 )
 from tests.identity.mesh import call, write_mesh
@@ -105,10 +106,7 @@ def test_envoys_keep_their_config_through_a_restart_on_a_broken_config(
     second: ControlPlaneThread | None = None
     with running(app, *envoys):
         with running(first):
-            for envoy in envoys:
-                envoy.start()
-            for envoy in envoys:
-                envoy.wait_ready()
+            start_all(envoys)
             proxies = [e.name for e in envoys]
             wait_until(lambda: synced(first, proxies), timeout=30, what="first sync")
             wait_until(

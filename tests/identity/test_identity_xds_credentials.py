@@ -28,6 +28,7 @@ from tests.identity.mesh import (
     SourceRelay,
     secrets_of,
     spiffe,
+    svid_uris,
     write_mesh,
 )
 from xds_server import xds_types
@@ -155,10 +156,7 @@ def test_own_credential_gets_own_identity(plane: ControlPlaneThread) -> None:
     response = ask_over_tls(plane, "productpage.default", issued(plane, "productpage.default"))
     secrets = secrets_of(response)
     assert set(secrets) == {"default", "ROOTCA"}
-    chain = secrets["default"].tls_certificate.certificate_chain.inline_bytes
-    leaf = x509.load_pem_x509_certificates(chain)[0]
-    san = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-    assert san.get_values_for_type(x509.UniformResourceIdentifier) == [spiffe("productpage")]
+    assert svid_uris(secrets) == [spiffe("productpage")]
 
 
 def test_another_workloads_credential_is_refused_on_the_stream(

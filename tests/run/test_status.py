@@ -15,7 +15,15 @@ import yaml
 from envoy.config.route.v3 import route_pb2
 from google.protobuf.message import Message
 
-from tests.e2e.harness import ControlPlaneThread, free_port, get, running, sidecar, wait_until
+from tests.e2e.harness import (
+    ControlPlaneThread,
+    free_port,
+    get,
+    running,
+    sidecar,
+    start_all,
+    wait_until,
+)
 from tests.run.demo_mesh import demo_copy, random_net
 from xds_server import xds_types
 from xds_server.cli import main
@@ -55,10 +63,7 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
         for name in ("productpage", "reviews-v1")
     ]
     with running(plane, *envoys):
-        for envoy in envoys:
-            envoy.start()
-        for envoy in envoys:
-            envoy.wait_ready()
+        start_all(envoys)
         yield {"plane": plane, "injector": injector, "debug": plane.debug_url[len("http://") :]}
 
 

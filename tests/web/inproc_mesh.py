@@ -14,7 +14,15 @@ from typing import Any
 from envoy.config.route.v3 import route_pb2
 from google.protobuf.message import Message
 
-from tests.e2e.harness import ControlPlaneThread, Envoy, get, running, sidecar, wait_until
+from tests.e2e.harness import (
+    ControlPlaneThread,
+    Envoy,
+    get,
+    running,
+    sidecar,
+    start_all,
+    wait_until,
+)
 from tests.run.demo_mesh import demo_copy
 from xds_server import xds_types
 from xds_server.galley.loader import load_paths
@@ -93,10 +101,7 @@ def nack_mesh(
                 workload, plane.xds_address, root, delta=name in delta
             )
         with running(*envoys.values()):
-            for envoy in envoys.values():
-                envoy.start()
-            for envoy in envoys.values():
-                envoy.wait_ready()
+            start_all(envoys.values())
             mesh = Mesh(plane, injector, envoys, config)
             mesh.wait_synced()
             yield mesh
