@@ -12,6 +12,7 @@ import http.client
 import http.server
 import json
 import os
+import queue
 import signal
 import socket
 import subprocess
@@ -21,7 +22,9 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+import grpc
 import yaml
+from envoy.service.discovery.v3 import ads_pb2_grpc
 
 from xds_server.app import ControlPlane, Options
 from xds_server.bootstrap import BootstrapOptions, sidecar_bootstrap
@@ -333,6 +336,51 @@ def via_proxy(proxy: str, url: str, *, timeout: float = 5) -> tuple[int, str]:
         return resp.status, resp.read().decode(errors="replace")
     finally:
         conn.close()
+
+
+class AdsStream:
+    """A raw ADS stream (Delta ADS with `delta`) to `address`: requests go in as they are
+    sent; responses (or the stream's RpcError) are collected as they come, unless `read`
+    is False (a client that never reads)."""
+
+    def __init__(self, address: str, *, delta: bool = False, read: bool = True) -> None:
+        # Room for the oversized requests hostile-client tests send.
+        options = [("grpc.max_send_message_length", 16 << 20)]
+        self.channel = grpc.insecure_channel(address, options=options)
+        stub = ads_pb2_grpc.AggregatedDiscoveryServiceStub(self.channel)
+        self._requests: queue.Queue[Any] = queue.Queue()
+        method = stub.DeltaAggregatedResources if delta else stub.StreamAggregatedResources
+        self.call = method(iter(self._requests.get, None), timeout=30)
+        self.responses: queue.Queue[Any] = queue.Queue()
+        if read:
+            threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        try:
+            for response in self.call:
+                self.responses.put(response)
+        except grpc.RpcError as err:
+            self.responses.put(err)
+
+    def send(self, request: Any) -> AdsStream:
+        self._requests.put(request)
+        return self
+
+    def next(self, timeout: float = 5) -> Any:
+        return self.responses.get(timeout=timeout)
+
+    def quiet_for(self, seconds: float) -> bool:
+        """True if nothing arrives for `seconds` (a resend loop would show here)."""
+        try:
+            self.responses.get(timeout=seconds)
+        except queue.Empty:
+            return True
+        return False
+
+    def stop(self) -> None:
+        self._requests.put(None)
+        self.call.cancel()
+        self.channel.close()
 
 
 def app_of(body: str) -> str | None:
