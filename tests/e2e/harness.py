@@ -24,8 +24,11 @@ from typing import Any
 
 import grpc
 import yaml
+from envoy.config.route.v3 import route_pb2
 from envoy.service.discovery.v3 import ads_pb2_grpc
+from google.protobuf.message import Message
 
+from xds_server import xds_types
 from xds_server.app import ControlPlane, Options
 from xds_server.bootstrap import BootstrapOptions, sidecar_bootstrap
 from xds_server.cache.snapshot import Transform
@@ -170,6 +173,27 @@ def wait_acked(
         if time.monotonic() > deadline:
             raise AssertionError(f"{node_id} did not ACK generation {generation} in {timeout}s")
         time.sleep(0.02)
+
+
+class RouteNacks:
+    """A control plane `transform`: while `armed`, the outbound route config (15001) of
+    `node_id` (None: of every proxy) gets two virtual hosts with the wildcard domain,
+    which Envoy NACKs, keeping its last good routes."""
+
+    armed = False
+
+    def __init__(self, node_id: str | None = None) -> None:
+        self.node_id = node_id
+
+    def __call__(self, node_id: str, generated: dict[str, dict[str, Message]]) -> None:
+        routes = generated.get(xds_types.ROUTE, {})
+        if not self.armed or self.node_id not in (None, node_id) or "15001" not in routes:
+            return
+        bad = route_pb2.RouteConfiguration()
+        bad.CopyFrom(routes["15001"])
+        bad.virtual_hosts.add(name="bad-1", domains=["*"])
+        bad.virtual_hosts.add(name="bad-2", domains=["*"])
+        routes["15001"] = bad
 
 
 # -- Envoy -------------------------------------------------------------------------
