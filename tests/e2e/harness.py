@@ -338,15 +338,19 @@ class EchoApp:
 # -- clients ------------------------------------------------------------------------
 
 
-def get(url: str, *, timeout: float = 5) -> tuple[int, str]:
+def get(url: str, *, timeout: float = 5, method: str = "GET") -> tuple[int, str]:
     host, _, rest = url.removeprefix("http://").partition("/")
     conn = http.client.HTTPConnection(host, timeout=timeout)
     try:
-        conn.request("GET", "/" + rest)
+        conn.request(method, "/" + rest)
         resp = conn.getresponse()
         return resp.status, resp.read().decode(errors="replace")
     finally:
         conn.close()
+
+
+def post(url: str, *, timeout: float = 5) -> tuple[int, str]:
+    return get(url, timeout=timeout, method="POST")
 
 
 def via_proxy(proxy: str, url: str, *, timeout: float = 5) -> tuple[int, str]:

@@ -11,7 +11,6 @@ after a rotation really use the new certificates.
 from __future__ import annotations
 
 import base64
-import http.client
 import json
 import threading
 from collections.abc import Iterator
@@ -26,7 +25,7 @@ from google.protobuf.message import Message
 from spiffe import X509Svid
 
 from ca import utc_now
-from tests.e2e.harness import ControlPlaneThread, get, running, start_all, wait_until
+from tests.e2e.harness import ControlPlaneThread, get, post, running, start_all, wait_until
 from tests.identity.mesh import (
     call,
     envoy_certificate_chain,
@@ -203,14 +202,3 @@ def test_svid_then_root_rotation_under_steady_traffic(mesh: dict[str, Any]) -> N
     assert handshakes[f"listener.{NET}.11_9080.ssl.handshake"] >= traffic.ok, handshakes
     for envoy in envoys.values():
         assert "rejected" not in envoy.log().lower(), envoy.log()
-
-
-def post(url: str) -> tuple[int, str]:
-    host, _, path = url.removeprefix("http://").partition("/")
-    conn = http.client.HTTPConnection(host, timeout=5)
-    try:
-        conn.request("POST", "/" + path)
-        resp = conn.getresponse()
-        return resp.status, resp.read().decode()
-    finally:
-        conn.close()
