@@ -71,9 +71,7 @@ def wait_for(check: Any, *, timeout: float, what: str, interval: float = 0.01) -
     raise TimeoutError(f"{what}: not done after {timeout:.0f}s (last: {last!r})")
 
 
-def answers_ready(
-    proc: subprocess.Popen[Any] | None, url: str, name: str, log_path: Path
-) -> bool:
+def answers_ready(proc: subprocess.Popen[Any] | None, url: str, name: str, log_path: Path) -> bool:
     """`url` (pocketmesh's or Envoy's admin `/ready`) answers 200; raises ProcessExited
     (naming `name` and its log) once `proc` is gone, so a wait on it stops at once."""
     assert proc is not None
