@@ -63,6 +63,7 @@ __all__ = [
     "CertificateAuthority",
     "Identity",
     "StateSink",
+    "issue_server_certificate",
 ]
 
 CONTROL_PLANE_NAMESPACE = "istio-system"
@@ -238,7 +239,8 @@ class CertificateAuthority:
             not_after=not_after,
             serial=x509.random_serial_number(),
         )
-        issued = self._issued(cert, key, signer, now, not_before, not_after)
+        self._record(not_after)
+        issued = _issued(cert, key, signer, now, not_before, not_after, self._rng)
         return IssuedSvid(**issued, spiffe_id=spiffe_id)
 
     def issue_server_cert(
@@ -257,49 +259,18 @@ class CertificateAuthority:
         clientAuth when the SPIFFE ID is included, as the SVID standard wants both).
         """
         check_ttl(ttl, self._max_ttl)
-        key = generate_private_key(key_type)
-        signer = self._rotation.signer
-        now = self._clock()
-        not_before, not_after = leaf_validity(now, ttl, signer.not_after)
-        spiffe_id = self._control_plane_id if with_spiffe_id else None
-        cert, names, ips = build_server_certificate(
-            signer,
-            key.public_key(),
+        issued = issue_server_certificate(
+            self._rotation.signer,
             dns_names=dns_names,
             ip_addresses=ip_addresses,
-            spiffe_id=spiffe_id,
-            not_before=not_before,
-            not_after=not_after,
-            serial=x509.random_serial_number(),
+            spiffe_id=self._control_plane_id if with_spiffe_id else None,
+            ttl=ttl,
+            now=self._clock(),
+            rng=self._rng,
+            key_type=key_type,
         )
-        return IssuedServerCertificate(
-            **self._issued(cert, key, signer, now, not_before, not_after),
-            dns_names=names,
-            ip_addresses=ips,
-            spiffe_id=spiffe_id,
-        )
-
-    def _issued(
-        self,
-        cert: x509.Certificate,
-        key: PrivateKey,
-        signer: Signer,
-        now: datetime,
-        not_before: datetime,
-        not_after: datetime,
-    ) -> dict[str, Any]:
-        """What every issued certificate carries; records its expiry for root rotation."""
-        self._record(not_after)
-        return {
-            "cert_chain_pem": cert.public_bytes(_PEM) + signer.intermediates_pem,
-            "private_key_pem": private_key_to_pem(key),
-            "not_before": not_before,
-            "not_after": not_after,
-            "serial": cert.serial_number,
-            "renew_at": renewal_time(now, not_after, self._rng),
-            "issuer_key_id": signer.key_id,
-            "certificate": cert,
-        }
+        self._record(issued.not_after)
+        return issued
 
     def reusable(self, svid: IssuedSvid, ttl: timedelta) -> bool:
         """Whether an SVID issued earlier (kept across a restart) may be handed out now.
@@ -427,3 +398,60 @@ class CertificateAuthority:
             f"CertificateAuthority(trust_domain={self._trust_domain!r}, "
             f"signer={self.signer!r}, trusted_roots={len(self.trust_bundle)})"
         )
+
+
+def issue_server_certificate(
+    signer: Signer,
+    *,
+    dns_names: Sequence[str],
+    ip_addresses: Sequence[str | IpAddress],
+    spiffe_id: SpiffeId | None,
+    ttl: timedelta,
+    now: datetime,
+    rng: Callable[[], float],
+    key_type: KeyType = "ec",
+) -> IssuedServerCertificate:
+    """A new key and a TLS server certificate for it signed by `signer`, valid for `ttl`
+    from `now` (capped at the signer's end), renewal due at half-life (jitter from `rng`).
+
+    The CA's own server certificates and the xDS client CA's (`xds_server.identity`)."""
+    key = generate_private_key(key_type)
+    not_before, not_after = leaf_validity(now, ttl, signer.not_after)
+    cert, names, ips = build_server_certificate(
+        signer,
+        key.public_key(),
+        dns_names=dns_names,
+        ip_addresses=ip_addresses,
+        spiffe_id=spiffe_id,
+        not_before=not_before,
+        not_after=not_after,
+        serial=x509.random_serial_number(),
+    )
+    return IssuedServerCertificate(
+        **_issued(cert, key, signer, now, not_before, not_after, rng),
+        dns_names=names,
+        ip_addresses=ips,
+        spiffe_id=spiffe_id,
+    )
+
+
+def _issued(
+    cert: x509.Certificate,
+    key: PrivateKey,
+    signer: Signer,
+    now: datetime,
+    not_before: datetime,
+    not_after: datetime,
+    rng: Callable[[], float],
+) -> dict[str, Any]:
+    """What every issued certificate carries."""
+    return {
+        "cert_chain_pem": cert.public_bytes(_PEM) + signer.intermediates_pem,
+        "private_key_pem": private_key_to_pem(key),
+        "not_before": not_before,
+        "not_after": not_after,
+        "serial": cert.serial_number,
+        "renew_at": renewal_time(now, not_after, rng),
+        "issuer_key_id": signer.key_id,
+        "certificate": cert,
+    }

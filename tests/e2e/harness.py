@@ -12,17 +12,23 @@ import http.client
 import http.server
 import json
 import os
+import queue
 import signal
 import socket
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+import grpc
 import yaml
+from envoy.config.route.v3 import route_pb2
+from envoy.service.discovery.v3 import ads_pb2_grpc
+from google.protobuf.message import Message
 
+from xds_server import xds_types
 from xds_server.app import ControlPlane, Options
 from xds_server.bootstrap import BootstrapOptions, sidecar_bootstrap
 from xds_server.cache.snapshot import Transform
@@ -136,6 +142,60 @@ class ControlPlaneThread:
         return f"http://127.0.0.1:{self.plane.debug_port}"
 
 
+class NackError(AssertionError):
+    """Envoy rejected a config pocketmesh sent."""
+
+
+def wait_acked(
+    plane: ControlPlaneThread, node_id: str, generation: int, timeout: float = 15
+) -> None:
+    """Wait until `node_id` has ACKed config `generation` on each of its streams
+    (/debug/syncz). A NACK raises NackError at once, with Envoy's message: it will not
+    heal by waiting (`wait_until` would swallow it and wait out the deadline)."""
+
+    def acked() -> bool:
+        status, body = get(plane.debug_url + "/debug/syncz")
+        streams = [s for s in json.loads(body) if s["proxy"] == node_id]
+        if status != 200 or not streams:
+            return False
+        for stream in streams:
+            if stream["generation"] < generation:
+                return False
+            for name, t in stream["types"].items():
+                if t["state"] == "ERROR":
+                    raise NackError(f"{node_id} NACKed {name}: {t['nack']}")
+                if t["state"] == "STALE":
+                    return False
+        return True
+
+    deadline = time.monotonic() + timeout
+    while not acked():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{node_id} did not ACK generation {generation} in {timeout}s")
+        time.sleep(0.02)
+
+
+class RouteNacks:
+    """A control plane `transform`: while `armed`, the outbound route config (15001) of
+    `node_id` (None: of every proxy) gets two virtual hosts with the wildcard domain,
+    which Envoy NACKs, keeping its last good routes."""
+
+    armed = False
+
+    def __init__(self, node_id: str | None = None) -> None:
+        self.node_id = node_id
+
+    def __call__(self, node_id: str, generated: dict[str, dict[str, Message]]) -> None:
+        routes = generated.get(xds_types.ROUTE, {})
+        if not self.armed or self.node_id not in (None, node_id) or "15001" not in routes:
+            return
+        bad = route_pb2.RouteConfiguration()
+        bad.CopyFrom(routes["15001"])
+        bad.virtual_hosts.add(name="bad-1", domains=["*"])
+        bad.virtual_hosts.add(name="bad-2", domains=["*"])
+        routes["15001"] = bad
+
+
 # -- Envoy -------------------------------------------------------------------------
 
 
@@ -224,6 +284,15 @@ def sidecar(
     return Envoy(bootstrap, workdir, workload.proxy_id)
 
 
+def start_all(envoys: Iterable[Envoy], timeout: float = 20) -> None:
+    """Start every Envoy, then wait until each is ready (they start side by side)."""
+    envoys = list(envoys)
+    for envoy in envoys:
+        envoy.start()
+    for envoy in envoys:
+        envoy.wait_ready(timeout)
+
+
 # -- apps ---------------------------------------------------------------------------
 
 
@@ -269,15 +338,19 @@ class EchoApp:
 # -- clients ------------------------------------------------------------------------
 
 
-def get(url: str, *, timeout: float = 5) -> tuple[int, str]:
+def get(url: str, *, timeout: float = 5, method: str = "GET") -> tuple[int, str]:
     host, _, rest = url.removeprefix("http://").partition("/")
     conn = http.client.HTTPConnection(host, timeout=timeout)
     try:
-        conn.request("GET", "/" + rest)
+        conn.request(method, "/" + rest)
         resp = conn.getresponse()
         return resp.status, resp.read().decode(errors="replace")
     finally:
         conn.close()
+
+
+def post(url: str, *, timeout: float = 5) -> tuple[int, str]:
+    return get(url, timeout=timeout, method="POST")
 
 
 def via_proxy(proxy: str, url: str, *, timeout: float = 5) -> tuple[int, str]:
@@ -291,6 +364,51 @@ def via_proxy(proxy: str, url: str, *, timeout: float = 5) -> tuple[int, str]:
         return resp.status, resp.read().decode(errors="replace")
     finally:
         conn.close()
+
+
+class AdsStream:
+    """A raw ADS stream (Delta ADS with `delta`) to `address`: requests go in as they are
+    sent; responses (or the stream's RpcError) are collected as they come, unless `read`
+    is False (a client that never reads)."""
+
+    def __init__(self, address: str, *, delta: bool = False, read: bool = True) -> None:
+        # Room for the oversized requests hostile-client tests send.
+        options = [("grpc.max_send_message_length", 16 << 20)]
+        self.channel = grpc.insecure_channel(address, options=options)
+        stub = ads_pb2_grpc.AggregatedDiscoveryServiceStub(self.channel)
+        self._requests: queue.Queue[Any] = queue.Queue()
+        method = stub.DeltaAggregatedResources if delta else stub.StreamAggregatedResources
+        self.call = method(iter(self._requests.get, None), timeout=30)
+        self.responses: queue.Queue[Any] = queue.Queue()
+        if read:
+            threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        try:
+            for response in self.call:
+                self.responses.put(response)
+        except grpc.RpcError as err:
+            self.responses.put(err)
+
+    def send(self, request: Any) -> AdsStream:
+        self._requests.put(request)
+        return self
+
+    def next(self, timeout: float = 5) -> Any:
+        return self.responses.get(timeout=timeout)
+
+    def quiet_for(self, seconds: float) -> bool:
+        """True if nothing arrives for `seconds` (a resend loop would show here)."""
+        try:
+            self.responses.get(timeout=seconds)
+        except queue.Empty:
+            return True
+        return False
+
+    def stop(self) -> None:
+        self._requests.put(None)
+        self.call.cancel()
+        self.channel.close()
 
 
 def app_of(body: str) -> str | None:

@@ -10,18 +10,19 @@ from typing import Any
 
 import pytest
 from envoy.config.cluster.v3 import cluster_pb2
-from envoy.config.route.v3 import route_pb2
 from google.protobuf.message import Message
 
 from tests.e2e.harness import (
     ControlPlaneThread,
     EchoApp,
+    RouteNacks,
     app_of,
     free_port,
     get,
     holds_for,
     running,
     sidecar,
+    start_all,
     via_proxy,
     wait_until,
 )
@@ -108,14 +109,13 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Any:
         yield {"config": config, "plane": plane, "root": root, "injector": injector}
 
 
-class Injector:
+class Injector(RouteNacks):
     """Test-only seam into the generated resources.
 
-    `armed` corrupts the outbound route config so Envoy NACKs it;
+    `armed` corrupts every outbound route config so Envoy NACKs it (RouteNacks);
     `cluster_timeout` changes the reviews cluster so Envoy rebuilds it.
     """
 
-    armed = False
     cluster_timeout = 0
 
     def __call__(self, node_id: str, generated: dict[str, dict[str, Message]]) -> None:
@@ -125,16 +125,7 @@ class Injector:
             changed.CopyFrom(clusters[REVIEWS])
             changed.connect_timeout.seconds = self.cluster_timeout
             clusters[REVIEWS] = changed
-        if not self.armed:
-            return
-        routes = generated.get(xds_types.ROUTE, {})
-        if "15001" in routes:
-            bad = route_pb2.RouteConfiguration()
-            bad.CopyFrom(routes["15001"])
-            # Two virtual hosts with the wildcard domain: Envoy rejects this.
-            bad.virtual_hosts.add(name="bad-1", domains=["*"])
-            bad.virtual_hosts.add(name="bad-2", domains=["*"])
-            routes["15001"] = bad
+        super().__call__(node_id, generated)
 
 
 def start_sidecars(mesh: Any, delta: bool, *names: str, ads: bool = True) -> list[Any]:
@@ -173,10 +164,7 @@ def test_request_reaches_other_workload_and_edits_reroute(
 ) -> None:
     envoys = start_sidecars(mesh, delta, "productpage", "reviews-v1", "reviews-v2", ads=ads)
     with running(*envoys):
-        for envoy in envoys:
-            envoy.start()
-        for envoy in envoys:
-            envoy.wait_ready()
+        start_all(envoys)
         proxy = f"{NET}.10:15001"
 
         # Round robin over both versions, for every name the host answers to.

@@ -46,6 +46,7 @@ from tests.e2e.harness import (
     get,
     running,
     sidecar,
+    start_all,
     wait_until,
 )
 from tests.explain.hops import PROBE, Hop
@@ -140,10 +141,7 @@ def example_mesh(
         base = sidecar(workload, plane.xds_address, root)
         envoys.append(LoggingEnvoy(base.bootstrap, root, workload.proxy_id))
     with running(plane, *envoys):
-        for envoy in envoys:
-            envoy.start()
-        for envoy in envoys:
-            envoy.wait_ready(timeout=30)
+        start_all(envoys, 30)
         wait_synced(plane, [e.name for e in envoys])
         yield config, plane, logs
 

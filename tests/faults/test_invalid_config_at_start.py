@@ -11,27 +11,26 @@ once the config is fixed, every proxy re-syncs.
 from __future__ import annotations
 
 import json
-import queue
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import grpc
 import pytest
-from envoy.service.discovery.v3 import ads_pb2_grpc
 from envoy.service.discovery.v3.discovery_pb2 import (
     DeltaDiscoveryRequest,
     DiscoveryRequest,
 )
 
 from tests.e2e.harness import (
+    AdsStream,
     ControlPlaneThread,
     EchoApp,
     free_port,
     get,
     running,
     sidecar,
+    start_all,
     wait_until,
 )
 from tests.identity.mesh import call, write_mesh
@@ -105,10 +104,7 @@ def test_envoys_keep_their_config_through_a_restart_on_a_broken_config(
     second: ControlPlaneThread | None = None
     with running(app, *envoys):
         with running(first):
-            for envoy in envoys:
-                envoy.start()
-            for envoy in envoys:
-                envoy.wait_ready()
+            start_all(envoys)
             proxies = [e.name for e in envoys]
             wait_until(lambda: synced(first, proxies), timeout=30, what="first sync")
             wait_until(
@@ -168,34 +164,6 @@ def test_envoys_keep_their_config_through_a_restart_on_a_broken_config(
         assert traffic.sent > 70
 
 
-class _AdsStream:
-    """A raw ADS (or Delta ADS) stream whose responses are collected as they come."""
-
-    def __init__(self, address: str, delta: bool) -> None:
-        self.channel = grpc.insecure_channel(address)
-        stub = ads_pb2_grpc.AggregatedDiscoveryServiceStub(self.channel)
-        self._requests: queue.Queue[Any] = queue.Queue()
-        method = stub.DeltaAggregatedResources if delta else stub.StreamAggregatedResources
-        self.call = method(iter(self._requests.get, None), timeout=30)
-        self.responses: queue.Queue[Any] = queue.Queue()
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self) -> None:
-        try:
-            for response in self.call:
-                self.responses.put(response)
-        except grpc.RpcError as err:
-            self.responses.put(err)
-
-    def send(self, request: Any) -> None:
-        self._requests.put(request)
-
-    def stop(self) -> None:
-        self._requests.put(None)
-        self.call.cancel()
-        self.channel.close()
-
-
 @pytest.fixture
 def broken_plane(config: Path) -> Iterator[ControlPlaneThread]:
     write_mesh(config, NET, {"productpage": 1, "reviews": 2, "ratings": 3})
@@ -212,7 +180,7 @@ def test_the_first_response_on_a_broken_start_is_the_first_valid_config(
 ) -> None:
     """No empty response first: whatever a stream opened before the config was valid
     receives, it is that config, whole."""
-    stream = _AdsStream(broken_plane.xds_address, delta)
+    stream = AdsStream(broken_plane.xds_address, delta=delta)
     with running(stream):
         if delta:
             request: Any = DeltaDiscoveryRequest(type_url=xds_types.CLUSTER)

@@ -10,7 +10,7 @@ from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
 from xds_server import xds_types
 from xds_server.galley.model_traffic import Gateway, GatewayServer
 from xds_server.generators import PushContext, generate
-from xds_server.generators.clusters import HTTP_PROTOCOL_OPTIONS_KEY
+from xds_server.generators.traffic_policy import HTTP_PROTOCOL_OPTIONS_KEY
 
 from .factory import bookinfo, endpoint, meta, port, service, workload
 

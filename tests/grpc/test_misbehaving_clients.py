@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import logging
-import queue
 import shutil
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,7 +14,7 @@ from envoy.service.cluster.v3 import cds_pb2_grpc
 from envoy.service.discovery.v3 import ads_pb2_grpc
 from envoy.service.discovery.v3.discovery_pb2 import DiscoveryRequest, DiscoveryResponse
 
-from tests.e2e.harness import ControlPlaneThread, wait_until
+from tests.e2e.harness import AdsStream, ControlPlaneThread, wait_until
 from xds_server import xds_types
 
 DEMO = Path(__file__).resolve().parents[2] / "config" / "demo"
@@ -83,52 +81,6 @@ def test_unknown_proxy_gets_an_empty_config_not_an_error(plane: ControlPlaneThre
 # -- hostile clients: each gets a clear status or nothing; the log stays one bounded line
 
 
-class Stream:
-    """A raw ADS stream: requests go in when sent, responses are read on demand."""
-
-    def __init__(self, plane: ControlPlaneThread, *, read: bool = True) -> None:
-        self._queue: queue.Queue[DiscoveryRequest | None] = queue.Queue()
-        self.channel = grpc.insecure_channel(
-            plane.xds_address, options=[("grpc.max_send_message_length", 16 << 20)]
-        )
-        stub = ads_pb2_grpc.AggregatedDiscoveryServiceStub(self.channel)
-        self.call = stub.StreamAggregatedResources(self._requests(), timeout=30)
-        self.responses: queue.Queue[Any] = queue.Queue()
-        if read:
-            threading.Thread(target=self._read, daemon=True).start()
-
-    def _requests(self) -> Iterator[DiscoveryRequest]:
-        while (request := self._queue.get()) is not None:
-            yield request
-
-    def _read(self) -> None:
-        try:
-            for response in self.call:
-                self.responses.put(response)
-        except grpc.RpcError as err:
-            self.responses.put(err)
-
-    def send(self, request: DiscoveryRequest) -> Stream:
-        self._queue.put(request)
-        return self
-
-    def next(self, timeout: float = 5) -> Any:
-        return self.responses.get(timeout=timeout)
-
-    def quiet_for(self, seconds: float) -> bool:
-        """True if nothing arrives for `seconds` (a resend loop would show here)."""
-        try:
-            self.responses.get(timeout=seconds)
-        except queue.Empty:
-            return True
-        return False
-
-    def close(self) -> None:
-        self._queue.put(None)
-        self.call.cancel()
-        self.channel.close()
-
-
 def cds(node: str = "productpage.default", **fields: Any) -> DiscoveryRequest:
     request = DiscoveryRequest(type_url=xds_types.CLUSTER, **fields)
     if node:
@@ -140,7 +92,7 @@ def test_nonces_from_the_future_and_endless_nacks_cause_no_resend(
     plane: ControlPlaneThread, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.WARNING, logger="pocketmesh.xds")
-    stream = Stream(plane).send(cds())
+    stream = AdsStream(plane.xds_address).send(cds())
     try:
         first = stream.next()
         assert isinstance(first, DiscoveryResponse)
@@ -155,7 +107,7 @@ def test_nonces_from_the_future_and_endless_nacks_cause_no_resend(
         # Still served: a subscription change is answered.
         stream.send(cds("", resource_names=["*"], response_nonce=first.nonce))
     finally:
-        stream.close()
+        stream.stop()
     nack_lines = [r.getMessage() for r in caplog.records if "rejected" in r.getMessage()]
     assert len(nack_lines) == 1, "one log line for the first NACK; repeats are not rejections"
     (line,) = nack_lines
@@ -177,11 +129,11 @@ def test_huge_requests_and_node_ids_get_clear_statuses(
         ),
     ]
     for request, code, text in cases:
-        stream = Stream(plane).send(request)
+        stream = AdsStream(plane.xds_address).send(request)
         try:
             err = stream.next()
         finally:
-            stream.close()
+            stream.stop()
         assert isinstance(err, grpc.RpcError), err
         assert err.code() == code and text in (err.details() or ""), err
     lines = [r.getMessage() for r in caplog.records if r.name == "pocketmesh.xds"]
@@ -207,8 +159,11 @@ def test_garbage_bytes_get_a_status_and_the_server_carries_on(plane: ControlPlan
 def test_stalled_and_many_streams_do_not_stop_others(plane: ControlPlaneThread) -> None:
     """Streams that never read, and hundreds at once: a well-behaved client is still
     answered and a config push still reaches it (figures: `pocketmesh bench --chaos`)."""
-    stalled = [Stream(plane, read=False).send(cds(f"stalled-{i}.default")) for i in range(50)]
-    many = [Stream(plane).send(cds(f"many-{i}.default")) for i in range(300)]
+    stalled = [
+        AdsStream(plane.xds_address, read=False).send(cds(f"stalled-{i}.default"))
+        for i in range(50)
+    ]
+    many = [AdsStream(plane.xds_address).send(cds(f"many-{i}.default")) for i in range(300)]
     try:
         for stream in many:
             assert isinstance(stream.next(timeout=30), DiscoveryResponse)
@@ -217,7 +172,7 @@ def test_stalled_and_many_streams_do_not_stop_others(plane: ControlPlaneThread) 
         assert len(plane.plane.connections) >= 350
     finally:
         for stream in stalled + many:
-            stream.close()
+            stream.stop()
     wait_until(lambda: len(plane.plane.connections) == 0, timeout=30, what="every stream closed")
 
 
@@ -229,7 +184,7 @@ def test_streams_past_the_limit_get_resource_exhausted_and_others_carry_on(
     config = tmp_path / "config"
     shutil.copytree(DEMO, config)
     plane = ControlPlaneThread(config, watch=False, max_streams=20).start()
-    held = [Stream(plane).send(cds(f"held-{i}.default")) for i in range(20)]
+    held = [AdsStream(plane.xds_address).send(cds(f"held-{i}.default")) for i in range(20)]
     try:
         for stream in held:
             assert isinstance(stream.next(timeout=30), DiscoveryResponse)
@@ -239,12 +194,12 @@ def test_streams_past_the_limit_get_resource_exhausted_and_others_carry_on(
         assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
         assert "--max-streams" in (err.value.details() or "")
         for stream in held[:5]:
-            stream.close()
+            stream.stop()
         wait_until(lambda: plane.plane.handler.active <= 15, timeout=30, what="5 streams gone")
         answer = _exchange(plane, cds_pb2_grpc.ClusterDiscoveryServiceStub, "StreamClusters",
                            cds("productpage.default"))  # fmt: skip
         assert isinstance(answer, DiscoveryResponse)
     finally:
         for stream in held:
-            stream.close()
+            stream.stop()
         plane.stop()

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import http.client
 import json
 import socket
+import socketserver
 import textwrap
 import threading
 from pathlib import Path
@@ -23,7 +25,7 @@ from envoy.extensions.transport_sockets.tls.v3 import secret_pb2
 from envoy.service.discovery.v3 import ads_pb2_grpc
 from envoy.service.discovery.v3.discovery_pb2 import DiscoveryRequest, DiscoveryResponse
 
-from tests.e2e.harness import ControlPlaneThread, Envoy, free_port, get, via_proxy
+from tests.e2e.harness import ControlPlaneThread, EchoApp, Envoy, free_port, get, via_proxy
 from xds_server import xds_types
 from xds_server.bootstrap import BootstrapOptions, sidecar_bootstrap
 from xds_server.galley.loader import load_paths
@@ -70,6 +72,75 @@ def write_mesh(config: Path, net: str, ports: dict[str, int]) -> None:
     (config / "mesh.yaml").write_text("---\n".join(docs))
 
 
+def write_mesh_and_start_apps(config: Path, net: str) -> list[EchoApp]:
+    """`write_mesh` with each app on a free port of 127.0.0.1, and the echo apps the
+    sidecars forward to, started (the caller stops them: `running`)."""
+    ports = {app: free_port() for app in APPS}
+    write_mesh(config, net, ports)
+    return [EchoApp(app, "127.0.0.1", port).start() for app, port in ports.items()]
+
+
+class TcpEcho:
+    """Echoes the first bytes of each TCP connection back."""
+
+    def __init__(self, host: str, port: int) -> None:
+        class Handler(socketserver.BaseRequestHandler):
+            def handle(self) -> None:
+                data = self.request.recv(100)
+                if data:
+                    self.request.sendall(data)
+
+        class Server(socketserver.ThreadingTCPServer):
+            daemon_threads = True
+            allow_reuse_address = True
+
+        self.server = Server((host, port), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def start(self) -> TcpEcho:
+        self.thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+# db: a TCP service on <net>.13:3306, its sidecar forwarding to a TcpEcho.
+DB = """\
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: db, namespace: default}}
+spec:
+  hosts: [db.default.svc.cluster.local]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports: [{{number: 3306, name: tcp, protocol: TCP}}]
+  workloadSelector: {{labels: {{app: db}}}}
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {{name: db, namespace: default}}
+spec: {{address: {net}.13, labels: {{app: db}}, serviceAccount: db}}
+---
+apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {{name: db, namespace: default}}
+spec:
+  workloadSelector: {{labels: {{app: db}}}}
+  ingress:
+  - port: {{number: 3306, protocol: TCP, name: tcp}}
+    defaultEndpoint: 127.0.0.1:{port}
+"""
+
+
+def add_db(config: Path, net: str) -> TcpEcho:
+    """`db.yaml` in `config`, and the TCP echo its sidecar forwards to, started."""
+    port = free_port()
+    (config / "db.yaml").write_text(DB.format(net=net, port=port))
+    return TcpEcho("127.0.0.1", port).start()
+
+
 def start_sidecar(
     plane: ControlPlaneThread, config: Path, workdir: Path, name: str, *, delta: bool = False
 ) -> Envoy:
@@ -86,6 +157,25 @@ def start_sidecar(
         token=identity.tokens.token(workload.proxy_id),
     )
     return Envoy(sidecar_bootstrap(workload, options), workdir, workload.proxy_id)
+
+
+def reviews_via(
+    proxy: str, path: str = "/", headers: dict[str, str] | None = None, method: str = "GET"
+) -> tuple[int, bytes, dict[str, str]]:
+    """A request to reviews through a sidecar's outbound proxy (`host:port`): the status,
+    the body and the response headers (names in lower case)."""
+    host, port = proxy.rsplit(":", 1)
+    conn = http.client.HTTPConnection(host, int(port), timeout=5)
+    try:
+        conn.request(
+            method,
+            f"http://reviews:9080{path}",
+            headers={"Host": "reviews:9080", **(headers or {})},
+        )
+        resp = conn.getresponse()
+        return resp.status, resp.read(), {k.lower(): v for k, v in resp.getheaders()}
+    finally:
+        conn.close()
 
 
 def call(proxy: str, url: str) -> tuple[int, dict[str, Any]]:
@@ -281,6 +371,12 @@ class SdsStream:
 def leaf_of(secrets: dict[str, secret_pb2.Secret]) -> x509.Certificate:
     chain = secrets["default"].tls_certificate.certificate_chain.inline_bytes
     return x509.load_pem_x509_certificates(chain)[0]
+
+
+def svid_uris(secrets: dict[str, secret_pb2.Secret]) -> list[str]:
+    """The URI SANs of the workload certificate (`default`) an SDS answer holds."""
+    san = leaf_of(secrets).extensions.get_extension_for_class(x509.SubjectAlternativeName)
+    return list(san.value.get_values_for_type(x509.UniformResourceIdentifier))
 
 
 def roots_of(secrets: dict[str, secret_pb2.Secret]) -> list[x509.Certificate]:

@@ -9,13 +9,11 @@ the old one, prove nothing). `Policies.write` waits for all three.
 
 from __future__ import annotations
 
-import json
 import textwrap
-import time
 from collections.abc import Iterable
 from pathlib import Path
 
-from tests.e2e.harness import ControlPlaneThread, Envoy, get, wait_until
+from tests.e2e.harness import ControlPlaneThread, Envoy, wait_acked, wait_until
 
 
 class Policies:
@@ -58,7 +56,7 @@ class Policies:
             # Envoy applies an LDS response before it ACKs it: from the ACK on, a
             # replaced listener or filter chain counts as draining until its
             # connections are gone.
-            wait_synced(self.plane, envoy.name, generation)
+            wait_acked(self.plane, envoy.name, generation)
             wait_until(lambda e=envoy: settled(e), timeout=15, what=f"{envoy.name} drained")
 
 
@@ -70,28 +68,3 @@ def settled(envoy: Envoy) -> bool:
         stats.get(f"listener_manager.total_{what}", 0)
         for what in ("listeners_warming", "listeners_draining", "filter_chains_draining")
     )
-
-
-def wait_synced(plane: ControlPlaneThread, node_id: str, generation: int) -> None:
-    """Wait until `node_id` ACKed `generation` (raises at once on a NACK)."""
-
-    def synced() -> bool:
-        status, body = get(plane.debug_url + "/debug/syncz")
-        streams = [s for s in json.loads(body) if s["proxy"] == node_id]
-        if status != 200 or not streams:
-            return False
-        for stream in streams:
-            if stream["generation"] < generation:
-                return False
-            for name, t in stream["types"].items():
-                if t["state"] == "ERROR":  # a NACK will not heal by waiting
-                    raise AssertionError(f"{node_id} NACKed {name}: {t['nack']}")
-                if t["state"] == "STALE":
-                    return False
-        return True
-
-    deadline = time.monotonic() + 15
-    while not synced():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{node_id} did not ACK generation {generation} in 15s")
-        time.sleep(0.02)

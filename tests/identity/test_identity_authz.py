@@ -10,20 +10,25 @@ from __future__ import annotations
 
 import http.client
 import socket
-import socketserver
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.e2e.harness import ControlPlaneThread, EchoApp, free_port, running, wait_until
-from tests.identity.mesh import direct, start_sidecar, write_mesh
+from tests.e2e.harness import ControlPlaneThread, running, start_all, wait_until
+from tests.identity.mesh import (
+    add_db,
+    direct,
+    reviews_via,
+    start_sidecar,
+    write_mesh_and_start_apps,
+)
 from xds_server.identity import IdentityOptions
 
 NET = "127.0.78"
 PRODUCTPAGE, REVIEWS, RATINGS = f"{NET}.10:15001", f"{NET}.11", f"{NET}.12:15001"
+DB_ADDRESS = (f"{NET}.13", 3306)
 
 
 @pytest.fixture(scope="module")
@@ -31,36 +36,18 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     root = tmp_path_factory.mktemp("authz")
     config = root / "config"
     config.mkdir()
-    ports = {app: free_port() for app in ("productpage", "reviews", "ratings")}
-    write_mesh(config, NET, ports)
-    db_port = free_port()
-    (config / "db.yaml").write_text(DB.format(net=NET, port=db_port))
-    apps: list[Any] = [EchoApp(app, "127.0.0.1", port).start() for app, port in ports.items()]
-    apps.append(TcpEcho("127.0.0.1", db_port).start())
+    apps: list[Any] = [*write_mesh_and_start_apps(config, NET), add_db(config, NET)]
     plane = ControlPlaneThread(config, identity=IdentityOptions()).start()
     names = ("productpage", "reviews", "ratings", "db")
     envoys = [start_sidecar(plane, config, root, n) for n in names]
     with running(*apps, plane, *envoys):
-        for envoy in envoys:
-            envoy.start()
-        for envoy in envoys:
-            envoy.wait_ready()
+        start_all(envoys)
         wait_until(lambda: status(PRODUCTPAGE) == 200, timeout=10, what="mesh up")
         yield {"config": config, "plane": plane, "reviews": envoys[1]}
 
 
 def status(proxy: str, path: str = "/", headers: dict[str, str] | None = None) -> int:
-    host, port = proxy.rsplit(":", 1)
-    conn = http.client.HTTPConnection(host, int(port), timeout=5)
-    try:
-        conn.request(
-            "GET", f"http://reviews:9080{path}", headers={"Host": "reviews:9080", **(headers or {})}
-        )
-        resp = conn.getresponse()
-        resp.read()
-        return resp.status
-    finally:
-        conn.close()
+    return reviews_via(proxy, path, headers)[0]
 
 
 def becomes(
@@ -218,58 +205,6 @@ def test_ip_blocks_on_http_and_tcp_ports(apply: Any) -> None:
     assert direct_from(other) == 200
     wait_until(lambda: tcp_echo(denied) == b"", timeout=10, what="TCP denied by ipBlocks")
     assert tcp_echo(other) == b"hello db"
-
-
-class TcpEcho:
-    def __init__(self, host: str, port: int) -> None:
-        class Handler(socketserver.BaseRequestHandler):
-            def handle(self) -> None:
-                data = self.request.recv(100)
-                if data:
-                    self.request.sendall(data)
-
-        class Server(socketserver.ThreadingTCPServer):
-            daemon_threads = True
-            allow_reuse_address = True
-
-        self.server = Server((host, port), Handler)
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    def start(self) -> TcpEcho:
-        self.thread.start()
-        return self
-
-    def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
-DB_ADDRESS = (f"{NET}.13", 3306)
-DB = """\
-apiVersion: networking.istio.io/v1
-kind: ServiceEntry
-metadata: {{name: db, namespace: default}}
-spec:
-  hosts: [db.default.svc.cluster.local]
-  location: MESH_INTERNAL
-  resolution: STATIC
-  ports: [{{number: 3306, name: tcp, protocol: TCP}}]
-  workloadSelector: {{labels: {{app: db}}}}
----
-apiVersion: networking.istio.io/v1
-kind: WorkloadEntry
-metadata: {{name: db, namespace: default}}
-spec: {{address: {net}.13, labels: {{app: db}}, serviceAccount: db}}
----
-apiVersion: networking.istio.io/v1
-kind: Sidecar
-metadata: {{name: db, namespace: default}}
-spec:
-  workloadSelector: {{labels: {{app: db}}}}
-  ingress:
-  - port: {{number: 3306, protocol: TCP, name: tcp}}
-    defaultEndpoint: 127.0.0.1:{port}
-"""
 
 
 def policy(name: str, action: str, rules: str, app: str = "reviews") -> str:

@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.harness import ControlPlaneThread, EchoApp, free_port, running, wait_until
-from tests.identity.mesh import start_sidecar, write_mesh
+from tests.e2e.harness import ControlPlaneThread, running, start_all, wait_until
+from tests.identity.mesh import reviews_via, start_sidecar, write_mesh_and_start_apps
 from tests.identity.settle import Policies
 from xds_server.identity import IdentityOptions
 
@@ -30,16 +30,11 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     root = tmp_path_factory.mktemp("authz-conditions")
     config = root / "config"
     config.mkdir()
-    ports = {app: free_port() for app in ("productpage", "reviews", "ratings")}
-    write_mesh(config, NET, ports)
-    apps = [EchoApp(app, "127.0.0.1", port).start() for app, port in ports.items()]
+    apps = write_mesh_and_start_apps(config, NET)
     plane = ControlPlaneThread(config, identity=IdentityOptions(), watch=False).start()
     envoys = [start_sidecar(plane, config, root, n) for n in ("productpage", "reviews", "ratings")]
     with running(*apps, plane, *envoys):
-        for envoy in envoys:
-            envoy.start()
-        for envoy in envoys:
-            envoy.wait_ready()
+        start_all(envoys)
         wait_until(lambda: via(PRODUCTPAGE) == 200, timeout=10, what="mesh up")
         yield {"policies": Policies(plane, config, envoys), "reviews": envoys[1]}
 
@@ -66,15 +61,7 @@ def apply(mesh: dict[str, Any]) -> Iterator[Any]:
 
 def via(proxy: str, path: str = "/", method: str = "GET") -> int:
     """Call reviews through a sidecar (mTLS from there)."""
-    host, port = proxy.rsplit(":", 1)
-    conn = http.client.HTTPConnection(host, int(port), timeout=5)
-    try:
-        conn.request(method, f"http://reviews:9080{path}", headers={"Host": "reviews:9080"})
-        resp = conn.getresponse()
-        resp.read()
-        return resp.status
-    finally:
-        conn.close()
+    return reviews_via(proxy, path, method=method)[0]
 
 
 def direct(

@@ -17,8 +17,8 @@ from aiohttp.test_utils import make_mocked_request
 from cryptography import x509
 
 from ca.keys import private_key_to_pem
-from tests.e2e.harness import ControlPlaneThread, EchoApp, free_port, get, running, wait_until
-from tests.identity.mesh import call, start_sidecar, write_mesh
+from tests.e2e.harness import ControlPlaneThread, get, running, start_all, wait_until
+from tests.identity.mesh import call, start_sidecar, write_mesh_and_start_apps
 from xds_server import xds_types
 from xds_server.debug_http import admin_refusal
 from xds_server.identity import IdentityOptions
@@ -43,9 +43,7 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     root = tmp_path_factory.mktemp("debug")
     config, ca_dir = root / "config", root / "ca"
     config.mkdir()
-    ports = {app: free_port() for app in ("productpage", "reviews", "ratings")}
-    write_mesh(config, NET, ports)
-    apps = [EchoApp(app, "127.0.0.1", port).start() for app, port in ports.items()]
+    apps = write_mesh_and_start_apps(config, NET)
     # The renew loop runs only when the test says (tick), so a rotation stays pending.
     options = IdentityOptions(ca_dir=ca_dir, tick_seconds=3600)
     plane = ControlPlaneThread(config, watch=False, identity=options).start()
@@ -125,10 +123,7 @@ def test_no_key_material_on_the_debug_address_or_in_envoy_dumps(mesh: dict[str, 
         for name in ("productpage", "reviews")
     ]
     with running(*envoys):
-        for envoy in envoys:
-            envoy.start()
-        for envoy in envoys:
-            envoy.wait_ready()
+        start_all(envoys)
         wait_until(
             lambda: call(f"{NET}.10:15001", "http://reviews:9080/")[0] == 200,
             timeout=15,

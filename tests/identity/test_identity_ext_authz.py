@@ -10,7 +10,6 @@ ServiceEntries whose endpoint is the server on 127.0.0.1.
 
 from __future__ import annotations
 
-import http.client
 import json
 import socket
 import textwrap
@@ -19,11 +18,10 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.harness import ControlPlaneThread, EchoApp, free_port, running, wait_until
+from tests.e2e.harness import ControlPlaneThread, free_port, running, start_all, wait_until
 from tests.identity.ext_authz_server import ExtAuthzServer
-from tests.identity.mesh import start_sidecar, write_mesh
+from tests.identity.mesh import add_db, reviews_via, start_sidecar, write_mesh_and_start_apps
 from tests.identity.settle import Policies
-from tests.identity.test_identity_authz import DB, TcpEcho
 from xds_server.ext_authz_app import DENY_BODY, RESULT_HEADER
 from xds_server.identity import IdentityOptions
 
@@ -90,24 +88,16 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     root = tmp_path_factory.mktemp("ext-authz")
     config = root / "config"
     config.mkdir()
-    ports = {app: free_port() for app in ("productpage", "reviews", "ratings")}
-    write_mesh(config, NET, ports)
-    db_port = free_port()
-    (config / "db.yaml").write_text(DB.format(net=NET, port=db_port))
+    apps: list[Any] = [*write_mesh_and_start_apps(config, NET), add_db(config, NET)]
     server = ExtAuthzServer(allow_service_account="productpage").start()
     registry = REGISTRY.format(http=server.http_port, grpc=server.grpc_port, dead=free_port())
     (config / "ext-authz.yaml").write_text(registry)
     (config / "mesh-settings.yaml").write_text(mesh_settings())
-    apps: list[Any] = [EchoApp(app, "127.0.0.1", port).start() for app, port in ports.items()]
-    apps.append(TcpEcho("127.0.0.1", db_port).start())
     plane = ControlPlaneThread(config, identity=IdentityOptions(), watch=False).start()
     names = ("productpage", "reviews", "ratings", "db")
     envoys = [start_sidecar(plane, config, root, n) for n in names]
     with running(*apps, server, plane, *envoys):
-        for envoy in envoys:
-            envoy.start()
-        for envoy in envoys:
-            envoy.wait_ready()
+        start_all(envoys)
         wait_until(lambda: call(PRODUCTPAGE)[0] == 200, timeout=10, what="mesh up")
         yield {"server": server, "plane": plane, "policies": Policies(plane, config, envoys)}
 
@@ -122,21 +112,13 @@ def apply(mesh: dict[str, Any]) -> Iterator[Any]:
 def call(
     proxy: str, path: str = "/", headers: dict[str, str] | None = None
 ) -> tuple[int, Any, dict[str, str]]:
-    host, port = proxy.rsplit(":", 1)
-    conn = http.client.HTTPConnection(host, int(port), timeout=5)
+    status, raw, response_headers = reviews_via(proxy, path, headers)
+    body = raw.decode(errors="replace")
     try:
-        conn.request(
-            "GET", f"http://reviews:9080{path}", headers={"Host": "reviews:9080", **(headers or {})}
-        )
-        resp = conn.getresponse()
-        body = resp.read().decode(errors="replace")
-        try:
-            data: Any = json.loads(body)
-        except ValueError:
-            data = body
-        return resp.status, data, {k.lower(): v for k, v in resp.getheaders()}
-    finally:
-        conn.close()
+        data: Any = json.loads(body)
+    except ValueError:
+        data = body
+    return status, data, response_headers
 
 
 def custom(name: str, provider: str, rules: str, app: str = "reviews") -> str:

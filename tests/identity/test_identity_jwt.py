@@ -12,7 +12,6 @@ removes them.
 from __future__ import annotations
 
 import base64
-import http.client
 import json
 import textwrap
 from collections.abc import Iterator
@@ -20,9 +19,9 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.harness import ControlPlaneThread, EchoApp, free_port, running, wait_until
+from tests.e2e.harness import ControlPlaneThread, running, start_all, wait_until
 from tests.identity.jwt_issuer import Issuer, JwksServer
-from tests.identity.mesh import start_sidecar, write_mesh
+from tests.identity.mesh import reviews_via, start_sidecar, write_mesh_and_start_apps
 from tests.identity.settle import Policies
 from xds_server.galley.jwks import JwksFetcher
 from xds_server.identity import IdentityOptions
@@ -38,9 +37,7 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     root = tmp_path_factory.mktemp("jwt")
     config = root / "config"
     config.mkdir()
-    ports = {app: free_port() for app in ("productpage", "reviews", "ratings")}
-    write_mesh(config, NET, ports)
-    apps = [EchoApp(app, "127.0.0.1", port).start() for app, port in ports.items()]
+    apps = write_mesh_and_start_apps(config, NET)
     server = JwksServer().start()
     # Tiny refresh intervals, so that a rotated key set or an issuer coming back shows.
     fetcher = JwksFetcher(refresh_after=1.0, retry_after=0.5)
@@ -53,10 +50,7 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     ).start()
     envoys = [start_sidecar(plane, config, root, n) for n in ("productpage", "reviews", "ratings")]
     with running(*apps, server, plane, *envoys):
-        for envoy in envoys:
-            envoy.start()
-        for envoy in envoys:
-            envoy.wait_ready()
+        start_all(envoys)
         wait_until(lambda: call(PRODUCTPAGE)[0] == 200, timeout=10, what="mesh up")
         policies = Policies(plane, config, envoys)
         yield {
@@ -72,21 +66,12 @@ def call(
     proxy: str, path: str = "/", headers: dict[str, str] | None = None
 ) -> tuple[int, dict[str, Any], dict[str, str]]:
     """GET reviews through a sidecar: (status, the echo app's JSON or {}, response headers)."""
-    host, port = proxy.rsplit(":", 1)
-    conn = http.client.HTTPConnection(host, int(port), timeout=5)
+    status, body, response_headers = reviews_via(proxy, path, headers)
     try:
-        conn.request(
-            "GET", f"http://reviews:9080{path}", headers={"Host": "reviews:9080", **(headers or {})}
-        )
-        resp = conn.getresponse()
-        body = resp.read()
-        try:
-            data = json.loads(body)
-        except ValueError:
-            data = {"raw": body.decode(errors="replace")}
-        return resp.status, data, {k.lower(): v for k, v in resp.getheaders()}
-    finally:
-        conn.close()
+        data = json.loads(body)
+    except ValueError:
+        data = {"raw": body.decode(errors="replace")}
+    return status, data, response_headers
 
 
 def bearer(token: str) -> dict[str, str]:

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from spiffe import X509Svid
 
-from tests.e2e.harness import ControlPlaneThread, EchoApp, free_port, get, running, wait_until
+from tests.e2e.harness import ControlPlaneThread, get, running, start_all, wait_until
 from tests.identity.mesh import (
     call,
     direct,
@@ -23,7 +23,7 @@ from tests.identity.mesh import (
     spiffe,
     start_sidecar,
     verify_with_cryptography,
-    write_mesh,
+    write_mesh_and_start_apps,
     xfcc,
 )
 from xds_server.identity import IdentityOptions
@@ -37,9 +37,7 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     root = tmp_path_factory.mktemp("mtls")
     config = root / "config"
     config.mkdir()
-    ports = {app: free_port() for app in ("productpage", "reviews", "ratings")}
-    write_mesh(config, NET, ports)
-    apps = [EchoApp(app, "127.0.0.1", port).start() for app, port in ports.items()]
+    apps = write_mesh_and_start_apps(config, NET)
     plane = ControlPlaneThread(config, identity=IdentityOptions()).start()
     with running(*apps, plane):
         yield {"config": config, "plane": plane, "root": root}
@@ -52,10 +50,7 @@ def sidecars(mesh: dict[str, Any]) -> Iterator[dict[str, Any]]:
         for name in ("productpage", "reviews", "ratings")
     }
     with running(*envoys.values()):
-        for envoy in envoys.values():
-            envoy.start()
-        for envoy in envoys.values():
-            envoy.wait_ready()
+        start_all(envoys.values())
         yield envoys
 
 

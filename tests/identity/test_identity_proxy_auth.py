@@ -11,10 +11,17 @@ from typing import Any
 
 import grpc
 import pytest
-from cryptography import x509
 
-from tests.e2e.harness import ControlPlaneThread, EchoApp, Envoy, free_port, running, wait_until
-from tests.identity.mesh import ask_secrets, call, secrets_of, spiffe, write_mesh, xfcc
+from tests.e2e.harness import (
+    ControlPlaneThread,
+    EchoApp,
+    Envoy,
+    free_port,
+    running,
+    start_all,
+    wait_until,
+)
+from tests.identity.mesh import ask_secrets, call, secrets_of, spiffe, svid_uris, write_mesh, xfcc
 from xds_server.bootstrap import BootstrapOptions, sidecar_bootstrap
 from xds_server.galley.loader import load_paths
 from xds_server.identity import IdentityOptions
@@ -58,10 +65,7 @@ def test_own_token_gets_own_identity(plane: ControlPlaneThread) -> None:
     response = ask(plane, "productpage.default", tokens.token("productpage.default"))
     secrets = secrets_of(response)
     assert set(secrets) == {"default", "ROOTCA"}
-    chain = secrets["default"].tls_certificate.certificate_chain.inline_bytes
-    leaf = x509.load_pem_x509_certificates(chain)[0]
-    san = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-    assert san.get_values_for_type(x509.UniformResourceIdentifier) == [spiffe("productpage")]
+    assert svid_uris(secrets) == [spiffe("productpage")]
 
 
 def test_stolen_identity_cannot_obtain_another_workloads_key(
@@ -113,10 +117,7 @@ def test_secrets_a_proxy_does_not_own_are_not_sent(
     )
     secrets = secrets_of(response)
     assert set(secrets) == {"default", "ROOTCA"}
-    chain = secrets["default"].tls_certificate.certificate_chain.inline_bytes
-    leaf = x509.load_pem_x509_certificates(chain)[0]
-    san = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-    assert san.get_values_for_type(x509.UniformResourceIdentifier) == [spiffe("productpage")]
+    assert svid_uris(secrets) == [spiffe("productpage")]
     after = registry.get_sample_value("pocketmesh_sds_refusals_total", {"reason": "not_owned"})
     assert after == (before or 0) + 1
     (line,) = [r.getMessage() for r in caplog.records if "not its own" in r.getMessage()]
@@ -171,10 +172,7 @@ def test_xds_over_tls_verified_by_the_sidecars(config: Path, tmp_path: Path, ads
             )
             envoys.append(Envoy(sidecar_bootstrap(workload, options), tmp_path, workload.proxy_id))
         with running(*envoys):
-            for envoy in envoys:
-                envoy.start()
-            for envoy in envoys:
-                envoy.wait_ready()
+            start_all(envoys)
             _status, reply = wait_until(
                 lambda: (r := call(f"{NET}.10:15001", "http://reviews:9080/"))[0] == 200 and r,
                 timeout=10,

@@ -11,7 +11,6 @@ after a rotation really use the new certificates.
 from __future__ import annotations
 
 import base64
-import http.client
 import json
 import threading
 from collections.abc import Iterator
@@ -26,7 +25,7 @@ from google.protobuf.message import Message
 from spiffe import X509Svid
 
 from ca import utc_now
-from tests.e2e.harness import ControlPlaneThread, EchoApp, free_port, get, running, wait_until
+from tests.e2e.harness import ControlPlaneThread, get, post, running, start_all, wait_until
 from tests.identity.mesh import (
     call,
     envoy_certificate_chain,
@@ -34,7 +33,7 @@ from tests.identity.mesh import (
     spiffe,
     start_sidecar,
     verify_with_cryptography,
-    write_mesh,
+    write_mesh_and_start_apps,
 )
 from xds_server import xds_types
 from xds_server.identity import IdentityOptions
@@ -109,9 +108,7 @@ def mesh(
     root = tmp_path_factory.mktemp("rotation")
     config = root / "config"
     config.mkdir()
-    ports = {app: free_port() for app in ("productpage", "reviews", "ratings")}
-    write_mesh(config, NET, ports)
-    apps = [EchoApp(app, "127.0.0.1", port).start() for app, port in ports.items()]
+    apps = write_mesh_and_start_apps(config, NET)
     clock = OffsetClock()
     options = IdentityOptions(svid_ttl=timedelta(minutes=1), clock=clock, tick_seconds=0.1)
     plane = ControlPlaneThread(
@@ -121,10 +118,7 @@ def mesh(
         n: start_sidecar(plane, config, root, n, delta=delta) for n in ("productpage", "reviews")
     }
     with running(*apps, plane, *envoys.values()):
-        for envoy in envoys.values():
-            envoy.start()
-        for envoy in envoys.values():
-            envoy.wait_ready()
+        start_all(envoys.values())
         wait_until(lambda: call(PROXY, "http://reviews:9080/")[0] == 200, timeout=10, what="up")
         yield {"plane": plane, "clock": clock, "envoys": envoys}
 
@@ -208,14 +202,3 @@ def test_svid_then_root_rotation_under_steady_traffic(mesh: dict[str, Any]) -> N
     assert handshakes[f"listener.{NET}.11_9080.ssl.handshake"] >= traffic.ok, handshakes
     for envoy in envoys.values():
         assert "rejected" not in envoy.log().lower(), envoy.log()
-
-
-def post(url: str) -> tuple[int, str]:
-    host, _, path = url.removeprefix("http://").partition("/")
-    conn = http.client.HTTPConnection(host, timeout=5)
-    try:
-        conn.request("POST", "/" + path)
-        resp = conn.getresponse()
-        return resp.status, resp.read().decode()
-    finally:
-        conn.close()

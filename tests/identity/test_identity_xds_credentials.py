@@ -22,14 +22,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from ca import ManualClock
-from tests.e2e.harness import ControlPlaneThread, Envoy, free_port, get, running, wait_until
+from tests.e2e.harness import ControlPlaneThread, Envoy, free_port, get, post, running, wait_until
 from tests.identity.attacker import WRITES, self_signed_claiming, tls_probe
-from tests.identity.mesh import (
-    SourceRelay,
-    secrets_of,
-    spiffe,
-    write_mesh,
-)
+from tests.identity.mesh import SourceRelay, secrets_of, spiffe, svid_uris, write_mesh
 from xds_server import xds_types
 from xds_server.bootstrap import READ_ONLY_ADMIN_PATHS, BootstrapOptions, sidecar_bootstrap
 from xds_server.galley.loader import load_paths
@@ -155,10 +150,7 @@ def test_own_credential_gets_own_identity(plane: ControlPlaneThread) -> None:
     response = ask_over_tls(plane, "productpage.default", issued(plane, "productpage.default"))
     secrets = secrets_of(response)
     assert set(secrets) == {"default", "ROOTCA"}
-    chain = secrets["default"].tls_certificate.certificate_chain.inline_bytes
-    leaf = x509.load_pem_x509_certificates(chain)[0]
-    san = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-    assert san.get_values_for_type(x509.UniformResourceIdentifier) == [spiffe("productpage")]
+    assert svid_uris(secrets) == [spiffe("productpage")]
 
 
 def test_another_workloads_credential_is_refused_on_the_stream(
@@ -266,20 +258,7 @@ def test_envoys_admin_shows_no_secret_and_changes_nothing(
             '"private_key": {"filename": "[redacted]"}' in tls
         ), tls
         for path in WRITES:
-            status, body = get_post(envoy.admin + path)
+            status, body = post(envoy.admin + path)
             assert status == 403 or path.startswith("/ready?"), (path, status, body)
         info = json.loads(get(envoy.admin + "/server_info")[1])
         assert info["state"] == "LIVE" and envoy.proc is not None and envoy.proc.poll() is None
-
-
-def get_post(url: str) -> tuple[int, str]:
-    import http.client
-
-    host, _, path = url.removeprefix("http://").partition("/")
-    conn = http.client.HTTPConnection(host, timeout=5)
-    try:
-        conn.request("POST", "/" + path)
-        resp = conn.getresponse()
-        return resp.status, resp.read().decode(errors="replace")
-    finally:
-        conn.close()

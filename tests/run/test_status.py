@@ -12,12 +12,18 @@ from typing import Any
 
 import pytest
 import yaml
-from envoy.config.route.v3 import route_pb2
-from google.protobuf.message import Message
 
-from tests.e2e.harness import ControlPlaneThread, free_port, get, running, sidecar, wait_until
+from tests.e2e.harness import (
+    ControlPlaneThread,
+    RouteNacks,
+    free_port,
+    get,
+    running,
+    sidecar,
+    start_all,
+    wait_until,
+)
 from tests.run.demo_mesh import demo_copy, random_net
-from xds_server import xds_types
 from xds_server.cli import main
 from xds_server.galley.loader import load_paths
 from xds_server.identity import IdentityOptions
@@ -25,26 +31,11 @@ from xds_server.identity import IdentityOptions
 NET = random_net()
 
 
-class Injector:
-    """Test-only seam: when armed, corrupts productpage's outbound routes so Envoy NACKs."""
-
-    armed = False
-
-    def __call__(self, node_id: str, generated: dict[str, dict[str, Message]]) -> None:
-        routes = generated.get(xds_types.ROUTE, {})
-        if self.armed and node_id == "productpage.default" and "15001" in routes:
-            bad = route_pb2.RouteConfiguration()
-            bad.CopyFrom(routes["15001"])
-            bad.virtual_hosts.add(name="bad-1", domains=["*"])  # two wildcard vhosts:
-            bad.virtual_hosts.add(name="bad-2", domains=["*"])  # Envoy rejects this
-            routes["15001"] = bad
-
-
 @pytest.fixture(scope="module")
 def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     root = tmp_path_factory.mktemp("status")
     config = demo_copy(root, NET)
-    injector = Injector()
+    injector = RouteNacks("productpage.default")  # armed: Envoy NACKs its routes
     # With workload identities, as `serve` runs by default: SDS shows in status too.
     identity = IdentityOptions(ca_dir=None, proxy_auth=False)
     plane = ControlPlaneThread(config, transform=injector, identity=identity).start()
@@ -55,10 +46,7 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
         for name in ("productpage", "reviews-v1")
     ]
     with running(plane, *envoys):
-        for envoy in envoys:
-            envoy.start()
-        for envoy in envoys:
-            envoy.wait_ready()
+        start_all(envoys)
         yield {"plane": plane, "injector": injector, "debug": plane.debug_url[len("http://") :]}
 
 

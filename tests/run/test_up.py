@@ -20,25 +20,11 @@ import pytest
 
 from tests.e2e.harness import free_port, get, via_proxy, wait_until
 from tests.run.demo_mesh import demo_copy, random_net
+from tests.run.up_process import alive, children_of
 
 # Each test module gets its own 127.x block so runs never collide.
 NET = random_net()
 SPIFFE = "spiffe://cluster.local/ns/default/sa"
-
-
-def children_of(pid: int) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        ppid = int(stat.rsplit(")", 1)[1].split()[1])
-        if ppid == pid:
-            found.append(int(entry.name))
-    return found
 
 
 def shm_files_of(pids: list[int]) -> set[str]:
@@ -59,14 +45,6 @@ def shm_in_use() -> set[str]:
 
 def shm_files() -> set[str]:
     return {str(p) for p in Path("/dev/shm").glob("envoy_shared_memory_*")}
-
-
-def alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
 
 
 @pytest.fixture

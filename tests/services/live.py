@@ -15,11 +15,10 @@ import random
 import socket
 import socketserver
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
-from tests.e2e.harness import ControlPlaneThread, Envoy, free_port, get
+from tests.e2e.harness import ControlPlaneThread, Envoy, free_port, wait_acked
 from tests.identity.mesh import start_sidecar
 from xds_server.bootstrap import BootstrapOptions, sidecar_bootstrap
 from xds_server.galley.loader import load_paths
@@ -29,10 +28,6 @@ from xds_server.identity import IdentityOptions
 def random_net() -> str:
     """A 127.x.y block of its own, so two runs (or two modules) never collide."""
     return f"127.{random.randint(100, 254)}.{random.randint(0, 255)}"
-
-
-class NackError(AssertionError):
-    """Envoy rejected a config pocketmesh sent."""
 
 
 class LiveMesh:
@@ -67,26 +62,7 @@ class LiveMesh:
         return generation
 
     def wait_synced(self, node_id: str, generation: int, timeout: float = 15) -> None:
-        def synced() -> bool:
-            status, body = get(self.plane.debug_url + "/debug/syncz")
-            streams = [s for s in json.loads(body) if s["proxy"] == node_id]
-            if status != 200 or not streams:
-                return False
-            for stream in streams:
-                if stream["generation"] < generation:
-                    return False
-                for name, t in stream["types"].items():
-                    if t["state"] == "ERROR":
-                        raise NackError(f"{node_id} NACKed {name}: {t['nack']}")
-                    if t["state"] == "STALE":
-                        return False
-            return True
-
-        deadline = time.monotonic() + timeout
-        while not synced():
-            if time.monotonic() > deadline:
-                raise AssertionError(f"{node_id} did not ACK generation {generation} in {timeout}s")
-            time.sleep(0.02)
+        wait_acked(self.plane, node_id, generation, timeout)
 
     # --- proxies -----------------------------------------------------------------
 

@@ -10,11 +10,10 @@ from __future__ import annotations
 import json
 import random
 import shutil
-import time
 from pathlib import Path
 from typing import Any
 
-from tests.e2e.harness import ControlPlaneThread, Envoy, free_port, get
+from tests.e2e.harness import ControlPlaneThread, Envoy, free_port, get, wait_acked
 from tests.traffic.apps import VersionApp
 from xds_server.bootstrap import BootstrapOptions, sidecar_bootstrap
 from xds_server.galley.model import WorkloadEntry
@@ -26,10 +25,6 @@ EXAMPLES_NET = "127.0.73"  # the block bookinfo/workloads.yaml uses
 # of its own, so two runs at once (or another module's block) never collide.
 NET = f"127.{random.randint(100, 254)}.{random.randint(0, 255)}"
 CLIENT = f"{NET}.10:15001"  # productpage's sidecar, an HTTP proxy
-
-
-class NackError(AssertionError):
-    """Envoy rejected a config pocketmesh sent."""
 
 
 class Mesh:
@@ -71,27 +66,7 @@ class Mesh:
         return generation
 
     def wait_synced(self, node_id: str, generation: int) -> None:
-        def synced() -> bool:
-            status, body = get(self.plane.debug_url + "/debug/syncz")
-            streams = [s for s in json.loads(body) if s["proxy"] == node_id]
-            if status != 200 or not streams:
-                return False
-            for stream in streams:
-                if stream["generation"] < generation:
-                    return False
-                for name, t in stream["types"].items():
-                    if t["state"] == "ERROR":  # fail at once: a NACK will not heal by waiting
-                        raise NackError(f"{node_id} NACKed {name}: {t['nack']}")
-                    if t["state"] == "STALE":
-                        return False
-            return True
-
-        # Not wait_until: it would swallow the NackError and wait out the deadline.
-        deadline = time.monotonic() + 15
-        while not synced():
-            if time.monotonic() > deadline:
-                raise AssertionError(f"{node_id} did not ACK generation {generation} in 15s")
-            time.sleep(0.02)
+        wait_acked(self.plane, node_id, generation)
 
     def nacks(self, node_id: str) -> list[str]:
         _status, body = get(self.plane.debug_url + "/debug/syncz")

@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.harness import ControlPlaneThread, EchoApp, free_port, running, wait_until
+from tests.e2e.harness import ControlPlaneThread, EchoApp, free_port, running, start_all, wait_until
 from tests.identity.mesh import call, spiffe, start_sidecar, write_mesh
 from tests.traffic.gateway_clients import Refused, https_get
 from xds_server.identity import IdentityOptions
@@ -87,10 +87,7 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     envoys.append(start_sidecar(plane, config, root, "reviews"))
     envoys.append(start_sidecar(plane, config, root, "ingress"))
     with running(*apps, plane, *envoys):
-        for envoy in envoys:
-            envoy.start()
-        for envoy in envoys:
-            envoy.wait_ready()
+        start_all(envoys)
         yield {"config": config, "plane": plane, "root": root}
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import itertools
 import json
 import os
@@ -17,6 +18,7 @@ import shutil
 import signal
 import subprocess
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -179,3 +181,17 @@ class Chromium:
             self._log.close()
         self._loop.close()
         shutil.rmtree(self.profile, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def page_at(url: str, workdir: Path) -> Iterator[Chromium]:
+    """Chromium showing `url` at 1280x900, stopped by PID afterwards whatever happens."""
+    assert available(), "Debian's chromium is needed: run .ci/chromium-up"
+    chromium = Chromium(workdir)
+    try:
+        chromium.start()
+        chromium.viewport(1280, 900)
+        chromium.navigate(url)
+        yield chromium
+    finally:
+        chromium.stop()

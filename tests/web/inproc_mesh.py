@@ -11,38 +11,27 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from envoy.config.route.v3 import route_pb2
-from google.protobuf.message import Message
-
-from tests.e2e.harness import ControlPlaneThread, Envoy, get, running, sidecar, wait_until
+from tests.e2e.harness import (
+    ControlPlaneThread,
+    Envoy,
+    RouteNacks,
+    get,
+    running,
+    sidecar,
+    start_all,
+    wait_until,
+)
 from tests.run.demo_mesh import demo_copy
-from xds_server import xds_types
 from xds_server.galley.loader import load_paths
 from xds_server.identity import IdentityOptions
 
 TYPES = ("cluster", "listener", "endpoint", "route", "secret")
 
 
-class Injector:
-    """When armed, gives productpage's outbound routes two wildcard virtual hosts: Envoy
-    NACKs that (and keeps its last good routes)."""
-
-    armed = False
-
-    def __call__(self, node_id: str, generated: dict[str, dict[str, Message]]) -> None:
-        routes = generated.get(xds_types.ROUTE, {})
-        if self.armed and node_id == "productpage.default" and "15001" in routes:
-            bad = route_pb2.RouteConfiguration()
-            bad.CopyFrom(routes["15001"])
-            bad.virtual_hosts.add(name="bad-1", domains=["*"])
-            bad.virtual_hosts.add(name="bad-2", domains=["*"])
-            routes["15001"] = bad
-
-
 @dataclass
 class Mesh:
     plane: ControlPlaneThread
-    injector: Injector
+    injector: RouteNacks
     envoys: dict[str, Envoy]
     config: Path
 
@@ -79,7 +68,7 @@ def nack_mesh(
     root: Path, net: str, names: tuple[str, ...], *, delta: tuple[str, ...] = ()
 ) -> Iterator[Mesh]:
     config = demo_copy(root, net)
-    injector = Injector()
+    injector = RouteNacks("productpage.default")
     identity = IdentityOptions(ca_dir=None, proxy_auth=False)
     plane = ControlPlaneThread(config, transform=injector, identity=identity).start()
     envoys: dict[str, Envoy] = {}
@@ -93,10 +82,7 @@ def nack_mesh(
                 workload, plane.xds_address, root, delta=name in delta
             )
         with running(*envoys.values()):
-            for envoy in envoys.values():
-                envoy.start()
-            for envoy in envoys.values():
-                envoy.wait_ready()
+            start_all(envoys.values())
             mesh = Mesh(plane, injector, envoys, config)
             mesh.wait_synced()
             yield mesh

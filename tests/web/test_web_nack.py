@@ -26,15 +26,8 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
 
 @pytest.fixture(scope="module")
 def page(mesh: Mesh, tmp_path_factory: pytest.TempPathFactory) -> Iterator[browser.Chromium]:
-    assert browser.available(), "Debian's chromium is needed: run .ci/chromium-up"
-    chromium = browser.Chromium(tmp_path_factory.mktemp("chromium"))
-    try:
-        chromium.start()
-        chromium.viewport(1280, 900)
-        chromium.navigate(mesh.plane.debug_url + "/")
-        yield chromium
-    finally:
-        chromium.stop()
+    with browser.page_at(mesh.plane.debug_url + "/", tmp_path_factory.mktemp("chromium")) as page:
+        yield page
 
 
 def ui_state(mesh: Mesh) -> dict[str, Any]:

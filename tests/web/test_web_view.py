@@ -40,15 +40,8 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UpMesh]:
 
 @pytest.fixture(scope="module")
 def page(mesh: UpMesh, tmp_path_factory: pytest.TempPathFactory) -> Iterator[browser.Chromium]:
-    assert browser.available(), "Debian's chromium is needed: run .ci/chromium-up"
-    chromium = browser.Chromium(tmp_path_factory.mktemp("chromium"))
-    try:
-        chromium.start()
-        chromium.viewport(1280, 900)
-        chromium.navigate(f"http://{mesh.debug}/")
-        yield chromium
-    finally:
-        chromium.stop()
+    with browser.page_at(f"http://{mesh.debug}/", tmp_path_factory.mktemp("chromium")) as page:
+        yield page
 
 
 def shoot(page: browser.Chromium, name: str, width: int) -> None:

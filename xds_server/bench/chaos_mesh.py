@@ -30,7 +30,7 @@ import yaml
 
 from ca import init_ca_dir
 from xds_server.bench.envoy_run import envoy_binary
-from xds_server.bench.processes import ProcessExited, free_port, stop_process, wait_for
+from xds_server.bench.processes import answers_ready, free_port, stop_process, wait_for
 from xds_server.bootstrap import BootstrapOptions, sidecar_bootstrap
 from xds_server.galley.loader import load_paths
 from xds_server.identity.auth import ProxyTokens
@@ -155,11 +155,8 @@ class ControlPlaneProcess:
 
     def wait_ready(self, timeout: float = 60) -> float:
         def ready() -> bool:
-            assert self.proc is not None
-            if self.proc.poll() is not None:
-                raise ProcessExited(f"pocketmesh serve exited; see {self.log_path}")
-            with urllib.request.urlopen(self.debug_url + "/ready", timeout=2) as resp:
-                return resp.status == 200
+            url = self.debug_url + "/ready"
+            return answers_ready(self.proc, url, "pocketmesh serve", self.log_path)
 
         wait_for(ready, timeout=timeout, what="pocketmesh /ready", interval=0.02)
         return time.time()
@@ -214,11 +211,8 @@ class Sidecar:
 
     def wait_ready(self, timeout: float = 30) -> None:
         def ready() -> bool:
-            assert self.proc is not None
-            if self.proc.poll() is not None:
-                raise ProcessExited(f"envoy {self.name} exited; see {self.log_path}")
-            with urllib.request.urlopen(self.admin + "/ready", timeout=2) as resp:
-                return resp.status == 200
+            url = self.admin + "/ready"
+            return answers_ready(self.proc, url, f"envoy {self.name}", self.log_path)
 
         wait_for(ready, timeout=timeout, what=f"envoy {self.name} /ready", interval=0.05)
 

@@ -71,6 +71,16 @@ def wait_for(check: Any, *, timeout: float, what: str, interval: float = 0.01) -
     raise TimeoutError(f"{what}: not done after {timeout:.0f}s (last: {last!r})")
 
 
+def answers_ready(proc: subprocess.Popen[Any] | None, url: str, name: str, log_path: Path) -> bool:
+    """`url` (pocketmesh's or Envoy's admin `/ready`) answers 200; raises ProcessExited
+    (naming `name` and its log) once `proc` is gone, so a wait on it stops at once."""
+    assert proc is not None
+    if proc.poll() is not None:
+        raise ProcessExited(f"{name} exited ({proc.returncode}); see {log_path}")
+    with urllib.request.urlopen(url, timeout=2) as resp:
+        return bool(resp.status == 200)
+
+
 def read_line(proc: subprocess.Popen[str], timeout: float, what: str) -> str:
     """One line of a child's stdout, or an error after `timeout` seconds (never hangs)."""
     assert proc.stdout is not None
@@ -133,11 +143,7 @@ class ServerProcess:
         return self
 
     def _ready(self) -> bool:
-        assert self.proc is not None
-        if self.proc.poll() is not None:
-            raise ProcessExited(f"pocketmesh exited ({self.proc.returncode}); see {self.log_path}")
-        with urllib.request.urlopen(self.debug_url + "/ready", timeout=2) as resp:
-            return resp.status == 200
+        return answers_ready(self.proc, self.debug_url + "/ready", "pocketmesh", self.log_path)
 
     def reload(self) -> dict[str, Any]:
         result: dict[str, Any] = http_json(self.debug_url + "/debug/reload", method="POST")

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
-import signal
 import sys
 from collections.abc import Sequence
 from typing import Any
 
+from xds_server.commands.app_process import serve_until_signalled
 from xds_server.demo_app import Settings, run
 
 
@@ -53,20 +52,9 @@ def run_command(args: argparse.Namespace) -> int:
         calls=tuple(args.call),
         protocol=args.protocol,
     )
-
-    async def main() -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        await run(settings, stop)
-
-    try:
-        asyncio.run(main())
-    except OSError as err:
-        print(f"pocketmesh demo-app: cannot listen on {settings.listen}: {err}", file=sys.stderr)
-        return 1
-    return 0
+    return serve_until_signalled(
+        lambda stop: run(settings, stop), f"pocketmesh demo-app: cannot listen on {settings.listen}"
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
-import signal
 import sys
 from collections.abc import Sequence
 from typing import Any
 
+from xds_server.commands.app_process import serve_until_signalled
 from xds_server.ext_authz_app import Settings, run
 
 
@@ -49,20 +48,9 @@ def run_command(args: argparse.Namespace) -> int:
         grpc_listen=args.grpc_listen or None,
         allow_service_account=args.allow_service_account,
     )
-
-    async def main() -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        await run(settings, stop)
-
-    try:
-        asyncio.run(main())
-    except OSError as err:
-        print(f"pocketmesh ext-authz: cannot listen: {err}", file=sys.stderr)
-        return 1
-    return 0
+    return serve_until_signalled(
+        lambda stop: run(settings, stop), "pocketmesh ext-authz: cannot listen"
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

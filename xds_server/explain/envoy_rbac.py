@@ -17,6 +17,8 @@ from dataclasses import dataclass
 
 from envoy.config.core.v3 import address_pb2
 from envoy.config.rbac.v3 import rbac_pb2
+from envoy.config.route.v3 import route_components_pb2
+from envoy.type.matcher.v3 import path_pb2
 
 from xds_server.explain.envoy_match import Verdict, header_check, string_matches
 from xds_server.explain.envoy_read import RbacFilter
@@ -60,9 +62,18 @@ def _cidr(rule: address_pb2.CidrRange, ip: str | None) -> Verdict:
         return None
 
 
+def _header(matcher: route_components_pb2.HeaderMatcher, request: Request | None) -> Verdict:
+    """A permission's or principal's `header`: a TCP connection has none to match."""
+    return False if request is None else header_check(matcher, request.header_map()).ok
+
+
+def _url_path(matcher: path_pb2.PathMatcher, request: Request | None) -> Verdict:
+    """A permission's or principal's `url_path`: a TCP connection has no path."""
+    return False if request is None else string_matches(matcher.path, request.path_only)
+
+
 def permission(p: rbac_pb2.Permission, caller: Caller) -> Verdict:
     kind = p.WhichOneof("rule")
-    request = caller.request
     if kind == "any":
         return p.any
     if kind == "and_rules":
@@ -76,11 +87,9 @@ def permission(p: rbac_pb2.Permission, caller: Caller) -> Verdict:
     if kind == "destination_port_range":
         return p.destination_port_range.start <= caller.port < p.destination_port_range.end
     if kind == "header":
-        return False if request is None else header_check(p.header, request.header_map()).ok
+        return _header(p.header, caller.request)
     if kind == "url_path":
-        if request is None:
-            return False
-        return string_matches(p.url_path.path, request.path_only)
+        return _url_path(p.url_path, caller.request)
     if kind == "requested_server_name":
         return string_matches(p.requested_server_name, caller.sni)
     return None  # metadata, matchers, templates: not known from the request
@@ -88,7 +97,6 @@ def permission(p: rbac_pb2.Permission, caller: Caller) -> Verdict:
 
 def principal(p: rbac_pb2.Principal, caller: Caller) -> Verdict:
     kind = p.WhichOneof("identifier")
-    request = caller.request
     if kind == "any":
         return p.any
     if kind == "and_ids":
@@ -106,11 +114,9 @@ def principal(p: rbac_pb2.Principal, caller: Caller) -> Verdict:
     if kind in ("direct_remote_ip", "source_ip", "remote_ip"):
         return _cidr(getattr(p, kind), caller.remote_ip)
     if kind == "header":
-        return False if request is None else header_check(p.header, request.header_map()).ok
+        return _header(p.header, caller.request)
     if kind == "url_path":
-        if request is None:
-            return False
-        return string_matches(p.url_path.path, request.path_only)
+        return _url_path(p.url_path, caller.request)
     return None  # metadata (JWT principals), filter state, custom
 
 

@@ -27,9 +27,9 @@ from google.protobuf.json_format import MessageToDict
 from google.protobuf.message import Message
 
 from xds_server.generators.tls_plan import ROOT_SECRET, WORKLOAD_SECRET
+from xds_server.generators.traffic_policy import HTTP_PROTOCOL_OPTIONS_KEY
 
 HCM = hcm_pb2.HttpConnectionManager
-HTTP_PROTOCOL_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 FAULT_FILTER = "envoy.filters.http.fault"
 
 
@@ -165,17 +165,22 @@ def upstream_tls(cluster: cluster_pb2.Cluster) -> dict[str, Any]:
         "server_identities": sans,
         "verified": bool(roots),
     }
-    packed = cluster.typed_extension_protocol_options.get(HTTP_PROTOCOL_OPTIONS)
-    options = (
-        unpack(packed, http_protocol_options_pb2.HttpProtocolOptions)
-        if packed is not None
-        else None
-    )
+    options = _http_protocol_options(cluster)
     if options is not None and options.HasField("upstream_http_protocol_options"):
         upstream = options.upstream_http_protocol_options
         out["auto_sni"] = upstream.auto_sni
         out["auto_san_validation"] = upstream.auto_san_validation
     return out
+
+
+def _http_protocol_options(
+    cluster: cluster_pb2.Cluster,
+) -> http_protocol_options_pb2.HttpProtocolOptions | None:
+    """The cluster's `envoy.extensions.upstreams.http.v3.HttpProtocolOptions`, if set."""
+    packed = cluster.typed_extension_protocol_options.get(HTTP_PROTOCOL_OPTIONS_KEY)
+    if packed is None:
+        return None
+    return unpack(packed, http_protocol_options_pb2.HttpProtocolOptions)
 
 
 def cluster_policy(cluster: cluster_pb2.Cluster) -> dict[str, Any]:
@@ -189,12 +194,7 @@ def cluster_policy(cluster: cluster_pb2.Cluster) -> dict[str, Any]:
         out["circuit_breakers"] = to_dict(cluster.circuit_breakers)
     if cluster.HasField("outlier_detection"):
         out["outlier_detection"] = to_dict(cluster.outlier_detection)
-    packed = cluster.typed_extension_protocol_options.get(HTTP_PROTOCOL_OPTIONS)
-    options = (
-        unpack(packed, http_protocol_options_pb2.HttpProtocolOptions)
-        if packed is not None
-        else None
-    )
+    options = _http_protocol_options(cluster)
     if options is not None and options.HasField("common_http_protocol_options"):
         out["http_protocol_options"] = to_dict(options.common_http_protocol_options)
     if options is not None and options.HasField("explicit_http_config"):

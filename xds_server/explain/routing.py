@@ -19,9 +19,10 @@ from envoy.config.route.v3 import route_pb2
 from xds_server.explain import envoy_read
 from xds_server.explain.envoy_match import route_checks, select_virtual_host, verdict
 from xds_server.explain.request import Request
-from xds_server.galley.model import MeshConfig, labels_match
-from xds_server.galley.model_traffic import MESH_GATEWAY, HTTPMatch, VirtualService, gateway_key
+from xds_server.galley.model import MeshConfig
+from xds_server.galley.model_traffic import MESH_GATEWAY, HTTPMatch, VirtualService
 from xds_server.generators import naming
+from xds_server.generators.http_routes import named_matches, unmet_match_field
 
 
 def find_virtual_service(mesh: MeshConfig, config: str) -> VirtualService | None:
@@ -36,15 +37,8 @@ def rule_names(vs: VirtualService) -> dict[str, tuple[int, int, HTTPMatch]]:
     """Envoy route name -> (http index, match index, match) for every rule of `vs`
     (the names `generators.http_routes.virtual_service_routes` gives)."""
     names: dict[str, tuple[int, int, HTTPMatch]] = {}
-    for i, http in enumerate(vs.http):
-        matches = http.match or (HTTPMatch(),)
-        for j, match in enumerate(matches):
-            name = http.name or f"{vs.meta.key}.{i}"
-            if match.name:
-                name = f"{name}.{match.name}"
-            elif len(matches) > 1:
-                name = f"{name}.{j}"
-            names.setdefault(name, (i, j, match))
+    for i, j, match, name in named_matches(vs):
+        names.setdefault(name, (i, j, match))
     return names
 
 
@@ -57,18 +51,17 @@ def not_built_reason(
     namespace: str,
     gateway: str,
 ) -> str:
-    """Why a match block has no Envoy route on this proxy (`http_routes._applies`)."""
-    if match.port is not None and match.port != port:
+    """Why a match block has no Envoy route on this proxy (`http_routes.unmet_match_field`)."""
+    unmet = unmet_match_field(match, vs, port, labels, namespace, gateway)
+    if unmet == "port":
         return f"port: {match.port}, and the request is on port {port}"
-    if match.source_namespace and match.source_namespace != namespace:
+    if unmet == "sourceNamespace":
         return f"sourceNamespace: {match.source_namespace}, and this proxy is in {namespace}"
-    if match.gateways and gateway not in {
-        gateway_key(g, vs.meta.namespace) for g in match.gateways
-    }:
+    if unmet == "gateways":
         return f"gateways: {list(match.gateways)}, and this proxy is {gateway}"
-    if match.source_labels is not None and not labels_match(match.source_labels, labels):
+    if unmet == "sourceLabels":
         return (
-            f"sourceLabels {dict(match.source_labels)} do not match this proxy's labels "
+            f"sourceLabels {dict(match.source_labels or {})} do not match this proxy's labels "
             f"{dict(labels)}"
         )
     return "not built for this proxy"

@@ -5,7 +5,6 @@ RequestAuthentications that select it, and what its inbound listeners really do.
 from __future__ import annotations
 
 import difflib
-from collections.abc import Mapping
 from typing import Any
 
 from envoy.config.listener.v3 import listener_pb2
@@ -14,7 +13,11 @@ from xds_server.explain import envoy_read
 from xds_server.explain.envoy_rbac import policy_name
 from xds_server.explain.inputs import MeshState
 from xds_server.galley.model import DEFAULT_NAMESPACE, MeshConfig, WorkloadEntry, labels_match
-from xds_server.galley.model_security import DEFAULT_MTLS_MODE, PeerAuthentication
+from xds_server.galley.model_security import (
+    DEFAULT_MTLS_MODE,
+    PeerAuthentication,
+    workload_policies,
+)
 from xds_server.generators import authz
 from xds_server.generators.mtls import peer_mode, spiffe_uri
 from xds_server.generators.push_context import Proxy
@@ -239,21 +242,12 @@ def _policy(policy: Any) -> dict[str, Any]:
 
 def _request_authentications(mesh: MeshConfig, workload: WorkloadEntry) -> list[dict[str, Any]]:
     """RequestAuthentications selecting the workload (its namespace's, or mesh-wide)."""
-    ns = workload.meta.namespace
-    found = []
-    for ra in getattr(mesh, "request_authentications", ()):
-        if ra.meta.namespace not in (ns, mesh.root_namespace):
-            continue
-        selector: Mapping[str, str] | None = getattr(ra, "selector", None)
-        if selector and not labels_match(selector, workload.labels):
-            continue
-        rules = getattr(ra, "jwt_rules", ())
-        found.append(
-            {
-                "name": ra.meta.key,
-                "source": str(ra.meta.source),
-                "selector": dict(selector) if selector else "namespace-wide",
-                "issuers": [getattr(r, "issuer", "") for r in rules],
-            }
-        )
-    return found
+    return [
+        {
+            "name": ra.meta.key,
+            "source": str(ra.meta.source),
+            "selector": dict(ra.selector) if ra.selector else "namespace-wide",
+            "issuers": [r.issuer for r in ra.jwt_rules],
+        }
+        for ra in workload_policies(mesh.request_authentications, workload, mesh.root_namespace)
+    ]

@@ -9,10 +9,11 @@ filter, RBAC filters and ext_authz filters.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Protocol, TypeVar
 
-from .model import ObjectMeta, _empty_labels
+from .model import ObjectMeta, WorkloadEntry, _empty_labels, labels_match
 
 # PeerAuthentication.MutualTLS.Mode; UNSET inherits from the parent policy.
 MTLS_MODES = frozenset({"UNSET", "DISABLE", "PERMISSIVE", "STRICT"})
@@ -186,6 +187,30 @@ class RequestAuthentication:
     # None: every workload of the namespace (mesh-wide in the root namespace).
     selector: Mapping[str, str] | None = None
     jwt_rules: tuple[JwtRule, ...] = ()
+
+
+class _WorkloadPolicy(Protocol):
+    @property
+    def meta(self) -> ObjectMeta: ...
+    @property
+    def selector(self) -> Mapping[str, str] | None: ...
+
+
+_P = TypeVar("_P", bound=_WorkloadPolicy)
+
+
+def workload_policies(
+    policies: Iterable[_P], workload: WorkloadEntry, root_namespace: str
+) -> list[_P]:
+    """The AuthorizationPolicies or RequestAuthentications of `policies` that apply to
+    `workload`, as Istio selects them: those of its namespace and of the root namespace
+    (mesh-wide) with no selector, or one its labels match; in the order given."""
+    return [
+        p
+        for p in policies
+        if p.meta.namespace in (workload.meta.namespace, root_namespace)
+        and (not p.selector or labels_match(p.selector, workload.labels))
+    ]
 
 
 # A VirtualService header match on a verified JWT's claim (Istio's ToRoutingClaim).

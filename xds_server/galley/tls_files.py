@@ -21,7 +21,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import ssl
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 from .documents import ParsedDoc
 from .errors import ERROR, ConfigError
@@ -45,6 +45,9 @@ def system_roots_path() -> str:
     return paths.cafile or paths.openssl_cafile
 
 
+_Read = tuple[str, PemFile, str]  # a file read: (the field naming it, the file, its text)
+
+
 class _Reader:
     """Reads each file once per load, remembering what was wrong with it."""
 
@@ -61,6 +64,21 @@ class _Reader:
                 found = err
             self._texts[path] = found
         return found
+
+    def read_files(
+        self, at: str, files: Iterable[tuple[str, PemFile]], error: Callable[[str, str], None]
+    ) -> list[_Read]:
+        """(field, file, text) of each of `files` (fields under `at`) that can be read; the
+        others are errors at their fields."""
+        texts: list[_Read] = []
+        for name, pem_file in files:
+            text = self.read(pem_file.path)
+            if isinstance(text, Exception):
+                reason = getattr(text, "strerror", None) or str(text)
+                error(f"{at}.{name}", f"cannot read {pem_file.path}: {reason}")
+            else:
+                texts.append((name, pem_file, text))
+        return texts
 
 
 def load_tls_files(docs: Sequence[ParsedDoc]) -> tuple[list[ParsedDoc], list[ConfigError]]:
@@ -92,24 +110,19 @@ def load_tls_files(docs: Sequence[ParsedDoc]) -> tuple[list[ParsedDoc], list[Con
 def _fill(tls: ClientTLS, reader: _Reader, error: Callable[[str, str], None]) -> ClientTLS:
     if not tls.originates or tls.credential_name:
         return tls
-    texts: dict[str, str] = {}
-    for name, pem_file in tls.files():
-        text = reader.read(pem_file.path)
-        if isinstance(text, Exception):
-            reason = getattr(text, "strerror", None) or str(text)
-            error(f"{tls.path}.{name}", f"cannot read {pem_file.path}: {reason}")
-        else:
-            texts[name] = text
+    texts = {f.path: text for _, f, text in reader.read_files(tls.path, tls.files(), error)}
     cert, key = tls.client_certificate, tls.private_key
-    chain_pem, key_pem = texts.get("clientCertificate"), texts.get("privateKey")
-    if cert is not None and key is not None and chain_pem is not None and key_pem is not None:
-        chain_problem, key_problem = key_pair_problems(chain_pem, key_pem)
-        if chain_problem is not None:
-            error(f"{tls.path}.clientCertificate", f"{cert.path} {chain_problem}")
-        if key_problem is not None:
-            if key_problem.startswith("does not match"):
-                key_problem = f"does not match the first certificate of {cert.path}"
-            error(f"{tls.path}.privateKey", f"{key.path} {key_problem}")
+    if (
+        cert is not None
+        and key is not None
+        and (chain_pem := texts.get(cert.path)) is not None
+        and (key_pem := texts.get(key.path)) is not None
+    ):
+        _check_key_pair(
+            (f"{tls.path}.clientCertificate", cert, chain_pem),
+            (f"{tls.path}.privateKey", key, key_pem),
+            error,
+        )
     ca = tls.ca_certificates
     if ca is None and not tls.insecure_skip_verify:
         # Istio's "system" roots: no caCertificates still verifies the upstream.
@@ -122,22 +135,30 @@ def _fill(tls: ClientTLS, reader: _Reader, error: Callable[[str, str], None]) ->
                 "that verifies the upstream",
             )
         else:
-            texts["caCertificates"] = text
-    ca_pem = texts.get("caCertificates")
+            texts[ca.path] = text
+    ca_pem = texts.get(ca.path) if ca is not None else None
     if ca is not None and ca_pem is not None and (problem := certificates_problem(ca_pem)):
         error(f"{tls.path}.caCertificates", f"{ca.path} {problem}")
-
-    def loaded(pem_file: PemFile | None, name: str) -> PemFile | None:
-        if pem_file is None or name not in texts:
-            return pem_file
-        return PemFile(pem_file.path, texts[name])
-
     return dataclasses.replace(
         tls,
-        client_certificate=loaded(tls.client_certificate, "clientCertificate"),
-        private_key=loaded(tls.private_key, "privateKey"),
-        ca_certificates=loaded(ca, "caCertificates"),
+        client_certificate=_loaded(tls.client_certificate, texts),
+        private_key=_loaded(tls.private_key, texts),
+        ca_certificates=_loaded(ca, texts),
     )
+
+
+def _check_key_pair(chain: _Read, key: _Read, error: Callable[[str, str], None]) -> bool:
+    """A certificate chain and its private key checked as Envoy loads them, problems
+    reported at their fields; True when the chain itself parses."""
+    (chain_at, chain_file, chain_pem), (key_at, key_file, key_pem) = chain, key
+    chain_problem, key_problem = key_pair_problems(chain_pem, key_pem)
+    if chain_problem is not None:
+        error(chain_at, f"{chain_file.path} {chain_problem}")
+    if key_problem is not None:
+        if key_problem.startswith("does not match"):
+            key_problem = f"does not match the first certificate of {chain_file.path}"
+        error(key_at, f"{key_file.path} {key_problem}")
+    return chain_problem is None
 
 
 def _map_tls(rule: DestinationRule, fill: Callable[[ClientTLS], ClientTLS]) -> DestinationRule:
@@ -176,14 +197,7 @@ def _load_gateway(gateway: Gateway, reader: _Reader, error: Callable[[str, str],
 
 
 def _fill_server(tls: ServerTLS, reader: _Reader, error: Callable[[str, str], None]) -> ServerTLS:
-    texts: dict[str, str] = {}
-    for name, pem_file in tls.files():
-        text = reader.read(pem_file.path)
-        if isinstance(text, Exception):
-            reason = getattr(text, "strerror", None) or str(text)
-            error(f"{tls.path}.{name}", f"cannot read {pem_file.path}: {reason}")
-        else:
-            texts[pem_file.path] = text
+    texts = {f.path: text for _, f, text in reader.read_files(tls.path, tls.files(), error)}
     certificates: list[ServerCertificate] = []
     key_types: dict[str, str] = {}  # key type -> where the first such certificate is
     for cert in tls.certificates:
@@ -192,22 +206,22 @@ def _fill_server(tls: ServerTLS, reader: _Reader, error: Callable[[str, str], No
             continue
         where = f"{tls.path}.{cert.where}." if cert.where else f"{tls.path}."
         chain_pem, key_pem = texts.get(cert.chain.path), texts.get(cert.key.path)
-        if chain_pem is not None and key_pem is not None:
-            chain_problem, key_problem = key_pair_problems(chain_pem, key_pem)
-            if chain_problem is not None:
-                error(f"{where}serverCertificate", f"{cert.chain.path} {chain_problem}")
-            if key_problem is not None:
-                if key_problem.startswith("does not match"):
-                    key_problem = f"does not match the first certificate of {cert.chain.path}"
-                error(f"{where}privateKey", f"{cert.key.path} {key_problem}")
-            if chain_problem is None:
-                kind = key_type(chain_pem)
-                first = key_types.setdefault(kind, f"{where}serverCertificate")
-                if first != f"{where}serverCertificate":
-                    error(
-                        f"{where}serverCertificate",
-                        f"Envoy serves one certificate per key type, and {first} is already {kind}",
-                    )
+        if (
+            chain_pem is not None
+            and key_pem is not None
+            and _check_key_pair(
+                (f"{where}serverCertificate", cert.chain, chain_pem),
+                (f"{where}privateKey", cert.key, key_pem),
+                error,
+            )
+        ):
+            kind = key_type(chain_pem)
+            first = key_types.setdefault(kind, f"{where}serverCertificate")
+            if first != f"{where}serverCertificate":
+                error(
+                    f"{where}serverCertificate",
+                    f"Envoy serves one certificate per key type, and {first} is already {kind}",
+                )
         certificates.append(
             dataclasses.replace(
                 cert,

@@ -24,9 +24,10 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import (
 from google.protobuf import empty_pb2
 
 from xds_server.galley.jwks import NO_KEYS_JWKS
-from xds_server.galley.model import MeshConfig, WorkloadEntry, labels_match
-from xds_server.galley.model_security import JwtRule, RequestAuthentication
-from xds_server.generators.authz import JWT_AUTHN, JWT_PAYLOAD, IdentityKey, pack
+from xds_server.galley.model import MeshConfig, WorkloadEntry
+from xds_server.galley.model_security import JwtRule, RequestAuthentication, workload_policies
+from xds_server.generators.authz import JWT_AUTHN, JWT_PAYLOAD, IdentityKey
+from xds_server.generators.typed_config import pack
 
 # The RequestAuthentications that apply to one workload, as a hashable memo key.
 AuthnKey = tuple[RequestAuthentication, ...]
@@ -38,13 +39,7 @@ SPACE_DELIMITED: Final = ("permission", "scope")
 
 def authn_key(mesh: MeshConfig, workload: WorkloadEntry) -> AuthnKey:
     """The RequestAuthentications that apply to `workload`, in a stable order."""
-    ns = workload.meta.namespace
-    found = [
-        p
-        for p in mesh.request_authentications
-        if p.meta.namespace in (ns, mesh.root_namespace)
-        and (not p.selector or labels_match(p.selector, workload.labels))
-    ]
+    found = workload_policies(mesh.request_authentications, workload, mesh.root_namespace)
     found.sort(key=lambda p: (p.meta.namespace, p.meta.name))
     return IdentityKey(found)  # type: ignore[return-value]  # a tuple, hashed by identity
 

@@ -39,9 +39,9 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import (
 from envoy.extensions.filters.network.rbac.v3 import rbac_pb2 as network_rbac_pb2
 from envoy.extensions.path.match.uri_template.v3 import uri_template_match_pb2
 from envoy.type.matcher.v3 import metadata_pb2, path_pb2, regex_pb2, string_pb2, value_pb2
-from google.protobuf import any_pb2, message, wrappers_pb2
+from google.protobuf import wrappers_pb2
 
-from xds_server.galley.model import MeshConfig, WorkloadEntry, labels_match
+from xds_server.galley.model import MeshConfig, WorkloadEntry
 from xds_server.galley.model_security import (
     ENVOY_FILTER_KEY,
     AuthorizationPolicy,
@@ -49,7 +49,9 @@ from xds_server.galley.model_security import (
     Condition,
     OperationMatch,
     SourceMatch,
+    workload_policies,
 )
+from xds_server.generators.typed_config import pack
 
 HTTP_RBAC: Final = "envoy.filters.http.rbac"
 NETWORK_RBAC: Final = "envoy.filters.network.rbac"
@@ -89,13 +91,7 @@ NO_POLICIES: PolicyKey = IdentityKey(())  # type: ignore[assignment]  # a tuple,
 
 def policy_key(mesh: MeshConfig, workload: WorkloadEntry) -> PolicyKey:
     """The AuthorizationPolicies that apply to `workload`, in a stable order."""
-    ns = workload.meta.namespace
-    found = [
-        p
-        for p in mesh.authorization_policies
-        if p.meta.namespace in (ns, mesh.root_namespace)
-        and (not p.selector or labels_match(p.selector, workload.labels))
-    ]
+    found = workload_policies(mesh.authorization_policies, workload, mesh.root_namespace)
     found.sort(key=lambda p: (p.meta.namespace, p.meta.name))
     return IdentityKey(found)  # type: ignore[return-value]  # a tuple, hashed by identity
 
@@ -602,9 +598,3 @@ def _envoy_filter(permissions: list[Permission], c: Condition) -> None:
         permissions.append(matcher(c.values))
     if c.not_values:
         permissions.append(Permission(not_rule=matcher(c.not_values)))
-
-
-def pack(config: message.Message) -> any_pb2.Any:
-    packed = any_pb2.Any()
-    packed.Pack(config)
-    return packed

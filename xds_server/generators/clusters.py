@@ -15,7 +15,7 @@ from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.core.v3 import protocol_pb2
 from envoy.config.endpoint.v3 import endpoint_components_pb2, endpoint_pb2
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
-from google.protobuf import any_pb2, duration_pb2
+from google.protobuf import duration_pb2
 
 from xds_server.galley.names import is_unix
 from xds_server.generators import locality, naming
@@ -46,11 +46,11 @@ from xds_server.generators.traffic_policy import (
     apply_connection_pool,
     apply_traffic_policy,
     http_protocol_options,
+    set_http_protocol_options,
 )
 
 Cluster: TypeAlias = cluster_pb2.Cluster
 
-HTTP_PROTOCOL_OPTIONS_KEY = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 CONNECT_TIMEOUT = duration_pb2.Duration(seconds=10)
 
 # Istio: DNS -> STRICT_DNS (all addresses), DNS_ROUND_ROBIN -> LOGICAL_DNS (first address).
@@ -172,7 +172,7 @@ def _outbound(
         upstream = options.upstream_http_protocol_options
         upstream.auto_sni = tls.auto_sni
         upstream.auto_san_validation = tls.auto_san_validation
-        cluster.typed_extension_protocol_options[HTTP_PROTOCOL_OPTIONS_KEY].Pack(options)
+        set_http_protocol_options(cluster, options)
     return cluster
 
 
@@ -232,6 +232,4 @@ def _set_protocol(cluster: Cluster, protocol: str) -> None:
             http2_protocol_options=protocol_pb2.Http2ProtocolOptions()
         )
     )
-    packed = any_pb2.Any()
-    packed.Pack(options)
-    cluster.typed_extension_protocol_options[HTTP_PROTOCOL_OPTIONS_KEY].CopyFrom(packed)
+    set_http_protocol_options(cluster, options)

@@ -23,7 +23,6 @@ from typing import TypeAlias
 from envoy.config.core.v3 import base_pb2, protocol_pb2
 from envoy.config.listener.v3 import listener_components_pb2, listener_pb2
 from envoy.config.route.v3 import route_pb2
-from envoy.extensions.filters.http.router.v3 import router_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import (
     http_connection_manager_pb2 as hcm_pb2,
 )
@@ -33,16 +32,17 @@ from google.protobuf import wrappers_pb2
 from xds_server.galley.model import EgressListener
 from xds_server.generators import naming
 from xds_server.generators.endpoints import socket_address
+from xds_server.generators.filters import (
+    connection_manager,
+    outbound_http_filters,
+    tcp_proxy_filter,
+)
 from xds_server.generators.frozen import Frozen
-from xds_server.generators.http_routes import pack, traffic_http_filters
-from xds_server.generators.passthrough import forward_proxy_filter
 from xds_server.generators.push_context import OutboundService, Proxy, PushContext
 from xds_server.generators.routes import service_virtual_host
 from xds_server.generators.sidecar_scope import hosts_allow
 
 Listener: TypeAlias = listener_pb2.Listener
-HCM_FILTER = "envoy.filters.network.http_connection_manager"
-TCP_PROXY_FILTER = "envoy.filters.network.tcp_proxy"
 
 
 def egress_port_listeners(ctx: PushContext, proxy: Proxy) -> dict[str, Frozen[Listener]]:
@@ -130,17 +130,9 @@ def _http_chain(
         http_protocol_options=protocol_pb2.Http1ProtocolOptions(
             allow_absolute_url=wrappers_pb2.BoolValue(value=True)
         ),
-        http_filters=[
-            *traffic_http_filters(),
-            forward_proxy_filter(),
-            hcm_pb2.HttpFilter(
-                name="envoy.filters.http.router", typed_config=pack(router_pb2.Router())
-            ),
-        ],
+        http_filters=outbound_http_filters(),
     )
-    return listener_components_pb2.FilterChain(
-        filters=[listener_components_pb2.Filter(name=HCM_FILTER, typed_config=pack(hcm))]
-    )
+    return listener_components_pb2.FilterChain(filters=[connection_manager(hcm)])
 
 
 def _tcp_chain(
@@ -156,8 +148,4 @@ def _tcp_chain(
             ctx.conflicts.append(message)
     cluster = tcp[0].cluster_name if tcp else "BlackHoleCluster"
     proxy_config = tcp_proxy_pb2.TcpProxy(stat_prefix=cluster, cluster=cluster)
-    return listener_components_pb2.FilterChain(
-        filters=[
-            listener_components_pb2.Filter(name=TCP_PROXY_FILTER, typed_config=pack(proxy_config))
-        ]
-    )
+    return listener_components_pb2.FilterChain(filters=[tcp_proxy_filter(proxy_config)])

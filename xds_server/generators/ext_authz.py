@@ -37,7 +37,8 @@ from google.protobuf import duration_pb2
 
 from xds_server.galley.model_mesh import ExtAuthzProvider
 from xds_server.galley.model_security import AuthorizationPolicy
-from xds_server.generators.authz import HTTP_RBAC, NETWORK_RBAC, PolicyKey, pack, rbac
+from xds_server.generators.authz import HTTP_RBAC, NETWORK_RBAC, PolicyKey, rbac
+from xds_server.generators.typed_config import pack
 
 HTTP_EXT_AUTHZ: Final = "envoy.filters.http.ext_authz"
 NETWORK_EXT_AUTHZ: Final = "envoy.filters.network.ext_authz"

@@ -27,7 +27,6 @@ from dataclasses import dataclass
 from envoy.config.core.v3 import base_pb2
 from envoy.config.listener.v3 import listener_components_pb2, listener_pb2
 from envoy.config.route.v3 import route_pb2
-from envoy.extensions.filters.http.router.v3 import router_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import (
     http_connection_manager_pb2 as hcm_pb2,
 )
@@ -43,6 +42,7 @@ from xds_server.galley.model_traffic import (
 from xds_server.generators import inbound_auth, naming
 from xds_server.generators.config_sources import ads_config_source
 from xds_server.generators.endpoints import socket_address
+from xds_server.generators.filters import connection_manager, router_filter, tcp_proxy_filter
 from xds_server.generators.frozen import Frozen
 from xds_server.generators.gateway_routes import (
     common_hosts,
@@ -51,14 +51,12 @@ from xds_server.generators.gateway_routes import (
     route_config,
 )
 from xds_server.generators.gateway_tls import ServerUnbuilt, server_tls_socket
-from xds_server.generators.http_routes import pack, traffic_http_filters
+from xds_server.generators.http_routes import traffic_http_filters
+from xds_server.generators.mtls import tls_inspector
 from xds_server.generators.push_context import Proxy, PushContext
 from xds_server.generators.security import security_plan
 from xds_server.generators.sidecar_scope import host_matches
-from xds_server.generators.tcp_routes import sni_chains, tcp_proxy, tcp_proxy_filter, tls_inspector
-
-HCM_FILTER = "envoy.filters.network.http_connection_manager"
-ROUTER_FILTER = "envoy.filters.http.router"
+from xds_server.generators.tcp_routes import sni_chains, tcp_proxy
 
 GatewayServers = tuple[tuple[Gateway, GatewayServer], ...]
 
@@ -218,12 +216,10 @@ def _hcm_chain(
         http_filters=[
             *auth,
             *traffic_http_filters(),
-            hcm_pb2.HttpFilter(name=ROUTER_FILTER, typed_config=pack(router_pb2.Router())),
+            router_filter(),
         ],
     )
-    return listener_components_pb2.FilterChain(
-        filters=[listener_components_pb2.Filter(name=HCM_FILTER, typed_config=pack(hcm))]
-    )
+    return listener_components_pb2.FilterChain(filters=[connection_manager(hcm)])
 
 
 def _server_names(server: GatewayServer) -> list[str]:

@@ -27,8 +27,8 @@ from google.protobuf import wrappers_pb2
 
 from xds_server.galley.credentials import client_ca, find_secret
 from xds_server.galley.model_traffic import GatewayServer, ServerTLS, TLSCredential
-from xds_server.generators.http_routes import pack
 from xds_server.generators.mtls import TLS_SOCKET, common_tls_context, san_matchers
+from xds_server.generators.typed_config import pack
 
 __all__ = ["ServerUnbuilt", "server_tls_socket"]
 

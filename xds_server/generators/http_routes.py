@@ -9,7 +9,7 @@ that every HTTP connection manager pocketmesh builds carries (`HTTP_FILTERS`).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 
 from envoy.config.core.v3 import base_pb2
 from envoy.config.route.v3 import route_components_pb2 as rc
@@ -24,7 +24,7 @@ from envoy.extensions.retry.priority.previous_priorities.v3 import (
 )
 from envoy.type.matcher.v3 import metadata_pb2, regex_pb2, string_pb2, value_pb2
 from envoy.type.v3 import percent_pb2
-from google.protobuf import any_pb2, duration_pb2, message, wrappers_pb2
+from google.protobuf import duration_pb2, wrappers_pb2
 
 from xds_server.galley.model import labels_match
 from xds_server.galley.model_security import routing_claims
@@ -46,6 +46,7 @@ from xds_server.generators import naming
 from xds_server.generators.authz import JWT_AUTHN, JWT_PAYLOAD
 from xds_server.generators.traffic_index import TrafficIndex, service_port
 from xds_server.generators.traffic_policy import duration, hash_policies
+from xds_server.generators.typed_config import pack
 
 PREVIOUS_PRIORITIES = "envoy.retry_priorities.previous_priorities"
 FAULT_FILTER = "envoy.filters.http.fault"
@@ -62,12 +63,6 @@ _REDIRECT_CODES = {
 }
 _SET = base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
 _ADD = base_pb2.HeaderValueOption.APPEND_IF_EXISTS_OR_ADD
-
-
-def pack(config: message.Message) -> any_pb2.Any:
-    packed = any_pb2.Any()
-    packed.Pack(config)
-    return packed
 
 
 def traffic_http_filters() -> list[hcm_pb2.HttpFilter]:
@@ -92,39 +87,52 @@ def virtual_service_routes(
     `namespace` (what `sourceLabels` and `sourceNamespace` match); `tls`: the listener
     ends TLS (a redirect's scheme defaults to https, Istio's IsTLS)."""
     routes: list[rc.Route] = []
-    for i, http in enumerate(vs.http):
-        matches = http.match or (HTTPMatch(),)
-        for j, match in enumerate(matches):
-            if not _applies(match, vs, port, labels, namespace, gateway):
-                continue
-            name = http.name or f"{vs.meta.key}.{i}"
-            if match.name:
-                name = f"{name}.{match.name}"
-            elif len(matches) > 1:
-                name = f"{name}.{j}"
-            routes.append(_route(traffic, http, match, name, port, tls))
+    for i, _, match, name in named_matches(vs):
+        if unmet_match_field(match, vs, port, labels, namespace, gateway) is None:
+            routes.append(_route(traffic, vs.http[i], match, name, port, tls))
     for route in routes:  # which VirtualService made it, as Istio records it (`explain`)
         route.metadata.filter_metadata["istio"].update({"config": naming.config_path(vs.meta)})
     return routes
 
 
-def _applies(
+def named_matches(vs: VirtualService) -> Iterator[tuple[int, int, HTTPMatch, str]]:
+    """Every match block of `vs` in order (a rule without one has one that matches all):
+    (http index, match index, match, the name of the Envoy route it makes: `http[].name`,
+    else `<ns>/<vs>.<index>`, plus the block's name, or its index when there are several).
+    `explain` maps routes back to rules by these names."""
+    for i, http in enumerate(vs.http):
+        matches = http.match or (HTTPMatch(),)
+        for j, match in enumerate(matches):
+            name = http.name or f"{vs.meta.key}.{i}"
+            if match.name:
+                name = f"{name}.{match.name}"
+            elif len(matches) > 1:
+                name = f"{name}.{j}"
+            yield i, j, match, name
+
+
+def unmet_match_field(
     match: HTTPMatch,
     vs: VirtualService,
     port: int,
     labels: Mapping[str, str],
     namespace: str,
     gateway: str,
-) -> bool:
+) -> str | None:
+    """The field of `match` that keeps it off a listener on `port` of a proxy with
+    `labels` in `namespace` serving `gateway` (`port`, `sourceNamespace`, `gateways`,
+    `sourceLabels`), or None: the block is built there."""
     if match.port is not None and match.port != port:
-        return False
+        return "port"
     if match.source_namespace and match.source_namespace != namespace:
-        return False
+        return "sourceNamespace"
     if match.gateways and gateway not in {
         gateway_key(g, vs.meta.namespace) for g in match.gateways
     }:
-        return False
-    return match.source_labels is None or labels_match(match.source_labels, labels)
+        return "gateways"
+    if match.source_labels is not None and not labels_match(match.source_labels, labels):
+        return "sourceLabels"
+    return None
 
 
 # --- match ---------------------------------------------------------------------------

@@ -16,23 +16,25 @@ from typing import TypeAlias
 
 from envoy.config.core.v3 import base_pb2, protocol_pb2
 from envoy.config.listener.v3 import listener_components_pb2, listener_pb2
-from envoy.extensions.filters.http.router.v3 import router_pb2
-from envoy.extensions.filters.listener.tls_inspector.v3 import tls_inspector_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import (
     http_connection_manager_pb2 as hcm_pb2,
 )
 from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
-from google.protobuf import any_pb2, message, wrappers_pb2
+from google.protobuf import wrappers_pb2
 
 from xds_server.generators import inbound_auth, naming
 from xds_server.generators.config_sources import ads_config_source
 from xds_server.generators.egress_listeners import egress_port_listeners
 from xds_server.generators.endpoints import socket_address
+from xds_server.generators.filters import (
+    connection_manager,
+    outbound_http_filters,
+    router_filter,
+    tcp_proxy_filter,
+)
 from xds_server.generators.frozen import Frozen
 from xds_server.generators.gateway import gateway_listeners
-from xds_server.generators.http_routes import traffic_http_filters
-from xds_server.generators.mtls import TLS_INSPECTOR, downstream_tls
-from xds_server.generators.passthrough import forward_proxy_filter
+from xds_server.generators.mtls import downstream_tls, tls_inspector
 from xds_server.generators.push_context import InboundPlan, Proxy, PushContext
 from xds_server.generators.routes import inbound_route_config
 from xds_server.generators.security import security_plan
@@ -42,10 +44,6 @@ from xds_server.generators.tls_plan import DISABLE, STRICT, InboundSecurity
 
 Listener: TypeAlias = listener_pb2.Listener
 HCM: TypeAlias = hcm_pb2.HttpConnectionManager
-
-HCM_FILTER = "envoy.filters.network.http_connection_manager"
-TCP_PROXY_FILTER = "envoy.filters.network.tcp_proxy"
-ROUTER_FILTER = "envoy.filters.http.router"
 
 
 def outbound_listener(ctx: PushContext, address: str) -> Frozen[Listener]:
@@ -88,17 +86,14 @@ def _outbound(address: str) -> Listener:
         http_protocol_options=protocol_pb2.Http1ProtocolOptions(
             allow_absolute_url=wrappers_pb2.BoolValue(value=True)
         ),
-        # Fault and CORS filters first: VirtualService routes configure them per route.
-        # The forward proxy filter resolves the authority for clusters that forward to
-        # it (resolution NONE, PASSTHROUGH, ALLOW_ANY); it lets every other request by.
-        http_filters=[*traffic_http_filters(), forward_proxy_filter(), _router()],
+        http_filters=outbound_http_filters(),
     )
     return _listener(
         naming.listener_name(address, naming.OUTBOUND_HTTP_PORT),
         address,
         naming.OUTBOUND_HTTP_PORT,
         base_pb2.OUTBOUND,
-        listener_components_pb2.FilterChain(filters=[_filter(HCM_FILTER, hcm)]),
+        listener_components_pb2.FilterChain(filters=[connection_manager(hcm)]),
     )
 
 
@@ -132,11 +127,7 @@ def _inbound(plan: InboundPlan, security: InboundSecurity, trust_domain: str) ->
         listener.filter_chains.append(secure)
         return listener
     # PERMISSIVE: the TLS inspector tells mTLS clients from plaintext ones.
-    listener.listener_filters.append(
-        listener_components_pb2.ListenerFilter(
-            name=TLS_INSPECTOR, typed_config=_pack(tls_inspector_pb2.TlsInspector())
-        )
-    )
+    listener.listener_filters.append(tls_inspector())
     secure.filter_chain_match.transport_protocol = "tls"
     plain.filter_chain_match.transport_protocol = "raw_buffer"
     listener.filter_chains.extend([secure, plain])
@@ -153,18 +144,15 @@ def _inbound_chain(
         return listener_components_pb2.FilterChain(
             filters=[
                 *inbound_auth.network_filters(security, plan.port),
-                _filter(
-                    TCP_PROXY_FILTER,
-                    tcp_proxy_pb2.TcpProxy(
-                        stat_prefix=plan.cluster_name, cluster=plan.cluster_name
-                    ),
+                tcp_proxy_filter(
+                    tcp_proxy_pb2.TcpProxy(stat_prefix=plan.cluster_name, cluster=plan.cluster_name)
                 ),
             ]
         )
     hcm = HCM(
         stat_prefix=naming.inbound_stat_prefix(plan.port),
         route_config=inbound_route_config(plan.port, plan.cluster_name),
-        http_filters=[*inbound_auth.http_filters(security, plan.port), _router()],
+        http_filters=[*inbound_auth.http_filters(security, plan.port), router_filter()],
     )
     if tls:
         # The app sees who called: XFCC with By= (us) and URI= (the peer). The
@@ -173,7 +161,7 @@ def _inbound_chain(
         hcm.set_current_client_cert_details.CopyFrom(
             HCM.SetCurrentClientCertDetails(subject=wrappers_pb2.BoolValue(value=True), uri=True)
         )
-    return listener_components_pb2.FilterChain(filters=[_filter(HCM_FILTER, hcm)])
+    return listener_components_pb2.FilterChain(filters=[connection_manager(hcm)])
 
 
 def _listener(
@@ -189,17 +177,3 @@ def _listener(
         traffic_direction=direction,
         filter_chains=[chain],
     )
-
-
-def _router() -> hcm_pb2.HttpFilter:
-    return hcm_pb2.HttpFilter(name=ROUTER_FILTER, typed_config=_pack(router_pb2.Router()))
-
-
-def _filter(name: str, config: message.Message) -> listener_components_pb2.Filter:
-    return listener_components_pb2.Filter(name=name, typed_config=_pack(config))
-
-
-def _pack(config: message.Message) -> any_pb2.Any:
-    packed = any_pb2.Any()
-    packed.Pack(config)
-    return packed

@@ -26,9 +26,11 @@ from collections.abc import Callable
 from typing import Final
 
 from envoy.config.core.v3 import base_pb2, config_source_pb2
+from envoy.config.listener.v3 import listener_components_pb2
+from envoy.extensions.filters.listener.tls_inspector.v3 import tls_inspector_pb2
 from envoy.extensions.transport_sockets.tls.v3 import common_pb2, secret_pb2, tls_pb2
 from envoy.type.matcher.v3 import string_pb2
-from google.protobuf import any_pb2, message, wrappers_pb2
+from google.protobuf import wrappers_pb2
 
 from xds_server.galley.model import MeshConfig, WorkloadEntry, labels_match
 from xds_server.galley.model_security import DEFAULT_MTLS_MODE, PeerAuthentication
@@ -44,6 +46,7 @@ from xds_server.generators.tls_plan import (
     WORKLOAD_SECRET,
     UpstreamTLS,
 )
+from xds_server.generators.typed_config import pack
 
 __all__ = [
     "DISABLE",
@@ -61,11 +64,19 @@ __all__ = [
     "peer_mode",
     "point_sds_at",
     "spiffe_uri",
+    "tls_inspector",
     "upstream_socket",
 ]
 
 TLS_SOCKET: Final = "envoy.transport_sockets.tls"
 TLS_INSPECTOR: Final = "envoy.filters.listener.tls_inspector"
+
+
+def tls_inspector() -> listener_components_pb2.ListenerFilter:
+    """Reads the ClientHello: TLS or not, its SNI and ALPN, for filter chain matching."""
+    return listener_components_pb2.ListenerFilter(
+        name=TLS_INSPECTOR, typed_config=pack(tls_inspector_pb2.TlsInspector())
+    )
 
 
 # --- PeerAuthentication --------------------------------------------------------
@@ -198,7 +209,7 @@ def downstream_tls(trust_domain: str) -> base_pb2.TransportSocket:
         common_tls_context=common_tls_context(uri_prefix=f"spiffe://{trust_domain}/"),
         require_client_certificate=wrappers_pb2.BoolValue(value=True),
     )
-    return base_pb2.TransportSocket(name=TLS_SOCKET, typed_config=_pack(context))
+    return base_pb2.TransportSocket(name=TLS_SOCKET, typed_config=pack(context))
 
 
 def upstream_socket(plan: UpstreamTLS, *, http2: bool) -> base_pb2.TransportSocket | None:
@@ -218,7 +229,7 @@ def upstream_socket(plan: UpstreamTLS, *, http2: bool) -> base_pb2.TransportSock
         context = _origination_context(plan, http2=http2)
     else:
         raise ValueError(f"unknown upstream TLS mode {plan.mode!r}")
-    return base_pb2.TransportSocket(name=TLS_SOCKET, typed_config=_pack(context))
+    return base_pb2.TransportSocket(name=TLS_SOCKET, typed_config=pack(context))
 
 
 def _origination_context(plan: UpstreamTLS, *, http2: bool) -> tls_pb2.UpstreamTlsContext:
@@ -245,12 +256,6 @@ def _origination_context(plan: UpstreamTLS, *, http2: bool) -> tls_pb2.UpstreamT
     if http2:
         common.alpn_protocols.append("h2")
     return tls_pb2.UpstreamTlsContext(common_tls_context=common, sni=plan.sni)
-
-
-def _pack(config: message.Message) -> any_pb2.Any:
-    packed = any_pb2.Any()
-    packed.Pack(config)
-    return packed
 
 
 def point_sds_at(socket: base_pb2.TransportSocket, source: config_source_pb2.ConfigSource) -> bool:

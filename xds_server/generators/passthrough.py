@@ -27,9 +27,10 @@ from envoy.extensions.filters.http.dynamic_forward_proxy.v3 import (
 from envoy.extensions.filters.network.http_connection_manager.v3 import (
     http_connection_manager_pb2 as hcm_pb2,
 )
-from google.protobuf import any_pb2, duration_pb2, message
+from google.protobuf import duration_pb2
 
 from xds_server.galley.model import Sidecar
+from xds_server.generators.typed_config import pack
 
 Cluster: TypeAlias = cluster_pb2.Cluster
 
@@ -56,7 +57,7 @@ def forward_proxy_filter() -> hcm_pb2.HttpFilter:
     """The HTTP filter that resolves the authority for forwarding clusters (a no-op
     for requests routed to any other cluster); before the router."""
     config = dfp_filter_pb2.FilterConfig(dns_cache_config=dns_cache_config())
-    return hcm_pb2.HttpFilter(name=DFP_FILTER, typed_config=_pack(config))
+    return hcm_pb2.HttpFilter(name=DFP_FILTER, typed_config=pack(config))
 
 
 def forwarding_cluster(name: str) -> Cluster:
@@ -76,19 +77,13 @@ def forwarding_cluster(name: str) -> Cluster:
         connect_timeout=CONNECT_TIMEOUT,
         lb_policy=Cluster.CLUSTER_PROVIDED,
         cluster_type=cluster_pb2.Cluster.CustomClusterType(
-            name=DFP_CLUSTER_TYPE, typed_config=_pack(config)
+            name=DFP_CLUSTER_TYPE, typed_config=pack(config)
         ),
     )
 
 
 def is_forwarding(cluster: Cluster) -> bool:
     return cluster.HasField("cluster_type") and cluster.cluster_type.name == DFP_CLUSTER_TYPE
-
-
-def _pack(config: message.Message) -> any_pb2.Any:
-    packed = any_pb2.Any()
-    packed.Pack(config)
-    return packed
 
 
 def allows_any(sidecar: Sidecar | None) -> bool:

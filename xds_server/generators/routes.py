@@ -112,13 +112,10 @@ def any_host_virtual_host(
 ) -> route_components_pb2.VirtualHost | None:
     """The virtual host of `cluster`'s service as the 15001 proxy has it, for any Host:
     a listener of the service's own port (protocol sniffing) routes only to it."""
-    plan = next((p for p in scope.virtual_hosts if p.cluster == cluster), None)
-    if plan is None:
-        return None
-    vhost = route_components_pb2.VirtualHost()
-    vhost.CopyFrom(_virtual_host(ctx, scope, plan, labels))
-    del vhost.domains[:]
-    vhost.domains.append("*")
+    vhost = service_virtual_host(ctx, scope, cluster, labels)
+    if vhost is not None:
+        del vhost.domains[:]
+        vhost.domains.append("*")
     return vhost
 
 

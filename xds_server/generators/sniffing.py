@@ -20,27 +20,25 @@ from typing import Final, TypeAlias
 
 from envoy.config.listener.v3 import listener_components_pb2, listener_pb2
 from envoy.config.route.v3 import route_pb2
-from envoy.extensions.filters.http.router.v3 import router_pb2
 from envoy.extensions.filters.listener.http_inspector.v3 import http_inspector_pb2
-from envoy.extensions.filters.listener.tls_inspector.v3 import tls_inspector_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import (
     http_connection_manager_pb2 as hcm_pb2,
 )
 from envoy.extensions.filters.network.sni_dynamic_forward_proxy.v3 import (
     sni_dynamic_forward_proxy_pb2 as sni_dfp_pb2,
 )
-from google.protobuf import any_pb2, message, wrappers_pb2
+from google.protobuf import wrappers_pb2
 
-from xds_server.generators.http_routes import traffic_http_filters
-from xds_server.generators.passthrough import dns_cache_config, forward_proxy_filter
+from xds_server.generators.filters import connection_manager, outbound_http_filters
+from xds_server.generators.mtls import tls_inspector
+from xds_server.generators.passthrough import dns_cache_config
 from xds_server.generators.push_context import OutboundService, Proxy, PushContext
 from xds_server.generators.routes import any_host_virtual_host
+from xds_server.generators.typed_config import pack
 
 FilterChain: TypeAlias = listener_components_pb2.FilterChain
 
-HCM_FILTER: Final = "envoy.filters.network.http_connection_manager"
 HTTP_INSPECTOR: Final = "envoy.filters.listener.http_inspector"
-TLS_INSPECTOR: Final = "envoy.filters.listener.tls_inspector"
 SNI_FORWARD_PROXY: Final = "envoy.filters.network.sni_dynamic_forward_proxy"
 # What the HTTP inspector reports for plaintext HTTP, and what sidecars offer by ALPN.
 PLAIN_HTTP: Final = ("http/1.1", "http/1.0", "h2c")
@@ -49,13 +47,7 @@ TLS_HTTP: Final = ("http/1.1", "h2")
 
 def http_inspector() -> listener_components_pb2.ListenerFilter:
     return listener_components_pb2.ListenerFilter(
-        name=HTTP_INSPECTOR, typed_config=_pack(http_inspector_pb2.HttpInspector())
-    )
-
-
-def tls_inspector() -> listener_components_pb2.ListenerFilter:
-    return listener_components_pb2.ListenerFilter(
-        name=TLS_INSPECTOR, typed_config=_pack(tls_inspector_pb2.TlsInspector())
+        name=HTTP_INSPECTOR, typed_config=pack(http_inspector_pb2.HttpInspector())
     )
 
 
@@ -73,17 +65,9 @@ def sniffed_http_chain(
             virtual_hosts=[vhost],
             validate_clusters=wrappers_pb2.BoolValue(value=False),
         ),
-        http_filters=[
-            *traffic_http_filters(),
-            forward_proxy_filter(),
-            hcm_pb2.HttpFilter(
-                name="envoy.filters.http.router", typed_config=_pack(router_pb2.Router())
-            ),
-        ],
+        http_filters=outbound_http_filters(),
     )
-    return FilterChain(
-        filters=[listener_components_pb2.Filter(name=HCM_FILTER, typed_config=_pack(hcm))]
-    )
+    return FilterChain(filters=[connection_manager(hcm)])
 
 
 def sniff_outbound(listener: listener_pb2.Listener, http_chain: FilterChain) -> None:
@@ -98,7 +82,7 @@ def sni_forwarding(listener: listener_pb2.Listener, port: int) -> None:
     (generators.passthrough); the TLS inspector reads the SNI first (in place)."""
     listener.listener_filters.insert(0, tls_inspector())
     config = sni_dfp_pb2.FilterConfig(dns_cache_config=dns_cache_config(), port_value=port)
-    forward = listener_components_pb2.Filter(name=SNI_FORWARD_PROXY, typed_config=_pack(config))
+    forward = listener_components_pb2.Filter(name=SNI_FORWARD_PROXY, typed_config=pack(config))
     for chain in listener.filter_chains:
         chain.filters.insert(0, forward)
 
@@ -130,9 +114,3 @@ def sniffed_inbound_chains(
                 item.filter_chain_match.transport_protocol = "raw_buffer"
         chains += [plain_http, plain_tcp]
     return filters, chains
-
-
-def _pack(config: message.Message) -> any_pb2.Any:
-    packed = any_pb2.Any()
-    packed.Pack(config)
-    return packed

@@ -22,7 +22,6 @@ from collections.abc import Mapping
 
 from envoy.config.core.v3 import base_pb2
 from envoy.config.listener.v3 import listener_components_pb2, listener_pb2
-from envoy.extensions.filters.listener.tls_inspector.v3 import tls_inspector_pb2
 from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
 
 from xds_server.galley.model import labels_match
@@ -35,15 +34,15 @@ from xds_server.galley.model_traffic import (
 )
 from xds_server.generators import naming
 from xds_server.generators.endpoints import socket_address
+from xds_server.generators.filters import tcp_proxy_filter
 from xds_server.generators.frozen import Frozen
-from xds_server.generators.http_routes import cluster_for, pack
-from xds_server.generators.mtls import TLS_INSPECTOR
+from xds_server.generators.http_routes import cluster_for
+from xds_server.generators.mtls import tls_inspector
 from xds_server.generators.push_context import OutboundService, Proxy, PushContext, SidecarScope
 from xds_server.generators.sniffing import sni_forwarding, sniff_outbound, sniffed_http_chain
 from xds_server.generators.traffic_index import TrafficIndex
 from xds_server.generators.traffic_policy import tcp_proxy_timeouts
 
-TCP_PROXY_FILTER = "envoy.filters.network.tcp_proxy"
 # Service port protocols whose connections carry TLS (Istio's Protocol.IsTLS()).
 TLS_PROTOCOLS = frozenset({"TLS", "HTTPS"})
 # Ports Istio keeps for the proxy itself (admin 15000, outbound 15001, ...).
@@ -115,17 +114,6 @@ def tcp_proxy(
     return tcp_proxy_pb2.TcpProxy(
         stat_prefix=stat_prefix or clusters[0].name,
         weighted_clusters=tcp_proxy_pb2.TcpProxy.WeightedCluster(clusters=clusters),
-    )
-
-
-def tcp_proxy_filter(config: tcp_proxy_pb2.TcpProxy) -> listener_components_pb2.Filter:
-    return listener_components_pb2.Filter(name=TCP_PROXY_FILTER, typed_config=pack(config))
-
-
-def tls_inspector() -> listener_components_pb2.ListenerFilter:
-    """Reads the SNI from the ClientHello, for filter chains that match on server names."""
-    return listener_components_pb2.ListenerFilter(
-        name=TLS_INSPECTOR, typed_config=pack(tls_inspector_pb2.TlsInspector())
     )
 
 

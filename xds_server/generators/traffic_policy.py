@@ -126,11 +126,11 @@ def _connection_pool(cluster: Cluster, pool: ConnectionPool, http: bool) -> None
     if pool.h2_upgrade_policy == "UPGRADE" and not _is_http2(cluster):
         options = http_protocol_options(cluster)
         options.explicit_http_config.http2_protocol_options.SetInParent()
-        _pack_options(cluster, options)
+        set_http_protocol_options(cluster, options)
     if pool.use_client_protocol:
         options = http_protocol_options(cluster)
         options.use_downstream_protocol_config.SetInParent()  # replaces explicit_http_config
-        _pack_options(cluster, options)
+        set_http_protocol_options(cluster, options)
     # Istio: http.idleTimeout, else tcp.idleTimeout (0s: none).
     idle = pool.idle_timeout_ms if pool.idle_timeout_ms is not None else pool.tcp_idle_timeout_ms
     common = (pool.max_requests_per_connection, idle, pool.max_connection_duration_ms)
@@ -145,7 +145,7 @@ def _connection_pool(cluster: Cluster, pool: ConnectionPool, http: bool) -> None
             common_options.max_connection_duration.CopyFrom(
                 duration(pool.max_connection_duration_ms)
             )
-        _pack_options(cluster, options)
+        set_http_protocol_options(cluster, options)
     h2_settings = (
         pool.max_concurrent_streams,
         pool.http2_keepalive_interval_ms,
@@ -160,7 +160,7 @@ def _connection_pool(cluster: Cluster, pool: ConnectionPool, http: bool) -> None
             h2.connection_keepalive.interval.CopyFrom(duration(pool.http2_keepalive_interval_ms))
         if pool.http2_keepalive_timeout_ms is not None:
             h2.connection_keepalive.timeout.CopyFrom(duration(pool.http2_keepalive_timeout_ms))
-        _pack_options(cluster, options)
+        set_http_protocol_options(cluster, options)
 
 
 def _outlier_detection(cluster: Cluster, outlier: OutlierDetection, http: bool) -> None:
@@ -196,7 +196,7 @@ def _outlier_detection(cluster: Cluster, outlier: OutlierDetection, http: bool) 
     if outlier.http_error_codes and http:
         options = http_protocol_options(cluster)
         options.outlier_detection.error_matcher.CopyFrom(_status_matcher(outlier.http_error_codes))
-        _pack_options(cluster, options)
+        set_http_protocol_options(cluster, options)
 
 
 def _status_matcher(codes: tuple[int, ...]) -> matcher_pb2.MatchPredicate:
@@ -238,7 +238,10 @@ def _is_http2(cluster: Cluster) -> bool:
     return options.explicit_http_config.HasField("http2_protocol_options")
 
 
-def _pack_options(cluster: Cluster, options: http_protocol_options_pb2.HttpProtocolOptions) -> None:
+def set_http_protocol_options(
+    cluster: Cluster, options: http_protocol_options_pb2.HttpProtocolOptions
+) -> None:
+    """Give the cluster `options` (replacing any it had: merge with http_protocol_options)."""
     packed = any_pb2.Any()
     packed.Pack(options)
     cluster.typed_extension_protocol_options[HTTP_PROTOCOL_OPTIONS_KEY].CopyFrom(packed)

@@ -44,11 +44,11 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from ca import Clock, utc_now
+from ca.authority import issue_server_certificate
 from ca.keys import generate_private_key, private_key_to_pem
-from ca.rotation import renewal_time
 from ca.signer import Signer
 from ca.spiffe_id import SpiffeId
-from ca.svid import IssuedServerCertificate, build_server_certificate, check_ttl, leaf_validity
+from ca.svid import IssuedServerCertificate, check_ttl
 from xds_server.identity import metrics
 from xds_server.protocol.errors import PermissionDenied
 from xds_server.protocol.untrusted import shown
@@ -125,31 +125,14 @@ class ProxyCredentials:
         """The xDS port's certificate: its names and addresses, and the control plane's
         SPIFFE ID (which bootstraps pin), signed by this CA (see the module doc)."""
         check_ttl(ttl, CREDENTIAL_TTL)
-        now = self._clock()
-        key = generate_private_key("ec")
-        not_before, not_after = leaf_validity(now, ttl, _CA_NOT_AFTER)
-        cert, names, ips = build_server_certificate(
+        return issue_server_certificate(
             self._signer,
-            key.public_key(),
             dns_names=dns_names,
             ip_addresses=ip_addresses,
             spiffe_id=spiffe_id,
-            not_before=not_before,
-            not_after=not_after,
-            serial=x509.random_serial_number(),
-        )
-        return IssuedServerCertificate(
-            cert_chain_pem=cert.public_bytes(Encoding.PEM),
-            private_key_pem=private_key_to_pem(key),
-            not_before=not_before,
-            not_after=not_after,
-            serial=cert.serial_number,
-            renew_at=renewal_time(now, not_after, random.random),
-            issuer_key_id=self._signer.key_id,
-            certificate=cert,
-            dns_names=names,
-            ip_addresses=ips,
-            spiffe_id=spiffe_id,
+            ttl=ttl,
+            now=self._clock(),
+            rng=random.random,
         )
 
     def issue(self, node_id: str, ttl: timedelta = CREDENTIAL_TTL) -> ProxyCredential:

@@ -21,6 +21,7 @@ from envoy.extensions.transport_sockets.tls.v3 import tls_pb2
 
 from xds_server import xds_types
 from xds_server.galley.model import MeshConfig, WorkloadEntry, labels_match
+from xds_server.galley.model_security import workload_policies
 
 TLS_SOCKET = "envoy.transport_sockets.tls"
 
@@ -155,9 +156,7 @@ def build(mesh: MeshConfig, resources: Resources) -> Topology:
         by_address.setdefault(we.address, node.id)
         policies[node.id] = [
             f"{p.meta.namespace}/{p.meta.name} ({p.action})"
-            for p in mesh.authorization_policies
-            if p.meta.namespace in (we.meta.namespace, mesh.root_namespace)
-            and (not p.selector or labels_match(p.selector, we.labels))
+            for p in workload_policies(mesh.authorization_policies, we, mesh.root_namespace)
         ]
     for members in groups.values():
         members.sort(key=lambda n: (nodes[n].version, nodes[n].name))

@@ -135,3 +135,32 @@ def parse_optional_protocol(ck: DocChecker, at: Located | None) -> str | None:
 
 def parse_port_name(ck: DocChecker, at: Located | None) -> str | None:
     return None if at is None else ck.string(at, dns1123_label_problem)
+
+
+def export_to_problem(value: str) -> str | None:
+    if value in {".", "*", "~"} or dns1123_label_problem(value) is None:
+        return None
+    return "must be '.', '*', '~' or a namespace name"
+
+
+def parse_export_to(
+    ck: DocChecker, at: Located, namespace: str, *, none_allowed: bool
+) -> tuple[list[str], int]:
+    """`exportTo` as Istio's validateExportTo reads it, up to which entries may be
+    combined (each kind says): its values, each once (`.` and the namespace's own name
+    are one), and how many valid entries were written, repeats included. `~` (exported
+    to no namespace) only where `none_allowed` (ServiceEntries)."""
+    found = ck.strings(at, export_to_problem) or []
+    seen: set[str] = set()
+    values: list[str] = []
+    for value, item in found:
+        if value == "~" and not none_allowed:
+            ck.error(item, "'~' (exported to no namespace) is allowed in ServiceEntries only")
+            continue
+        key = namespace if value == "." else value
+        if key in seen:
+            ck.error(item, f"duplicate entry {value!r} (also '.' or {namespace!r})")
+            continue
+        seen.add(key)
+        values.append(value)
+    return values, len(found)

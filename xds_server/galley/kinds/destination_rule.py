@@ -24,10 +24,10 @@ from ..names import (
 )
 from ..schema import DocChecker, Located
 from . import connection_pool, load_balancer
-from .common import freeze, parse_labels, parse_port_number
+from .common import freeze, parse_export_to, parse_labels, parse_port_number
 from .connection_pool import parse_connection_pool
 from .load_balancer import LoadBalancer, parse_load_balancer
-from .traffic_common import boolean, duration_ms, export_to_problem, host_problem
+from .traffic_common import boolean, duration_ms, host_problem
 
 # `istio.type.v1beta1.WorkloadSelector` (the networking kinds' own one says `labels`).
 MATCH_LABELS: Shape = shape(matchLabels=supported())
@@ -158,21 +158,10 @@ def _export_to(
     ck: DocChecker, at: Located, namespace: str, *, has_selector: bool
 ) -> tuple[str, ...]:
     """Istio's validateExportTo for a DestinationRule (`~` is for ServiceEntries only)."""
-    found = ck.strings(at, export_to_problem) or []
-    seen: set[str] = set()
-    values: list[str] = []
-    for value, item in found:
-        if value == "~":
-            ck.error(item, "'~' (exported to no namespace) is allowed in ServiceEntries only")
-            continue
-        key = namespace if value == "." else value
-        if key in seen:
-            ck.error(item, f"duplicate entry {value!r} (also '.' or {namespace!r})")
-            continue
-        seen.add(key)
-        values.append(value)
-    if "*" in values and len(found) > 1:
+    values, written = parse_export_to(ck, at, namespace, none_allowed=False)
+    if "*" in values and written > 1:
         ck.error(at, "cannot have both public (*) and non-public exportTo values")
+    seen = {namespace if v == "." else v for v in values}
     if has_selector and seen:
         if namespace not in seen:
             ck.error(at, "a rule with workloadSelector cannot be exported beyond its namespace")

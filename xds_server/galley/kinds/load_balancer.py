@@ -152,18 +152,7 @@ def _zone_aware(ck: DocChecker, at: Located, *, has_outlier: bool) -> ZoneAwareL
         return None
     before = len(ck.errors)
     enabled = boolean(ck, fields["enabled"]) if "enabled" in fields else None
-    failover: list[tuple[str, str]] = []
-    for item in ck.items(fields["failover"]) or () if "failover" in fields else ():
-        entry = ck.fields(item, FAILOVER)
-        if entry is None:
-            continue
-        source = _region(ck, ck.required(entry, "from", item))
-        target = _region(ck, ck.required(entry, "to", item))
-        if source is not None and target is not None:
-            if source == target:
-                ck.error(item, "zone aware lb failover settings must specify different regions")
-                continue
-            failover.append((source, target))
+    failover = _failover(ck, fields.get("failover"), "zone aware lb")
     priority: tuple[str, ...] = ()
     if (priority_at := fields.get("failoverPriority")) is not None:
         found = ck.strings(priority_at, _priority_problem) or []
@@ -325,18 +314,7 @@ def _locality(ck: DocChecker, at: Located, *, has_outlier: bool) -> LocalityLbSe
         entry = _distribute(ck, item)
         if entry is not None:
             distribute.append(entry)
-    failover: list[tuple[str, str]] = []
-    for item in ck.items(fields["failover"]) or () if "failover" in fields else ():
-        entry_fields = ck.fields(item, FAILOVER)
-        if entry_fields is None:
-            continue
-        source = _region(ck, ck.required(entry_fields, "from", item))
-        target = _region(ck, ck.required(entry_fields, "to", item))
-        if source is not None and target is not None:
-            if source == target:
-                ck.error(item, "locality lb failover settings must specify different regions")
-                continue
-            failover.append((source, target))
+    failover = _failover(ck, fields.get("failover"), "locality lb")
     priority: tuple[str, ...] = ()
     if (priority_at := fields.get("failoverPriority")) is not None:
         priority = tuple(v for v, _ in ck.strings(priority_at, _priority_problem) or ())
@@ -372,6 +350,24 @@ def _priority_problem(value: str) -> str | None:
     name, _, _ = value.partition("=")
     problem = label_key_problem(name)
     return None if problem is None else f"must be a label name (or name=value): {problem}"
+
+
+def _failover(ck: DocChecker, at: Located | None, setting: str) -> list[tuple[str, str]]:
+    """`failover` of localityLbSetting and zoneAwareLbSetting: (from, to) region pairs;
+    `setting` names the one in Istio's error message."""
+    failover: list[tuple[str, str]] = []
+    for item in ck.items(at) or () if at is not None else ():
+        entry = ck.fields(item, FAILOVER)
+        if entry is None:
+            continue
+        source = _region(ck, ck.required(entry, "from", item))
+        target = _region(ck, ck.required(entry, "to", item))
+        if source is not None and target is not None:
+            if source == target:
+                ck.error(item, f"{setting} failover settings must specify different regions")
+                continue
+            failover.append((source, target))
+    return failover
 
 
 def _region(ck: DocChecker, at: Located | None) -> str | None:

@@ -13,7 +13,6 @@ from ..model import EMPTY_LABELS, ObjectMeta, ServiceEntry, ServicePort, Source,
 from ..names import (
     UNIX_PREFIX,
     address_problem,
-    dns1123_label_problem,
     ip_or_cidr_problem,
     is_ip,
     is_unix,
@@ -25,6 +24,7 @@ from ..schema import DocChecker, Located, child_path
 from . import workload_entry
 from .common import (
     SELECTOR,
+    parse_export_to,
     parse_optional_protocol,
     parse_port_name,
     parse_port_number,
@@ -83,29 +83,12 @@ def _dns_address_problem(value: str) -> str | None:
     return address_problem(value)
 
 
-def _export_problem(value: str) -> str | None:
-    if value in {".", "*", "~"}:
-        return None
-    if dns1123_label_problem(value) is None:
-        return None
-    return "must be '.', '*', '~' or a namespace name"
-
-
 def _export_to(ck: DocChecker, at: Located, namespace: str) -> tuple[str, ...]:
     """Istio's validateExportTo for a ServiceEntry: `.`, `*`, `~` or namespace names."""
-    found = ck.strings(at, _export_problem) or []
-    seen: set[str] = set()
-    values: list[str] = []
-    for value, item in found:
-        key = namespace if value == "." else value
-        if key in seen:
-            ck.error(item, f"duplicate entry {value!r} (also '.' or {namespace!r})")
-            continue
-        seen.add(key)
-        values.append(value)
-    if len(found) > 1 and "*" in values:
+    values, written = parse_export_to(ck, at, namespace, none_allowed=True)
+    if written > 1 and "*" in values:
         ck.error(at, "'*' exports everywhere and cannot be combined with other entries")
-    if len(found) > 1 and "~" in values:
+    if written > 1 and "~" in values:
         ck.error(at, "'~' exports to no namespace and cannot be combined with other entries")
     return tuple(values)
 

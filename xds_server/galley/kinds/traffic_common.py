@@ -7,7 +7,7 @@ import re
 
 from ..fields import Shape, shape, supported
 from ..model_traffic import PemFile, StringMatch
-from ..names import dns1123_label_problem, wildcard_host_problem
+from ..names import wildcard_host_problem
 from ..schema import DocChecker, Located
 
 # Istio's protobuf Duration spelling, as Envoy and `istioctl validate` accept it.
@@ -105,12 +105,6 @@ def host_problem(value: str) -> str | None:
     if "/" in value:
         return "must be a host name without a namespace or port"
     return wildcard_host_problem(value)
-
-
-def export_to_problem(value: str) -> str | None:
-    if value in {".", "*", "~"} or dns1123_label_problem(value) is None:
-        return None
-    return "must be '.', '*', '~' or a namespace name"
 
 
 def pem_file(ck: DocChecker, at: Located) -> PemFile | None:

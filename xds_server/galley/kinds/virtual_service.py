@@ -44,13 +44,12 @@ from ..model_traffic import (
 )
 from ..names import dns1123_label_problem, dns1123_subdomain_problem, is_ip
 from ..schema import DocChecker, Located
-from .common import freeze, parse_labels, parse_port_number
+from .common import export_to_problem, freeze, parse_labels, parse_port_number
 from .traffic_common import (
     PERCENTAGE,
     STRING_MATCH,
     boolean,
     duration_ms,
-    export_to_problem,
     header_name_problem,
     host_problem,
     percentage,
