@@ -230,9 +230,7 @@ class DebugServer:
         held = frozenset(filter(None, request.query.get("hold", "").split(",")))
         # ?changed=PATH,PATH: the edited files, when a supervisor watches instead (`up`).
         changed = [p for p in request.query.get("changed", "").split(",") if p][:100]
-        trigger = (
-            PushTrigger.for_files(changed, self.plane.options.config_dir) if changed else None
-        )
+        trigger = PushTrigger.for_files(changed, self.plane.options.config_dir) if changed else None
         ok = await self.plane.reload_async(trigger, held=held)
         s = self.plane.config_status
         body = {"ok": ok, "generation": s.generation, "loaded_at": s.loaded_at}

@@ -257,6 +257,7 @@ def exposition() -> bytes:
     """Everything, in Prometheus' text format (what /metrics serves)."""
     return generate_latest(registry) + "".join(c.render() for c in _exact).encode()
 
+
 streams_refused = Counter(
     "pocketmesh_xds_streams_refused",
     "xDS streams refused because the server held its limit of streams (--max-streams).",

@@ -7,6 +7,11 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
+import re
+import shlex
+import shutil
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -207,34 +212,185 @@ def test_kubernetes_validation_is_real() -> None:
         kubernetes_validate.validate(deployment, KUBERNETES_VERSION, strict=True)
 
 
-def test_kubernetes_mesh_config_map_is_valid_mesh_config(tmp_path: Path) -> None:
-    data = by_kind("ConfigMap", "pocketmesh-mesh")["data"]
-    for name, text in data.items():
-        (tmp_path / name).write_text(text)
-    result = load_paths([tmp_path])
+def test_kubernetes_mesh_is_valid_mesh_config_mounted_where_the_server_reads_it() -> None:
+    result = load_paths([KUBERNETES / "mesh"])
     assert result.config is not None, [str(e) for e in result.errors]
-    # The control plane reads it where the ConfigMap is mounted.
     pod = by_kind("Deployment", "pocketmesh")["spec"]["template"]["spec"]
     (container,) = pod["containers"]
     mount = next(m for m in container["volumeMounts"] if m["name"] == "mesh")
-    assert container["args"][container["args"].index("--config") + 1] == mount["mountPath"]
-    assert pod["volumes"][0]["configMap"]["name"] == "pocketmesh-mesh"
-
-    # The example workload's sidecar is one of its WorkloadEntries, and finds the
-    # control plane's Service.
-    boot = yaml.safe_load(
-        by_kind("ConfigMap", "productpage-sidecar-bootstrap")["data"]["bootstrap.yaml"]
-    )
-    workload, _, namespace = boot["node"]["id"].partition(".")
-    assert result.config.workload(workload, namespace) is not None
-    xds = boot["static_resources"]["clusters"][0]["load_assignment"]["endpoints"][0]
-    socket = xds["lb_endpoints"][0]["endpoint"]["address"]["socket_address"]
-    service = by_kind("Service", "pocketmesh")
-    meta = service["metadata"]
-    assert socket["address"] == f"{meta['name']}.{meta['namespace']}.svc.cluster.local"
-    assert socket["port_value"] in [p["port"] for p in service["spec"]["ports"]]
+    assert flag(container["args"], "--config") == mount["mountPath"]
+    volume = next(v for v in pod["volumes"] if v["name"] == "mesh")
+    assert volume["configMap"]["name"] == "pocketmesh-mesh"
+    # Proxy authentication on, over TLS: no pod gets a key without its own certificate.
+    assert "--xds-tls" in container["args"] and "--no-proxy-auth" not in container["args"]
     # The app listens where the Sidecar's ingress sends traffic.
     app = by_kind("Deployment", "productpage")["spec"]["template"]["spec"]["containers"][0]
-    listen = app["args"][app["args"].index("--listen") + 1]
     (sidecar,) = result.config.sidecars
-    assert split_host_port(listen) == split_host_port(sidecar.ingress[0].default_endpoint)
+    assert split_host_port(flag(app["args"], "--listen")) == split_host_port(
+        sidecar.ingress[0].default_endpoint
+    )
+
+
+def kubernetes_steps() -> list[list[str]]:
+    """The `$ ` lines of docs/beside-envoy.md's "On Kubernetes" block, as argv."""
+    page = (ROOT / "docs" / "beside-envoy.md").read_text()
+    block = page.split("## On Kubernetes", 1)[1].split("```console\n", 1)[1].split("```", 1)[0]
+    return [shlex.split(line[2:]) for line in block.splitlines() if line.startswith("$ ")]
+
+
+def kubectl_creates(steps: list[list[str]]) -> dict[tuple[str, str, str], dict[str, str]]:
+    """(kind, namespace, name) -> {key or "": --from-file source} of each `kubectl create`."""
+    out: dict[tuple[str, str, str], dict[str, str]] = {}
+    for argv in steps:
+        if argv[:1] != ["kubectl"] or "create" not in argv:
+            continue
+        namespace = flag(argv, "-n")
+        words = argv[argv.index("create") + 1 :]
+        kind, name = ("secret", words[2]) if words[0] == "secret" else (words[0], words[1])
+        sources = {}
+        for word in words:
+            if word.startswith("--from-file="):
+                key, _, source = word.removeprefix("--from-file=").rpartition("=")
+                sources[key] = source
+        out[(kind, namespace, name)] = sources
+    return out
+
+
+def volume_source(deployment: str, volume: str) -> tuple[str, str, dict[str, Any]]:
+    doc = by_kind("Deployment", deployment)
+    (spec,) = [v for v in doc["spec"]["template"]["spec"]["volumes"] if v["name"] == volume]
+    kind = "configmap" if "configMap" in spec else "secret"
+    source = spec["configMap"] if kind == "configmap" else spec["secret"]
+    return kind, doc["metadata"]["namespace"], source
+
+
+def test_kubernetes_steps_make_what_the_manifests_mount() -> None:
+    creates = kubectl_creates(kubernetes_steps())
+    mesh_kind, mesh_ns, mesh = volume_source("pocketmesh", "mesh")
+    assert creates[(mesh_kind, mesh_ns, mesh["name"])] == {"": "deploy/kubernetes/mesh/"}
+    ca_kind, ca_ns, ca = volume_source("pocketmesh", "ca")
+    assert creates[(ca_kind, ca_ns, ca["secretName"])] == {"": "k8s-ca/"}
+    boot_kind, boot_ns, boot = volume_source("productpage", "bootstrap")
+    made = creates[(boot_kind, boot_ns, boot["secretName"])]
+    sidecar = by_kind("Deployment", "productpage")["spec"]["template"]["spec"]["containers"][1]
+    (mount,) = sidecar["volumeMounts"]
+    assert flag(sidecar["args"], "-c") == f"{mount['mountPath']}/{next(iter(made))}"
+    # Key material is readable by the pod's fsGroup only, never by others.
+    for source in (ca, boot):
+        assert source["defaultMode"] & 0o007 == 0
+
+
+def test_kubernetes_steps_run_without_a_cluster(tmp_path: Path) -> None:
+    """The documented steps, as far as they go without a cluster: the two `pocketmesh`
+    commands as written, the CA Secret copied by the init container's own command, the
+    control plane with the Deployment's arguments, and the sidecar's bootstrap in a real
+    Envoy (only its xDS and admin addresses moved here): a request reaches the app
+    through it, so the client certificate it carries is one the server accepts."""
+    from tests.e2e.harness import Envoy, free_port, get, running, wait_until
+
+    shutil.copytree(KUBERNETES / "mesh", tmp_path / "deploy" / "kubernetes" / "mesh")
+    steps = kubernetes_steps()
+    for argv in steps:
+        if argv[0] == "pocketmesh":
+            done = subprocess.run(
+                [sys.executable, "-m", "xds_server", *argv[1:]],
+                cwd=tmp_path, capture_output=True, text=True, timeout=60,
+            )  # fmt: skip
+            assert done.returncode == 0, done.stderr
+    made = kubectl_creates(steps)[("secret", "default", "productpage-sidecar-bootstrap")]
+    boot_path = tmp_path / made["bootstrap.yaml"]
+    assert stat.S_IMODE(boot_path.stat().st_mode) == 0o600
+
+    # The Secret as the kubelet mounts it (group-readable), then the init container.
+    secret = tmp_path / "secret"
+    secret.mkdir()
+    for key in (tmp_path / "k8s-ca").iterdir():
+        shutil.copy(key, secret / key.name)
+        (secret / key.name).chmod(0o440)
+    state = tmp_path / "state"
+    state.mkdir()
+    pod = by_kind("Deployment", "pocketmesh")["spec"]["template"]["spec"]
+    (init,) = pod["initContainers"]
+    moved = {"/etc/pocketmesh/ca": str(secret), "/var/lib/pocketmesh": str(state)}
+
+    def local(word: str) -> str:
+        for there, here in moved.items():
+            word = word.replace(there, here)
+        return word
+
+    subprocess.run([local(w) for w in init["command"]], check=True, timeout=30)
+    assert stat.S_IMODE((state / "ca").stat().st_mode) == 0o700
+    assert {stat.S_IMODE(f.stat().st_mode) for f in (state / "ca").iterdir()} == {0o600}
+
+    # The pod's loopback, here: one 127/8 address of its own, free ports.
+    host = f"127.0.{os.getpid() % 200 + 20}.{os.getpid() % 250 + 2}"
+    inbound, app_port, xds, debug = (free_port(host) for _ in range(4))
+    mesh = tmp_path / "mesh"
+    mesh.mkdir()
+    for file in (KUBERNETES / "mesh").iterdir():
+        text = re.sub(r"\b19080\b", str(app_port), file.read_text())
+        text = re.sub(r"\b9080\b", str(inbound), text).replace("127.0.0.1", host)
+        (mesh / file.name).write_text(text)
+    moved |= {
+        "0.0.0.0:15010": f"127.0.0.1:{xds}",
+        "0.0.0.0:15014": f"127.0.0.1:{debug}",
+        "/etc/pocketmesh/mesh": str(mesh),
+        "127.0.0.1:19080": f"{host}:{app_port}",
+        "127.0.0.1:15001": f"{host}:15001",
+    }
+    (server,) = pod["containers"]
+    app = by_kind("Deployment", "productpage")["spec"]["template"]["spec"]["containers"][0]
+    assert server["args"][0] == app["args"][0] == "pocketmesh"
+
+    bootstrap = yaml.safe_load(boot_path.read_text())
+    assignment = bootstrap["static_resources"]["clusters"][0]["load_assignment"]
+    (xds_endpoint,) = assignment["endpoints"][0]["lb_endpoints"]
+    xds_endpoint["endpoint"]["address"]["socket_address"].update(
+        address="127.0.0.1", port_value=xds
+    )
+    # From the "pod's" address, as a pod's connections come from its own IP: the server
+    # holds a proxy to its WorkloadEntry's address (here both are on loopback).
+    bootstrap["static_resources"]["clusters"][0]["upstream_bind_config"] = {
+        "source_address": {"address": host, "port_value": 0}
+    }
+    bootstrap["admin"]["address"]["socket_address"].update(address=host, port_value=free_port(host))
+    envoy = Envoy(bootstrap, tmp_path, "productpage")
+    logs = {name: (tmp_path / f"{name}.log").open("wb") for name in ("serve", "app")}
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "xds_server", *(local(w) for w in argv[1:])],
+            stdout=logs[name],
+            stderr=subprocess.STDOUT,
+        )
+        for name, argv in (("serve", server["args"]), ("app", app["args"]))
+    ]
+
+    class Stop:
+        def __init__(self, proc: subprocess.Popen[bytes]) -> None:
+            self.proc = proc
+
+        def stop(self) -> None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+
+    with running(*(Stop(p) for p in procs), envoy):
+        wait_until(
+            lambda: get(f"http://127.0.0.1:{debug}/ready")[0] == 200,
+            timeout=20, what="the control plane's /ready",
+        )  # fmt: skip
+        envoy.start().wait_ready(30)
+        _status, body = wait_until(
+            lambda: (r := get(f"http://{host}:{inbound}/"))[0] == 200 and r,
+            timeout=20, what="productpage through its sidecar",
+        )  # fmt: skip
+        assert json.loads(body)["app"] == "productpage", body
+        # The sidecar proved its node id: the server counted no refusal, and the key
+        # it was sent is its SVID (SPIFFE ID of its service account).
+        _status, certs = get(envoy.admin + "/certs")
+        assert "spiffe://cluster.local/ns/default/sa/productpage" in certs
+    for log in logs.values():
+        log.close()

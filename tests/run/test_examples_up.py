@@ -314,6 +314,8 @@ def ext_authz(ex: Example) -> None:
     checked = log.read_text().count("[gRPC]")
     assert ex.via(15, "http://httpbin:8000/ip").status == 200  # not checked: no rule selects it
     assert log.read_text().count("[gRPC]") == checked
+
+
 # -- locality load balancing -----------------------------------------------------------
 
 

@@ -191,8 +191,9 @@ def test_status_escapes_what_a_client_sent() -> None:
             "stream": 1,
             "delta": False,
             "connected_seconds": 1.0,
-            "types": {"route": {"state": "ERROR", "sent_version": "b", "acked_version": "a",
-                                "nack": nack}},
+            "types": {
+                "route": {"state": "ERROR", "sent_version": "b", "acked_version": "a", "nack": nack}
+            },
         }
     ]
     out = render_status(streams, {"generation": 1, "errors": [], "config_dir": "config/demo"})

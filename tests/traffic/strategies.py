@@ -658,6 +658,8 @@ def sidecar_tls(draw: st.DrawFn) -> list[dict[str, Any]]:
         "spec": {"hosts": ["api.secure.example.com"], "tls": routes},
     }
     return [service, vs]
+
+
 # --- security: RequestAuthentication, AuthorizationPolicy, the mesh settings ----------
 
 # An EC public key (the key set RequestAuthentications are drawn with).

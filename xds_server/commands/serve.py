@@ -75,7 +75,6 @@ def register(sub: Any) -> None:
     serve.set_defaults(func=run)
 
 
-
 def _positive(text: str) -> int:
     try:
         value = int(text)

@@ -111,9 +111,7 @@ located error:
 
 def _kind_section(kind: Kind) -> list[str]:
     counts = Counter(f.status for _, f in walk(kind.spec))
-    summary = ", ".join(
-        f"{counts[s]} {s.value}" for s in Status if counts[s]
-    )
+    summary = ", ".join(f"{counts[s]} {s.value}" for s in Status if counts[s])
     api = kind.api_versions()
     where = "its top-level fields" if kind.document_level else "`spec`"
     lines = [

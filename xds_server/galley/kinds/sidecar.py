@@ -205,9 +205,7 @@ def _parse_egress(ck: DocChecker, at: Located) -> tuple[EgressListener, ...]:
         if fields is None:
             continue
         _capture_mode(ck, fields.get("captureMode"))
-        port = (
-            _parse_port(ck, fields["port"]) if "port" in fields else None
-        )
+        port = _parse_port(ck, fields["port"]) if "port" in fields else None
         bind = ""
         if (bind_at := fields.get("bind")) is not None:
             bind = ck.string(bind_at, _bind_problem) or ""
