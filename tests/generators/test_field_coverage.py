@@ -367,6 +367,7 @@ spec:
       sourceLabels: {app: productpage}
       sourceNamespace: default
       ignoreUriCase: true
+      statPrefix: reviews-api
     route:
     - destination: {host: reviews, subset: v1, port: {number: 9443}}
       weight: 80
@@ -377,7 +378,13 @@ spec:
       weight: 20
     rewrite: {uri: /v1, authority: reviews.internal}
     timeout: 3s
-    retries: {attempts: 3, perTryTimeout: 1s, retryOn: 5xx, retryRemoteLocalities: true}
+    retries:
+      attempts: 3
+      perTryTimeout: 1s
+      retryOn: 5xx
+      retryRemoteLocalities: true
+      retryIgnorePreviousHosts: false
+      backoff: 25ms
     fault:
       delay: {fixedDelay: 1s, percentage: {value: 10}}
       abort: {httpStatus: 503, percentage: {value: 5}}
@@ -391,6 +398,7 @@ spec:
       exposeHeaders: [x-i]
       maxAge: 24h
       allowCredentials: true
+      unmatchedPreflights: IGNORE
   - route: [{destination: {host: reviews}}]
 """
         + REVIEWS_SUBSETS,
@@ -414,6 +422,7 @@ spec:
             "spec.http[0].match[1].sourceLabels",
             "spec.http[0].match[0].sourceNamespace",
             "spec.http[0].match[1].ignoreUriCase",
+            "spec.http[0].match[1].statPrefix",
             Case("spec.http[0].route", [{"destination": {"host": "ratings"}}]),
             Case("spec.http[0].route[0].destination", {"host": "ratings"}),
             Case("spec.http[0].route[1].destination.host", "ratings"),
@@ -436,6 +445,9 @@ spec:
             "spec.http[0].retries.perTryTimeout",
             "spec.http[0].retries.retryOn",
             "spec.http[0].retries.retryRemoteLocalities",
+            "spec.http[0].retries.retryIgnorePreviousHosts",
+            Case("spec.http[0].retries.retryIgnorePreviousHosts", True),
+            "spec.http[0].retries.backoff",
             "spec.http[0].fault",
             "spec.http[0].fault.delay",
             Case("spec.http[0].fault.delay.fixedDelay", "2s"),
@@ -454,6 +466,28 @@ spec:
             "spec.http[0].corsPolicy.exposeHeaders",
             "spec.http[0].corsPolicy.maxAge",
             "spec.http[0].corsPolicy.allowCredentials",
+            "spec.http[0].corsPolicy.unmatchedPreflights",
+        ),
+    ),
+    Sample(
+        """\
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: regex, namespace: default}
+spec:
+  hosts: [ratings]
+  http:
+  - rewrite:
+      authority: ratings.internal
+      uriRegexRewrite: {match: "^/service/([^/]+)(/.*)$$", rewrite: "\\\\2/instance/\\\\1"}
+    fault: {abort: {grpcStatus: UNAVAILABLE, percentage: {value: 10}}}
+    route: [{destination: {host: reviews}}]
+""",
+        (
+            "spec.http[0].rewrite.uriRegexRewrite",
+            Case("spec.http[0].rewrite.uriRegexRewrite.match", "^/other/([^/]+)(/.*)$$"),
+            Case("spec.http[0].rewrite.uriRegexRewrite.rewrite", "/x"),
+            Case("spec.http[0].fault.abort.grpcStatus", "INTERNAL"),
         ),
     ),
     Sample(

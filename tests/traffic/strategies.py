@@ -78,6 +78,7 @@ http_match = st.fixed_dictionaries(
         "scheme": st.sampled_from(["http", "https"]).map(lambda s: {"exact": s}),
         "withoutHeaders": st.dictionaries(st.sampled_from(HEADERS), st.just({}), max_size=1),
         "ignoreUriCase": st.booleans(),
+        "statPrefix": words,
         "sourceLabels": st.sampled_from([{"app": "productpage"}, {"app": "sleep"}]),
         "sourceNamespace": st.sampled_from(["default", "istio-system"]),
         "port": st.sampled_from([9080, 8000, 8080]),
@@ -171,10 +172,27 @@ def http_route(draw: st.DrawFn, host: str, subsets: list[str]) -> dict[str, Any]
                             "retryOn": st.sampled_from(
                                 ["5xx", "gateway-error,connect-failure", "503,reset"]
                             ),
+                            "retryIgnorePreviousHosts": st.booleans(),
+                            "backoff": st.sampled_from(DURATIONS),
                         },
                     ),
-                    "rewrite": st.fixed_dictionaries(
-                        {"uri": words.map(lambda w: f"/{w}")}, optional={"authority": words}
+                    "rewrite": st.one_of(
+                        st.fixed_dictionaries({"uri": words.map(lambda w: f"/{w}")}),
+                        st.fixed_dictionaries(
+                            {
+                                "uriRegexRewrite": st.sampled_from(
+                                    [
+                                        {"match": "^/(foo|bar)/(.*)$", "rewrite": "/\\2/\\1"},
+                                        {"match": "/items/[0-9]+", "rewrite": "/items"},
+                                        {"match": ".*", "rewrite": "/"},
+                                    ]
+                                )
+                            }
+                        ),
+                    ).flatmap(
+                        lambda r: st.fixed_dictionaries(
+                            {k: st.just(v) for k, v in r.items()}, optional={"authority": words}
+                        )
                     ),
                     "mirror": st.sampled_from(sorted(SERVICES)).map(lambda h: {"host": h}),
                     "mirrorPercentage": st.floats(0, 100).map(lambda v: {"value": v}),
@@ -212,11 +230,15 @@ def http_route(draw: st.DrawFn, host: str, subsets: list[str]) -> dict[str, Any]
                                     "percentage": st.floats(0, 100).map(lambda v: {"value": v}),
                                 }
                             ),
-                            "abort": st.fixed_dictionaries(
-                                {
-                                    "httpStatus": st.integers(200, 599),
-                                    "percentage": st.floats(0, 100).map(lambda v: {"value": v}),
-                                }
+                            "abort": st.one_of(
+                                st.fixed_dictionaries({"httpStatus": st.integers(200, 599)}),
+                                st.fixed_dictionaries(
+                                    {"grpcStatus": st.sampled_from(["UNAVAILABLE", "INTERNAL"])}
+                                ),
+                            ).flatmap(
+                                lambda a: st.floats(0, 100).map(
+                                    lambda v: {**a, "percentage": {"value": v}}
+                                )
                             ),
                         },
                     ).filter(bool),
@@ -231,6 +253,7 @@ def http_route(draw: st.DrawFn, host: str, subsets: list[str]) -> dict[str, Any]
                             "allowHeaders": st.lists(st.sampled_from(HEADERS), max_size=2),
                             "maxAge": st.sampled_from(DURATIONS),
                             "allowCredentials": st.booleans(),
+                            "unmatchedPreflights": st.sampled_from(["FORWARD", "IGNORE"]),
                         },
                     ),
                 },

@@ -8,6 +8,7 @@ running mesh (see conftest.py): each rule of the example tags its answer with
 from __future__ import annotations
 
 from collections import Counter
+from typing import Any
 
 from tests.e2e.harness import wait_until
 from tests.traffic.apps import direct, request
@@ -88,6 +89,44 @@ def test_rewrite_redirect_and_headers(mesh: Mesh) -> None:
     assert seen["x-add"] in ("one,two", "one, two")  # appended to what the client sent
     assert reply.headers["x-rule"] == "headers"
     assert reply.headers["x-extra"] == "yes"
+
+
+def route_dump(mesh: Mesh, name: str) -> dict[str, Any]:
+    """The route `name` (an HTTP route's name, as Istio names Envoy routes) as the client's
+    Envoy holds it."""
+    for config in mesh.envoy("productpage").config_dump()["configs"]:
+        for entry in config.get("dynamic_route_configs", []):
+            for vhost in entry["route_config"].get("virtual_hosts", []):
+                for route in vhost.get("routes", []):
+                    if route.get("name") == name:
+                        return dict(route)
+    raise AssertionError(f"no route {name} in productpage's Envoy")
+
+
+def test_regex_rewrite_retries_stat_prefix_and_grpc_fault(mesh: Mesh) -> None:
+    mesh.use("routing-features")
+    # Istio's reference example of uriRegexRewrite, as the app sees the path.
+    reply = request(CLIENT, FQDN + "/service/orders/list")
+    assert reply.headers.get("x-rule") == "regex-rewrite"
+    assert reply.data["path"] == "/list/instance/orders"
+    # statPrefix: the route's own stats in Envoy.
+    counted = mesh.envoy("productpage").stats("vhost")
+    assert any(".route.service-rewrite." in k and v >= 1 for k, v in counted.items()), counted
+    # A gRPC abort: to a gRPC request Envoy answers as a gRPC server would, trailers-only
+    # with grpc-status 14 (UNAVAILABLE).
+    before = len(mesh.app("reviews-v1").seen)
+    grpc = {"content-type": "application/grpc"}
+    reply = request(CLIENT, FQDN + "/grpc-fault", headers=grpc)  # POST: the method rule
+    assert (reply.status, reply.headers.get("grpc-status")) == (200, "14"), reply
+    assert len(mesh.app("reviews-v1").seen) == before
+    # Retries: other hosts than the ones tried (Istio's previous_hosts), 25 ms back-off.
+    assert rule("/retry") == "retries"
+    policy = route_dump(mesh, "retries")["route"]["retry_policy"]
+    assert [p["name"] for p in policy["retry_host_predicate"]] == [
+        "envoy.retry_host_predicates.previous_hosts"
+    ]
+    assert policy["host_selection_retry_max_attempts"] == "5"
+    assert policy["retry_back_off"]["base_interval"] == "0.025s"
 
 
 def test_cors_preflight_answered_by_envoy(mesh: Mesh) -> None:

@@ -93,6 +93,40 @@ spec:
         (
             vs("""\
             http:
+            - route: [{destination: {host: reviews}}]
+              rewrite: {uri: /a, uriRegexRewrite: {match: "^/(.*)$", rewrite: '/\\2'}}
+              retries: {attempts: 2, backoff: 0.1ms, retryIgnorePreviousHosts: "yes"}
+              fault: {abort: {grpcStatus: NOT_A_STATUS}}
+              corsPolicy: {unmatchedPreflights: DROP}
+            - route: [{destination: {host: reviews}}]
+              rewrite: {uriRegexRewrite: {match: "(?=a)b", rewrite: /x}}
+              fault: {abort: {httpStatus: 503, grpcStatus: INTERNAL}}
+            """),
+            [
+                "8: VirtualService default/reviews: spec.http[0].rewrite.uriRegexRewrite: "
+                "only one of uri and uriRegexRewrite may be set (Istio)",
+                "8: VirtualService default/reviews: spec.http[0].rewrite.uriRegexRewrite.rewrite: "
+                "uses \\2, but match has 1 group(s)",
+                "9: VirtualService default/reviews: spec.http[0].retries.backoff: '0.1ms' must "
+                "be a whole number of milliseconds, at least 1ms",
+                "9: VirtualService default/reviews: spec.http[0].retries.retryIgnorePreviousHosts: "
+                "expected boolean, got str",
+                "10: VirtualService default/reviews: spec.http[0].fault.abort.grpcStatus: "
+                "'NOT_A_STATUS' is not a gRPC status (OK, CANCELLED, UNKNOWN, INVALID_ARGUMENT, "
+                "DEADLINE_EXCEEDED, NOT_FOUND, ALREADY_EXISTS, PERMISSION_DENIED, "
+                "RESOURCE_EXHAUSTED, FAILED_PRECONDITION, ABORTED, OUT_OF_RANGE, UNIMPLEMENTED, "
+                "INTERNAL, UNAVAILABLE, DATA_LOSS, UNAUTHENTICATED)",
+                "11: VirtualService default/reviews: spec.http[0].corsPolicy.unmatchedPreflights: "
+                "must be one of FORWARD, IGNORE, UNSPECIFIED",
+                "13: VirtualService default/reviews: spec.http[1].rewrite.uriRegexRewrite.match: "
+                "uses a construct RE2 (Envoy's regex engine) does not support",
+                "14: VirtualService default/reviews: spec.http[1].fault.abort: must set exactly "
+                "one of httpStatus, grpcStatus",
+            ],
+        ),
+        (
+            vs("""\
+            http:
             - match: [{uri: {prefix: /x, exact: /y}}, {headers: {End-User: {exact: a}}}]
               route: [{destination: {host: reviews}}]
             - match: [{uri: {regex: "(?=a)b"}}]

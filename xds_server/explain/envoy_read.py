@@ -293,6 +293,9 @@ def route_action(route: rc.Route) -> dict[str, Any]:
             out["retries"] = to_dict(action.retry_policy)
         if action.prefix_rewrite:
             out["prefix_rewrite"] = action.prefix_rewrite
+        if action.HasField("regex_rewrite"):
+            rewrite = action.regex_rewrite
+            out["regex_rewrite"] = f"{rewrite.pattern.regex} -> {rewrite.substitution}"
         if action.host_rewrite_literal:
             out["host_rewrite"] = action.host_rewrite_literal
         if action.hash_policy:

@@ -164,7 +164,7 @@ def _route_summary(route: Mapping[str, Any]) -> str:
     parts = [route.get("action", "route")]
     if route.get("virtual_service"):
         parts.append(f"from VirtualService {route['virtual_service']} {route.get('rule', '')}")
-    for key in ("timeout", "prefix_rewrite", "host_rewrite", "status"):
+    for key in ("timeout", "prefix_rewrite", "regex_rewrite", "host_rewrite", "status"):
         if route.get(key) is not None:
             parts.append(f"{key.replace('_', ' ')} {route[key]}")
     if route.get("retries"):

@@ -60,12 +60,15 @@ class HTTPMatch:
     source_namespace: str = ""
     gateways: tuple[str, ...] = ()
     ignore_uri_case: bool = False
+    stat_prefix: str = ""  # the Envoy route's stat_prefix (Istio's match.statPrefix)
 
     @property
     def is_catch_all(self) -> bool:
-        """Matches every request: nothing but a name, or a `/` prefix."""
+        """Matches every request: nothing but a name (or stat prefix), or a `/` prefix."""
         uri_all = self.uri is None or (self.uri.kind == "prefix" and self.uri.value == "/")
-        return uri_all and self == HTTPMatch(name=self.name, uri=self.uri)
+        return uri_all and self == HTTPMatch(
+            name=self.name, uri=self.uri, stat_prefix=self.stat_prefix
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,8 +98,9 @@ class HeaderOps:
 class Fault:
     delay_ms: int | None = None
     delay_percent: float = 100.0
-    abort_status: int | None = None
+    abort_status: int | None = None  # HTTP status, or with abort_grpc a gRPC status code
     abort_percent: float = 100.0
+    abort_grpc: bool = False  # Istio's abort.grpcStatus (a name, here its code)
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,12 +109,20 @@ class Retries:
     per_try_timeout_ms: int | None = None
     retry_on: str = ""
     retry_remote_localities: bool = False
+    # None: as Istio, retry other hosts than the ones tried unless the route hashes
+    # (consistent hash); True/False: retryIgnorePreviousHosts as written.
+    ignore_previous_hosts: bool | None = None
+    backoff_ms: int | None = None  # Envoy's retry_back_off.base_interval
 
 
 @dataclass(frozen=True, slots=True)
 class Rewrite:
     uri: str = ""
     authority: str = ""
+    # uriRegexRewrite: the path's matches of `regex` replaced by `substitution`
+    # (RE2, `\1` for groups; Envoy's regex_rewrite).
+    regex: str = ""
+    substitution: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,6 +150,7 @@ class CorsPolicy:
     expose_headers: tuple[str, ...] = ()
     max_age_ms: int | None = None
     allow_credentials: bool | None = None
+    forward_unmatched_preflights: bool = True  # unmatchedPreflights: IGNORE -> False
 
 
 @dataclass(frozen=True, slots=True)

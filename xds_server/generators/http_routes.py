@@ -19,6 +19,7 @@ from envoy.extensions.filters.http.fault.v3 import fault_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import (
     http_connection_manager_pb2 as hcm_pb2,
 )
+from envoy.extensions.retry.host.previous_hosts.v3 import previous_hosts_pb2
 from envoy.extensions.retry.priority.previous_priorities.v3 import (
     previous_priorities_config_pb2,
 )
@@ -49,6 +50,7 @@ from xds_server.generators.traffic_policy import duration, hash_policies
 from xds_server.generators.typed_config import pack
 
 PREVIOUS_PRIORITIES = "envoy.retry_priorities.previous_priorities"
+PREVIOUS_HOSTS = "envoy.retry_host_predicates.previous_hosts"
 FAULT_FILTER = "envoy.filters.http.fault"
 CORS_FILTER = "envoy.filters.http.cors"
 NO_TIMEOUT = duration_pb2.Duration(seconds=0)
@@ -222,7 +224,7 @@ def string_matcher(match: StringMatch, *, ignore_case: bool = False) -> string_p
 def _route(
     traffic: TrafficIndex, http: HTTPRoute, match: HTTPMatch, name: str, port: int, tls: bool
 ) -> rc.Route:
-    route = rc.Route(name=name, match=_route_match(match))
+    route = rc.Route(name=name, match=_route_match(match), stat_prefix=match.stat_prefix)
     if http.redirect is not None:
         redirect = rc.RedirectAction(response_code=_REDIRECT_CODES[http.redirect.code])
         if http.redirect.uri:
@@ -317,6 +319,21 @@ def _action(traffic: TrafficIndex, http: HTTPRoute, port: int) -> rc.RouteAction
             retry.per_try_timeout.CopyFrom(duration(http.retries.per_try_timeout_ms))
         if not http.retries.retry_on:
             retry.retriable_status_codes.append(503)  # Istio's default retries 503s
+        # Istio: a retry picks a host not tried yet (5 picks), unless the route hashes
+        # to one host (consistentHash); retryIgnorePreviousHosts says so explicitly.
+        ignore_previous = http.retries.ignore_previous_hosts
+        if ignore_previous is None:
+            ignore_previous = not action.hash_policy
+        if ignore_previous:
+            retry.retry_host_predicate.append(
+                rc.RetryPolicy.RetryHostPredicate(
+                    name=PREVIOUS_HOSTS,
+                    typed_config=pack(previous_hosts_pb2.PreviousHostsPredicate()),
+                )
+            )
+        retry.host_selection_retry_max_attempts = 5
+        if http.retries.backoff_ms is not None:
+            retry.retry_back_off.base_interval.CopyFrom(duration(http.retries.backoff_ms))
         if http.retries.retry_remote_localities:  # Istio: retry in other localities
             retry.retry_priority.CopyFrom(
                 rc.RetryPolicy.RetryPriority(
@@ -343,6 +360,13 @@ def _action(traffic: TrafficIndex, http: HTTPRoute, port: int) -> rc.RouteAction
     if http.rewrite is not None:
         if http.rewrite.uri:
             action.prefix_rewrite = http.rewrite.uri
+        if http.rewrite.regex:
+            action.regex_rewrite.CopyFrom(
+                regex_pb2.RegexMatchAndSubstitute(
+                    pattern=regex_pb2.RegexMatcher(regex=http.rewrite.regex),
+                    substitution=http.rewrite.substitution,
+                )
+            )
         if http.rewrite.authority:
             action.host_rewrite_literal = http.rewrite.authority
     return action
@@ -364,11 +388,12 @@ def _fault(fault: Fault) -> fault_pb2.HTTPFault:
             )
         )
     if fault.abort_status is not None:
-        result.abort.CopyFrom(
-            fault_pb2.FaultAbort(
-                http_status=fault.abort_status, percentage=_fraction(fault.abort_percent)
-            )
-        )
+        abort = fault_pb2.FaultAbort(percentage=_fraction(fault.abort_percent))
+        if fault.abort_grpc:
+            abort.grpc_status = fault.abort_status
+        else:
+            abort.http_status = fault.abort_status
+        result.abort.CopyFrom(abort)
     return result
 
 
@@ -383,6 +408,10 @@ def _cors(cors: CorsPolicy) -> cors_pb2.CorsPolicy:
         result.max_age = str(cors.max_age_ms // 1000)
     if cors.allow_credentials is not None:
         result.allow_credentials.CopyFrom(wrappers_pb2.BoolValue(value=cors.allow_credentials))
+    # Istio spells out Envoy's default (forward preflights no origin matches) unless IGNORE.
+    result.forward_not_matching_preflights.CopyFrom(
+        wrappers_pb2.BoolValue(value=cors.forward_unmatched_preflights)
+    )
     return result
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 from collections.abc import Mapping
 from dataclasses import replace
 
@@ -53,6 +54,7 @@ from .traffic_common import (
     header_name_problem,
     host_problem,
     percentage,
+    regex_problem,
     string_match,
 )
 
@@ -75,10 +77,13 @@ MATCH: Shape = shape(
     sourceNamespace=supported(),
     gateways=supported("names from spec.gateways"),
     ignoreUriCase=supported(),
-    statPrefix=not_yet("per-route stats"),
+    statPrefix=supported("the Envoy route's stat_prefix: its stats under vhost.*.route.<prefix>"),
 )
 DESTINATION: Shape = shape(
     host=supported(), subset=supported(), port=obj(shape(number=supported()))
+)
+REGEX_REWRITE: Shape = shape(
+    match=supported("RE2, as Envoy runs it"), rewrite=supported("\\1 for a group")
 )
 HEADER_OPS: Shape = shape(set=supported("overwrites"), add=supported("appends"), remove=supported())
 HEADERS: Shape = shape(request=obj(HEADER_OPS), response=obj(HEADER_OPS))
@@ -102,15 +107,20 @@ DIRECT: Shape = shape(status=supported(), body=obj(DIRECT_BODY, "up to 4 KiB (En
 REWRITE: Shape = shape(
     uri=supported("replaces the matched prefix"),
     authority=supported(),
-    uriRegexRewrite=not_yet(),
+    uriRegexRewrite=obj(
+        REGEX_REWRITE, "the path's matches of `match` replaced by `rewrite`; not with uri"
+    ),
 )
 RETRIES: Shape = shape(
     attempts=supported(),
     perTryTimeout=supported(),
     retryOn=supported("Envoy's retry_on conditions and status codes"),
     retryRemoteLocalities=supported("Envoy's previous_priorities retry priority (as Istio)"),
-    retryIgnorePreviousHosts=not_yet(),
-    backoff=not_yet(),
+    retryIgnorePreviousHosts=supported(
+        "retry on another host than the ones tried; default true unless the destination "
+        "hashes (consistentHash), as Istio"
+    ),
+    backoff=supported("Envoy's retry back-off base interval (at least 1ms); up to 10 times it"),
 )
 DELAY: Shape = shape(
     fixedDelay=supported(),
@@ -121,7 +131,7 @@ DELAY: Shape = shape(
 ABORT: Shape = shape(
     httpStatus=supported(),
     percentage=PERCENT,
-    grpcStatus=not_yet(),
+    grpcStatus=supported("a gRPC status name (UNAVAILABLE, ...); not with httpStatus"),
     http2Error=not_yet(),
 )
 FAULT: Shape = shape(delay=obj(DELAY), abort=obj(ABORT))
@@ -133,7 +143,7 @@ CORS: Shape = shape(
     maxAge=supported(),
     allowCredentials=supported(),
     allowOrigin=not_yet("deprecated in Istio: use allowOrigins"),
-    unmatchedPreflights=not_yet(),
+    unmatchedPreflights=supported("FORWARD (the default) or IGNORE"),
 )
 MIRROR: Shape = shape(destination=obj(DESTINATION), percentage=PERCENT)
 HTTP: Shape = shape(
@@ -185,6 +195,14 @@ SPEC: Shape = shape(
     tls=each(TLS, "passthrough servers of gateways; TLS and HTTPS ports of sidecars"),
     exportTo=supported(),
 )
+# gRPC status names, in code order (Istio's grpcStatus takes the name).
+GRPC_STATUS = (
+    "OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED", "NOT_FOUND",
+    "ALREADY_EXISTS", "PERMISSION_DENIED", "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION",
+    "ABORTED", "OUT_OF_RANGE", "UNIMPLEMENTED", "INTERNAL", "UNAVAILABLE", "DATA_LOSS",
+    "UNAUTHENTICATED",
+)  # fmt: skip
+UNMATCHED_PREFLIGHTS = frozenset({"UNSPECIFIED", "FORWARD", "IGNORE"})
 MAX_DIRECT_BODY = 4096  # Envoy's default max_direct_response_body_size_bytes
 REDIRECT_SCHEMES = frozenset({"http", "https"})
 REDIRECT_CODES = frozenset({301, 302, 303, 307, 308})
@@ -400,6 +418,7 @@ def _http_match(ck: DocChecker, at: Located) -> HTTPMatch | None:
         source_namespace=_namespace(ck, fields.get("sourceNamespace")),
         gateways=gateways,
         ignore_uri_case=ignore_case,
+        stat_prefix=ck.string(fields["statPrefix"]) or "" if "statPrefix" in fields else "",
     )
 
 
@@ -537,9 +556,28 @@ def _rewrite(ck: DocChecker, at: Located) -> Rewrite | None:
         return None
     uri = ck.string(fields["uri"]) or "" if "uri" in fields else ""
     authority = ck.string(fields["authority"]) or "" if "authority" in fields else ""
-    if not uri and not authority:
-        ck.error(at, "must set uri or authority")
-    return Rewrite(uri, authority)
+    regex = substitution = ""
+    if (r := fields.get("uriRegexRewrite")) is not None:
+        regex_fields = ck.fields(r, REGEX_REWRITE) or {}
+        match_at = ck.required(regex_fields, "match", r)
+        rewrite_at = ck.required(regex_fields, "rewrite", r)
+        if match_at is not None:
+            regex = ck.string(match_at) or ""
+            if regex and (problem := regex_problem(regex)):
+                ck.error(match_at, problem)
+        if rewrite_at is not None:
+            substitution = ck.string(rewrite_at) or ""
+            # RE2 leaves the path as it was when the substitution names a missing group:
+            # Envoy accepts it, and the rewrite would silently do nothing.
+            groups = _regex_groups(regex)
+            for ref in sorted({int(n) for n in re.findall(r"\\(\d)", substitution)}):
+                if groups is not None and ref > groups:
+                    ck.error(rewrite_at, f"uses \\{ref}, but match has {groups} group(s)")
+        if "uri" in fields:
+            ck.error(r, "only one of uri and uriRegexRewrite may be set (Istio)")
+    if not uri and not authority and "uriRegexRewrite" not in fields:
+        ck.error(at, "must set uri, uriRegexRewrite or authority")
+    return Rewrite(uri, authority, regex, substitution)
 
 
 def _retries(ck: DocChecker, at: Located) -> Retries | None:
@@ -558,9 +596,13 @@ def _retries(ck: DocChecker, at: Located) -> Retries | None:
     remote = False
     if (r := fields.get("retryRemoteLocalities")) is not None:
         remote = bool(boolean(ck, r))
+    ignore_previous = None
+    if (r := fields.get("retryIgnorePreviousHosts")) is not None:
+        ignore_previous = boolean(ck, r)
+    backoff = duration_ms(ck, fields["backoff"]) if "backoff" in fields else None
     if attempts is None:
         return None
-    return Retries(attempts, per_try, retry_on, remote)
+    return Retries(attempts, per_try, retry_on, remote, ignore_previous, backoff)
 
 
 def _fault(ck: DocChecker, at: Located) -> Fault | None:
@@ -578,13 +620,39 @@ def _fault(ck: DocChecker, at: Located) -> Fault | None:
     if (a := fields.get("abort")) is not None:
         abort = ck.fields(a, ABORT)
         if abort is not None:
-            status_at = ck.required(abort, "httpStatus", a)
-            status = ck.integer(status_at, 200, 599) if status_at is not None else None
+            status, grpc = _abort_status(ck, abort, a)
             percent = _fault_percent(ck, abort)
-            fault = Fault(fault.delay_ms, fault.delay_percent, status, percent)
+            fault = Fault(fault.delay_ms, fault.delay_percent, status, percent, grpc)
     if not fields:
         ck.error(at, "must set delay or abort")
     return fault
+
+
+def _regex_groups(regex: str) -> int | None:
+    """How many groups `regex` captures; None if it does not compile (reported apart)."""
+    try:
+        return re.compile(regex).groups
+    except re.error:
+        return None
+
+
+def _abort_status(
+    ck: DocChecker, abort: dict[str, Located], at: Located
+) -> tuple[int | None, bool]:
+    """(status, is it gRPC's): httpStatus, or grpcStatus by name, exactly one."""
+    if "grpcStatus" in abort:
+        if "httpStatus" in abort:
+            ck.error(at, "must set exactly one of httpStatus, grpcStatus")
+        name_at = abort["grpcStatus"]
+        name = ck.string(name_at)
+        if name is None:
+            return None, True
+        if name not in GRPC_STATUS:
+            ck.error(name_at, f"{name!r} is not a gRPC status ({', '.join(GRPC_STATUS)})")
+            return None, True
+        return GRPC_STATUS.index(name), True
+    status_at = ck.required(abort, "httpStatus", at)
+    return (ck.integer(status_at, 200, 599) if status_at is not None else None), False
 
 
 def _fault_percent(ck: DocChecker, fields: dict[str, Located]) -> float:
@@ -650,6 +718,12 @@ def _cors(ck: DocChecker, at: Located) -> CorsPolicy | None:
     credentials = None
     if (c := fields.get("allowCredentials")) is not None:
         credentials = boolean(ck, c)
+    forward = True
+    if (u := fields.get("unmatchedPreflights")) is not None:
+        value = ck.string(u)
+        if value is not None and value not in UNMATCHED_PREFLIGHTS:
+            ck.error(u, f"must be one of {', '.join(sorted(UNMATCHED_PREFLIGHTS))}")
+        forward = value != "IGNORE"
     return CorsPolicy(
         tuple(origins),
         strings("allowMethods"),
@@ -657,6 +731,7 @@ def _cors(ck: DocChecker, at: Located) -> CorsPolicy | None:
         strings("exposeHeaders"),
         max_age,
         credentials,
+        forward,
     )
 
 
