@@ -187,8 +187,23 @@ def test_fields_the_mode_does_not_use_are_accepted_with_a_warning(
         (
             "mode: SIMPLE\ncaCrl: /x.crl\n",
             [
-                "11: DestinationRule shop/api: spec.trafficPolicy.tls.caCrl: not supported by "
-                "pocketmesh yet"
+                "11: DestinationRule shop/api: spec.trafficPolicy.tls.caCrl: cannot read "
+                "/x.crl: No such file or directory"
+            ],
+        ),
+        (
+            "mode: SIMPLE\ninsecureSkipVerify: true\ncaCrl: /x.crl\n",
+            [
+                "12: DestinationRule shop/api: spec.trafficPolicy.tls.caCrl: cannot be set with "
+                "insecureSkipVerify: true"
+            ],
+        ),
+        (
+            "mode: SIMPLE\ncredentialName: api-cred\ncaCrl: /x.crl\n",
+            [
+                "9: DestinationRule shop/api: spec.trafficPolicy.tls.credentialName: "
+                "credentialName cannot be combined with clientCertificate, privateKey, "
+                "caCertificates or caCrl"
             ],
         ),
         (

@@ -770,6 +770,7 @@ spec:
     tls:
       mode: SIMPLE
       caCertificates: $DATA/ca.crt
+      caCrl: $DATA/ca.crl
       subjectAltNames: [a.example.com]
       sni: a.example.com
     portLevelSettings:
@@ -807,6 +808,7 @@ spec:
             "spec.trafficPolicy.outlierDetection.minHealthPercent",
             "spec.trafficPolicy.tls",
             "spec.trafficPolicy.tls.caCertificates",
+            "spec.trafficPolicy.tls.caCrl",
             "spec.trafficPolicy.tls.subjectAltNames",
             "spec.trafficPolicy.tls.sni",
             "spec.trafficPolicy.portLevelSettings",

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from tests.traffic.apps import request
+from tests.traffic.gateway_clients import revoke
 from tests.traffic.mesh import CLIENT, NET, Mesh
 from tests.traffic.tls_upstream import TLS_HANDSHAKE, Pki, TlsUpstream
 
@@ -34,6 +35,8 @@ class Upstreams:
     other_client: tuple[Path, Path]
     mutual: TlsUpstream
     simple: TlsUpstream
+    servers: Pki  # the upstreams' CA, for CRLs
+    server_cert: Path
 
 
 @pytest.fixture(scope="module")
@@ -56,6 +59,8 @@ def upstreams(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Upstreams]:
             other.issue("stranger", client=True),
             mutual,
             simple,
+            servers,
+            server_cert[0],
         )
     finally:
         mutual.stop()
@@ -177,6 +182,19 @@ def test_simple_verifies_the_server(mesh: Mesh, upstreams: Upstreams) -> None:
     assert_only_tls(upstreams.simple)
 
 
+def test_simple_refuses_a_server_the_crl_revokes(mesh: Mesh, upstreams: Upstreams) -> None:
+    base = f"mode: SIMPLE, caCertificates: {upstreams.server_ca}"
+    revoked = revoke(upstreams.servers, upstreams.server_cert, upstreams.pki / "revoked.crl")
+    assert call(mesh, upstreams.simple, f"{{{base}, caCrl: {revoked}}}") == 503
+    assert_only_tls(upstreams.simple)
+    assert all(c.requests == 0 for c in upstreams.simple.seen())
+    # A CRL of the same CA that revokes another certificate: the server is trusted.
+    other, _ = upstreams.servers.issue("retired.example.com", dns=("retired.example.com",))
+    unrelated = revoke(upstreams.servers, other, upstreams.pki / "unrelated.crl")
+    assert call(mesh, upstreams.simple, f"{{{base}, caCrl: {unrelated}}}") == 200
+    assert_only_tls(upstreams.simple)
+
+
 def test_credential_name_takes_a_secret_document(mesh: Mesh, upstreams: Upstreams) -> None:
     cert, key = upstreams.client_cert
 
@@ -196,6 +214,10 @@ data:
 """
     tls = "{mode: MUTUAL, credentialName: secure-client}"
     assert call(mesh, upstreams.mutual, tls, secret) == 200
+    assert_only_tls(upstreams.mutual)
+    # The Secret's ca.crl is its CRL: one that revokes the server's certificate.
+    crl = revoke(upstreams.servers, upstreams.server_cert, upstreams.pki / "secret.crl")
+    assert call(mesh, upstreams.mutual, tls, secret + f"  ca.crl: {b64(crl)}\n") == 503
     assert_only_tls(upstreams.mutual)
 
 

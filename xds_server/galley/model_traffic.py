@@ -360,6 +360,7 @@ class ClientTLS:
     client_certificate: PemFile | None = None
     private_key: PemFile | None = None
     ca_certificates: PemFile | None = None
+    ca_crl: PemFile | None = None  # revoked upstream certificates
     credential_name: str = ""  # a kubernetes.io/tls Secret in the rule's namespace
     namespace: str = ""  # the rule's: where credentialName is looked up
     subject_alt_names: tuple[str, ...] = ()
@@ -379,6 +380,7 @@ class ClientTLS:
             ("clientCertificate", self.client_certificate),
             ("privateKey", self.private_key),
             ("caCertificates", self.ca_certificates),
+            ("caCrl", self.ca_crl),
         )
         return tuple((name, f) for name, f in named if f is not None)
 

@@ -139,11 +139,16 @@ def _fill(tls: ClientTLS, reader: _Reader, error: Callable[[str, str], None]) ->
     ca_pem = texts.get(ca.path) if ca is not None else None
     if ca is not None and ca_pem is not None and (problem := certificates_problem(ca_pem)):
         error(f"{tls.path}.caCertificates", f"{ca.path} {problem}")
+    crl = tls.ca_crl
+    crl_pem = texts.get(crl.path) if crl is not None else None
+    if crl is not None and crl_pem is not None and (problem := crl_problem(crl_pem)):
+        error(f"{tls.path}.caCrl", f"{crl.path} {problem}")
     return dataclasses.replace(
         tls,
         client_certificate=_loaded(tls.client_certificate, texts),
         private_key=_loaded(tls.private_key, texts),
         ca_certificates=_loaded(ca, texts),
+        ca_crl=_loaded(crl, texts),
     )
 
 

@@ -245,11 +245,14 @@ def _origination_context(plan: UpstreamTLS, *, http2: bool) -> tls_pb2.UpstreamT
             raise ValueError("MUTUAL without a client certificate")
         common.tls_certificate_sds_secret_configs.append(_sds(plan.certificate.name))
     if plan.roots is not None:  # None: insecureSkipVerify, nothing verified
+        default = common_pb2.CertificateValidationContext(
+            match_typed_subject_alt_names=san_matchers(plan.subject_alt_names)
+        )
+        if plan.crl:  # with the roots from SDS, Envoy merges the two contexts
+            default.crl.CopyFrom(base_pb2.DataSource(inline_string=plan.crl))
         common.combined_validation_context.CopyFrom(
             tls_pb2.CommonTlsContext.CombinedCertificateValidationContext(
-                default_validation_context=common_pb2.CertificateValidationContext(
-                    match_typed_subject_alt_names=san_matchers(plan.subject_alt_names)
-                ),
+                default_validation_context=default,
                 validation_context_sds_secret_config=_sds(plan.roots.name),
             )
         )

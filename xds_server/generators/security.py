@@ -174,6 +174,7 @@ def _originate(ctx: PushContext, svc: OutboundService, tls: ClientTLS) -> Upstre
     sans = tls.subject_alt_names or svc.service.subject_alt_names
     certificate: SdsSecret | None = None
     roots: SdsSecret | None = None
+    crl = ""
     if tls.credential_name:
         credential = _credential(ctx, svc, tls)
         name = f"kubernetes://{credential.meta.key}"
@@ -183,6 +184,7 @@ def _originate(ctx: PushContext, svc: OutboundService, tls: ClientTLS) -> Upstre
             roots = SdsSecret(
                 f"{name}-cacert", trusted_ca=_needed(credential.ca_pem, ctx, tls, svc)
             )
+            crl = credential.crl_pem
     else:
         cert, key = tls.client_certificate, tls.private_key
         if tls.mode == MUTUAL:
@@ -200,6 +202,8 @@ def _originate(ctx: PushContext, svc: OutboundService, tls: ClientTLS) -> Upstre
             if ca is None:  # galley.tls_files puts the system roots here
                 raise UnbuildableConfig(f"{_where(ctx, tls, svc)}: no roots to verify the upstream")
             roots = SdsSecret(f"file-root:{ca.path}", trusted_ca=_needed(ca.pem, ctx, tls, svc))
+        if tls.ca_crl is not None:
+            crl = _needed(tls.ca_crl.pem, ctx, tls, svc)
     sni = tls.sni
     http = svc.port.is_http
     auto_sni = http and not sni  # Istio: the SNI is the request's host
@@ -211,6 +215,7 @@ def _originate(ctx: PushContext, svc: OutboundService, tls: ClientTLS) -> Upstre
         subject_alt_names=tuple(sans),
         certificate=certificate,
         roots=roots,
+        crl=crl,
         auto_sni=auto_sni,
         auto_san_validation=auto_sni and not sans and roots is not None,
     )

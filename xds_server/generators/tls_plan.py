@@ -54,6 +54,7 @@ class UpstreamTLS:
     subject_alt_names: tuple[str, ...] = ()
     certificate: SdsSecret | None = None
     roots: SdsSecret | None = None
+    crl: str = field(default="", repr=False)  # PEM: upstream certificates refused
     auto_sni: bool = False  # SNI from the request's host (HTTP; Istio's default)
     auto_san_validation: bool = False  # and the certificate checked against it
 

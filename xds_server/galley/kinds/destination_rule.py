@@ -64,7 +64,10 @@ TLS: Shape = shape(
     subjectAltNames=supported("the upstream certificate must carry one of them"),
     sni=supported("default: the request's host (HTTP), the rule's host (TCP)"),
     insecureSkipVerify=supported("the upstream certificate is not verified"),
-    caCrl=not_yet(),
+    caCrl=supported(
+        "a PEM file: upstream certificates it revokes are refused (with caCertificates or "
+        "the system roots; with credentialName, the Secret's ca.crl)"
+    ),
 )
 RETRY_BUDGET: Shape = shape(
     percent=supported("of the active requests; default 20"),
@@ -252,7 +255,13 @@ def _policy(
 
 
 # Fields that only mean something when pocketmesh originates TLS (SIMPLE / MUTUAL).
-_ORIGINATION_ONLY = ("clientCertificate", "privateKey", "caCertificates", "credentialName")
+_ORIGINATION_ONLY = (
+    "clientCertificate",
+    "privateKey",
+    "caCertificates",
+    "caCrl",
+    "credentialName",
+)
 
 
 def _tls(ck: DocChecker, at: Located, namespace: str) -> ClientTLS | None:
@@ -274,6 +283,7 @@ def _tls(ck: DocChecker, at: Located, namespace: str) -> ClientTLS | None:
 
     client_cert, private_key = pem_file("clientCertificate"), pem_file("privateKey")
     ca = pem_file("caCertificates")
+    crl = pem_file("caCrl")
     credential = (
         ck.string(fields["credentialName"], dns1123_subdomain_problem) or ""
         if ("credentialName" in fields)
@@ -323,11 +333,11 @@ def _tls(ck: DocChecker, at: Located, namespace: str) -> ClientTLS | None:
                     "it is used only with mode MUTUAL (Istio ignores it too)",
                 )
     if mode in ("SIMPLE", "MUTUAL"):
-        if credential and (client_cert or private_key or ca):
+        if credential and (client_cert or private_key or ca or crl):
             ck.error(
                 at,
-                "credentialName cannot be combined with clientCertificate, privateKey "
-                "or caCertificates",
+                "credentialName cannot be combined with clientCertificate, privateKey, "
+                "caCertificates or caCrl (the Secret's ca.crl is its CRL)",
                 path=f"{at.path}.credentialName",
             )
         if mode == "MUTUAL" and not credential:
@@ -335,7 +345,7 @@ def _tls(ck: DocChecker, at: Located, namespace: str) -> ClientTLS | None:
                 if given is None and key not in fields:
                     ck.error(at, "required for mode MUTUAL", path=f"{at.path}.{key}")
         if insecure:
-            clash = ["caCertificates", "subjectAltNames"]
+            clash = ["caCertificates", "caCrl", "subjectAltNames"]
             if mode == "SIMPLE":
                 clash.append("credentialName")
             for key in clash:
@@ -346,7 +356,7 @@ def _tls(ck: DocChecker, at: Located, namespace: str) -> ClientTLS | None:
     if mode != "MUTUAL":  # what the mode does not use is not kept (warned above)
         client_cert = private_key = None
     if mode not in ("SIMPLE", "MUTUAL"):
-        ca, credential = None, ""
+        ca, crl, credential = None, None, ""
     if mode == "DISABLE":
         sans, sni, insecure = (), "", False
     return ClientTLS(
@@ -354,6 +364,7 @@ def _tls(ck: DocChecker, at: Located, namespace: str) -> ClientTLS | None:
         client_certificate=client_cert,
         private_key=private_key,
         ca_certificates=ca,
+        ca_crl=crl,
         credential_name=credential,
         namespace=namespace,
         subject_alt_names=sans,
