@@ -142,7 +142,44 @@ P = "sc.yaml:{line}: Sidecar bookinfo/reviews: {field}: {message}"
             P.format(
                 line=9,
                 field="spec.ingress[0].tls",
-                message="not supported by pocketmesh yet (TLS termination of ingress listeners)",
+                message="TLS settings need a port of protocol HTTPS or TLS, not TCP (Istio)",
+            ),
+        ),
+        (
+            "ingress:\n- port: {number: 443, protocol: HTTPS}\n  tls: {mode: SIMPLE}\n",
+            P.format(
+                line=9,
+                field="spec.ingress[0].tls.credentialName",
+                message="mode SIMPLE needs a certificate: credentialName, or serverCertificate "
+                "and privateKey",
+            ),
+        ),
+        (
+            "ingress:\n- port: {number: 443, protocol: HTTPS}\n  tls: {mode: ISTIO_MUTUAL}\n",
+            P.format(
+                line=9,
+                field="spec.ingress[0].tls.mode",
+                message="ISTIO_MUTUAL is not a mode a sidecar ends TLS with: use SIMPLE, MUTUAL "
+                "or OPTIONAL_MUTUAL (Istio refuses ISTIO_MUTUAL and AUTO_PASSTHROUGH here)",
+            ),
+        ),
+        (
+            "ingress:\n- port: {number: 443, protocol: HTTPS}\n  tls: {}\n",
+            P.format(
+                line=9,
+                field="spec.ingress[0].tls.mode",
+                message="PASSTHROUGH is not a mode a sidecar ends TLS with: use SIMPLE, MUTUAL "
+                "or OPTIONAL_MUTUAL (Istio refuses ISTIO_MUTUAL and AUTO_PASSTHROUGH here)",
+            ),
+        ),
+        (
+            "ingress:\n- port: {number: 443, protocol: HTTPS}\n"
+            "  tls: {mode: SIMPLE, credentialName: c}\n",
+            P.format(
+                line=9,
+                field="spec.ingress[0].tls.credentialName",
+                message="not supported by pocketmesh yet (Istio refuses it in a Sidecar's "
+                "ingress tls too)",
             ),
         ),
         (

@@ -1320,6 +1320,62 @@ spec:
     ),
 ]
 
+# A Sidecar ending TLS on an ingress port (its mTLS mode DISABLE, as Istio requires).
+SIDECAR_TLS_SAMPLES = [
+    Sample(
+        """\
+apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {name: ratings-tls, namespace: default}
+spec:
+  workloadSelector: {labels: {app: ratings}}
+  ingress:
+  - port: {number: 9443, protocol: HTTPS, name: https}
+    defaultEndpoint: 127.0.0.1:9080
+    tls:
+      mode: MUTUAL
+      serverCertificate: $DATA/server.crt
+      privateKey: $DATA/server.key
+      caCertificates: $DATA/ca.crt
+      caCrl: $DATA/ca.crl
+      verifyCertificateSpki: ["$SPKI"]
+      verifyCertificateHash: ["$HASH"]
+      minProtocolVersion: TLSV1_2
+      maxProtocolVersion: TLSV1_3
+      cipherSuites: [ECDHE-ECDSA-AES256-GCM-SHA384]
+      insecureSkipVerify: true
+---
+apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata: {name: ratings-tls, namespace: default}
+spec:
+  selector: {matchLabels: {app: ratings}}
+  portLevelMtls: {9443: {mode: DISABLE}}
+""",
+        (
+            "spec.ingress[0].tls",
+            Case(
+                "spec.ingress[0].tls.serverCertificate",
+                "$DATA/two.crt",
+                {"spec.ingress[0].tls.privateKey": "$DATA/two.key"},
+            ),
+            Case(
+                "spec.ingress[0].tls.privateKey",
+                "$DATA/two.key",
+                {"spec.ingress[0].tls.serverCertificate": "$DATA/two.crt"},
+            ),
+            Case("spec.ingress[0].tls.caCertificates", "$DATA/other-ca.crt"),
+            "spec.ingress[0].tls.caCrl",
+            "spec.ingress[0].tls.verifyCertificateSpki",
+            "spec.ingress[0].tls.verifyCertificateHash",
+            "spec.ingress[0].tls.minProtocolVersion",
+            "spec.ingress[0].tls.maxProtocolVersion",
+            "spec.ingress[0].tls.cipherSuites",
+            "spec.ingress[0].tls.insecureSkipVerify",
+        ),
+    ),
+]
+
 GATEWAY_SAMPLES = [
     Sample(
         """\
@@ -1806,6 +1862,7 @@ SAMPLES = (
     + DESTINATION_RULE
     + DESTINATION_RULE_14C
     + SERVICES_14C
+    + SIDECAR_TLS_SAMPLES
     + GATEWAY_SAMPLES
     + SECRET
     + PEER_AUTHENTICATION
@@ -1829,6 +1886,7 @@ REFUSED = {
     ("Sidecar", "spec.ingress[].captureMode"): "IPTABLES",
     ("Sidecar", "spec.egress[].captureMode"): "IPTABLES",
     ("Gateway", "spec.servers[].tls.mode"): "AUTO_PASSTHROUGH",
+    ("Sidecar", "spec.ingress[].tls.mode"): "ISTIO_MUTUAL",
     ("Secret", "type"): "kubernetes.io/dockerconfigjson",
 }
 

@@ -150,6 +150,7 @@ def _sidecar(mesh: MeshConfig, proxy: Proxy) -> dict[str, Any]:
         "ingress": [
             f"{i.port.number} {i.port.protocol} -> {i.default_endpoint or '127.0.0.1'}"
             + (f" (bind {i.bind})" if i.bind else "")
+            + (f", TLS {i.tls.mode} ended by the sidecar ({i.tls.path})" if i.tls else "")
             for i in sc.ingress
         ],
         "sees": visible,

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
         ConnectionPool,
         DestinationRule,
         Gateway,
+        ServerTLS,
         TLSCredential,
         VirtualService,
     )
@@ -151,6 +152,9 @@ class IngressListener:
     # "unix:///path".
     default_endpoint: str = ""
     connection_pool: ConnectionPool | None = None  # this port's inbound cluster
+    # TLS the sidecar ends with the user's certificate (Istio's ingress tls: SIMPLE,
+    # MUTUAL, OPTIONAL_MUTUAL), on an HTTPS or TLS port whose mTLS mode is DISABLE.
+    tls: ServerTLS | None = None
 
 
 @dataclass(frozen=True, slots=True)

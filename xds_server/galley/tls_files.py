@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterable, Sequence
 
 from .documents import ParsedDoc
 from .errors import ERROR, ConfigError
+from .model import Sidecar
 from .model_traffic import (
     ClientTLS,
     DestinationRule,
@@ -88,9 +89,14 @@ def load_tls_files(docs: Sequence[ParsedDoc]) -> tuple[list[ParsedDoc], list[Con
     out: list[ParsedDoc] = []
     for doc in docs:
         rule = doc.resource
-        if isinstance(rule, Gateway):
+        if isinstance(rule, Gateway | Sidecar):
             found_gw: list[ConfigError] = []
-            loaded_gw = _load_gateway(rule, reader, functools.partial(_report, doc, found_gw))
+            report_gw = functools.partial(_report, doc, found_gw)
+            loaded_gw: Gateway | Sidecar = (
+                _load_gateway(rule, reader, report_gw)
+                if isinstance(rule, Gateway)
+                else _load_sidecar(rule, reader, report_gw)
+            )
             errors += found_gw
             out.append(doc if found_gw else dataclasses.replace(doc, resource=loaded_gw))
             continue
@@ -199,6 +205,15 @@ def _load_gateway(gateway: Gateway, reader: _Reader, error: Callable[[str, str],
         for s in gateway.servers
     )
     return dataclasses.replace(gateway, servers=servers)
+
+
+def _load_sidecar(sidecar: Sidecar, reader: _Reader, error: Callable[[str, str], None]) -> Sidecar:
+    """The files of each ingress port's tls (the TLS the sidecar ends), as a gateway's."""
+    ingress = tuple(
+        dataclasses.replace(i, tls=_fill_server(i.tls, reader, error)) if i.tls is not None else i
+        for i in sidecar.ingress
+    )
+    return dataclasses.replace(sidecar, ingress=ingress)
 
 
 def _fill_server(tls: ServerTLS, reader: _Reader, error: Callable[[str, str], None]) -> ServerTLS:

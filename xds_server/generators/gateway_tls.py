@@ -30,7 +30,7 @@ from xds_server.galley.model_traffic import GatewayServer, ServerTLS, TLSCredent
 from xds_server.generators.mtls import TLS_SOCKET, common_tls_context, san_matchers
 from xds_server.generators.typed_config import pack
 
-__all__ = ["ServerUnbuilt", "server_tls_socket"]
+__all__ = ["HTTP_ALPN", "ServerUnbuilt", "server_tls_socket", "user_tls_socket"]
 
 # Istio's minProtocolVersion / maxProtocolVersion -> Envoy's TLS parameters.
 TLS_VERSIONS = {
@@ -77,6 +77,17 @@ def server_tls_socket(
             common_tls_context=common, require_client_certificate=wrappers_pb2.BoolValue(value=True)
         )
         return base_pb2.TransportSocket(name=TLS_SOCKET, typed_config=pack(context))
+    return user_tls_socket(tls, alpn, secrets, namespaces)
+
+
+def user_tls_socket(
+    tls: ServerTLS,
+    alpn: Sequence[str],
+    secrets: Sequence[TLSCredential] = (),
+    namespaces: Sequence[str] = (),
+) -> base_pb2.TransportSocket:
+    """TLS ended with the user's certificate (SIMPLE, MUTUAL, OPTIONAL_MUTUAL): a
+    gateway server's, or a Sidecar ingress port's (files only, no Secrets)."""
     common = tls_pb2.CommonTlsContext(alpn_protocols=alpn)
     common.tls_certificates.extend(_certificates(tls, secrets, namespaces))
     if tls.verifies_clients:

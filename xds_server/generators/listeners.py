@@ -34,6 +34,7 @@ from xds_server.generators.filters import (
 )
 from xds_server.generators.frozen import Frozen
 from xds_server.generators.gateway import gateway_listeners
+from xds_server.generators.gateway_tls import HTTP_ALPN, ServerUnbuilt, user_tls_socket
 from xds_server.generators.mtls import downstream_tls, tls_inspector
 from xds_server.generators.push_context import InboundPlan, Proxy, PushContext
 from xds_server.generators.routes import inbound_route_config
@@ -99,6 +100,14 @@ def _outbound(address: str) -> Listener:
 
 def _inbound(plan: InboundPlan, security: InboundSecurity, trust_domain: str) -> Listener:
     mode = security.mtls_mode
+    if plan.tls is not None:  # the user's TLS (mode DISABLE: the security plan made sure)
+        chain = _inbound_chain(plan, security, tls=False)
+        alpn = HTTP_ALPN if naming.is_http(plan.protocol) else ()
+        try:
+            chain.transport_socket.CopyFrom(user_tls_socket(plan.tls, alpn))
+        except ServerUnbuilt as err:  # Galley read the files: only a bug gets here
+            raise ValueError(f"{plan.listener_name}: {err}") from err
+        return _listener(plan.listener_name, plan.bind, plan.port, base_pb2.INBOUND, chain)
     if plan.protocol == "":  # no protocol: HTTP or TCP per connection (generators.sniffing)
 
         def chain(http: bool, tls: bool) -> listener_components_pb2.FilterChain:

@@ -32,6 +32,7 @@ from xds_server.galley.model_traffic import (
     ConnectionPool,
     DestinationRule,
     Gateway,
+    ServerTLS,
     TrafficPolicy,
 )
 from xds_server.galley.names import is_unix
@@ -131,6 +132,9 @@ class InboundPlan:
     upstream_port: int
     # The Sidecar's connectionPool for the port (or its inboundConnectionPool).
     connection_pool: ConnectionPool | None = None
+    # TLS the listener ends with the user's certificate (a Sidecar's ingress tls);
+    # `protocol` is then what is inside it (HTTPS -> HTTP, TLS -> TCP, as Istio).
+    tls: ServerTLS | None = None
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -563,16 +567,20 @@ class _Builder:
                 self._conflict(
                     f"sidecar {sidecar.meta.key}: ingress {bind}:{number} forwards to itself"
                 )
+            protocol = ingress.port.protocol
+            if ingress.tls is not None:  # what the ended TLS carries
+                protocol = "HTTP" if protocol == "HTTPS" else "TCP"
             plans.append(
                 InboundPlan(
                     listener_name=naming.listener_name(bind, number),
                     bind=bind,
                     port=number,
-                    protocol=ingress.port.protocol,
+                    protocol=protocol,
                     cluster_name=naming.inbound_cluster(number),
                     upstream_host=host,
                     upstream_port=port,
                     connection_pool=ingress.connection_pool or sidecar.inbound_connection_pool,
+                    tls=ingress.tls,
                 )
             )
         return plans

@@ -79,6 +79,9 @@ def _plan(ctx: PushContext, proxy: Proxy) -> SecurityPlan:
             )
             for plan in proxy.inbound
         }
+        for plan, security in inbound.items():
+            if plan.tls is not None and security.mtls_mode != DISABLE:
+                raise UnbuildableConfig(_user_tls_under_mtls(proxy, plan, security.mtls_mode))
         if proxy.gateways:  # its servers terminate their own TLS (Gateway tls)
             gateway = InboundSecurity(DISABLE, policies, requests, targets)
             return SecurityPlan(upstream, MappingProxyType(inbound), gateway)
@@ -86,6 +89,20 @@ def _plan(ctx: PushContext, proxy: Proxy) -> SecurityPlan:
 
 
 _OPEN = InboundSecurity(DISABLE, authz.NO_POLICIES)
+
+
+def _user_tls_under_mtls(proxy: Proxy, plan: InboundPlan, mode: str) -> str:
+    """Istio ends a Sidecar's ingress TLS only where the port's mTLS mode is DISABLE,
+    and silently ignores it elsewhere: refused here instead."""
+    sidecar = proxy.sidecar
+    where = f"{sidecar.meta.source}: Sidecar {sidecar.meta.key}: " if sidecar else ""
+    tls_path = plan.tls.path if plan.tls is not None else "tls"
+    return (
+        f"{where}{tls_path}: the TLS this ends on port {plan.port} of {proxy.node_id} would "
+        f"never apply: PeerAuthentication makes that port's mTLS mode {mode}, and mesh mTLS "
+        f"comes first (as in Istio). Set the port to DISABLE (portLevelMtls: {{{plan.port}: "
+        "{mode: DISABLE}} in a PeerAuthentication that selects the workload), or drop tls"
+    )
 
 
 def _ext_authz_targets(

@@ -260,7 +260,7 @@ def _server(ck: DocChecker, at: Located, index: int) -> GatewayServer | None:
     tls = None
     tls_at = fields.get("tls")
     if tls_at is not None:
-        tls = _tls(ck, tls_at)
+        tls = parse_server_tls(ck, tls_at)
     if protocol is not None:
         _check_protocol_tls(ck, at, protocol, tls, tls_at)
     name = ck.string(fields["name"]) or "" if "name" in fields else ""
@@ -307,9 +307,10 @@ def _article(word: str) -> str:
     return "an" if word[0] in "AEFHILMNORSX" else "a"
 
 
-def _tls(ck: DocChecker, at: Located) -> ServerTLS | None:
-    """Istio's validateTLSOptions, each finding at its field."""
-    fields = ck.fields(at, SERVER_TLS)
+def parse_server_tls(ck: DocChecker, at: Located, table: Shape = SERVER_TLS) -> ServerTLS | None:
+    """Istio's validateTLSOptions, each finding at its field. `table`: the fields this
+    place accepts (a Sidecar's ingress accepts fewer than a Gateway's server)."""
+    fields = ck.fields(at, table)
     if fields is None:
         return None
     before = len(ck.errors)

@@ -6,6 +6,7 @@ from collections.abc import Mapping
 
 from ..fields import Shape, each, label, no_effect, not_yet, obj, restricted, shape, supported
 from ..model import EgressListener, IngressListener, ObjectMeta, Sidecar, SidecarPort
+from ..model_traffic import ServerTLS
 from ..names import (
     UNIX_PREFIX,
     dns1123_label_problem,
@@ -25,6 +26,7 @@ from .common import (
     parse_selector,
 )
 from .connection_pool import parse_connection_pool
+from .gateway import SERVER_TLS, parse_server_tls
 
 CAPTURE_MODES = frozenset({"DEFAULT", "IPTABLES", "NONE"})
 # pocketmesh never captures traffic (no iptables): listeners bind addresses.
@@ -43,6 +45,25 @@ CAPTURE = restricted(
     "DEFAULT or NONE. Deliberate non-goal: IPTABLES; pocketmesh never captures traffic (no "
     "iptables, no root): its listeners bind addresses, and apps use the 15001 HTTP proxy"
 )
+# Istio's validation refuses these in a Sidecar's ingress tls.
+_NOT_ON_A_SIDECAR = "Istio refuses it in a Sidecar's ingress tls too"
+SIDECAR_TLS: Shape = shape(
+    **{
+        **SERVER_TLS,
+        "mode": restricted(
+            "SIMPLE, MUTUAL or OPTIONAL_MUTUAL (Istio refuses ISTIO_MUTUAL and "
+            "AUTO_PASSTHROUGH here; PASSTHROUGH would end no TLS)"
+        ),
+        "credentialName": not_yet(_NOT_ON_A_SIDECAR),
+        "credentialNames": not_yet(_NOT_ON_A_SIDECAR),
+        "caCertCredentialName": not_yet("without credentialName it names nothing"),
+        "tlsCertificates": not_yet(_NOT_ON_A_SIDECAR),
+        "subjectAltNames": not_yet(_NOT_ON_A_SIDECAR),
+        "httpsRedirect": not_yet(_NOT_ON_A_SIDECAR),
+    }
+)
+SIDECAR_TLS_MODES = frozenset({"SIMPLE", "MUTUAL", "OPTIONAL_MUTUAL"})
+TLS_PORT_PROTOCOLS = frozenset({"HTTPS", "TLS"})
 INGRESS: Shape = shape(
     port=obj(PORT),
     bind=supported("the address the inbound listener binds (default: the workload's)"),
@@ -50,7 +71,12 @@ INGRESS: Shape = shape(
         "where the app listens: 127.0.0.1:PORT, 0.0.0.0:PORT, host:port or unix:///path"
     ),
     captureMode=CAPTURE,
-    tls=not_yet("TLS termination of ingress listeners"),
+    tls=obj(
+        SIDECAR_TLS,
+        "TLS ended by the sidecar with these files, on an HTTPS (then HTTP to the app) or TLS "
+        "(then TCP) port whose PeerAuthentication mode is DISABLE (Istio applies it only "
+        "then; pocketmesh refuses it otherwise)",
+    ),
     connectionPool=obj(connection_pool.SHAPE, "this port's inbound cluster (Istio)"),
 )
 EGRESS: Shape = shape(
@@ -182,6 +208,9 @@ def _parse_ingress(ck: DocChecker, at: Located) -> tuple[IngressListener, ...]:
                     f"HTTP settings for port {port.number}, whose protocol is not HTTP "
                     f"({port.protocol or 'unset'}): only the TCP settings apply (as in Istio)",
                 )
+        tls = None
+        if (tls_at := fields.get("tls")) is not None:
+            tls = _ingress_tls(ck, tls_at, port)
         if port is None:
             continue
         key = (bind, port.number)
@@ -189,8 +218,30 @@ def _parse_ingress(ck: DocChecker, at: Located) -> tuple[IngressListener, ...]:
             ck.error(port_at, f"port {port.number} is already used by {seen[key]}")
             continue
         seen[key] = item.path
-        listeners.append(IngressListener(port, bind, default_endpoint, pool))
+        listeners.append(IngressListener(port, bind, default_endpoint, pool, tls))
     return tuple(listeners)
+
+
+def _ingress_tls(ck: DocChecker, at: Located, port: SidecarPort | None) -> ServerTLS | None:
+    """An ingress port's tls: a mode that ends TLS (Istio's sidecar rules), then the
+    fields as a gateway server's."""
+    mode_at = (ck.children(at) or {}).get("mode")
+    mode = mode_at.value if mode_at is not None else "PASSTHROUGH"  # the API's default
+    if not isinstance(mode, str) or mode not in SIDECAR_TLS_MODES:
+        ck.error(
+            mode_at or at,
+            f"{mode} is not a mode a sidecar ends TLS with: use SIMPLE, MUTUAL or "
+            "OPTIONAL_MUTUAL (Istio refuses ISTIO_MUTUAL and AUTO_PASSTHROUGH here)",
+            path=f"{at.path}.mode",
+        )
+        return None
+    if port is not None and port.protocol not in TLS_PORT_PROTOCOLS:
+        ck.error(
+            at,
+            f"TLS settings need a port of protocol HTTPS or TLS, not "
+            f"{port.protocol or 'unset'} (Istio)",
+        )
+    return parse_server_tls(ck, at, SIDECAR_TLS)
 
 
 def _parse_egress(ck: DocChecker, at: Located) -> tuple[EgressListener, ...]:
