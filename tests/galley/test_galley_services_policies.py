@@ -237,8 +237,17 @@ SC = "Sidecar shop/r"
         (
             "outboundTrafficPolicy: {mode: ALLOW_ANY, egressProxy: {host: a.com}}\n",
             [
-                f"7: {SC}: spec.outboundTrafficPolicy.egressProxy: not supported by pocketmesh yet "
-                "(routing unknown hosts through an egress gateway)"
+                f"7: {SC}: spec.outboundTrafficPolicy.egressProxy.host: no ServiceEntry "
+                "declares host 'a.com'"
+            ],
+        ),
+        (
+            "outboundTrafficPolicy: {egressProxy: {host: '*.a.com'}}\n",
+            [
+                f"7: {SC}: spec.outboundTrafficPolicy.egressProxy.host: '*.a.com' must not be a "
+                "wildcard",
+                f"7: {SC}: spec.outboundTrafficPolicy.egressProxy: needs mode ALLOW_ANY: it is "
+                "where ALLOW_ANY's requests go (Istio)",
             ],
         ),
     ],

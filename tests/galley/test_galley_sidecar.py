@@ -259,8 +259,7 @@ P = "sc.yaml:{line}: Sidecar bookinfo/reviews: {field}: {message}"
             P.format(
                 line=7,
                 field="spec.outboundTrafficPolicy.egressProxy",
-                message="not supported by pocketmesh yet (routing unknown hosts through an "
-                "egress gateway)",
+                message="needs mode ALLOW_ANY: it is where ALLOW_ANY's requests go (Istio)",
             ),
         ),
         (

@@ -1303,7 +1303,9 @@ apiVersion: networking.istio.io/v1
 kind: Sidecar
 metadata: {name: sleep, namespace: other}
 spec:
-  outboundTrafficPolicy: {mode: ALLOW_ANY}
+  outboundTrafficPolicy:
+    mode: ALLOW_ANY
+    egressProxy: {host: reviews.default.svc.cluster.local, port: {number: 9080}}
   inboundConnectionPool: {tcp: {connectTimeout: 3s}}
   ingress:
   - port: {number: 7000, name: any}
@@ -1314,6 +1316,7 @@ spec:
 """,
         (
             Case("spec.ingress[0].port", {"number": 7000, "protocol": "TCP"}),
+            "spec.outboundTrafficPolicy.egressProxy",
             "spec.inboundConnectionPool",
             "spec.ingress[0].connectionPool",
         ),

@@ -341,16 +341,26 @@ def locality_failover(ex: Example) -> None:
 
 def egress(ex: Example) -> None:
     """A ServiceEntry (DNS) reaches a service outside the mesh; a host outside the
-    registry gets 404 (REGISTRY_ONLY), unless the client's Sidecar says ALLOW_ANY."""
+    registry gets 404 (REGISTRY_ONLY), unless the client's Sidecar says ALLOW_ANY; with
+    an egressProxy, such requests go to that service, Host unchanged."""
     out, _ = ex.try_line()
-    assert out.split("\n")[:3] == [
+    assert out.split("\n")[:4] == [
         '"workload": "httpbin-external"',
         "404",
         '"workload": "httpbin-external"',
+        '"host": "unregistered.example"',
     ], out
     reply = ex.via(15, "http://httpbin.external/status/418")
     assert reply.status == 418  # the external app answered, through sleep's sidecar
     assert ex.via(15, "http://nowhere.example/").status == 404
+    # curl-egress: the egress proxy (httpbin.external) got the request for a host
+    # outside the registry, Host and path as sent.
+    reply = ex.via(83, "http://unregistered.example/anything")
+    assert reply.data["workload"] == "httpbin-external", reply
+    assert (reply.data["headers"]["host"], reply.data["path"]) == (
+        "unregistered.example",
+        "/anything",
+    )
 
 
 # -- TCP ---------------------------------------------------------------------------------

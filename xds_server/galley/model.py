@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from .model_security import AuthorizationPolicy, PeerAuthentication, RequestAuthentication
     from .model_traffic import (
         ConnectionPool,
+        Destination,
         DestinationRule,
         Gateway,
         ServerTLS,
@@ -174,6 +175,8 @@ class Sidecar:
     # REGISTRY_ONLY: hosts outside the registry get 404; ALLOW_ANY: forwarded to them.
     outbound_traffic_policy: str = "REGISTRY_ONLY"
     inbound_connection_pool: ConnectionPool | None = None  # every inbound cluster
+    # ALLOW_ANY's egress proxy: where requests for hosts outside the registry go.
+    egress_proxy: Destination | None = None
 
 
 # --- The whole mesh -------------------------------------------------------

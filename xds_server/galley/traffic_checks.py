@@ -14,7 +14,7 @@ from .credentials import client_ca, find_secret
 from .delegates import delegate_of, merge_route
 from .documents import ParsedDoc
 from .errors import ERROR, WARNING, ConfigError
-from .model import ServiceEntry, WorkloadEntry, labels_match
+from .model import ServiceEntry, Sidecar, WorkloadEntry, labels_match
 from .model_traffic import (
     MESH_GATEWAY,
     Destination,
@@ -73,6 +73,8 @@ class _Checker:
                 self._virtual_service(doc, doc.resource, claimed)
             elif isinstance(doc.resource, Gateway):
                 self._gateway(doc, doc.resource)
+            elif isinstance(doc.resource, Sidecar) and doc.resource.egress_proxy is not None:
+                self._egress_proxy(doc, doc.resource.egress_proxy)
         for key, vs in self.virtual_services.items():
             if vs.is_delegate and key not in self.delegated:
                 self._finding(
@@ -375,6 +377,16 @@ class _Checker:
                     "Istio drops this route there, and so does pocketmesh",
                     WARNING,
                 )
+
+    def _egress_proxy(self, doc: ParsedDoc, dest: Destination) -> None:
+        field = "spec.outboundTrafficPolicy.egressProxy"
+        self._destination(doc, dest, field)
+        service = self.services.get(dest.host)
+        if service is not None and dest.port is None and len(service.ports) > 1:
+            ports = ", ".join(str(p.number) for p in service.ports)
+            self._finding(
+                doc, f"{field}.port", f"{dest.host} has several ports ({ports}): name one"
+            )
 
     def _known(self, host: str) -> bool:
         if not host.startswith("*"):

@@ -31,6 +31,7 @@ from xds_server.generators.mtls import upstream_socket
 from xds_server.generators.passthrough import (
     PASSTHROUGH_CLUSTER,
     allows_any,
+    egress_proxy_cluster,
     forwarding_cluster,
 )
 from xds_server.generators.push_context import (
@@ -40,7 +41,7 @@ from xds_server.generators.push_context import (
     PushContext,
     is_ip,
 )
-from xds_server.generators.security import security_plan
+from xds_server.generators.security import UnbuildableConfig, security_plan
 from xds_server.generators.tls_plan import UpstreamTLS
 from xds_server.generators.traffic_policy import (
     apply_connection_pool,
@@ -106,10 +107,20 @@ def scope_clusters(ctx: PushContext, proxy: Proxy) -> dict[str, Frozen[Cluster]]
 
 def build_clusters(ctx: PushContext, proxy: Proxy) -> dict[str, Frozen[Cluster]]:
     clusters = dict(scope_clusters(ctx, proxy))
-    if allows_any(proxy.sidecar):  # Sidecar ALLOW_ANY: the 15001 proxy's catch-all
-        clusters[PASSTHROUGH_CLUSTER] = ctx.shared(
-            ("cds-passthrough",), lambda: forwarding_cluster(PASSTHROUGH_CLUSTER)
-        )
+    sidecar = proxy.sidecar
+    if sidecar is not None and allows_any(sidecar):  # the 15001 proxy's catch-all
+        egress = egress_proxy_cluster(sidecar, ctx.traffic.service_ports)
+        if not egress:
+            clusters[PASSTHROUGH_CLUSTER] = ctx.shared(
+                ("cds-passthrough",), lambda: forwarding_cluster(PASSTHROUGH_CLUSTER)
+            )
+        elif egress not in clusters:
+            raise UnbuildableConfig(
+                f"{sidecar.meta.source}: Sidecar {sidecar.meta.key}: "
+                f"spec.outboundTrafficPolicy.egressProxy: {proxy.node_id} cannot reach "
+                f"{sidecar.egress_proxy.host if sidecar.egress_proxy else ''}: its Sidecar's "
+                "egress hosts do not import it (add it to spec.egress[].hosts)"
+            )
     for plan in proxy.inbound:
         clusters[plan.cluster_name] = inbound_cluster(ctx, plan)
     return dict(sorted(clusters.items()))

@@ -15,6 +15,7 @@ sidecar), so none of this applies to TCP ports; Galley says so where it matters.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Final, TypeAlias
 
 from envoy.config.cluster.v3 import cluster_pb2
@@ -30,6 +31,7 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import (
 from google.protobuf import duration_pb2
 
 from xds_server.galley.model import Sidecar
+from xds_server.generators import naming
 from xds_server.generators.typed_config import pack
 
 Cluster: TypeAlias = cluster_pb2.Cluster
@@ -91,8 +93,9 @@ def allows_any(sidecar: Sidecar | None) -> bool:
     return sidecar is not None and sidecar.outbound_traffic_policy == "ALLOW_ANY"
 
 
-def allow_any_virtual_host() -> route_components_pb2.VirtualHost:
-    """Every Host no other virtual host claims: to the host the request names."""
+def allow_any_virtual_host(cluster: str = PASSTHROUGH_CLUSTER) -> route_components_pb2.VirtualHost:
+    """Every Host no other virtual host claims: to the host the request names, or to
+    the Sidecar's egress proxy (`cluster`), Host unchanged."""
     return route_components_pb2.VirtualHost(
         name=ALLOW_ANY_VHOST,
         domains=["*"],
@@ -100,8 +103,18 @@ def allow_any_virtual_host() -> route_components_pb2.VirtualHost:
             route_components_pb2.Route(
                 match=route_components_pb2.RouteMatch(prefix="/"),
                 route=route_components_pb2.RouteAction(
-                    cluster=PASSTHROUGH_CLUSTER, timeout=duration_pb2.Duration(seconds=0)
+                    cluster=cluster, timeout=duration_pb2.Duration(seconds=0)
                 ),
             )
         ],
     )
+
+
+def egress_proxy_cluster(sidecar: Sidecar, ports_of: Callable[[str], tuple[int, ...]]) -> str:
+    """The outbound cluster of the Sidecar's egress proxy ('' if it names none); a
+    port-less destination takes its service's one port (Galley checks there is one)."""
+    dest = sidecar.egress_proxy
+    if dest is None:
+        return ""
+    port = dest.port or next(iter(ports_of(dest.host)), 0)
+    return naming.outbound_cluster(port, dest.host, dest.subset)

@@ -17,7 +17,12 @@ from xds_server.galley.model import EMPTY_LABELS
 from xds_server.generators import naming
 from xds_server.generators.frozen import Frozen
 from xds_server.generators.http_routes import virtual_service_routes
-from xds_server.generators.passthrough import allow_any_virtual_host, allows_any
+from xds_server.generators.passthrough import (
+    PASSTHROUGH_CLUSTER,
+    allow_any_virtual_host,
+    allows_any,
+    egress_proxy_cluster,
+)
 from xds_server.generators.push_context import Proxy, PushContext, SidecarScope, VirtualHostPlan
 from xds_server.generators.traffic_policy import hash_policies
 
@@ -59,8 +64,9 @@ def _outbound(
     ctx: PushContext, scope: SidecarScope, labels: Mapping[str, str]
 ) -> RouteConfiguration:
     virtual_hosts = [_virtual_host(ctx, scope, plan, labels) for plan in scope.virtual_hosts]
-    if allows_any(scope.sidecar):  # hosts outside the registry: where they say
-        virtual_hosts.append(allow_any_virtual_host())
+    if scope.sidecar is not None and allows_any(scope.sidecar):  # hosts outside the registry
+        proxy = egress_proxy_cluster(scope.sidecar, ctx.traffic.service_ports)
+        virtual_hosts.append(allow_any_virtual_host(proxy or PASSTHROUGH_CLUSTER))
     return RouteConfiguration(
         name=naming.OUTBOUND_ROUTE_NAME,
         virtual_hosts=virtual_hosts,

@@ -71,6 +71,10 @@ class TrafficIndex:
     def service(self, host: str) -> ServiceEntry | None:
         return self._services.get(host.lower())
 
+    def service_ports(self, host: str) -> tuple[int, ...]:
+        service = self.service(host)
+        return tuple(p.number for p in service.ports) if service is not None else ()
+
     # --- DestinationRule ----------------------------------------------------
 
     def rule(self, host: str) -> DestinationRule | None:

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 
 from ..fields import Shape, each, label, no_effect, not_yet, obj, restricted, shape, supported
 from ..model import EgressListener, IngressListener, ObjectMeta, Sidecar, SidecarPort
-from ..model_traffic import ServerTLS
+from ..model_traffic import Destination, ServerTLS
 from ..names import (
     UNIX_PREFIX,
     dns1123_label_problem,
@@ -27,6 +27,7 @@ from .common import (
 )
 from .connection_pool import parse_connection_pool
 from .gateway import SERVER_TLS, parse_server_tls
+from .virtual_service import DESTINATION, parse_destination
 
 CAPTURE_MODES = frozenset({"DEFAULT", "IPTABLES", "NONE"})
 # pocketmesh never captures traffic (no iptables): listeners bind addresses.
@@ -101,7 +102,12 @@ OUTBOUND: Shape = shape(
         "ALLOW_ANY: the 15001 proxy forwards such requests to the host they name (HTTP only: "
         "a TCP connection to the sidecar names no destination)"
     ),
-    egressProxy=not_yet("routing unknown hosts through an egress gateway"),
+    egressProxy=obj(
+        DESTINATION,
+        "with ALLOW_ANY: requests for hosts outside the registry go to this service (an "
+        "egress gateway), Host unchanged, instead of to the host they name; it must be "
+        "visible to the workload (its egress hosts)",
+    ),
 )
 SPEC: Shape = shape(
     workloadSelector=obj(SELECTOR),
@@ -142,6 +148,7 @@ def parse_sidecar(ck: DocChecker, meta: ObjectMeta, spec: Located | None) -> Sid
     ingress: tuple[IngressListener, ...] = ()
     egress: tuple[EgressListener, ...] = ()
     outbound = REGISTRY_ONLY
+    egress_proxy = None
     inbound_pool = None
     if spec is not None:
         fields = ck.fields(spec, SPEC)
@@ -154,7 +161,7 @@ def parse_sidecar(ck: DocChecker, meta: ObjectMeta, spec: Located | None) -> Sid
         if (at := fields.get("egress")) is not None:
             egress = _parse_egress(ck, at)
         if (at := fields.get("outboundTrafficPolicy")) is not None:
-            outbound = _parse_outbound(ck, at)
+            outbound, egress_proxy = _parse_outbound(ck, at, meta.namespace)
         if (at := fields.get("inboundConnectionPool")) is not None:
             inbound_pool = parse_connection_pool(ck, at)
     if len(ck.errors) > before:
@@ -166,6 +173,7 @@ def parse_sidecar(ck: DocChecker, meta: ObjectMeta, spec: Located | None) -> Sid
         egress=egress,
         outbound_traffic_policy=outbound,
         inbound_connection_pool=inbound_pool,
+        egress_proxy=egress_proxy,
     )
 
 
@@ -292,9 +300,18 @@ def _capture_mode(ck: DocChecker, at: Located | None) -> None:
         )  # fmt: skip
 
 
-def _parse_outbound(ck: DocChecker, at: Located) -> str:
-    """`outboundTrafficPolicy`: REGISTRY_ONLY (pocketmesh's default) or ALLOW_ANY."""
+def _parse_outbound(ck: DocChecker, at: Located, namespace: str) -> tuple[str, Destination | None]:
+    """`outboundTrafficPolicy`: REGISTRY_ONLY (pocketmesh's default) or ALLOW_ANY, and
+    ALLOW_ANY's egress proxy."""
     fields = ck.fields(at, OUTBOUND)
-    if fields is None or (mode_at := fields.get("mode")) is None:
-        return REGISTRY_ONLY
-    return ck.enum(mode_at, OUTBOUND_MODES) or REGISTRY_ONLY
+    if fields is None:
+        return REGISTRY_ONLY, None
+    mode = REGISTRY_ONLY
+    if (mode_at := fields.get("mode")) is not None:
+        mode = ck.enum(mode_at, OUTBOUND_MODES) or REGISTRY_ONLY
+    proxy = None
+    if (proxy_at := fields.get("egressProxy")) is not None:
+        proxy = parse_destination(ck, proxy_at, namespace)
+        if mode != "ALLOW_ANY":
+            ck.error(proxy_at, "needs mode ALLOW_ANY: it is where ALLOW_ANY's requests go (Istio)")
+    return mode, proxy

@@ -329,7 +329,7 @@ def _http_route(
     fault = _fault(ck, fields["fault"]) if "fault" in fields else None
     mirror = None
     if (mi := fields.get("mirror")) is not None:
-        mirror = _destination(ck, mi, namespace)
+        mirror = parse_destination(ck, mi, namespace)
     mirror_percent = 100.0
     if (mp := fields.get("mirrorPercentage")) is not None:
         mirror_percent = percentage(ck, mp) or 0.0
@@ -346,7 +346,7 @@ def _http_route(
             if entry is None:
                 continue
             dest_at = ck.required(entry, "destination", item)
-            dest = _destination(ck, dest_at, namespace) if dest_at is not None else None
+            dest = parse_destination(ck, dest_at, namespace) if dest_at is not None else None
             share = percentage(ck, entry["percentage"]) if "percentage" in entry else 100.0
             if dest is not None:
                 mirrors.append((dest, 100.0 if share is None else share))
@@ -458,7 +458,7 @@ def _destinations(
         if "headers" in fields:
             request, response = _headers(ck, fields["headers"])
         dest_at = ck.required(fields, "destination", item)
-        dest = _destination(ck, dest_at, namespace) if dest_at is not None else None
+        dest = parse_destination(ck, dest_at, namespace) if dest_at is not None else None
         weight = ck.integer(fields["weight"], 0, 100) if "weight" in fields else None
         weights.append(weight)
         if dest is not None:
@@ -473,7 +473,7 @@ def _destinations(
     return tuple(result)
 
 
-def _destination(ck: DocChecker, at: Located, namespace: str) -> Destination | None:
+def parse_destination(ck: DocChecker, at: Located, namespace: str) -> Destination | None:
     fields = ck.fields(at, DESTINATION)
     if fields is None:
         return None
