@@ -773,6 +773,7 @@ spec:
       caCrl: $DATA/ca.crl
       subjectAltNames: [a.example.com]
       sni: a.example.com
+    proxyProtocol: {version: V2}
     portLevelSettings:
     - port: {number: 9443}
       loadBalancer: {simple: RANDOM}
@@ -811,6 +812,8 @@ spec:
             "spec.trafficPolicy.tls.caCrl",
             "spec.trafficPolicy.tls.subjectAltNames",
             "spec.trafficPolicy.tls.sni",
+            "spec.trafficPolicy.proxyProtocol",
+            Case("spec.trafficPolicy.proxyProtocol.version", "V1"),
             "spec.trafficPolicy.portLevelSettings",
             Case("spec.trafficPolicy.portLevelSettings[0].port", {"number": 9080}),
             Case("spec.trafficPolicy.portLevelSettings[0].port.number", 9080),

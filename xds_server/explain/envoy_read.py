@@ -26,6 +26,7 @@ from google.protobuf import any_pb2, duration_pb2
 from google.protobuf.json_format import MessageToDict
 from google.protobuf.message import Message
 
+from xds_server.generators.proxy_protocol import inner_socket
 from xds_server.generators.tls_plan import ROOT_SECRET, WORKLOAD_SECRET
 from xds_server.generators.traffic_policy import HTTP_PROTOCOL_OPTIONS_KEY
 
@@ -141,9 +142,11 @@ def parse_cluster_name(name: str) -> tuple[str, int, str, str] | None:
 
 def upstream_tls(cluster: cluster_pb2.Cluster) -> dict[str, Any]:
     """The TLS a cluster speaks, as Istio names the modes."""
-    context = unpack(cluster.transport_socket.typed_config, tls_pb2.UpstreamTlsContext)
+    socket, proxy_protocol = inner_socket(cluster.transport_socket)
+    context = unpack(socket.typed_config, tls_pb2.UpstreamTlsContext)
+    header = {"proxy_protocol": proxy_protocol} if proxy_protocol else {}
     if context is None:
-        return {"mode": "DISABLE", "wire": "plaintext"}
+        return {"mode": "DISABLE", "wire": "plaintext", **header}
     common = context.common_tls_context
     certs = [c.name for c in common.tls_certificate_sds_secret_configs]
     validation = common.combined_validation_context
@@ -164,6 +167,7 @@ def upstream_tls(cluster: cluster_pb2.Cluster) -> dict[str, Any]:
         "roots": roots,
         "server_identities": sans,
         "verified": bool(roots),
+        **header,
     }
     options = _http_protocol_options(cluster)
     if options is not None and options.HasField("upstream_http_protocol_options"):

@@ -212,6 +212,8 @@ def _cluster(lines: list[str], c: Mapping[str, Any], lead: str) -> None:
         text += f", presents {tls['presents']}"
     if tls.get("server_identities"):
         text += f", accepts server {', '.join(tls['server_identities'])}"
+    if tls.get("proxy_protocol"):
+        text += f"; each connection starts with a PROXY protocol {tls['proxy_protocol']} header"
     lines.append(text)
     lines.append(f"{pad}  why: {tls.get('why')}")
     lines.append(f"{pad}endpoints ({c.get('endpoints_from')}):")

@@ -399,6 +399,7 @@ class TrafficPolicy:
     tls: ClientTLS | None = None  # replaced as a whole by a lower level (Istio)
     port_level: tuple[tuple[int, TrafficPolicy], ...] = ()
     retry_budget: tuple[float, int] | None = None  # (percent, minRetryConcurrency)
+    proxy_protocol: str | None = None  # V1 or V2: a PROXY header on each connection
 
     @property
     def tls_mode(self) -> str | None:
@@ -437,6 +438,7 @@ class TrafficPolicy:
             tls=over.tls or self.tls,
             port_level=over.port_level or self.port_level,
             retry_budget=over.retry_budget or self.retry_budget,
+            proxy_protocol=over.proxy_protocol or self.proxy_protocol,
         )
 
 

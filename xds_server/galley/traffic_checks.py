@@ -31,6 +31,11 @@ from .pem import key_type
 __all__ = ["check_traffic"]
 
 
+def _has_proxy_protocol(rule: DestinationRule) -> bool:
+    policies = [rule.traffic_policy, *(s.traffic_policy for s in rule.subsets)]
+    return any(p is not None and p.proxy_protocol for p in policies)
+
+
 def check_traffic(docs: Sequence[ParsedDoc]) -> tuple[list[ConfigError], list[ConfigError]]:
     checker = _Checker(docs)
     checker.run()
@@ -171,12 +176,13 @@ class _Checker:
                     doc, "spec.host", f"no ServiceEntry declares host {rule.host!r}", WARNING
                 )
             return
-        backing = [
+        sidecars = [  # every WorkloadEntry is a sidecar of the mesh
             w
             for w in self.workloads
             if w.meta.namespace == service.meta.namespace
             and labels_match(service.workload_selector, w.labels)
-        ] + list(service.endpoints)
+        ]
+        backing = sidecars + list(service.endpoints)
         for i, subset in enumerate(rule.subsets):
             if subset.labels and not any(labels_match(subset.labels, w.labels) for w in backing):
                 self._finding(
@@ -185,6 +191,15 @@ class _Checker:
                     f"subset {subset.name!r} selects no endpoint of {rule.host}",
                     WARNING,
                 )
+        if sidecars and _has_proxy_protocol(rule):
+            self._finding(
+                doc,
+                "spec.trafficPolicy.proxyProtocol",
+                f"{rule.host}'s endpoints include sidecars of the mesh "
+                f"({', '.join(w.meta.key for w in sidecars[:3])}), which read no PROXY "
+                "header: their connections will fail (meant for services outside the mesh)",
+                WARNING,
+            )
         ports = {p.number for p in service.ports}
         policy = rule.traffic_policy
         for number, _ in policy.port_level if policy is not None else ():

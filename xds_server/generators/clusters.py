@@ -34,6 +34,7 @@ from xds_server.generators.passthrough import (
     egress_proxy_cluster,
     forwarding_cluster,
 )
+from xds_server.generators.proxy_protocol import with_proxy_protocol
 from xds_server.generators.push_context import (
     InboundPlan,
     OutboundService,
@@ -176,6 +177,8 @@ def _outbound(
     elif locality.weighted(svc.policy):
         cluster.common_lb_config.locality_weighted_lb_config.SetInParent()
     socket = upstream_socket(tls, http2=naming.is_http2(svc.port.protocol))
+    if svc.policy is not None and svc.policy.proxy_protocol:  # the header, then the TLS
+        socket = with_proxy_protocol(socket, svc.policy.proxy_protocol)
     if socket is not None:
         cluster.transport_socket.CopyFrom(socket)
     if tls.auto_sni or tls.auto_san_validation:

@@ -36,6 +36,7 @@ from xds_server.galley.model import MeshConfig, WorkloadEntry, labels_match
 from xds_server.galley.model_security import DEFAULT_MTLS_MODE, PeerAuthentication
 from xds_server.galley.names import is_ip
 from xds_server.generators.config_sources import ads_config_source
+from xds_server.generators.proxy_protocol import change_inner
 from xds_server.generators.push_context import OutboundService, PushContext
 from xds_server.generators.tls_plan import (
     DISABLE,
@@ -266,6 +267,9 @@ def point_sds_at(socket: base_pb2.TransportSocket, source: config_source_pb2.Con
 
     For proxies whose bootstrap has no ADS (cache.config_source); True if it changed.
     """
+    wrapped = change_inner(socket, lambda inner: point_sds_at(inner, source))
+    if wrapped is not None:  # TLS under a PROXY header (DestinationRule proxyProtocol)
+        return wrapped
     if socket.name != TLS_SOCKET:
         return False
     for kind in (tls_pb2.UpstreamTlsContext, tls_pb2.DownstreamTlsContext):

@@ -69,6 +69,7 @@ TLS: Shape = shape(
         "the system roots; with credentialName, the Secret's ca.crl)"
     ),
 )
+PROXY_PROTOCOL_VERSIONS = frozenset({"V1", "V2"})
 RETRY_BUDGET: Shape = shape(
     percent=supported("of the active requests; default 20"),
     minRetryConcurrency=supported("default 3"),
@@ -88,7 +89,10 @@ POLICY: Shape = shape(
     tls=obj(TLS),
     portLevelSettings=each(PORT_POLICY, "replaces each policy field it sets, for its port"),
     tunnel=not_yet(),
-    proxyProtocol=not_yet(),
+    proxyProtocol=obj(
+        shape(version=supported("V1 (text, the default) or V2 (binary)")),
+        "a PROXY protocol header before each upstream connection's bytes (TLS after it)",
+    ),
     retryBudget=obj(RETRY_BUDGET, "Envoy's retry budget circuit breaker"),
 )
 SUBSET: Shape = shape(name=supported(), labels=supported(), trafficPolicy=obj(POLICY))
@@ -221,6 +225,13 @@ def _policy(
     outlier = _outlier(ck, fields["outlierDetection"]) if "outlierDetection" in fields else None
     tls = _tls(ck, fields["tls"], namespace) if "tls" in fields else None
     budget = _retry_budget(ck, fields["retryBudget"]) if "retryBudget" in fields else None
+    proxy_protocol = None
+    if (pp_at := fields.get("proxyProtocol")) is not None:
+        pp = ck.fields(pp_at, POLICY["proxyProtocol"].fields or {})
+        if pp is not None:
+            proxy_protocol = "V1"  # the API's default (enum value 0)
+            if (version_at := pp.get("version")) is not None:
+                proxy_protocol = ck.enum(version_at, PROXY_PROTOCOL_VERSIONS) or "V1"
     port_level: list[tuple[int, TrafficPolicy]] = []
     for item in (
         ck.items(fields["portLevelSettings"]) or () if "portLevelSettings" in fields else ()
@@ -251,6 +262,7 @@ def _policy(
         tls=tls,
         port_level=tuple(port_level),
         retry_budget=budget,
+        proxy_protocol=proxy_protocol,
     )
 
 
