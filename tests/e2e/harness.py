@@ -200,8 +200,16 @@ class RouteNacks:
 
 
 class Envoy:
-    def __init__(self, bootstrap: dict[str, Any], workdir: Path, name: str) -> None:
+    def __init__(
+        self,
+        bootstrap: dict[str, Any],
+        workdir: Path,
+        name: str,
+        *,
+        file_flush_ms: int | None = None,  # access logs: Envoy's default is 10 s
+    ) -> None:
         self.name = name
+        self.file_flush_ms = file_flush_ms
         self.bootstrap = bootstrap
         admin = bootstrap["admin"]["address"]["socket_address"]
         self.admin = f"http://{admin['address']}:{admin['port_value']}"
@@ -220,6 +228,8 @@ class Envoy:
                 "--disable-hot-restart",
                 "-l", "warning",
                 "--drain-time-s", "1",
+                *(["--file-flush-interval-msec", str(self.file_flush_ms)]
+                  if self.file_flush_ms else []),
             ],
             stdout=self._log,
             stderr=subprocess.STDOUT,

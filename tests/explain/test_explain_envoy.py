@@ -22,7 +22,6 @@ import io
 import json
 import socket
 import ssl
-import subprocess
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -42,7 +41,6 @@ from google.protobuf.message import Message
 from tests.e2e.harness import (
     ControlPlaneThread,
     Envoy,
-    envoy_binary,
     get,
     running,
     sidecar,
@@ -107,24 +105,6 @@ class AccessLogs:
         return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-class LoggingEnvoy(Envoy):
-    """The harness's Envoy, flushing access logs every 20 ms instead of 10 s."""
-
-    def start(self) -> LoggingEnvoy:
-        self._log = self.log_path.open("wb")
-        self.proc = subprocess.Popen(
-            [
-                envoy_binary(), "-c", str(self.config_path),
-                "--use-dynamic-base-id", "--disable-hot-restart",
-                "-l", "warning", "--drain-time-s", "1",
-                "--file-flush-interval-msec", "20",
-            ],
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-        )  # fmt: skip
-        return self
-
-
 @contextlib.contextmanager
 def example_mesh(
     root: Path, name: str, net: str
@@ -139,7 +119,7 @@ def example_mesh(
     envoys = []
     for workload in loaded.workload_entries:
         base = sidecar(workload, plane.xds_address, root)
-        envoys.append(LoggingEnvoy(base.bootstrap, root, workload.proxy_id))
+        envoys.append(Envoy(base.bootstrap, root, workload.proxy_id, file_flush_ms=20))
     with running(plane, *envoys):
         start_all(envoys, 30)
         wait_synced(plane, [e.name for e in envoys])

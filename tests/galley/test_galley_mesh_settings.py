@@ -81,7 +81,7 @@ def test_mistakes_inside_the_mesh_text_are_located_at_their_line() -> None:
         metadata: {name: istio, namespace: istio-system}
         data:
           mesh: |-
-            accessLogFile: /dev/stdout
+            enableTracing: true
             extensionProviders:
             - name: Bad_Name
               envoyExtAuthzHttp: {service: "*.example.com", port: 0, pathPrefix: check}
@@ -100,7 +100,7 @@ def test_mistakes_inside_the_mesh_text_are_located_at_their_line() -> None:
     )
     prefix = "mesh.yaml:{}: ConfigMap istio-system/istio: data.mesh."
     assert errors(result) == [
-        prefix.format(6) + "accessLogFile: not supported by pocketmesh yet",
+        prefix.format(6) + "enableTracing: not supported by pocketmesh yet",
         prefix.format(8) + "extensionProviders[0].name: 'Bad_Name' must be a DNS-1123 label: "
         "lower-case letters, digits and '-', starting and ending with a letter or digit",
         prefix.format(9) + "extensionProviders[0].envoyExtAuthzHttp.service: '*.example.com' "
@@ -239,3 +239,60 @@ def test_dry_run_is_not_built_for_custom() -> None:
         ": istio.io/dry-run with action CUSTOM (Istio would still call the provider) is not "
         "supported by pocketmesh yet"
     )
+
+
+def test_access_log_settings() -> None:
+    result = parse(
+        """\
+        apiVersion: v1
+        kind: ConfigMap
+        metadata: {name: istio, namespace: istio-system}
+        data:
+          mesh: |-
+            accessLogFile: /var/log/envoy.log
+            accessLogFormat: "%RESPONSE_CODE% %ROUTE_NAME%"
+        """
+    )
+    assert errors(result) == []
+    assert result.config is not None
+    (settings,) = result.config.mesh_settings
+    log = settings.access_log
+    assert log is not None
+    # Istio ends a text format with a newline when it has none.
+    assert (log.path, log.encoding, log.text_format) == (
+        "/var/log/envoy.log", "TEXT", "%RESPONSE_CODE% %ROUTE_NAME%\n",
+    )  # fmt: skip
+
+
+def test_access_log_mistakes() -> None:
+    result = parse(
+        """\
+        apiVersion: v1
+        kind: ConfigMap
+        metadata: {name: istio, namespace: istio-system}
+        data:
+          mesh: |-
+            accessLogFile: /dev/stdout
+            accessLogEncoding: YAML
+            accessLogFormat: "{not json"
+        """
+    )
+    prefix = "mesh.yaml:{}: ConfigMap istio-system/istio: data.mesh."
+    assert errors(result) == [
+        prefix.format(7) + "accessLogEncoding: 'YAML' must be one of JSON, TEXT",
+    ]
+    no_file = parse(
+        """\
+        apiVersion: v1
+        kind: ConfigMap
+        metadata: {name: istio, namespace: istio-system}
+        data:
+          mesh: |-
+            accessLogEncoding: JSON
+            accessLogFormat: '{"code": 200}'
+        """
+    )
+    assert errors(no_file) == [
+        prefix.format(7)
+        + "accessLogFormat: with accessLogEncoding JSON it must be a JSON object of strings"
+    ]

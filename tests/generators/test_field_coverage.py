@@ -1858,6 +1858,23 @@ MESH_CONFIG = [
             f"{_HTTP}.envoyExtAuthzHttp.headersToDownstreamOnAllow",
         ),
     ),
+    Sample(
+        """\
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: istio, namespace: istio-system}
+data:
+  mesh:
+    accessLogFile: /dev/stdout
+    accessLogEncoding: JSON
+    accessLogFormat: '{"code": "%RESPONSE_CODE%", "route": "%ROUTE_NAME%"}'
+""",
+        (
+            Case("data.mesh.accessLogFile", "/tmp/access.log"),
+            Case("data.mesh.accessLogEncoding", "TEXT"),
+            "data.mesh.accessLogFormat",
+        ),
+    ),
 ]
 
 SAMPLES = (

@@ -51,9 +51,22 @@ class ExtAuthzProvider:
 
 
 @dataclass(frozen=True, slots=True)
+class AccessLogSettings:
+    """MeshConfig's accessLogFile / accessLogEncoding / accessLogFormat."""
+
+    path: str  # a file, or /dev/stdout, /dev/stderr
+    encoding: str = "TEXT"  # TEXT or JSON
+    # TEXT: Envoy's format operators ("" is Istio's default line); JSON: field -> operator
+    # ({} is Istio's default fields).
+    text_format: str = ""
+    json_format: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class MeshSettings:
     meta: ObjectMeta
     extension_providers: tuple[ExtAuthzProvider, ...] = ()
+    access_log: AccessLogSettings | None = None
 
     def provider(self, name: str) -> ExtAuthzProvider | None:
         return next((p for p in self.extension_providers if p.name == name), None)

@@ -31,6 +31,7 @@ from google.protobuf import wrappers_pb2
 
 from xds_server.galley.model import EgressListener
 from xds_server.generators import naming
+from xds_server.generators.access_log import mesh_access_logs
 from xds_server.generators.endpoints import socket_address
 from xds_server.generators.filters import (
     connection_manager,
@@ -132,7 +133,9 @@ def _http_chain(
         ),
         http_filters=outbound_http_filters(),
     )
-    return listener_components_pb2.FilterChain(filters=[connection_manager(hcm)])
+    return listener_components_pb2.FilterChain(
+        filters=[connection_manager(hcm, mesh_access_logs(ctx))]
+    )
 
 
 def _tcp_chain(
@@ -148,4 +151,6 @@ def _tcp_chain(
             ctx.conflicts.append(message)
     cluster = tcp[0].cluster_name if tcp else "BlackHoleCluster"
     proxy_config = tcp_proxy_pb2.TcpProxy(stat_prefix=cluster, cluster=cluster)
-    return listener_components_pb2.FilterChain(filters=[tcp_proxy_filter(proxy_config)])
+    return listener_components_pb2.FilterChain(
+        filters=[tcp_proxy_filter(proxy_config, mesh_access_logs(ctx))]
+    )

@@ -4,8 +4,10 @@ each built one way."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Final
 
+from envoy.config.accesslog.v3 import accesslog_pb2
 from envoy.config.listener.v3 import listener_components_pb2
 from envoy.extensions.filters.http.router.v3 import router_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import (
@@ -22,12 +24,27 @@ TCP_PROXY_FILTER: Final = "envoy.filters.network.tcp_proxy"
 ROUTER_FILTER: Final = "envoy.filters.http.router"
 
 
-def connection_manager(hcm: hcm_pb2.HttpConnectionManager) -> listener_components_pb2.Filter:
-    """The HTTP connection manager as a listener's network filter."""
+def connection_manager(
+    hcm: hcm_pb2.HttpConnectionManager, logs: Sequence[accesslog_pb2.AccessLog]
+) -> listener_components_pb2.Filter:
+    """The HTTP connection manager as a listener's network filter, logging to `logs`
+    (the mesh's access log, `access_log.mesh_access_logs`)."""
+    if logs:  # on a copy: the caller's message may be shared
+        logged = hcm_pb2.HttpConnectionManager()
+        logged.CopyFrom(hcm)
+        logged.access_log.extend(logs)
+        hcm = logged
     return listener_components_pb2.Filter(name=HCM_FILTER, typed_config=pack(hcm))
 
 
-def tcp_proxy_filter(config: tcp_proxy_pb2.TcpProxy) -> listener_components_pb2.Filter:
+def tcp_proxy_filter(
+    config: tcp_proxy_pb2.TcpProxy, logs: Sequence[accesslog_pb2.AccessLog]
+) -> listener_components_pb2.Filter:
+    if logs:  # on a copy: the caller's message may be shared
+        logged = tcp_proxy_pb2.TcpProxy()
+        logged.CopyFrom(config)
+        logged.access_log.extend(logs)
+        config = logged
     return listener_components_pb2.Filter(name=TCP_PROXY_FILTER, typed_config=pack(config))
 
 

@@ -40,6 +40,7 @@ from xds_server.galley.model_traffic import (
     gateway_key,
 )
 from xds_server.generators import inbound_auth, naming
+from xds_server.generators.access_log import mesh_access_logs
 from xds_server.generators.config_sources import ads_config_source
 from xds_server.generators.endpoints import socket_address
 from xds_server.generators.filters import connection_manager, router_filter, tcp_proxy_filter
@@ -166,7 +167,7 @@ def _listener(ctx: PushContext, proxy: Proxy, plan: PortPlan) -> listener_pb2.Li
     chains: list[listener_components_pb2.FilterChain] = []
     if plan.http:
         auth = _auth_filters(ctx, proxy, plan.port)
-        chains.append(_hcm_chain(http_route_name(plan.port), f"gateway_{plan.port}", auth))
+        chains.append(_hcm_chain(http_route_name(plan.port), f"gateway_{plan.port}", auth, ctx))
     if plan.tcp is not None:
         gateway, server = plan.tcp
         chain = _tcp_chain(ctx, proxy, gateway, server)
@@ -208,7 +209,7 @@ def _auth_network_filters(
 
 
 def _hcm_chain(
-    route_name: str, stat_prefix: str, auth: list[hcm_pb2.HttpFilter]
+    route_name: str, stat_prefix: str, auth: list[hcm_pb2.HttpFilter], ctx: PushContext
 ) -> listener_components_pb2.FilterChain:
     hcm = hcm_pb2.HttpConnectionManager(
         stat_prefix=stat_prefix,
@@ -219,7 +220,9 @@ def _hcm_chain(
             router_filter(),
         ],
     )
-    return listener_components_pb2.FilterChain(filters=[connection_manager(hcm)])
+    return listener_components_pb2.FilterChain(
+        filters=[connection_manager(hcm, mesh_access_logs(ctx))]
+    )
 
 
 def _server_names(server: GatewayServer) -> list[str]:
@@ -249,6 +252,7 @@ def _terminating_chain(
             https_route_name(gateway, server),
             f"gateway_{server.port}_{name}",
             _auth_filters(ctx, proxy, server.port),
+            ctx,
         )
     else:
         found = _tcp_route(ctx, proxy, gateway, server)
@@ -256,7 +260,9 @@ def _terminating_chain(
             _conflict(ctx, f"{_where(gateway, server)}: no VirtualService has a tcp route for it")
             return None
         auth = _auth_network_filters(ctx, proxy, server.port)
-        chain = listener_components_pb2.FilterChain(filters=[*auth, tcp_proxy_filter(found)])
+        chain = listener_components_pb2.FilterChain(
+            filters=[*auth, tcp_proxy_filter(found, mesh_access_logs(ctx))]
+        )
     chain.filter_chain_match.server_names.extend(_server_names(server))
     chain.transport_socket.CopyFrom(socket)
     return chain
@@ -270,7 +276,9 @@ def _tcp_chain(
         _conflict(ctx, f"{_where(gateway, server)}: no VirtualService has a tcp route for it")
         return None
     auth = _auth_network_filters(ctx, proxy, server.port)
-    return listener_components_pb2.FilterChain(filters=[*auth, tcp_proxy_filter(found)])
+    return listener_components_pb2.FilterChain(
+        filters=[*auth, tcp_proxy_filter(found, mesh_access_logs(ctx))]
+    )
 
 
 def _tcp_route(
@@ -313,7 +321,9 @@ def _passthrough_chains(
     key = gateway.meta.key
     auth = _auth_network_filters(ctx, proxy, server.port)  # RBAC sees the SNI, not the bytes
     for vs in _bound(ctx, proxy, gateway, server):
-        found = sni_chains(ctx.traffic, vs, server.port, None, proxy.namespace, key, set())
+        found = sni_chains(
+            ctx.traffic, vs, server.port, None, proxy.namespace, key, mesh_access_logs(ctx), set()
+        )
         for chain in found:
             names = [n for n in chain.filter_chain_match.server_names if _within_server(server, n)]
             clash = [n for n in names if n in taken]

@@ -23,6 +23,7 @@ from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
 from google.protobuf import wrappers_pb2
 
 from xds_server.generators import inbound_auth, naming
+from xds_server.generators.access_log import AccessLogs, mesh_access_logs
 from xds_server.generators.config_sources import ads_config_source
 from xds_server.generators.egress_listeners import egress_port_listeners
 from xds_server.generators.endpoints import socket_address
@@ -48,15 +49,18 @@ HCM: TypeAlias = hcm_pb2.HttpConnectionManager
 
 
 def outbound_listener(ctx: PushContext, address: str) -> Frozen[Listener]:
-    return ctx.shared(("lds-out", address), lambda: _outbound(address))
+    logs = mesh_access_logs(ctx)
+    return ctx.shared(("lds-out", address), lambda: _outbound(address, logs))
 
 
 def inbound_listener(
     ctx: PushContext, plan: InboundPlan, security: InboundSecurity
 ) -> Frozen[Listener]:
     # Plans are values: two proxies with the same bind, port, app and security share one.
-    trust_domain = ctx.mesh.trust_domain
-    return ctx.shared(("lds-in", plan, security), lambda: _inbound(plan, security, trust_domain))
+    trust_domain, logs = ctx.mesh.trust_domain, mesh_access_logs(ctx)
+    return ctx.shared(
+        ("lds-in", plan, security), lambda: _inbound(plan, security, trust_domain, logs)
+    )
 
 
 def build_listeners(ctx: PushContext, proxy: Proxy) -> dict[str, Frozen[Listener]]:
@@ -76,7 +80,7 @@ def build_listeners(ctx: PushContext, proxy: Proxy) -> dict[str, Frozen[Listener
     return dict(sorted(listeners.items()))
 
 
-def _outbound(address: str) -> Listener:
+def _outbound(address: str, logs: AccessLogs) -> Listener:
     hcm = HCM(
         stat_prefix=naming.OUTBOUND_STAT_PREFIX,
         rds=hcm_pb2.Rds(
@@ -94,14 +98,16 @@ def _outbound(address: str) -> Listener:
         address,
         naming.OUTBOUND_HTTP_PORT,
         base_pb2.OUTBOUND,
-        listener_components_pb2.FilterChain(filters=[connection_manager(hcm)]),
+        listener_components_pb2.FilterChain(filters=[connection_manager(hcm, logs)]),
     )
 
 
-def _inbound(plan: InboundPlan, security: InboundSecurity, trust_domain: str) -> Listener:
+def _inbound(
+    plan: InboundPlan, security: InboundSecurity, trust_domain: str, logs: AccessLogs
+) -> Listener:
     mode = security.mtls_mode
     if plan.tls is not None:  # the user's TLS (mode DISABLE: the security plan made sure)
-        chain = _inbound_chain(plan, security, tls=False)
+        chain = _inbound_chain(plan, security, logs, tls=False)
         alpn = HTTP_ALPN if naming.is_http(plan.protocol) else ()
         try:
             chain.transport_socket.CopyFrom(user_tls_socket(plan.tls, alpn))
@@ -112,7 +118,7 @@ def _inbound(plan: InboundPlan, security: InboundSecurity, trust_domain: str) ->
 
         def chain(http: bool, tls: bool) -> listener_components_pb2.FilterChain:
             protocol = "HTTP" if http else "TCP"
-            built = _inbound_chain(replace(plan, protocol=protocol), security, tls=tls)
+            built = _inbound_chain(replace(plan, protocol=protocol), security, logs, tls=tls)
             if tls:
                 built.transport_socket.CopyFrom(downstream_tls(trust_domain))
             return built
@@ -125,11 +131,11 @@ def _inbound(plan: InboundPlan, security: InboundSecurity, trust_domain: str) ->
         listener.filter_chains.extend(chains)
         listener.listener_filters.extend(filters)
         return listener
-    plain = _inbound_chain(plan, security, tls=False)
+    plain = _inbound_chain(plan, security, logs, tls=False)
     listener = _listener(plan.listener_name, plan.bind, plan.port, base_pb2.INBOUND, plain)
     if mode == DISABLE:
         return listener
-    secure = _inbound_chain(plan, security, tls=True)
+    secure = _inbound_chain(plan, security, logs, tls=True)
     secure.transport_socket.CopyFrom(downstream_tls(trust_domain))
     del listener.filter_chains[:]
     if mode == STRICT:
@@ -144,7 +150,7 @@ def _inbound(plan: InboundPlan, security: InboundSecurity, trust_domain: str) ->
 
 
 def _inbound_chain(
-    plan: InboundPlan, security: InboundSecurity, *, tls: bool
+    plan: InboundPlan, security: InboundSecurity, logs: AccessLogs, *, tls: bool
 ) -> listener_components_pb2.FilterChain:
     """The app's filters with the workload's authn/authz first (`inbound_auth`); XFCC
     set on the mTLS chain."""
@@ -154,7 +160,10 @@ def _inbound_chain(
             filters=[
                 *inbound_auth.network_filters(security, plan.port),
                 tcp_proxy_filter(
-                    tcp_proxy_pb2.TcpProxy(stat_prefix=plan.cluster_name, cluster=plan.cluster_name)
+                    tcp_proxy_pb2.TcpProxy(
+                        stat_prefix=plan.cluster_name, cluster=plan.cluster_name
+                    ),
+                    logs,
                 ),
             ]
         )
@@ -170,7 +179,7 @@ def _inbound_chain(
         hcm.set_current_client_cert_details.CopyFrom(
             HCM.SetCurrentClientCertDetails(subject=wrappers_pb2.BoolValue(value=True), uri=True)
         )
-    return listener_components_pb2.FilterChain(filters=[connection_manager(hcm)])
+    return listener_components_pb2.FilterChain(filters=[connection_manager(hcm, logs)])
 
 
 def _listener(

@@ -29,6 +29,7 @@ from envoy.extensions.filters.network.sni_dynamic_forward_proxy.v3 import (
 )
 from google.protobuf import wrappers_pb2
 
+from xds_server.generators.access_log import mesh_access_logs
 from xds_server.generators.filters import connection_manager, outbound_http_filters
 from xds_server.generators.mtls import tls_inspector
 from xds_server.generators.passthrough import dns_cache_config
@@ -67,7 +68,7 @@ def sniffed_http_chain(
         ),
         http_filters=outbound_http_filters(),
     )
-    return FilterChain(filters=[connection_manager(hcm)])
+    return FilterChain(filters=[connection_manager(hcm, mesh_access_logs(ctx))])
 
 
 def sniff_outbound(listener: listener_pb2.Listener, http_chain: FilterChain) -> None:

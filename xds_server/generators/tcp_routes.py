@@ -33,6 +33,7 @@ from xds_server.galley.model_traffic import (
     gateway_key,
 )
 from xds_server.generators import naming
+from xds_server.generators.access_log import AccessLogs, mesh_access_logs
 from xds_server.generators.endpoints import socket_address
 from xds_server.generators.filters import tcp_proxy_filter
 from xds_server.generators.frozen import Frozen
@@ -130,7 +131,9 @@ def _listener(
         traffic_direction=base_pb2.OUTBOUND,
     )
     if vs is not None and svc.port.protocol in TLS_PROTOCOLS:
-        chains = sni_chains(traffic, vs, port, labels, proxy.namespace, MESH_GATEWAY)
+        chains = sni_chains(
+            traffic, vs, port, labels, proxy.namespace, MESH_GATEWAY, mesh_access_logs(ctx)
+        )
         if chains:
             listener.filter_chains.extend(chains)
             listener.listener_filters.append(tls_inspector())
@@ -142,7 +145,9 @@ def _listener(
         )
     tcp_proxy_timeouts(proxy_config, svc.policy)  # DestinationRule tcp idle/max duration
     listener.filter_chains.append(
-        listener_components_pb2.FilterChain(filters=[tcp_proxy_filter(proxy_config)])
+        listener_components_pb2.FilterChain(
+            filters=[tcp_proxy_filter(proxy_config, mesh_access_logs(ctx))]
+        )
     )
     if svc.forwards:  # a TLS port to its original destination: the SNI names it
         sni_forwarding(listener, svc.port.target_port or port)
@@ -160,6 +165,7 @@ def sni_chains(
     labels: Mapping[str, str] | None,
     namespace: str,
     gateway: str,
+    logs: AccessLogs,
     taken: set[str] | None = None,
 ) -> list[listener_components_pb2.FilterChain]:
     """One filter chain per `tls[]` match that applies (first rule wins a name): the SNI
@@ -193,7 +199,7 @@ def sni_chains(
                     filter_chain_match=listener_components_pb2.FilterChainMatch(
                         server_names=sorted(names)
                     ),
-                    filters=[tcp_proxy_filter(tcp_proxy(traffic, route.route, port))],
+                    filters=[tcp_proxy_filter(tcp_proxy(traffic, route.route, port), logs)],
                 )
             )
     return chains

@@ -15,12 +15,14 @@ under `data.mesh`; pocketmesh reads the same document:
 Findings inside `data.mesh` are located at their own line of the file (a block
 scalar's text starts on the line after `mesh:`). Only the fields pocketmesh builds
 are accepted: `extensionProviders` of the ext_authz kinds, which AuthorizationPolicies
-with `action: CUSTOM` name. Every other MeshConfig field is refused, so a setting
-never silently does nothing; the trust domain is `serve --trust-domain`.
+with `action: CUSTOM` name, and the access log (`accessLogFile`, `accessLogEncoding`,
+`accessLogFormat`). Every other MeshConfig field is refused, so a setting never
+silently does nothing; the trust domain is `serve --trust-domain`.
 """
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from ..fields import Shape, deprecated, each, no_effect, not_yet, obj, shape, supported
@@ -28,6 +30,7 @@ from ..model import ROOT_NAMESPACE, ObjectMeta
 from ..model_mesh import (
     DEFAULT_EXT_AUTHZ_TIMEOUT_MS,
     MESH_CONFIGMAP,
+    AccessLogSettings,
     ExtAuthzProvider,
     MeshSettings,
     RequestBody,
@@ -39,6 +42,7 @@ from .common import MAX_PORT
 from .traffic_common import boolean, duration_ms, host_problem
 
 _TELEMETRY = "a Telemetry provider: Telemetry is not supported yet"
+ACCESS_LOG_ENCODINGS = frozenset({"TEXT", "JSON"})
 
 REQUEST_BODY: Shape = shape(
     maxRequestBytes=supported(),
@@ -92,7 +96,7 @@ _NOT_HERE = {
 _REFUSED_MESH_FIELDS = (
     "connectTimeout", "hboneIdleTimeout", "protocolDetectionTimeout", "ingressClass",
     "ingressService", "ingressControllerMode", "ingressSelector", "enableTracing",
-    "accessLogFile", "accessLogFormat", "accessLogEncoding", "enableEnvoyAccessLogService",
+    "enableEnvoyAccessLogService",
     "disableEnvoyListenerLog", "defaultConfig", "outboundTrafficPolicy", "inboundTrafficPolicy",
     "configSources", "enableAutoMtls", "trustDomain", "trustDomainAliases", "caCertificates",
     "defaultServiceExportTo", "defaultVirtualServiceExportTo", "defaultDestinationRuleExportTo",
@@ -106,6 +110,15 @@ _REFUSED_MESH_FIELDS = (
 )  # fmt: skip
 MESH: Shape = shape(
     extensionProviders=each(PROVIDER, "the ext_authz providers CUSTOM policies name"),
+    accessLogFile=supported(
+        "every sidecar and gateway logs each request and TCP connection to this file "
+        "(/dev/stdout: Envoy's output, which `up` keeps in its log directory); '' for none"
+    ),
+    accessLogEncoding=supported("TEXT (the default) or JSON"),
+    accessLogFormat=supported(
+        "Envoy's format operators (%START_TIME%, %RESPONSE_CODE%, ...); with JSON, a JSON "
+        "object of them. Default: Istio's line (TEXT) or fields (JSON)"
+    ),
     **{name: not_yet(_NOT_HERE.get(name, "")) for name in _REFUSED_MESH_FIELDS},
 )
 DATA: Shape = shape(
@@ -138,17 +151,20 @@ def parse_mesh_config(ck: DocChecker, meta: ObjectMeta, doc: Located | None) -> 
         return None
     root: YamlMap = doc.value
     providers: list[ExtAuthzProvider] = []
+    access_log: AccessLogSettings | None = None
     data_at = _at(root, "data", doc.line)
     if data_at is not None:
         data = ck.fields(data_at, DATA)
         mesh_at = data.get("mesh") if data is not None else None
         if mesh_at is not None:
             mesh = _mesh_document(ck, mesh_at)
-            if mesh is not None:
-                providers = _providers(ck, mesh)
+            fields = ck.fields(mesh, MESH) if mesh is not None else None
+            if fields is not None:
+                providers = _providers(ck, fields)
+                access_log = _access_log(ck, fields)
     if len(ck.errors) > before:
         return None
-    return MeshSettings(meta, tuple(providers))
+    return MeshSettings(meta, tuple(providers), access_log)
 
 
 def _at(root: YamlMap, key: str, line: int) -> Located | None:
@@ -199,9 +215,43 @@ def _move(value: Any, offset: int | None, line: int) -> None:
             _move(item, offset, line)
 
 
-def _providers(ck: DocChecker, mesh: Located) -> list[ExtAuthzProvider]:
-    fields = ck.fields(mesh, MESH)
-    if fields is None or (at := fields.get("extensionProviders")) is None:
+def _access_log(ck: DocChecker, fields: dict[str, Located]) -> AccessLogSettings | None:
+    """Istio's access log settings: a file, its encoding, its format."""
+    path = ck.string(fields["accessLogFile"]) or "" if "accessLogFile" in fields else ""
+    encoding = "TEXT"
+    if (e := fields.get("accessLogEncoding")) is not None:
+        encoding = ck.enum(e, ACCESS_LOG_ENCODINGS) or encoding
+    text = ""
+    json_fields: tuple[tuple[str, str], ...] = ()
+    if (f := fields.get("accessLogFormat")) is not None:
+        fmt = ck.string(f) or ""
+        if encoding == "JSON" and fmt:
+            json_fields = _json_format(ck, f, fmt)
+        else:
+            text = fmt if fmt.endswith("\n") or not fmt else fmt + "\n"  # Istio adds it
+    if not path:
+        for key in ("accessLogEncoding", "accessLogFormat"):
+            if key in fields:
+                ck.warn(fields[key], "has no effect without accessLogFile (as in Istio)")
+        return None
+    return AccessLogSettings(path, encoding, text, json_fields)
+
+
+def _json_format(ck: DocChecker, at: Located, fmt: str) -> tuple[tuple[str, str], ...]:
+    """A JSON accessLogFormat: an object whose values are format strings."""
+    try:
+        parsed = json.loads(fmt)
+    except ValueError as err:
+        ck.error(at, f"with accessLogEncoding JSON it must be a JSON object: {err}")
+        return ()
+    if not isinstance(parsed, dict) or not all(isinstance(v, str) for v in parsed.values()):
+        ck.error(at, "with accessLogEncoding JSON it must be a JSON object of strings")
+        return ()
+    return tuple((str(k), v) for k, v in parsed.items())
+
+
+def _providers(ck: DocChecker, fields: dict[str, Located]) -> list[ExtAuthzProvider]:
+    if (at := fields.get("extensionProviders")) is None:
         return []
     out: list[ExtAuthzProvider] = []
     names: dict[str, int] = {}
