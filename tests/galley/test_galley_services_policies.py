@@ -36,6 +36,33 @@ DR = "DestinationRule shop/r"
     ("spec", "expected"),
     [
         (
+            "host: a.com\ntrafficPolicy: {tunnel: {targetHost: 10.0.0.1, targetPort: 3128}}\n",
+            [],
+        ),
+        (
+            "host: a.com\ntrafficPolicy: {tunnel: {targetHost: '2001:db8::1', targetPort: 1}}\n",
+            [],
+        ),
+        (
+            "host: a.com\ntrafficPolicy: {tunnel: {protocol: UDP, targetHost: 'a b'}}\n",
+            [
+                f"8: {DR}: spec.trafficPolicy.tunnel.protocol: 'UDP' must be one of CONNECT, POST",
+                f"8: {DR}: spec.trafficPolicy.tunnel.targetHost: 'a b' must be a DNS name: labels "
+                "of letters, digits and '-', separated by '.'",
+                f"8: {DR}: spec.trafficPolicy.tunnel.targetPort: required field missing",
+            ],
+        ),
+    ],
+)
+def test_tunnel_findings(spec: str, expected: list[str]) -> None:
+    found = [f for f in findings(rule(spec)) if "no ServiceEntry declares" not in f]
+    assert found == expected
+
+
+@pytest.mark.parametrize(
+    ("spec", "expected"),
+    [
+        (
             "host: a.com\ntrafficPolicy:\n  loadBalancer:\n    localityLbSetting:\n"
             "      failover: [{from: us, to: us}]\n  outlierDetection: {interval: 1s}\n",
             [

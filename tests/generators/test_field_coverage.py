@@ -1326,6 +1326,28 @@ spec:
     ),
 ]
 
+# A tunnel for the TCP connections to a host (through its forward proxy).
+DESTINATION_RULE_TUNNEL = [
+    Sample(
+        """\
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: tcp-echo, namespace: default}
+spec:
+  host: tcp-echo.default.svc.cluster.local
+  trafficPolicy:
+    tunnel: {protocol: POST, targetHost: a.example.com, targetPort: 443}
+    connectionPool: {tcp: {maxConnections: 5}}
+""",
+        (
+            "spec.trafficPolicy.tunnel",
+            Case("spec.trafficPolicy.tunnel.protocol", "CONNECT"),
+            Case("spec.trafficPolicy.tunnel.targetHost", "b.example.com"),
+            Case("spec.trafficPolicy.tunnel.targetPort", 8443),
+        ),
+    ),
+]
+
 # A Sidecar ending TLS on an ingress port (its mTLS mode DISABLE, as Istio requires).
 SIDECAR_TLS_SAMPLES = [
     Sample(
@@ -1886,6 +1908,7 @@ SAMPLES = (
     + DESTINATION_RULE_14C
     + SERVICES_14C
     + SIDECAR_TLS_SAMPLES
+    + DESTINATION_RULE_TUNNEL
     + GATEWAY_SAMPLES
     + SECRET
     + PEER_AUTHENTICATION

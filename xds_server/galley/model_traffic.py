@@ -400,6 +400,9 @@ class TrafficPolicy:
     port_level: tuple[tuple[int, TrafficPolicy], ...] = ()
     retry_budget: tuple[float, int] | None = None  # (percent, minRetryConcurrency)
     proxy_protocol: str | None = None  # V1 or V2: a PROXY header on each connection
+    # TCP and TLS routes to the host go through it as a tunnel: (CONNECT or POST,
+    # target host, target port), Envoy's tcp_proxy tunneling_config.
+    tunnel: tuple[str, str, int] | None = None
 
     @property
     def tls_mode(self) -> str | None:
@@ -439,6 +442,7 @@ class TrafficPolicy:
             port_level=over.port_level or self.port_level,
             retry_budget=over.retry_budget or self.retry_budget,
             proxy_protocol=over.proxy_protocol or self.proxy_protocol,
+            tunnel=over.tunnel or self.tunnel,
         )
 
 

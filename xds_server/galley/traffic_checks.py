@@ -31,6 +31,11 @@ from .pem import key_type
 __all__ = ["check_traffic"]
 
 
+def _has_tunnel(rule: DestinationRule) -> bool:
+    policies = [rule.traffic_policy, *(s.traffic_policy for s in rule.subsets)]
+    return any(p is not None and p.tunnel for p in policies)
+
+
 def _has_proxy_protocol(rule: DestinationRule) -> bool:
     policies = [rule.traffic_policy, *(s.traffic_policy for s in rule.subsets)]
     return any(p is not None and p.proxy_protocol for p in policies)
@@ -191,6 +196,15 @@ class _Checker:
                     f"subset {subset.name!r} selects no endpoint of {rule.host}",
                     WARNING,
                 )
+        if _has_tunnel(rule) and not self._carries_tcp(service):
+            self._finding(
+                doc,
+                "spec.trafficPolicy.tunnel",
+                f"{rule.host} has only HTTP ports and no VirtualService tcp or tls route goes "
+                "to it: a tunnel applies to TCP and TLS routes only (as in Istio), so nothing "
+                "uses it",
+                WARNING,
+            )
         if sidecars and _has_proxy_protocol(rule):
             self._finding(
                 doc,
@@ -392,6 +406,17 @@ class _Checker:
                     "Istio drops this route there, and so does pocketmesh",
                     WARNING,
                 )
+
+    def _carries_tcp(self, service: ServiceEntry) -> bool:
+        """Some TCP or TLS route can reach the service: a port that is not HTTP, or a
+        VirtualService tcp/tls route to one of its hosts."""
+        if any(not p.is_http for p in service.ports):  # TCP, TLS, or sniffed
+            return True
+        hosts = {h.lower() for h in service.hosts}
+        routes = [d for vs in self.virtual_services.values() for r in vs.tcp for d in r.route] + [
+            d for vs in self.virtual_services.values() for r in vs.tls for d in r.route
+        ]
+        return any(d.destination.host in hosts for d in routes)
 
     def _egress_proxy(self, doc: ParsedDoc, dest: Destination) -> None:
         field = "spec.outboundTrafficPolicy.egressProxy"

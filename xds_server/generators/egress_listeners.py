@@ -42,6 +42,7 @@ from xds_server.generators.frozen import Frozen
 from xds_server.generators.push_context import OutboundService, Proxy, PushContext
 from xds_server.generators.routes import service_virtual_host
 from xds_server.generators.sidecar_scope import hosts_allow
+from xds_server.generators.traffic_policy import tunnel
 
 Listener: TypeAlias = listener_pb2.Listener
 
@@ -151,6 +152,8 @@ def _tcp_chain(
             ctx.conflicts.append(message)
     cluster = tcp[0].cluster_name if tcp else "BlackHoleCluster"
     proxy_config = tcp_proxy_pb2.TcpProxy(stat_prefix=cluster, cluster=cluster)
+    if tcp:
+        tunnel(proxy_config, tcp[0].policy)
     return listener_components_pb2.FilterChain(
         filters=[tcp_proxy_filter(proxy_config, mesh_access_logs(ctx))]
     )

@@ -37,12 +37,12 @@ from xds_server.generators.access_log import AccessLogs, mesh_access_logs
 from xds_server.generators.endpoints import socket_address
 from xds_server.generators.filters import tcp_proxy_filter
 from xds_server.generators.frozen import Frozen
-from xds_server.generators.http_routes import cluster_for
+from xds_server.generators.http_routes import cluster_for, destination_port
 from xds_server.generators.mtls import tls_inspector
 from xds_server.generators.push_context import OutboundService, Proxy, PushContext, SidecarScope
 from xds_server.generators.sniffing import sni_forwarding, sniff_outbound, sniffed_http_chain
 from xds_server.generators.traffic_index import TrafficIndex
-from xds_server.generators.traffic_policy import tcp_proxy_timeouts
+from xds_server.generators.traffic_policy import tcp_proxy_timeouts, tunnel
 
 # Service port protocols whose connections carry TLS (Istio's Protocol.IsTLS()).
 TLS_PROTOCOLS = frozenset({"TLS", "HTTPS"})
@@ -104,8 +104,12 @@ def tcp_proxy(
     listener's: a destination without a port takes it, or its service's only port."""
     weighted = [d for d in routes if d.weight > 0]
     if len(weighted) == 1:
-        cluster = cluster_for(traffic, weighted[0].destination, port)
-        return tcp_proxy_pb2.TcpProxy(stat_prefix=stat_prefix or cluster, cluster=cluster)
+        dest = weighted[0].destination
+        cluster = cluster_for(traffic, dest, port)
+        proxy = tcp_proxy_pb2.TcpProxy(stat_prefix=stat_prefix or cluster, cluster=cluster)
+        # One destination: its DestinationRule's tunnel (Istio: single destinations only).
+        tunnel(proxy, traffic.policy(dest.host, destination_port(traffic, dest, port), dest.subset))
+        return proxy
     clusters = [
         tcp_proxy_pb2.TcpProxy.WeightedCluster.ClusterWeight(
             name=cluster_for(traffic, d.destination, port), weight=d.weight
@@ -144,6 +148,8 @@ def _listener(
             traffic, route.route, port, stat_prefix=naming.outbound_cluster(port, svc.host)
         )
     tcp_proxy_timeouts(proxy_config, svc.policy)  # DestinationRule tcp idle/max duration
+    if route is None:
+        tunnel(proxy_config, svc.policy)
     listener.filter_chains.append(
         listener_components_pb2.FilterChain(
             filters=[tcp_proxy_filter(proxy_config, mesh_access_logs(ctx))]

@@ -229,6 +229,18 @@ def tcp_proxy_timeouts(proxy: tcp_proxy_pb2.TcpProxy, policy: TrafficPolicy | No
         proxy.max_downstream_connection_duration.CopyFrom(duration(pool.max_connection_duration_ms))
 
 
+def tunnel(proxy: tcp_proxy_pb2.TcpProxy, policy: TrafficPolicy | None) -> None:
+    """DestinationRule `tunnel` of the one destination: the connection goes inside an
+    HTTP CONNECT (or POST) to the target (Istio's tunnelingconfig.Apply)."""
+    if policy is None or policy.tunnel is None:
+        return
+    protocol, host, port = policy.tunnel
+    target = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    proxy.tunneling_config.CopyFrom(
+        tcp_proxy_pb2.TcpProxy.TunnelingConfig(hostname=target, use_post=protocol == "POST")
+    )
+
+
 def _is_http2(cluster: Cluster) -> bool:
     existing = cluster.typed_extension_protocol_options.get(HTTP_PROTOCOL_OPTIONS_KEY)
     if existing is None:

@@ -20,6 +20,7 @@ from ..names import (
     dns1123_label_problem,
     dns1123_subdomain_problem,
     hostname_problem,
+    is_ip,
     san_problem,
 )
 from ..schema import DocChecker, Located
@@ -70,6 +71,12 @@ TLS: Shape = shape(
     ),
 )
 PROXY_PROTOCOL_VERSIONS = frozenset({"V1", "V2"})
+TUNNEL_PROTOCOLS = frozenset({"CONNECT", "POST"})
+TUNNEL: Shape = shape(
+    protocol=supported("CONNECT (the default) or POST"),
+    targetHost=supported("the host the proxy connects to (a name or an IP)"),
+    targetPort=supported(),
+)
 RETRY_BUDGET: Shape = shape(
     percent=supported("of the active requests; default 20"),
     minRetryConcurrency=supported("default 3"),
@@ -88,7 +95,11 @@ POLICY: Shape = shape(
     outlierDetection=obj(OUTLIER),
     tls=obj(TLS),
     portLevelSettings=each(PORT_POLICY, "replaces each policy field it sets, for its port"),
-    tunnel=not_yet(),
+    tunnel=obj(
+        TUNNEL,
+        "TCP and TLS routes to this host (a forward proxy) carry each connection in an HTTP "
+        "CONNECT (or POST) to targetHost:targetPort; HTTP/1.1 if the port is HTTP, else h2",
+    ),
     proxyProtocol=obj(
         shape(version=supported("V1 (text, the default) or V2 (binary)")),
         "a PROXY protocol header before each upstream connection's bytes (TLS after it)",
@@ -225,6 +236,7 @@ def _policy(
     outlier = _outlier(ck, fields["outlierDetection"]) if "outlierDetection" in fields else None
     tls = _tls(ck, fields["tls"], namespace) if "tls" in fields else None
     budget = _retry_budget(ck, fields["retryBudget"]) if "retryBudget" in fields else None
+    tunnel = _tunnel(ck, fields["tunnel"]) if "tunnel" in fields else None
     proxy_protocol = None
     if (pp_at := fields.get("proxyProtocol")) is not None:
         pp = ck.fields(pp_at, POLICY["proxyProtocol"].fields or {})
@@ -263,7 +275,28 @@ def _policy(
         port_level=tuple(port_level),
         retry_budget=budget,
         proxy_protocol=proxy_protocol,
+        tunnel=tunnel,
     )
+
+
+def _target_problem(value: str) -> str | None:
+    """A tunnel's target: an IP (v4 or v6) or a DNS name."""
+    return None if is_ip(value) else hostname_problem(value)
+
+
+def _tunnel(ck: DocChecker, at: Located) -> tuple[str, str, int] | None:
+    fields = ck.fields(at, TUNNEL)
+    if fields is None:
+        return None
+    protocol = "CONNECT"
+    if (p := fields.get("protocol")) is not None:
+        protocol = ck.enum(p, TUNNEL_PROTOCOLS) or protocol
+    host_at = ck.required(fields, "targetHost", at)
+    host = ck.string(host_at, _target_problem) if host_at is not None else None
+    port = parse_port_number(ck, ck.required(fields, "targetPort", at))
+    if host is None or port is None:
+        return None
+    return protocol, host, port
 
 
 # Fields that only mean something when pocketmesh originates TLS (SIMPLE / MUTUAL).
