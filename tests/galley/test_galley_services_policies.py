@@ -44,6 +44,15 @@ DR = "DestinationRule shop/r"
             [],
         ),
         (
+            "host: a.com\ntrafficPolicy: {tunnel: {protocol: POST, targetHost: b.com, "
+            "targetPort: 80}}\n",
+            [
+                f"8: {DR}: spec.trafficPolicy.tunnel.protocol: POST is not supported by "
+                "pocketmesh: Envoy 1.40 crashes when a listener with an open POST tunnel "
+                "drains (a config change), so pocketmesh builds CONNECT tunnels only"
+            ],
+        ),
+        (
             "host: a.com\ntrafficPolicy: {tunnel: {protocol: UDP, targetHost: 'a b'}}\n",
             [
                 f"8: {DR}: spec.trafficPolicy.tunnel.protocol: 'UDP' must be one of CONNECT, POST",

@@ -1336,12 +1336,11 @@ metadata: {name: tcp-echo, namespace: default}
 spec:
   host: tcp-echo.default.svc.cluster.local
   trafficPolicy:
-    tunnel: {protocol: POST, targetHost: a.example.com, targetPort: 443}
+    tunnel: {protocol: CONNECT, targetHost: a.example.com, targetPort: 443}
     connectionPool: {tcp: {maxConnections: 5}}
 """,
         (
             "spec.trafficPolicy.tunnel",
-            Case("spec.trafficPolicy.tunnel.protocol", "CONNECT"),
             Case("spec.trafficPolicy.tunnel.targetHost", "b.example.com"),
             Case("spec.trafficPolicy.tunnel.targetPort", 8443),
         ),
@@ -1933,6 +1932,7 @@ REFUSED = {
     ("Sidecar", "spec.egress[].captureMode"): "IPTABLES",
     ("Gateway", "spec.servers[].tls.mode"): "AUTO_PASSTHROUGH",
     ("Sidecar", "spec.ingress[].tls.mode"): "ISTIO_MUTUAL",
+    ("DestinationRule", "spec.trafficPolicy.tunnel.protocol"): "POST",
     ("Secret", "type"): "kubernetes.io/dockerconfigjson",
 }
 

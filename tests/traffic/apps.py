@@ -12,6 +12,7 @@ import http.client
 import http.server
 import json
 import socket
+import socketserver
 import threading
 import time
 import urllib.parse
@@ -125,6 +126,26 @@ class TcpEchoApp:
     def stop(self) -> None:
         self._stopped = True
         self.sock.close()
+
+
+class StreamApp(socketserver.ThreadingTCPServer):
+    """A TCP server on a free port of `host`, one `handler` per connection, serving in a
+    thread from `start()` to `stop()` (upstreams that check what Envoy sends them)."""
+
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self, host: str, handler: type[socketserver.StreamRequestHandler]) -> None:
+        super().__init__((host, 0), handler)
+        self.port = int(self.server_address[1])
+
+    def start(self) -> StreamApp:
+        threading.Thread(target=self.serve_forever, daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        self.shutdown()
+        self.server_close()
 
 
 @dataclass

@@ -80,19 +80,22 @@ class Mesh:
 
     # --- proxies ------------------------------------------------------------------
 
-    def envoy(self, name: str, namespace: str = "default") -> Envoy:
-        """Start (once) the Envoy of a WorkloadEntry of the registry."""
+    def envoy(
+        self, name: str, namespace: str = "default", *, file_flush_ms: int | None = None
+    ) -> Envoy:
+        """Start (once) the Envoy of a WorkloadEntry of the registry (or of the config
+        in use); `file_flush_ms`: how soon it writes access logs."""
         node_id = f"{name}.{namespace}"
         if node_id in self.envoys:
             return self.envoys[node_id]
-        workload = _workload(name, namespace, self.config / "bookinfo")
+        workload = _workload(name, namespace, self.config)
         bootstrap = sidecar_bootstrap(
             workload,
             BootstrapOptions(
                 xds_address=self.plane.xds_address, admin_port=free_port(workload.address)
             ),
         )
-        envoy = Envoy(bootstrap, self.root, node_id).start()
+        envoy = Envoy(bootstrap, self.root, node_id, file_flush_ms=file_flush_ms).start()
         self.envoys[node_id] = envoy
         envoy.wait_ready()
         self.wait_synced(node_id, self.plane.plane.config_status.generation)

@@ -10,16 +10,13 @@ fields do.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.e2e.harness import Envoy, free_port, wait_until
+from tests.e2e.harness import wait_until
 from tests.traffic.apps import request
 from tests.traffic.mesh import NET, Mesh
-from xds_server.bootstrap import BootstrapOptions, sidecar_bootstrap
-from xds_server.galley.loader import load_paths
 
 ADDRESS = f"{NET}.71"
 PROXY = f"{ADDRESS}:15001"
@@ -41,21 +38,11 @@ def settings(mesh_text: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def logger(mesh: Mesh, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """The logger's Envoy; yields the directory its access logs go to."""
-    logs = tmp_path_factory.mktemp("access")
-    generation = mesh.use(extra={"logger.yaml": WORKLOAD})
-    workload = load_paths([mesh.config]).config_or_raise().workload("logger", "default")
-    assert workload is not None
-    bootstrap = sidecar_bootstrap(
-        workload,
-        BootstrapOptions(xds_address=mesh.plane.xds_address, admin_port=free_port(ADDRESS)),
-    )
-    envoy = Envoy(bootstrap, mesh.root, workload.proxy_id, file_flush_ms=50).start()
-    mesh.envoys[workload.proxy_id] = envoy  # stopped with the mesh
-    envoy.wait_ready()
-    mesh.wait_synced(workload.proxy_id, generation)
-    yield logs
+def logger(mesh: Mesh, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The logger's Envoy, started; the directory its access logs go to."""
+    mesh.use(extra={"logger.yaml": WORKLOAD})
+    mesh.envoy("logger", file_flush_ms=50)
+    return tmp_path_factory.mktemp("access")
 
 
 def use(mesh: Mesh, mesh_text: str) -> None:

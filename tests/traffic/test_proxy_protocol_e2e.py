@@ -11,28 +11,16 @@ from __future__ import annotations
 import json
 import socketserver
 import struct
-import threading
 from collections.abc import Iterator
 
 import pytest
 
-from tests.traffic.apps import request
+from tests.traffic.apps import StreamApp, request
 from tests.traffic.mesh import CLIENT, NET, Mesh
 
 HOST = "legacy.example.com"
 ADDRESS = f"{NET}.62"
 V2_SIGNATURE = b"\r\n\r\n\x00\r\nQUIT\n"
-
-
-class ProxyProtocolUpstream(socketserver.ThreadingTCPServer):
-    """Answers each HTTP request with the PROXY header that came before it."""
-
-    daemon_threads = True
-    allow_reuse_address = True
-
-    def __init__(self, address: str) -> None:
-        super().__init__((address, 0), _Handler)
-        self.port = int(self.server_address[1])
 
 
 class _Handler(socketserver.StreamRequestHandler):
@@ -60,16 +48,14 @@ class _Handler(socketserver.StreamRequestHandler):
 
 
 @pytest.fixture(scope="module")
-def upstream() -> Iterator[ProxyProtocolUpstream]:
-    server = ProxyProtocolUpstream(ADDRESS)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
+def upstream() -> Iterator[StreamApp]:
+    """Answers each HTTP request with the PROXY header that came before it."""
+    server = StreamApp(ADDRESS, _Handler).start()
     yield server
-    server.shutdown()
-    server.server_close()
+    server.stop()
 
 
-def config(upstream: ProxyProtocolUpstream, policy: str) -> str:
+def config(upstream: StreamApp, policy: str) -> str:
     return f"""\
 apiVersion: networking.istio.io/v1
 kind: ServiceEntry
@@ -90,7 +76,7 @@ spec:
 """
 
 
-def proxy_protocol(mesh: Mesh, upstream: ProxyProtocolUpstream, policy: str) -> dict[str, object]:
+def proxy_protocol(mesh: Mesh, upstream: StreamApp, policy: str) -> dict[str, object]:
     mesh.use(extra={"legacy.yaml": config(upstream, policy)})
     reply = request(CLIENT, f"http://{HOST}/")
     assert reply.status == 200, reply
@@ -99,7 +85,7 @@ def proxy_protocol(mesh: Mesh, upstream: ProxyProtocolUpstream, policy: str) -> 
     return header
 
 
-def test_v1_and_v2_headers_name_the_client(mesh: Mesh, upstream: ProxyProtocolUpstream) -> None:
+def test_v1_and_v2_headers_name_the_client(mesh: Mesh, upstream: StreamApp) -> None:
     # The header describes the connection the sidecar received: from this test (the
     # app, on 127.0.0.1) to productpage's sidecar proxy (its address, port 15001).
     sidecar_ip, sidecar_port = CLIENT.split(":")

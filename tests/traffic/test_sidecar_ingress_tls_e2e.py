@@ -12,18 +12,15 @@ tests/generators/test_sidecar_ingress_tls.py).
 from __future__ import annotations
 
 import socket
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from tests.e2e.harness import Envoy, free_port
+from tests.e2e.harness import Envoy
 from tests.traffic.gateway_clients import Refused, context, https_get
 from tests.traffic.mesh import NET, Mesh
 from tests.traffic.tls_upstream import Pki
-from xds_server.bootstrap import BootstrapOptions, sidecar_bootstrap
-from xds_server.galley.loader import load_paths
 
 ADDRESS = f"{NET}.70"
 HOST = "secure.example.com"
@@ -72,23 +69,12 @@ spec:
 
 
 @pytest.fixture(scope="module")
-def sidecar(mesh: Mesh, certs: Certs) -> Iterator[Envoy]:
+def sidecar(mesh: Mesh, certs: Certs) -> Envoy:
     """The workload's Envoy, started once its WorkloadEntry is in the config."""
     cert, key = certs.server
     simple = f"{{mode: SIMPLE, serverCertificate: {cert}, privateKey: {key}}}"
-    generation = mesh.use(extra={"secure.yaml": config(simple)})
-    loaded = load_paths([mesh.config]).config_or_raise()
-    workload = loaded.workload("secure", "default")
-    assert workload is not None
-    bootstrap = sidecar_bootstrap(
-        workload,
-        BootstrapOptions(xds_address=mesh.plane.xds_address, admin_port=free_port(ADDRESS)),
-    )
-    envoy = Envoy(bootstrap, mesh.root, workload.proxy_id).start()
-    mesh.envoys[workload.proxy_id] = envoy  # stopped with the mesh
-    envoy.wait_ready()
-    mesh.wait_synced(workload.proxy_id, generation)
-    yield envoy
+    mesh.use(extra={"secure.yaml": config(simple)})
+    return mesh.envoy("secure")
 
 
 def use(mesh: Mesh, tls: str) -> None:

@@ -1,36 +1,28 @@
 """DestinationRule `trafficPolicy.tunnel`, through real Envoy: a TCP route to a forward
-proxy carries each connection inside an HTTP/1.1 CONNECT (or POST) to the target.
+proxy carries each connection inside an HTTP/1.1 CONNECT to the target.
 
 Istio's shape: the app opens a TCP connection for `external.app.com:9999`; a
 VirtualService's `tcp` route sends it to the forward proxy `forward-proxy.corp.net:3128`,
 whose DestinationRule says to tunnel to `external.app.com:9999`. The forward proxy is a
-small server here: it answers the CONNECT (or POST) and then echoes, naming the request
-it got, so the test sees exactly what Envoy sent.
+small server here: it answers the CONNECT and then echoes, naming the request it got, so
+the test sees exactly what Envoy sent. (POST is refused: with it Envoy 1.40 crashed when
+the listener drained, found here.)
 """
 
 from __future__ import annotations
 
 import socket
 import socketserver
-import threading
 from collections.abc import Iterator
 
 import pytest
 
+from tests.traffic.apps import StreamApp
 from tests.traffic.mesh import CLIENT, NET, Mesh
 
 PROXY_ADDRESS = f"{NET}.63"
 SIDECAR = CLIENT.split(":")[0]  # productpage's sidecar: the app's TCP listeners are here
 TARGET_PORT = 9999
-
-
-class ForwardProxy(socketserver.ThreadingTCPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-
-    def __init__(self, address: str) -> None:
-        super().__init__((address, 0), _Handler)
-        self.port = int(self.server_address[1])
 
 
 class _Handler(socketserver.StreamRequestHandler):
@@ -49,15 +41,13 @@ class _Handler(socketserver.StreamRequestHandler):
 
 
 @pytest.fixture(scope="module")
-def forward_proxy() -> Iterator[ForwardProxy]:
-    server = ForwardProxy(PROXY_ADDRESS)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+def forward_proxy() -> Iterator[StreamApp]:
+    server = StreamApp(PROXY_ADDRESS, _Handler).start()
     yield server
-    server.shutdown()
-    server.server_close()
+    server.stop()
 
 
-def config(proxy: ForwardProxy, tunnel: str) -> str:
+def config(proxy: StreamApp, tunnel: str, protocol: str = "HTTP") -> str:
     return f"""\
 apiVersion: networking.istio.io/v1
 kind: ServiceEntry
@@ -76,7 +66,7 @@ spec:
   hosts: [forward-proxy.corp.net]
   location: MESH_EXTERNAL
   resolution: STATIC
-  ports: [{{number: 3128, name: http-proxy, protocol: HTTP}}]
+  ports: [{{number: 3128, name: http-proxy, protocol: {protocol}}}]
   endpoints: [{{address: {PROXY_ADDRESS}, ports: {{http-proxy: {proxy.port}}}}}]
 ---
 apiVersion: networking.istio.io/v1
@@ -104,20 +94,18 @@ def send(line: str) -> str:
         return conn.makefile().readline().strip()
 
 
-def test_connect_and_post_tunnels(mesh: Mesh, forward_proxy: ForwardProxy) -> None:
+def test_connect_tunnels(mesh: Mesh, forward_proxy: StreamApp) -> None:
+    target = "{targetHost: external.app.com, targetPort: 9999}"
+    expected = "CONNECT external.app.com:9999 HTTP/1.1 | host external.app.com:9999 | {}"
+    for protocol in ("HTTP", "TCP"):  # HTTP/1.1 either way: forward proxies speak it
+        mesh.use(extra={"tunnel.yaml": config(forward_proxy, target, protocol)})
+        assert send(f"via-{protocol}") == expected.format(f"via-{protocol}")
+    # A config change drains the listener with the tunnel: Envoy carries on.
     mesh.use(
         extra={
-            "tunnel.yaml": config(forward_proxy, "{targetHost: external.app.com, targetPort: 9999}")
+            "tunnel.yaml": config(forward_proxy, "{targetHost: other.app.com, targetPort: 9999}")
         }
     )
-    assert send("hello") == (
-        "CONNECT external.app.com:9999 HTTP/1.1 | host external.app.com:9999 | hello"
+    assert send("again") == (
+        "CONNECT other.app.com:9999 HTTP/1.1 | host other.app.com:9999 | again"
     )
-    mesh.use(
-        extra={
-            "tunnel.yaml": config(
-                forward_proxy, "{protocol: POST, targetHost: external.app.com, targetPort: 9999}"
-            )
-        }
-    )
-    assert send("again") == "POST / HTTP/1.1 | host external.app.com:9999 | again"

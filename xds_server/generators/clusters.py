@@ -176,8 +176,9 @@ def _outbound(
             config.routing_enabled.value = 0
     elif locality.weighted(svc.policy):
         cluster.common_lb_config.locality_weighted_lb_config.SetInParent()
-    if svc.policy is not None and svc.policy.tunnel and svc.port.protocol == "HTTP":
-        # A forward proxy on an HTTP port: tunnel over HTTP/1.1 (Envoy's default is h2).
+    if svc.policy is not None and svc.policy.tunnel and not naming.is_http2(svc.port.protocol):
+        # A forward proxy: HTTP/1.1 CONNECT (Envoy's default would be h2), unless its port
+        # says HTTP2 or GRPC (those clusters are h2 already).
         set_http_protocol_options(cluster, http_protocol_options(cluster))
     socket = upstream_socket(tls, http2=naming.is_http2(svc.port.protocol))
     if svc.policy is not None and svc.policy.proxy_protocol:  # the header, then the TLS
