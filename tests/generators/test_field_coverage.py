@@ -1889,8 +1889,11 @@ data:
     accessLogFile: /dev/stdout
     accessLogEncoding: JSON
     accessLogFormat: '{"code": "%RESPONSE_CODE%", "route": "%ROUTE_NAME%"}'
+    outboundTrafficPolicy: {mode: ALLOW_ANY}
 """,
         (
+            "data.mesh.outboundTrafficPolicy",
+            Case("data.mesh.outboundTrafficPolicy.mode", "REGISTRY_ONLY"),
             Case("data.mesh.accessLogFile", "/tmp/access.log"),
             Case("data.mesh.accessLogEncoding", "TEXT"),
             "data.mesh.accessLogFormat",

@@ -172,8 +172,9 @@ class Sidecar:
     workload_selector: Mapping[str, str] | None = None
     ingress: tuple[IngressListener, ...] = ()
     egress: tuple[EgressListener, ...] = ()
-    # REGISTRY_ONLY: hosts outside the registry get 404; ALLOW_ANY: forwarded to them.
-    outbound_traffic_policy: str = "REGISTRY_ONLY"
+    # REGISTRY_ONLY: hosts outside the registry get 404; ALLOW_ANY: forwarded to them;
+    # "": not set, the mesh settings' mode applies (REGISTRY_ONLY unless they say).
+    outbound_traffic_policy: str = ""
     inbound_connection_pool: ConnectionPool | None = None  # every inbound cluster
     # ALLOW_ANY's egress proxy: where requests for hosts outside the registry go.
     egress_proxy: Destination | None = None

@@ -67,6 +67,9 @@ class MeshSettings:
     meta: ObjectMeta
     extension_providers: tuple[ExtAuthzProvider, ...] = ()
     access_log: AccessLogSettings | None = None
+    # outboundTrafficPolicy.mode for workloads whose Sidecar does not say ("": unset,
+    # pocketmesh's default REGISTRY_ONLY).
+    outbound_mode: str = ""
 
     def provider(self, name: str) -> ExtAuthzProvider | None:
         return next((p for p in self.extension_providers if p.name == name), None)

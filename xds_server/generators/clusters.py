@@ -109,13 +109,13 @@ def scope_clusters(ctx: PushContext, proxy: Proxy) -> dict[str, Frozen[Cluster]]
 def build_clusters(ctx: PushContext, proxy: Proxy) -> dict[str, Frozen[Cluster]]:
     clusters = dict(scope_clusters(ctx, proxy))
     sidecar = proxy.sidecar
-    if sidecar is not None and allows_any(sidecar):  # the 15001 proxy's catch-all
-        egress = egress_proxy_cluster(sidecar, ctx.traffic.service_ports)
+    if not proxy.gateways and allows_any(sidecar, ctx.mesh):  # the 15001 proxy's catch-all
+        egress = egress_proxy_cluster(sidecar, ctx.traffic.service_ports) if sidecar else ""
         if not egress:
             clusters[PASSTHROUGH_CLUSTER] = ctx.shared(
                 ("cds-passthrough",), lambda: forwarding_cluster(PASSTHROUGH_CLUSTER)
             )
-        elif egress not in clusters:
+        elif egress not in clusters and sidecar is not None:
             raise UnbuildableConfig(
                 f"{sidecar.meta.source}: Sidecar {sidecar.meta.key}: "
                 f"spec.outboundTrafficPolicy.egressProxy: {proxy.node_id} cannot reach "

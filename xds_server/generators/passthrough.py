@@ -30,7 +30,7 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import (
 )
 from google.protobuf import duration_pb2
 
-from xds_server.galley.model import Sidecar
+from xds_server.galley.model import MeshConfig, Sidecar
 from xds_server.generators import naming
 from xds_server.generators.typed_config import pack
 
@@ -88,9 +88,13 @@ def is_forwarding(cluster: Cluster) -> bool:
     return cluster.HasField("cluster_type") and cluster.cluster_type.name == DFP_CLUSTER_TYPE
 
 
-def allows_any(sidecar: Sidecar | None) -> bool:
-    """Sidecar `outboundTrafficPolicy: ALLOW_ANY` (pocketmesh's default: REGISTRY_ONLY)."""
-    return sidecar is not None and sidecar.outbound_traffic_policy == "ALLOW_ANY"
+def allows_any(sidecar: Sidecar | None, mesh: MeshConfig) -> bool:
+    """`outboundTrafficPolicy: ALLOW_ANY`, from the workload's Sidecar or else the mesh
+    settings (pocketmesh's default: REGISTRY_ONLY)."""
+    mode = sidecar.outbound_traffic_policy if sidecar is not None else ""
+    if not mode and mesh.mesh_settings:
+        mode = mesh.mesh_settings[0].outbound_mode
+    return mode == "ALLOW_ANY"
 
 
 def allow_any_virtual_host(cluster: str = PASSTHROUGH_CLUSTER) -> route_components_pb2.VirtualHost:

@@ -64,8 +64,12 @@ def _outbound(
     ctx: PushContext, scope: SidecarScope, labels: Mapping[str, str]
 ) -> RouteConfiguration:
     virtual_hosts = [_virtual_host(ctx, scope, plan, labels) for plan in scope.virtual_hosts]
-    if scope.sidecar is not None and allows_any(scope.sidecar):  # hosts outside the registry
-        proxy = egress_proxy_cluster(scope.sidecar, ctx.traffic.service_ports)
+    if allows_any(scope.sidecar, ctx.mesh):  # hosts outside the registry: where they say
+        proxy = (
+            egress_proxy_cluster(scope.sidecar, ctx.traffic.service_ports)
+            if scope.sidecar is not None
+            else ""
+        )
         virtual_hosts.append(allow_any_virtual_host(proxy or PASSTHROUGH_CLUSTER))
     return RouteConfiguration(
         name=naming.OUTBOUND_ROUTE_NAME,

@@ -43,6 +43,7 @@ from .traffic_common import boolean, duration_ms, host_problem
 
 _TELEMETRY = "a Telemetry provider: Telemetry is not supported yet"
 ACCESS_LOG_ENCODINGS = frozenset({"TEXT", "JSON"})
+OUTBOUND_MODES = frozenset({"REGISTRY_ONLY", "ALLOW_ANY"})
 
 REQUEST_BODY: Shape = shape(
     maxRequestBytes=supported(),
@@ -90,14 +91,13 @@ PROVIDER: Shape = shape(
 _NOT_HERE = {
     "trustDomain": "`pocketmesh serve --trust-domain` sets it",
     "rootNamespace": "pocketmesh's root namespace is istio-system",
-    "outboundTrafficPolicy": "set it per namespace with a Sidecar",
 }
 # MeshConfig fields pocketmesh does not read (trust domain: `serve --trust-domain`).
 _REFUSED_MESH_FIELDS = (
     "connectTimeout", "hboneIdleTimeout", "protocolDetectionTimeout", "ingressClass",
     "ingressService", "ingressControllerMode", "ingressSelector", "enableTracing",
     "enableEnvoyAccessLogService",
-    "disableEnvoyListenerLog", "defaultConfig", "outboundTrafficPolicy", "inboundTrafficPolicy",
+    "disableEnvoyListenerLog", "defaultConfig", "inboundTrafficPolicy",
     "configSources", "enableAutoMtls", "trustDomain", "trustDomainAliases", "caCertificates",
     "defaultServiceExportTo", "defaultVirtualServiceExportTo", "defaultDestinationRuleExportTo",
     "rootNamespace", "localityLbSetting", "dnsRefreshRate", "h2UpgradePolicy",
@@ -115,6 +115,15 @@ MESH: Shape = shape(
         "(/dev/stdout: Envoy's output, which `up` keeps in its log directory); '' for none"
     ),
     accessLogEncoding=supported("TEXT (the default) or JSON"),
+    outboundTrafficPolicy=obj(
+        shape(
+            mode=supported(
+                "REGISTRY_ONLY (pocketmesh's default) or ALLOW_ANY (Istio's): for workloads "
+                "whose Sidecar sets no outboundTrafficPolicy"
+            )
+        ),
+        "the mesh-wide default of Sidecar outboundTrafficPolicy",
+    ),
     accessLogFormat=supported(
         "Envoy's format operators (%START_TIME%, %RESPONSE_CODE%, ...); with JSON, a JSON "
         "object of them. Default: Istio's line (TEXT) or fields (JSON)"
@@ -152,6 +161,7 @@ def parse_mesh_config(ck: DocChecker, meta: ObjectMeta, doc: Located | None) -> 
     root: YamlMap = doc.value
     providers: list[ExtAuthzProvider] = []
     access_log: AccessLogSettings | None = None
+    outbound = ""
     data_at = _at(root, "data", doc.line)
     if data_at is not None:
         data = ck.fields(data_at, DATA)
@@ -162,9 +172,10 @@ def parse_mesh_config(ck: DocChecker, meta: ObjectMeta, doc: Located | None) -> 
             if fields is not None:
                 providers = _providers(ck, fields)
                 access_log = _access_log(ck, fields)
+                outbound = _outbound_mode(ck, fields)
     if len(ck.errors) > before:
         return None
-    return MeshSettings(meta, tuple(providers), access_log)
+    return MeshSettings(meta, tuple(providers), access_log, outbound)
 
 
 def _at(root: YamlMap, key: str, line: int) -> Located | None:
@@ -213,6 +224,15 @@ def _move(value: Any, offset: int | None, line: int) -> None:
         value.item_lines[:] = [moved(n) for n in value.item_lines]
         for item in value:
             _move(item, offset, line)
+
+
+def _outbound_mode(ck: DocChecker, fields: dict[str, Located]) -> str:
+    if (at := fields.get("outboundTrafficPolicy")) is None:
+        return ""
+    policy = ck.fields(at, MESH["outboundTrafficPolicy"].fields or {}) or {}
+    if (mode_at := policy.get("mode")) is None:
+        return "REGISTRY_ONLY"  # the API's default, once the field is written
+    return ck.enum(mode_at, OUTBOUND_MODES) or ""
 
 
 def _access_log(ck: DocChecker, fields: dict[str, Located]) -> AccessLogSettings | None:

@@ -147,7 +147,7 @@ def parse_sidecar(ck: DocChecker, meta: ObjectMeta, spec: Located | None) -> Sid
     selector: Mapping[str, str] | None = None
     ingress: tuple[IngressListener, ...] = ()
     egress: tuple[EgressListener, ...] = ()
-    outbound = REGISTRY_ONLY
+    outbound = ""  # not set: the mesh settings' mode
     egress_proxy = None
     inbound_pool = None
     if spec is not None:
@@ -305,8 +305,8 @@ def _parse_outbound(ck: DocChecker, at: Located, namespace: str) -> tuple[str, D
     ALLOW_ANY's egress proxy."""
     fields = ck.fields(at, OUTBOUND)
     if fields is None:
-        return REGISTRY_ONLY, None
-    mode = REGISTRY_ONLY
+        return "", None
+    mode = REGISTRY_ONLY  # the API's default, once outboundTrafficPolicy is written
     if (mode_at := fields.get("mode")) is not None:
         mode = ck.enum(mode_at, OUTBOUND_MODES) or REGISTRY_ONLY
     proxy = None

@@ -1,0 +1,31 @@
+"""The mesh settings' `outboundTrafficPolicy.mode`, through real Envoy: the default for
+every workload whose Sidecar does not set one (productpage's Sidecar sets none).
+
+A host outside the registry (httpbin's app, by its address) gets 404 from the sidecar
+under REGISTRY_ONLY (pocketmesh's default) and is reached under ALLOW_ANY (Istio's).
+"""
+
+from __future__ import annotations
+
+from tests.traffic.apps import request
+from tests.traffic.mesh import CLIENT, NET, Mesh
+
+OUTSIDE = f"http://{NET}.31:8000/outside"  # httpbin-v1's app: no ServiceEntry has it
+SETTINGS = """\
+apiVersion: v1
+kind: ConfigMap
+metadata: {{name: istio, namespace: istio-system}}
+data:
+  mesh: |
+    outboundTrafficPolicy: {{mode: {mode}}}
+"""
+
+
+def test_the_mesh_default_applies_where_no_sidecar_says(mesh: Mesh) -> None:
+    mesh.use()
+    assert request(CLIENT, OUTSIDE).status == 404  # pocketmesh's default: REGISTRY_ONLY
+    mesh.use(extra={"mesh.yaml": SETTINGS.format(mode="ALLOW_ANY")})
+    reply = request(CLIENT, OUTSIDE)
+    assert (reply.status, reply.app, reply.data["path"]) == (200, "httpbin-v1", "/outside")
+    mesh.use(extra={"mesh.yaml": SETTINGS.format(mode="REGISTRY_ONLY")})
+    assert request(CLIENT, OUTSIDE).status == 404
