@@ -363,6 +363,13 @@ policy_fields: dict[str, st.SearchStrategy[Any]] = {
     "retryBudget": st.fixed_dictionaries(
         {}, optional={"percent": st.integers(0, 100), "minRetryConcurrency": st.integers(1, 9)}
     ),
+    "proxyProtocol": st.fixed_dictionaries({}, optional={"version": st.sampled_from(["V1", "V2"])}),
+    "tunnel": st.fixed_dictionaries(
+        {
+            "targetHost": st.sampled_from(["api.example.com", "10.1.2.3"]),
+            "targetPort": st.integers(1, 65535),
+        }
+    ),
 }
 # Istio: a traffic policy must set something.
 policy = st.fixed_dictionaries({}, optional=policy_fields).filter(bool)
