@@ -1890,8 +1890,10 @@ data:
     accessLogEncoding: JSON
     accessLogFormat: '{"code": "%RESPONSE_CODE%", "route": "%ROUTE_NAME%"}'
     outboundTrafficPolicy: {mode: ALLOW_ANY}
+    defaultHttpRetryPolicy: {attempts: 2, retryOn: 5xx}
 """,
         (
+            "data.mesh.defaultHttpRetryPolicy",
             "data.mesh.outboundTrafficPolicy",
             Case("data.mesh.outboundTrafficPolicy.mode", "REGISTRY_ONLY"),
             Case("data.mesh.accessLogFile", "/tmp/access.log"),

@@ -29,3 +29,31 @@ def test_the_mesh_default_applies_where_no_sidecar_says(mesh: Mesh) -> None:
     assert (reply.status, reply.app, reply.data["path"]) == (200, "httpbin-v1", "/outside")
     mesh.use(extra={"mesh.yaml": SETTINGS.format(mode="REGISTRY_ONLY")})
     assert request(CLIENT, OUTSIDE).status == 404
+
+
+RETRY_SETTINGS = """\
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: istio, namespace: istio-system}
+data:
+  mesh: |
+    defaultHttpRetryPolicy: {attempts: 2, retryOn: 5xx}
+"""
+
+
+def test_default_http_retry_policy(mesh: Mesh) -> None:
+    """Routes that set no retries (here ratings' default route) get the mesh's."""
+    ratings = mesh.app("ratings-v1")
+    url = "http://ratings.default.svc.cluster.local:9080/flaky"
+
+    def tries() -> tuple[int, int]:
+        before = len(ratings.seen)
+        ratings.fail_next = 1  # the first answer is 503, the next 200
+        status = request(CLIENT, url).status
+        ratings.fail_next = 0
+        return status, len(ratings.seen) - before
+
+    mesh.use()
+    assert tries() == (503, 1)  # pocketmesh's default: no retries
+    mesh.use(extra={"mesh.yaml": RETRY_SETTINGS})
+    assert tries() == (200, 2)  # the 503, then one retry

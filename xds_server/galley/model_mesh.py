@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .model import ObjectMeta
+from .model_traffic import Retries
 
 # Where Istio reads its MeshConfig from.
 MESH_CONFIGMAP = "istio"
@@ -70,6 +71,9 @@ class MeshSettings:
     # outboundTrafficPolicy.mode for workloads whose Sidecar does not say ("": unset,
     # pocketmesh's default REGISTRY_ONLY).
     outbound_mode: str = ""
+    # defaultHttpRetryPolicy: the retries of every outbound HTTP route that sets none
+    # (None: pocketmesh's default, no retries).
+    default_http_retry: Retries | None = None
 
     def provider(self, name: str) -> ExtAuthzProvider | None:
         return next((p for p in self.extension_providers if p.name == name), None)

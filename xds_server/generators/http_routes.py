@@ -27,7 +27,7 @@ from envoy.type.matcher.v3 import metadata_pb2, regex_pb2, string_pb2, value_pb2
 from envoy.type.v3 import percent_pb2
 from google.protobuf import duration_pb2, wrappers_pb2
 
-from xds_server.galley.model import labels_match
+from xds_server.galley.model import MeshConfig, labels_match
 from xds_server.galley.model_security import routing_claims
 from xds_server.galley.model_traffic import (
     MESH_GATEWAY,
@@ -39,6 +39,7 @@ from xds_server.galley.model_traffic import (
     HTTPRoute,
     KeyMatch,
     Redirect,
+    Retries,
     StringMatch,
     VirtualService,
     gateway_key,
@@ -310,40 +311,9 @@ def _action(traffic: TrafficIndex, http: HTTPRoute, port: int) -> rc.RouteAction
     action.hash_policy.extend(hash_policies(policy))
     if http.timeout_ms is not None:
         action.timeout.CopyFrom(duration(http.timeout_ms))
-    if http.retries is not None and http.retries.attempts > 0:
-        retry = rc.RetryPolicy(
-            retry_on=http.retries.retry_on or ISTIO_RETRY_ON,
-            num_retries=wrappers_pb2.UInt32Value(value=http.retries.attempts),
-        )
-        if http.retries.per_try_timeout_ms is not None:
-            retry.per_try_timeout.CopyFrom(duration(http.retries.per_try_timeout_ms))
-        if not http.retries.retry_on:
-            retry.retriable_status_codes.append(503)  # Istio's default retries 503s
-        # Istio: a retry picks a host not tried yet (5 picks), unless the route hashes
-        # to one host (consistentHash); retryIgnorePreviousHosts says so explicitly.
-        ignore_previous = http.retries.ignore_previous_hosts
-        if ignore_previous is None:
-            ignore_previous = not action.hash_policy
-        if ignore_previous:
-            retry.retry_host_predicate.append(
-                rc.RetryPolicy.RetryHostPredicate(
-                    name=PREVIOUS_HOSTS,
-                    typed_config=pack(previous_hosts_pb2.PreviousHostsPredicate()),
-                )
-            )
-        retry.host_selection_retry_max_attempts = 5
-        if http.retries.backoff_ms is not None:
-            retry.retry_back_off.base_interval.CopyFrom(duration(http.retries.backoff_ms))
-        if http.retries.retry_remote_localities:  # Istio: retry in other localities
-            retry.retry_priority.CopyFrom(
-                rc.RetryPolicy.RetryPriority(
-                    name=PREVIOUS_PRIORITIES,
-                    typed_config=pack(
-                        previous_priorities_config_pb2.PreviousPrioritiesConfig(update_frequency=2)
-                    ),
-                )
-            )
-        action.retry_policy.CopyFrom(retry)
+    retries = http.retries if http.retries is not None else mesh_default_retries(traffic.mesh)
+    if retries is not None and retries.attempts > 0:
+        action.retry_policy.CopyFrom(retry_policy(retries, hashing=bool(action.hash_policy)))
     mirrors = list(http.mirrors)
     if http.mirror is not None:
         mirrors.insert(0, (http.mirror, http.mirror_percent))
@@ -370,6 +340,48 @@ def _action(traffic: TrafficIndex, http: HTTPRoute, port: int) -> rc.RouteAction
         if http.rewrite.authority:
             action.host_rewrite_literal = http.rewrite.authority
     return action
+
+
+def mesh_default_retries(mesh: MeshConfig) -> Retries | None:
+    """The mesh settings' defaultHttpRetryPolicy (None: no retries, pocketmesh's default)."""
+    return mesh.mesh_settings[0].default_http_retry if mesh.mesh_settings else None
+
+
+def retry_policy(retries: Retries, *, hashing: bool) -> rc.RetryPolicy:
+    """Istio's retry.ConvertPolicy: `hashing`, the route hashes to one host."""
+    retry = rc.RetryPolicy(
+        retry_on=retries.retry_on or ISTIO_RETRY_ON,
+        num_retries=wrappers_pb2.UInt32Value(value=retries.attempts),
+    )
+    if retries.per_try_timeout_ms is not None:
+        retry.per_try_timeout.CopyFrom(duration(retries.per_try_timeout_ms))
+    if not retries.retry_on:
+        retry.retriable_status_codes.append(503)  # Istio's default retries 503s
+    # Istio: a retry picks a host not tried yet (5 picks), unless the route hashes to
+    # one host (consistentHash); retryIgnorePreviousHosts says so explicitly.
+    ignore_previous = retries.ignore_previous_hosts
+    if ignore_previous is None:
+        ignore_previous = not hashing
+    if ignore_previous:
+        retry.retry_host_predicate.append(
+            rc.RetryPolicy.RetryHostPredicate(
+                name=PREVIOUS_HOSTS,
+                typed_config=pack(previous_hosts_pb2.PreviousHostsPredicate()),
+            )
+        )
+    retry.host_selection_retry_max_attempts = 5
+    if retries.backoff_ms is not None:
+        retry.retry_back_off.base_interval.CopyFrom(duration(retries.backoff_ms))
+    if retries.retry_remote_localities:  # Istio: retry in other localities
+        retry.retry_priority.CopyFrom(
+            rc.RetryPolicy.RetryPriority(
+                name=PREVIOUS_PRIORITIES,
+                typed_config=pack(
+                    previous_priorities_config_pb2.PreviousPrioritiesConfig(update_frequency=2)
+                ),
+            )
+        )
+    return retry
 
 
 def _fraction(percent: float) -> percent_pb2.FractionalPercent:

@@ -16,7 +16,11 @@ from google.protobuf import duration_pb2, wrappers_pb2
 from xds_server.galley.model import EMPTY_LABELS
 from xds_server.generators import naming
 from xds_server.generators.frozen import Frozen
-from xds_server.generators.http_routes import virtual_service_routes
+from xds_server.generators.http_routes import (
+    mesh_default_retries,
+    retry_policy,
+    virtual_service_routes,
+)
 from xds_server.generators.passthrough import (
     PASSTHROUGH_CLUSTER,
     allow_any_virtual_host,
@@ -87,7 +91,10 @@ def _virtual_host(
     if vs is None:
         routes = [_route_to(plan.cluster)]
         # DestinationRule consistentHash: the route says what to hash on.
-        routes[0].route.hash_policy.extend(hash_policies(plan.policy))
+        action = routes[0].route
+        action.hash_policy.extend(hash_policies(plan.policy))
+        if (retries := mesh_default_retries(ctx.mesh)) is not None and retries.attempts > 0:
+            action.retry_policy.CopyFrom(retry_policy(retries, hashing=bool(action.hash_policy)))
     else:  # Istio: the VirtualService's rules only; no match means 404
         # The same for every scope that sees the host (unscoped: 100 namespaces), except
         # through what sourceLabels and sourceNamespace match; the vhost copies them.

@@ -35,11 +35,13 @@ from ..model_mesh import (
     MeshSettings,
     RequestBody,
 )
+from ..model_traffic import Retries
 from ..names import dns1123_label_problem
 from ..schema import DocChecker, Located
 from ..yaml_lines import YamlList, YamlMap, YamlSyntaxError, load_documents
 from .common import MAX_PORT
 from .traffic_common import boolean, duration_ms, host_problem
+from .virtual_service import RETRIES, parse_retries
 
 _TELEMETRY = "a Telemetry provider: Telemetry is not supported yet"
 ACCESS_LOG_ENCODINGS = frozenset({"TEXT", "JSON"})
@@ -103,7 +105,7 @@ _REFUSED_MESH_FIELDS = (
     "rootNamespace", "localityLbSetting", "dnsRefreshRate", "h2UpgradePolicy",
     "inboundClusterStatName", "outboundClusterStatName", "certificates", "serviceSettings",
     "serviceScopeConfigs", "enablePrometheusMerge", "verifyCertificateAtClient", "ca",
-    "defaultProviders", "discoverySelectors", "pathNormalization", "defaultHttpRetryPolicy",
+    "defaultProviders", "discoverySelectors", "pathNormalization",
     "meshMTLS", "tlsDefaults", "defaultTrafficPolicy", "serviceEntryVisibility", "tcpKeepalive",
     "proxyListenPort", "proxyInboundListenPort", "proxyHttpPort", "enableSdsTokenMount",
     "sdsUdsPath", "thriftConfig", "outboundTrafficPolicyMode",
@@ -115,6 +117,11 @@ MESH: Shape = shape(
         "(/dev/stdout: Envoy's output, which `up` keeps in its log directory); '' for none"
     ),
     accessLogEncoding=supported("TEXT (the default) or JSON"),
+    defaultHttpRetryPolicy=obj(
+        RETRIES,
+        "the retries of every outbound HTTP route that sets none (VirtualService routes "
+        "and services' default routes); unset: none (Istio retries twice by default)",
+    ),
     outboundTrafficPolicy=obj(
         shape(
             mode=supported(
@@ -162,6 +169,7 @@ def parse_mesh_config(ck: DocChecker, meta: ObjectMeta, doc: Located | None) -> 
     providers: list[ExtAuthzProvider] = []
     access_log: AccessLogSettings | None = None
     outbound = ""
+    default_retry: Retries | None = None
     data_at = _at(root, "data", doc.line)
     if data_at is not None:
         data = ck.fields(data_at, DATA)
@@ -173,9 +181,11 @@ def parse_mesh_config(ck: DocChecker, meta: ObjectMeta, doc: Located | None) -> 
                 providers = _providers(ck, fields)
                 access_log = _access_log(ck, fields)
                 outbound = _outbound_mode(ck, fields)
+                if (retry_at := fields.get("defaultHttpRetryPolicy")) is not None:
+                    default_retry = parse_retries(ck, retry_at)
     if len(ck.errors) > before:
         return None
-    return MeshSettings(meta, tuple(providers), access_log, outbound)
+    return MeshSettings(meta, tuple(providers), access_log, outbound, default_retry)
 
 
 def _at(root: YamlMap, key: str, line: int) -> Located | None:

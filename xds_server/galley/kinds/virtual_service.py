@@ -325,7 +325,7 @@ def _http_route(
         if "route" not in fields:
             ck.error(rw, "can only be used with route")
     timeout = duration_ms(ck, fields["timeout"], minimum_ms=0) if "timeout" in fields else None
-    retries = _retries(ck, fields["retries"]) if "retries" in fields else None
+    retries = parse_retries(ck, fields["retries"]) if "retries" in fields else None
     fault = _fault(ck, fields["fault"]) if "fault" in fields else None
     mirror = None
     if (mi := fields.get("mirror")) is not None:
@@ -580,7 +580,7 @@ def _rewrite(ck: DocChecker, at: Located) -> Rewrite | None:
     return Rewrite(uri, authority, regex, substitution)
 
 
-def _retries(ck: DocChecker, at: Located) -> Retries | None:
+def parse_retries(ck: DocChecker, at: Located) -> Retries | None:
     fields = ck.fields(at, RETRIES)
     if fields is None:
         return None
