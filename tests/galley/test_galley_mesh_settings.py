@@ -241,16 +241,19 @@ def test_dry_run_is_not_built_for_custom() -> None:
     )
 
 
+def parse_mesh(mesh: str) -> LoadResult:
+    """The mesh settings document with `mesh` as its `data.mesh` (lines 6 on)."""
+    return parse(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: istio, namespace: istio-system}\n"
+        "data:\n  mesh: |-\n" + textwrap.indent(textwrap.dedent(mesh), "    ")
+    )
+
+
 def test_access_log_settings() -> None:
-    result = parse(
+    result = parse_mesh(
         """\
-        apiVersion: v1
-        kind: ConfigMap
-        metadata: {name: istio, namespace: istio-system}
-        data:
-          mesh: |-
-            accessLogFile: /var/log/envoy.log
-            accessLogFormat: "%RESPONSE_CODE% %ROUTE_NAME%"
+        accessLogFile: /var/log/envoy.log
+        accessLogFormat: "%RESPONSE_CODE% %ROUTE_NAME%"
         """
     )
     assert errors(result) == []
@@ -265,34 +268,51 @@ def test_access_log_settings() -> None:
 
 
 def test_access_log_mistakes() -> None:
-    result = parse(
+    result = parse_mesh(
         """\
-        apiVersion: v1
-        kind: ConfigMap
-        metadata: {name: istio, namespace: istio-system}
-        data:
-          mesh: |-
-            accessLogFile: /dev/stdout
-            accessLogEncoding: YAML
-            accessLogFormat: "{not json"
+        accessLogFile: /dev/stdout
+        accessLogEncoding: YAML
+        accessLogFormat: "{not json"
         """
     )
     prefix = "mesh.yaml:{}: ConfigMap istio-system/istio: data.mesh."
     assert errors(result) == [
         prefix.format(7) + "accessLogEncoding: 'YAML' must be one of JSON, TEXT",
     ]
-    no_file = parse(
+    no_file = parse_mesh(
         """\
-        apiVersion: v1
-        kind: ConfigMap
-        metadata: {name: istio, namespace: istio-system}
-        data:
-          mesh: |-
-            accessLogEncoding: JSON
-            accessLogFormat: '{"code": 200}'
+        accessLogEncoding: JSON
+        accessLogFormat: '{"code": 200}'
         """
     )
     assert errors(no_file) == [
         prefix.format(7)
         + "accessLogFormat: with accessLogEncoding JSON it must be a JSON object of strings"
+    ]
+
+
+def test_mesh_defaults_for_routes_and_sidecars() -> None:
+    result = parse_mesh(
+        """\
+        outboundTrafficPolicy: {mode: ALLOW_ANY}
+        defaultHttpRetryPolicy: {attempts: 2, perTryTimeout: 1s}
+        """
+    )
+    assert errors(result) == []
+    assert result.config is not None
+    (settings,) = result.config.mesh_settings
+    assert settings.outbound_mode == "ALLOW_ANY"
+    retry = settings.default_http_retry
+    assert retry is not None and (retry.attempts, retry.per_try_timeout_ms) == (2, 1000)
+    wrong = parse_mesh(
+        """\
+        outboundTrafficPolicy: {mode: BLOCK}
+        defaultHttpRetryPolicy: {attempts: two}
+        """
+    )
+    prefix = "mesh.yaml:{}: ConfigMap istio-system/istio: data.mesh."
+    assert errors(wrong) == [
+        prefix.format(6) + "outboundTrafficPolicy.mode: 'BLOCK' must be one of ALLOW_ANY, "
+        "REGISTRY_ONLY",
+        prefix.format(7) + "defaultHttpRetryPolicy.attempts: expected integer, got string",
     ]
