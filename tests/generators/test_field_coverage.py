@@ -1891,9 +1891,15 @@ data:
     accessLogFormat: '{"code": "%RESPONSE_CODE%", "route": "%ROUTE_NAME%"}'
     outboundTrafficPolicy: {mode: ALLOW_ANY}
     defaultHttpRetryPolicy: {attempts: 2, retryOn: 5xx}
+    connectTimeout: 3s
+    tcpKeepalive: {time: 60s, interval: 10s, probes: 3}
+    h2UpgradePolicy: UPGRADE
 """,
         (
             "data.mesh.defaultHttpRetryPolicy",
+            "data.mesh.connectTimeout",
+            "data.mesh.tcpKeepalive",
+            Case("data.mesh.h2UpgradePolicy", "DO_NOT_UPGRADE"),
             "data.mesh.outboundTrafficPolicy",
             Case("data.mesh.outboundTrafficPolicy.mode", "REGISTRY_ONLY"),
             Case("data.mesh.accessLogFile", "/tmp/access.log"),

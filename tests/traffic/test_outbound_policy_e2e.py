@@ -8,7 +8,7 @@ under REGISTRY_ONLY (pocketmesh's default) and is reached under ALLOW_ANY (Istio
 from __future__ import annotations
 
 from tests.traffic.apps import request
-from tests.traffic.mesh import CLIENT, NET, Mesh
+from tests.traffic.mesh import CLIENT, NET, Mesh, cluster_dump
 
 OUTSIDE = f"http://{NET}.31:8000/outside"  # httpbin-v1's app: no ServiceEntry has it
 SETTINGS = """\
@@ -57,3 +57,31 @@ def test_default_http_retry_policy(mesh: Mesh) -> None:
     assert tries() == (503, 1)  # pocketmesh's default: no retries
     mesh.use(extra={"mesh.yaml": RETRY_SETTINGS})
     assert tries() == (200, 2)  # the 503, then one retry
+
+
+CLUSTER_SETTINGS = """\
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: istio, namespace: istio-system}
+data:
+  mesh: |
+    connectTimeout: 3s
+    tcpKeepalive: {time: 60s, probes: 3}
+    h2UpgradePolicy: UPGRADE
+"""
+
+
+def test_cluster_defaults_as_envoy_holds_them(mesh: Mesh) -> None:
+    """connectTimeout, tcpKeepalive and h2UpgradePolicy reach every cluster (here
+    productpage's cluster for ratings) and requests still flow (h2 to the app)."""
+    mesh.use(extra={"mesh.yaml": CLUSTER_SETTINGS})
+    cluster = cluster_dump(
+        mesh.envoy("productpage"), "outbound|9080||ratings.default.svc.cluster.local"
+    )
+    assert cluster["connect_timeout"] == "3s"
+    keepalive = cluster["upstream_connection_options"]["tcp_keepalive"]
+    assert (keepalive["keepalive_time"], keepalive["keepalive_probes"]) == (60, 3)
+    options = cluster["typed_extension_protocol_options"][
+        "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+    ]
+    assert "http2_protocol_options" in options["explicit_http_config"]

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .model import ObjectMeta
-from .model_traffic import Retries
+from .model_traffic import Retries, TcpKeepalive
 
 # Where Istio reads its MeshConfig from.
 MESH_CONFIGMAP = "istio"
@@ -74,6 +74,10 @@ class MeshSettings:
     # defaultHttpRetryPolicy: the retries of every outbound HTTP route that sets none
     # (None: pocketmesh's default, no retries).
     default_http_retry: Retries | None = None
+    # Cluster defaults a DestinationRule's connectionPool overrides (Istio's meshConfig):
+    connect_timeout_ms: int | None = None  # None: Istio's 10s
+    tcp_keepalive: TcpKeepalive | None = None
+    h2_upgrade: bool = False  # h2UpgradePolicy UPGRADE: HTTP/1.1 upstreams speak h2
 
     def provider(self, name: str) -> ExtAuthzProvider | None:
         return next((p for p in self.extension_providers if p.name == name), None)

@@ -47,7 +47,9 @@ from xds_server.generators.tls_plan import UpstreamTLS
 from xds_server.generators.traffic_policy import (
     apply_connection_pool,
     apply_traffic_policy,
+    duration,
     http_protocol_options,
+    mesh_cluster_defaults,
     set_http_protocol_options,
 )
 
@@ -88,7 +90,9 @@ def inbound_cluster(ctx: PushContext, plan: InboundPlan) -> Frozen[Cluster]:
         http2,
         plan.connection_pool,
     )
-    return ctx.shared(key, lambda: _inbound(plan))
+    settings = ctx.mesh.mesh_settings[0] if ctx.mesh.mesh_settings else None
+    timeout = settings.connect_timeout_ms if settings is not None else None
+    return ctx.shared((*key, timeout), lambda: _inbound(plan, timeout))
 
 
 def scope_clusters(ctx: PushContext, proxy: Proxy) -> dict[str, Frozen[Cluster]]:
@@ -158,6 +162,8 @@ def _outbound(
         cluster.dns_lookup_family = Cluster.V4_PREFERRED
         cluster.load_assignment.CopyFrom(_dns_assignment(ctx, svc, cluster.type, proxy))
     _set_protocol(cluster, svc.port.protocol)
+    settings = ctx.mesh.mesh_settings[0] if ctx.mesh.mesh_settings else None
+    mesh_cluster_defaults(cluster, settings, svc.policy, svc.port.carries_http)
     apply_traffic_policy(cluster, svc.policy, svc.port.carries_http)
     if forwarding:
         cluster.lb_policy = Cluster.CLUSTER_PROVIDED  # the policy's algorithm has no hosts
@@ -214,10 +220,13 @@ def _dns_assignment(
     return cla
 
 
-def _inbound(plan: InboundPlan) -> Cluster:
+def _inbound(plan: InboundPlan, connect_timeout_ms: int | None) -> Cluster:
     cluster = Cluster(
         name=plan.cluster_name,
-        connect_timeout=CONNECT_TIMEOUT,
+        # The mesh settings' connectTimeout (Istio applies it to every cluster).
+        connect_timeout=(
+            CONNECT_TIMEOUT if connect_timeout_ms is None else duration(connect_timeout_ms)
+        ),
         lb_policy=Cluster.ROUND_ROBIN,
         # An app named by host (defaultEndpoint "app:8080") needs resolving; IPs do not.
         type=(

@@ -19,10 +19,12 @@ from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
 from envoy.type.matcher.v3 import string_pb2
 from google.protobuf import any_pb2, duration_pb2
 
+from xds_server.galley.model_mesh import MeshSettings
 from xds_server.galley.model_traffic import (
     ConnectionPool,
     ConsistentHash,
     OutlierDetection,
+    TcpKeepalive,
     TrafficPolicy,
 )
 
@@ -97,6 +99,37 @@ def apply_connection_pool(cluster: Cluster, pool: ConnectionPool, http: bool) ->
     _connection_pool(cluster, pool, http)
 
 
+def mesh_cluster_defaults(
+    cluster: Cluster, settings: MeshSettings | None, policy: TrafficPolicy | None, http: bool
+) -> None:
+    """The mesh settings' connectTimeout, tcpKeepalive and h2UpgradePolicy on a cluster,
+    where its DestinationRule (`policy`, applied after this) does not say otherwise."""
+    if settings is None:
+        return
+    if settings.connect_timeout_ms is not None:
+        cluster.connect_timeout.CopyFrom(duration(settings.connect_timeout_ms))
+    if settings.tcp_keepalive is not None:
+        _tcp_keepalive(cluster, settings.tcp_keepalive)  # the rule's fields override
+    pool = policy.connection_pool if policy is not None else None
+    own = pool.h2_upgrade_policy if pool is not None else "DEFAULT"
+    if settings.h2_upgrade and http and own == "DEFAULT" and not _is_http2(cluster):
+        options = http_protocol_options(cluster)
+        options.explicit_http_config.http2_protocol_options.SetInParent()
+        set_http_protocol_options(cluster, options)
+
+
+def _tcp_keepalive(cluster: Cluster, ka: TcpKeepalive) -> None:
+    keepalive = cluster.upstream_connection_options.tcp_keepalive
+    keepalive.SetInParent()  # SO_KEEPALIVE with the OS defaults, as Istio
+    for value, target in (
+        (ka.probes, keepalive.keepalive_probes),
+        (ka.time_s, keepalive.keepalive_time),
+        (ka.interval_s, keepalive.keepalive_interval),
+    ):
+        if value is not None:
+            target.value = value
+
+
 def _connection_pool(cluster: Cluster, pool: ConnectionPool, http: bool) -> None:
     thresholds = circuit_breaker_pb2.CircuitBreakers.Thresholds()
     for value, target in (
@@ -111,16 +144,7 @@ def _connection_pool(cluster: Cluster, pool: ConnectionPool, http: bool) -> None
     if pool.connect_timeout_ms is not None:
         cluster.connect_timeout.CopyFrom(duration(pool.connect_timeout_ms))
     if pool.tcp_keepalive is not None:
-        keepalive = cluster.upstream_connection_options.tcp_keepalive
-        keepalive.SetInParent()  # SO_KEEPALIVE with the OS defaults, as Istio
-        ka = pool.tcp_keepalive
-        for value, target in (
-            (ka.probes, keepalive.keepalive_probes),
-            (ka.time_s, keepalive.keepalive_time),
-            (ka.interval_s, keepalive.keepalive_interval),
-        ):
-            if value is not None:
-                target.value = value
+        _tcp_keepalive(cluster, pool.tcp_keepalive)
     if not http:
         return  # TCP ports: the tcp_proxy takes the timeouts (tcp_proxy_timeouts)
     if pool.h2_upgrade_policy == "UPGRADE" and not _is_http2(cluster):

@@ -63,7 +63,7 @@ def parse_connection_pool(ck: DocChecker, at: Located) -> ConnectionPool | None:
         if "connectTimeout" in tcp:
             values["connect_timeout_ms"] = duration_ms(ck, tcp["connectTimeout"])
         if "tcpKeepalive" in tcp:
-            values["tcp_keepalive"] = _keepalive(ck, tcp["tcpKeepalive"])
+            values["tcp_keepalive"] = parse_keepalive(ck, tcp["tcpKeepalive"])
         if "maxConnectionDuration" in tcp:
             values["max_connection_duration_ms"] = duration_ms(ck, tcp["maxConnectionDuration"])
         if "idleTimeout" in tcp:
@@ -100,7 +100,7 @@ def parse_connection_pool(ck: DocChecker, at: Located) -> ConnectionPool | None:
     return ConnectionPool(**values)  # type: ignore[arg-type]
 
 
-def _keepalive(ck: DocChecker, at: Located) -> TcpKeepalive | None:
+def parse_keepalive(ck: DocChecker, at: Located) -> TcpKeepalive | None:
     fields = ck.fields(at, KEEPALIVE)
     if fields is None:
         return None

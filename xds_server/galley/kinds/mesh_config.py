@@ -35,17 +35,20 @@ from ..model_mesh import (
     MeshSettings,
     RequestBody,
 )
-from ..model_traffic import Retries
+from ..model_traffic import Retries, TcpKeepalive
 from ..names import dns1123_label_problem
 from ..schema import DocChecker, Located
 from ..yaml_lines import YamlList, YamlMap, YamlSyntaxError, load_documents
+from . import connection_pool
 from .common import MAX_PORT
+from .connection_pool import parse_keepalive
 from .traffic_common import boolean, duration_ms, host_problem
 from .virtual_service import RETRIES, parse_retries
 
 _TELEMETRY = "a Telemetry provider: Telemetry is not supported yet"
 ACCESS_LOG_ENCODINGS = frozenset({"TEXT", "JSON"})
 OUTBOUND_MODES = frozenset({"REGISTRY_ONLY", "ALLOW_ANY"})
+H2_UPGRADE_POLICIES = frozenset({"DO_NOT_UPGRADE", "UPGRADE"})
 
 REQUEST_BODY: Shape = shape(
     maxRequestBytes=supported(),
@@ -96,17 +99,17 @@ _NOT_HERE = {
 }
 # MeshConfig fields pocketmesh does not read (trust domain: `serve --trust-domain`).
 _REFUSED_MESH_FIELDS = (
-    "connectTimeout", "hboneIdleTimeout", "protocolDetectionTimeout", "ingressClass",
+    "hboneIdleTimeout", "protocolDetectionTimeout", "ingressClass",
     "ingressService", "ingressControllerMode", "ingressSelector", "enableTracing",
     "enableEnvoyAccessLogService",
     "disableEnvoyListenerLog", "defaultConfig", "inboundTrafficPolicy",
     "configSources", "enableAutoMtls", "trustDomain", "trustDomainAliases", "caCertificates",
     "defaultServiceExportTo", "defaultVirtualServiceExportTo", "defaultDestinationRuleExportTo",
-    "rootNamespace", "localityLbSetting", "dnsRefreshRate", "h2UpgradePolicy",
+    "rootNamespace", "localityLbSetting", "dnsRefreshRate",
     "inboundClusterStatName", "outboundClusterStatName", "certificates", "serviceSettings",
     "serviceScopeConfigs", "enablePrometheusMerge", "verifyCertificateAtClient", "ca",
     "defaultProviders", "discoverySelectors", "pathNormalization",
-    "meshMTLS", "tlsDefaults", "defaultTrafficPolicy", "serviceEntryVisibility", "tcpKeepalive",
+    "meshMTLS", "tlsDefaults", "defaultTrafficPolicy", "serviceEntryVisibility",
     "proxyListenPort", "proxyInboundListenPort", "proxyHttpPort", "enableSdsTokenMount",
     "sdsUdsPath", "thriftConfig", "outboundTrafficPolicyMode",
 )  # fmt: skip
@@ -117,6 +120,15 @@ MESH: Shape = shape(
         "(/dev/stdout: Envoy's output, which `up` keeps in its log directory); '' for none"
     ),
     accessLogEncoding=supported("TEXT (the default) or JSON"),
+    connectTimeout=supported("every cluster's connect timeout unless its DestinationRule says"),
+    tcpKeepalive=obj(
+        connection_pool.KEEPALIVE,
+        "SO_KEEPALIVE on every upstream connection; a DestinationRule's fields override it",
+    ),
+    h2UpgradePolicy=supported(
+        "UPGRADE: HTTP/1.1 upstreams are spoken to in h2 unless their DestinationRule says "
+        "DO_NOT_UPGRADE; DO_NOT_UPGRADE (the default)"
+    ),
     defaultHttpRetryPolicy=obj(
         RETRIES,
         "the retries of every outbound HTTP route that sets none (VirtualService routes "
@@ -170,6 +182,7 @@ def parse_mesh_config(ck: DocChecker, meta: ObjectMeta, doc: Located | None) -> 
     access_log: AccessLogSettings | None = None
     outbound = ""
     default_retry: Retries | None = None
+    cluster_defaults: tuple[int | None, TcpKeepalive | None, bool] = (None, None, False)
     data_at = _at(root, "data", doc.line)
     if data_at is not None:
         data = ck.fields(data_at, DATA)
@@ -183,9 +196,12 @@ def parse_mesh_config(ck: DocChecker, meta: ObjectMeta, doc: Located | None) -> 
                 outbound = _outbound_mode(ck, fields)
                 if (retry_at := fields.get("defaultHttpRetryPolicy")) is not None:
                     default_retry = parse_retries(ck, retry_at)
+                cluster_defaults = _cluster_defaults(ck, fields)
     if len(ck.errors) > before:
         return None
-    return MeshSettings(meta, tuple(providers), access_log, outbound, default_retry)
+    return MeshSettings(
+        meta, tuple(providers), access_log, outbound, default_retry, *cluster_defaults
+    )
 
 
 def _at(root: YamlMap, key: str, line: int) -> Located | None:
@@ -234,6 +250,18 @@ def _move(value: Any, offset: int | None, line: int) -> None:
         value.item_lines[:] = [moved(n) for n in value.item_lines]
         for item in value:
             _move(item, offset, line)
+
+
+def _cluster_defaults(
+    ck: DocChecker, fields: dict[str, Located]
+) -> tuple[int | None, TcpKeepalive | None, bool]:
+    """connectTimeout, tcpKeepalive, h2UpgradePolicy: defaults of every cluster."""
+    timeout = duration_ms(ck, fields["connectTimeout"]) if "connectTimeout" in fields else None
+    keepalive = parse_keepalive(ck, fields["tcpKeepalive"]) if "tcpKeepalive" in fields else None
+    upgrade = False
+    if (h2_at := fields.get("h2UpgradePolicy")) is not None:
+        upgrade = ck.enum(h2_at, H2_UPGRADE_POLICIES) == "UPGRADE"
+    return timeout, keepalive, upgrade
 
 
 def _outbound_mode(ck: DocChecker, fields: dict[str, Located]) -> str:
