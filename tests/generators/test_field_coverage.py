@@ -1894,8 +1894,28 @@ data:
     connectTimeout: 3s
     tcpKeepalive: {time: 60s, interval: 10s, probes: 3}
     h2UpgradePolicy: UPGRADE
+    defaultServiceExportTo: ["."]
+    defaultVirtualServiceExportTo: ["."]
+    defaultDestinationRuleExportTo: ["."]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: ratings-everywhere, namespace: istio-system}
+spec:
+  hosts: [ratings.default.svc.cluster.local]
+  http: [{route: [{destination: {host: ratings.default.svc.cluster.local}}], timeout: 3s}]
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: ratings-everywhere, namespace: istio-system}
+spec:
+  host: ratings.default.svc.cluster.local
+  trafficPolicy: {connectionPool: {tcp: {maxConnections: 7}}}
 """,
         (
+            "data.mesh.defaultServiceExportTo",
+            "data.mesh.defaultVirtualServiceExportTo",
+            "data.mesh.defaultDestinationRuleExportTo",
             "data.mesh.defaultHttpRetryPolicy",
             "data.mesh.connectTimeout",
             "data.mesh.tcpKeepalive",

@@ -18,6 +18,7 @@ from .documents import ParsedDoc
 from .errors import ERROR, WARNING, ConfigError, ConfigInvalid
 from .jwks import JwksFetcher
 from .jwks_load import load_jwks
+from .mesh_defaults import with_mesh_defaults
 from .model import MeshConfig
 from .names import trust_domain_problem
 from .parse_cache import parse_file
@@ -109,7 +110,7 @@ class _Collector:
 
     def _config(self) -> MeshConfig:
         resources = (d.resource for d in self.docs if d.resource is not None)
-        fields = mesh_fields(resources)
+        fields = with_mesh_defaults(mesh_fields(resources))
         # Roots carry their delegates' routes from here on (Istio's merged VirtualServices).
         fields["virtual_services"] = merge_delegates(fields["virtual_services"])
         return MeshConfig(**fields, trust_domain=self.trust_domain)

@@ -78,6 +78,11 @@ class MeshSettings:
     connect_timeout_ms: int | None = None  # None: Istio's 10s
     tcp_keepalive: TcpKeepalive | None = None
     h2_upgrade: bool = False  # h2UpgradePolicy UPGRADE: HTTP/1.1 upstreams speak h2
+    # exportTo of ServiceEntries, VirtualServices and DestinationRules that set none
+    # (empty: Istio's default, '*').
+    default_service_export_to: tuple[str, ...] = ()
+    default_virtual_service_export_to: tuple[str, ...] = ()
+    default_destination_rule_export_to: tuple[str, ...] = ()
 
     def provider(self, name: str) -> ExtAuthzProvider | None:
         return next((p for p in self.extension_providers if p.name == name), None)

@@ -40,7 +40,7 @@ from ..names import dns1123_label_problem
 from ..schema import DocChecker, Located
 from ..yaml_lines import YamlList, YamlMap, YamlSyntaxError, load_documents
 from . import connection_pool
-from .common import MAX_PORT
+from .common import MAX_PORT, parse_export_to
 from .connection_pool import parse_keepalive
 from .traffic_common import boolean, duration_ms, host_problem
 from .virtual_service import RETRIES, parse_retries
@@ -104,7 +104,6 @@ _REFUSED_MESH_FIELDS = (
     "enableEnvoyAccessLogService",
     "disableEnvoyListenerLog", "defaultConfig", "inboundTrafficPolicy",
     "configSources", "enableAutoMtls", "trustDomain", "trustDomainAliases", "caCertificates",
-    "defaultServiceExportTo", "defaultVirtualServiceExportTo", "defaultDestinationRuleExportTo",
     "rootNamespace", "localityLbSetting", "dnsRefreshRate",
     "inboundClusterStatName", "outboundClusterStatName", "certificates", "serviceSettings",
     "serviceScopeConfigs", "enablePrometheusMerge", "verifyCertificateAtClient", "ca",
@@ -121,6 +120,13 @@ MESH: Shape = shape(
     ),
     accessLogEncoding=supported("TEXT (the default) or JSON"),
     connectTimeout=supported("every cluster's connect timeout unless its DestinationRule says"),
+    defaultServiceExportTo=supported(
+        "the exportTo of ServiceEntries that set none ('*' unless it says; '.', '~', names)"
+    ),
+    defaultVirtualServiceExportTo=supported("the exportTo of VirtualServices that set none"),
+    defaultDestinationRuleExportTo=supported(
+        "the exportTo of DestinationRules that set none (and select no workloads)"
+    ),
     tcpKeepalive=obj(
         connection_pool.KEEPALIVE,
         "SO_KEEPALIVE on every upstream connection; a DestinationRule's fields override it",
@@ -183,6 +189,7 @@ def parse_mesh_config(ck: DocChecker, meta: ObjectMeta, doc: Located | None) -> 
     outbound = ""
     default_retry: Retries | None = None
     cluster_defaults: tuple[int | None, TcpKeepalive | None, bool] = (None, None, False)
+    export_defaults: tuple[tuple[str, ...], ...] = ((), (), ())
     data_at = _at(root, "data", doc.line)
     if data_at is not None:
         data = ck.fields(data_at, DATA)
@@ -197,10 +204,17 @@ def parse_mesh_config(ck: DocChecker, meta: ObjectMeta, doc: Located | None) -> 
                 if (retry_at := fields.get("defaultHttpRetryPolicy")) is not None:
                     default_retry = parse_retries(ck, retry_at)
                 cluster_defaults = _cluster_defaults(ck, fields)
+                export_defaults = _export_defaults(ck, fields)
     if len(ck.errors) > before:
         return None
     return MeshSettings(
-        meta, tuple(providers), access_log, outbound, default_retry, *cluster_defaults
+        meta,
+        tuple(providers),
+        access_log,
+        outbound,
+        default_retry,
+        *cluster_defaults,
+        *export_defaults,
     )
 
 
@@ -262,6 +276,22 @@ def _cluster_defaults(
     if (h2_at := fields.get("h2UpgradePolicy")) is not None:
         upgrade = ck.enum(h2_at, H2_UPGRADE_POLICIES) == "UPGRADE"
     return timeout, keepalive, upgrade
+
+
+def _export_defaults(ck: DocChecker, fields: dict[str, Located]) -> tuple[tuple[str, ...], ...]:
+    """defaultServiceExportTo, defaultVirtualServiceExportTo, defaultDestinationRuleExportTo
+    ('.' stays relative: each resource's own namespace)."""
+    found = []
+    for key in (
+        "defaultServiceExportTo",
+        "defaultVirtualServiceExportTo",
+        "defaultDestinationRuleExportTo",
+    ):
+        values: list[str] = []
+        if (at := fields.get(key)) is not None:
+            values, _ = parse_export_to(ck, at, "", none_allowed=key == "defaultServiceExportTo")
+        found.append(tuple(values))
+    return tuple(found)
 
 
 def _outbound_mode(ck: DocChecker, fields: dict[str, Located]) -> str:
