@@ -1897,6 +1897,7 @@ data:
     defaultServiceExportTo: ["."]
     defaultVirtualServiceExportTo: ["."]
     defaultDestinationRuleExportTo: ["."]
+    enableAutoMtls: false
 ---
 apiVersion: networking.istio.io/v1
 kind: VirtualService
@@ -1913,6 +1914,7 @@ spec:
   trafficPolicy: {connectionPool: {tcp: {maxConnections: 7}}}
 """,
         (
+            Case("data.mesh.enableAutoMtls", True),
             "data.mesh.defaultServiceExportTo",
             "data.mesh.defaultVirtualServiceExportTo",
             "data.mesh.defaultDestinationRuleExportTo",

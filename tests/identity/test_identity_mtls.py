@@ -173,6 +173,39 @@ def test_destination_rule_tls_mode_overrides_auto_mtls(
         (config / "dr.yaml").unlink(missing_ok=True)
 
 
+def test_enable_auto_mtls_false_leaves_mtls_to_the_rules(
+    mesh: dict[str, Any], sidecars: dict[str, Any]
+) -> None:
+    """The mesh settings' enableAutoMtls: false: plaintext unless a DestinationRule says
+    ISTIO_MUTUAL (the servers here are PERMISSIVE, Istio's default, so both arrive)."""
+    config = mesh["config"]
+
+    def caller_identity() -> str:
+        status, reply = call(f"{PRODUCTPAGE}:15001", "http://reviews:9080/")
+        return xfcc(reply) if status == 200 else f"status {status}"
+
+    wait_until(lambda: spiffe("productpage") in caller_identity(), timeout=10, what="auto-mTLS")
+    try:
+        policy(config, "mesh-settings", NO_AUTO_MTLS)
+        wait_until(lambda: caller_identity() == "", timeout=10, what="no auto mTLS: plaintext")
+        policy(config, "dr", DR_TLS.format(mode="ISTIO_MUTUAL"))
+        wait_until(
+            lambda: spiffe("productpage") in caller_identity(), timeout=10, what="ISTIO_MUTUAL"
+        )
+    finally:
+        (config / "dr.yaml").unlink(missing_ok=True)
+        (config / "mesh-settings.yaml").unlink(missing_ok=True)
+
+
+NO_AUTO_MTLS = """\
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: istio, namespace: istio-system}
+data:
+  mesh: |
+    enableAutoMtls: false
+"""
+
 DR_TLS = """\
 apiVersion: networking.istio.io/v1
 kind: DestinationRule

@@ -83,6 +83,7 @@ class MeshSettings:
     default_service_export_to: tuple[str, ...] = ()
     default_virtual_service_export_to: tuple[str, ...] = ()
     default_destination_rule_export_to: tuple[str, ...] = ()
+    auto_mtls: bool = True  # enableAutoMtls: false, mTLS only where a rule says
 
     def provider(self, name: str) -> ExtAuthzProvider | None:
         return next((p for p in self.extension_providers if p.name == name), None)

@@ -155,7 +155,9 @@ def upstream_tls(ctx: PushContext, svc: OutboundService) -> UpstreamTLS:
 def _upstream(ctx: PushContext, svc: OutboundService) -> UpstreamTLS:
     tls = svc.policy.tls if svc.policy is not None else None
     if tls is None:  # no rule says: auto-mTLS, when the mesh issues identities
-        if ctx.mesh.workload_identity and auto_mtls(ctx, svc):
+        settings = ctx.mesh.mesh_settings[0] if ctx.mesh.mesh_settings else None
+        enabled = settings is None or settings.auto_mtls  # enableAutoMtls
+        if ctx.mesh.workload_identity and enabled and auto_mtls(ctx, svc):
             return _istio_mutual(ctx, svc, None)
         return PLAINTEXT
     if tls.mode == DISABLE:

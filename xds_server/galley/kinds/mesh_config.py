@@ -103,7 +103,7 @@ _REFUSED_MESH_FIELDS = (
     "ingressService", "ingressControllerMode", "ingressSelector", "enableTracing",
     "enableEnvoyAccessLogService",
     "disableEnvoyListenerLog", "defaultConfig", "inboundTrafficPolicy",
-    "configSources", "enableAutoMtls", "trustDomain", "trustDomainAliases", "caCertificates",
+    "configSources", "trustDomain", "trustDomainAliases", "caCertificates",
     "rootNamespace", "localityLbSetting", "dnsRefreshRate",
     "inboundClusterStatName", "outboundClusterStatName", "certificates", "serviceSettings",
     "serviceScopeConfigs", "enablePrometheusMerge", "verifyCertificateAtClient", "ca",
@@ -120,6 +120,10 @@ MESH: Shape = shape(
     ),
     accessLogEncoding=supported("TEXT (the default) or JSON"),
     connectTimeout=supported("every cluster's connect timeout unless its DestinationRule says"),
+    enableAutoMtls=supported(
+        "true (the default): clients speak mTLS to mesh workloads that accept it; false: only "
+        "where a DestinationRule says ISTIO_MUTUAL"
+    ),
     defaultServiceExportTo=supported(
         "the exportTo of ServiceEntries that set none ('*' unless it says; '.', '~', names)"
     ),
@@ -189,7 +193,8 @@ def parse_mesh_config(ck: DocChecker, meta: ObjectMeta, doc: Located | None) -> 
     outbound = ""
     default_retry: Retries | None = None
     cluster_defaults: tuple[int | None, TcpKeepalive | None, bool] = (None, None, False)
-    export_defaults: tuple[tuple[str, ...], ...] = ((), (), ())
+    export_defaults: tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]] = ((), (), ())
+    auto_mtls = True
     data_at = _at(root, "data", doc.line)
     if data_at is not None:
         data = ck.fields(data_at, DATA)
@@ -205,16 +210,25 @@ def parse_mesh_config(ck: DocChecker, meta: ObjectMeta, doc: Located | None) -> 
                     default_retry = parse_retries(ck, retry_at)
                 cluster_defaults = _cluster_defaults(ck, fields)
                 export_defaults = _export_defaults(ck, fields)
+                if (auto_at := fields.get("enableAutoMtls")) is not None:
+                    auto_mtls = boolean(ck, auto_at) is not False
     if len(ck.errors) > before:
         return None
+    timeout, keepalive, upgrade = cluster_defaults
+    services_export, virtual_services_export, rules_export = export_defaults
     return MeshSettings(
         meta,
-        tuple(providers),
-        access_log,
-        outbound,
-        default_retry,
-        *cluster_defaults,
-        *export_defaults,
+        extension_providers=tuple(providers),
+        access_log=access_log,
+        outbound_mode=outbound,
+        default_http_retry=default_retry,
+        connect_timeout_ms=timeout,
+        tcp_keepalive=keepalive,
+        h2_upgrade=upgrade,
+        default_service_export_to=services_export,
+        default_virtual_service_export_to=virtual_services_export,
+        default_destination_rule_export_to=rules_export,
+        auto_mtls=auto_mtls,
     )
 
 
@@ -278,7 +292,9 @@ def _cluster_defaults(
     return timeout, keepalive, upgrade
 
 
-def _export_defaults(ck: DocChecker, fields: dict[str, Located]) -> tuple[tuple[str, ...], ...]:
+def _export_defaults(
+    ck: DocChecker, fields: dict[str, Located]
+) -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]:
     """defaultServiceExportTo, defaultVirtualServiceExportTo, defaultDestinationRuleExportTo
     ('.' stays relative: each resource's own namespace)."""
     found = []
@@ -291,7 +307,7 @@ def _export_defaults(ck: DocChecker, fields: dict[str, Located]) -> tuple[tuple[
         if (at := fields.get(key)) is not None:
             values, _ = parse_export_to(ck, at, "", none_allowed=key == "defaultServiceExportTo")
         found.append(tuple(values))
-    return tuple(found)
+    return found[0], found[1], found[2]
 
 
 def _outbound_mode(ck: DocChecker, fields: dict[str, Located]) -> str:
