@@ -1955,6 +1955,9 @@ CONTROL_PLANE = {
     ("RequestAuthentication", "spec.jwtRules[].timeout"): (
         "tests/galley/test_galley_request_authentication.py::test_jwks_uri_fetch_timeout"
     ),
+    ("ConfigMap", "data.mesh.trustDomain"): (
+        "tests/generators/test_mesh_settings_defaults.py::test_trust_domain_must_be_the_cas"
+    ),
 }
 
 # RESTRICTED fields: a value they refuse (and the ones they allow, in the note).

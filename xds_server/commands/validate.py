@@ -59,8 +59,10 @@ def run(args: argparse.Namespace) -> int:
 def _unbuildable(result: LoadResult, *, identity: bool) -> list[str]:
     """What translation refuses (generators.UnbuildableConfig), once per message."""
     mesh = result.config_or_raise()
-    if identity:
-        mesh = dataclasses.replace(mesh, workload_identity=True)
+    if identity:  # the CA is unknown here: assume it is for the trust domain asked for
+        settings = mesh.mesh_settings[0] if mesh.mesh_settings else None
+        domain = (settings.trust_domain if settings else "") or mesh.trust_domain
+        mesh = dataclasses.replace(mesh, workload_identity=True, trust_domain=domain)
     ctx = PushContext.build(mesh)
     found: dict[str, None] = {}
     for proxy in ctx.proxies:

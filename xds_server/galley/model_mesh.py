@@ -84,6 +84,8 @@ class MeshSettings:
     default_virtual_service_export_to: tuple[str, ...] = ()
     default_destination_rule_export_to: tuple[str, ...] = ()
     auto_mtls: bool = True  # enableAutoMtls: false, mTLS only where a rule says
+    # trustDomain: must be the CA's (`pocketmesh ca init --trust-domain`); "" unset.
+    trust_domain: str = ""
 
     def provider(self, name: str) -> ExtAuthzProvider | None:
         return next((p for p in self.extension_providers if p.name == name), None)

@@ -57,6 +57,7 @@ def security_plan(ctx: PushContext, proxy: Proxy) -> SecurityPlan:
 
 
 def _plan(ctx: PushContext, proxy: Proxy) -> SecurityPlan:
+    _check_trust_domain(ctx)
     scope = proxy.scope
     upstream = ctx.memoize(
         ("upstream-scope", scope),
@@ -89,6 +90,21 @@ def _plan(ctx: PushContext, proxy: Proxy) -> SecurityPlan:
 
 
 _OPEN = InboundSecurity(DISABLE, authz.NO_POLICIES)
+
+
+def _check_trust_domain(ctx: PushContext) -> None:
+    """The mesh settings' trustDomain names the CA's, or the config is refused: SPIFFE
+    IDs, policies and peer checks all say the CA's."""
+    settings = ctx.mesh.mesh_settings[0] if ctx.mesh.mesh_settings else None
+    wanted = settings.trust_domain if settings is not None else ""
+    mismatch = wanted and wanted != ctx.mesh.trust_domain
+    if settings is not None and mismatch and ctx.mesh.workload_identity:
+        raise UnbuildableConfig(
+            f"{settings.meta.source}: ConfigMap {settings.meta.key}: data.mesh.trustDomain: "
+            f"{wanted!r}, but this control plane's CA is for {ctx.mesh.trust_domain!r}: make "
+            f"a CA for it (`pocketmesh ca init --trust-domain {wanted}`) or set trustDomain: "
+            f"{ctx.mesh.trust_domain}"
+        )
 
 
 def _user_tls_under_mtls(proxy: Proxy, plan: InboundPlan, mode: str) -> str:

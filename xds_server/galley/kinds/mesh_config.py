@@ -36,7 +36,7 @@ from ..model_mesh import (
     RequestBody,
 )
 from ..model_traffic import Retries, TcpKeepalive
-from ..names import dns1123_label_problem
+from ..names import dns1123_label_problem, hostname_problem
 from ..schema import DocChecker, Located
 from ..yaml_lines import YamlList, YamlMap, YamlSyntaxError, load_documents
 from . import connection_pool
@@ -94,7 +94,6 @@ PROVIDER: Shape = shape(
     sds=not_yet("an SDS provider for gateway credentials"),
 )
 _NOT_HERE = {
-    "trustDomain": "`pocketmesh serve --trust-domain` sets it",
     "rootNamespace": "pocketmesh's root namespace is istio-system",
 }
 # MeshConfig fields pocketmesh does not read (trust domain: `serve --trust-domain`).
@@ -103,7 +102,7 @@ _REFUSED_MESH_FIELDS = (
     "ingressService", "ingressControllerMode", "ingressSelector", "enableTracing",
     "enableEnvoyAccessLogService",
     "disableEnvoyListenerLog", "defaultConfig", "inboundTrafficPolicy",
-    "configSources", "trustDomain", "trustDomainAliases", "caCertificates",
+    "configSources", "trustDomainAliases", "caCertificates",
     "rootNamespace", "localityLbSetting", "dnsRefreshRate",
     "inboundClusterStatName", "outboundClusterStatName", "certificates", "serviceSettings",
     "serviceScopeConfigs", "enablePrometheusMerge", "verifyCertificateAtClient", "ca",
@@ -120,6 +119,10 @@ MESH: Shape = shape(
     ),
     accessLogEncoding=supported("TEXT (the default) or JSON"),
     connectTimeout=supported("every cluster's connect timeout unless its DestinationRule says"),
+    trustDomain=supported(
+        "the mesh CA's trust domain, as a check: a control plane whose CA has another one "
+        "refuses the config (the CA's is set by `pocketmesh ca init --trust-domain`)"
+    ),
     enableAutoMtls=supported(
         "true (the default): clients speak mTLS to mesh workloads that accept it; false: only "
         "where a DestinationRule says ISTIO_MUTUAL"
@@ -195,6 +198,7 @@ def parse_mesh_config(ck: DocChecker, meta: ObjectMeta, doc: Located | None) -> 
     cluster_defaults: tuple[int | None, TcpKeepalive | None, bool] = (None, None, False)
     export_defaults: tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]] = ((), (), ())
     auto_mtls = True
+    trust_domain = ""
     data_at = _at(root, "data", doc.line)
     if data_at is not None:
         data = ck.fields(data_at, DATA)
@@ -212,6 +216,8 @@ def parse_mesh_config(ck: DocChecker, meta: ObjectMeta, doc: Located | None) -> 
                 export_defaults = _export_defaults(ck, fields)
                 if (auto_at := fields.get("enableAutoMtls")) is not None:
                     auto_mtls = boolean(ck, auto_at) is not False
+                if (td_at := fields.get("trustDomain")) is not None:
+                    trust_domain = ck.string(td_at, hostname_problem) or ""
     if len(ck.errors) > before:
         return None
     timeout, keepalive, upgrade = cluster_defaults
@@ -229,6 +235,7 @@ def parse_mesh_config(ck: DocChecker, meta: ObjectMeta, doc: Located | None) -> 
         default_virtual_service_export_to=virtual_services_export,
         default_destination_rule_export_to=rules_export,
         auto_mtls=auto_mtls,
+        trust_domain=trust_domain,
     )
 
 
