@@ -151,24 +151,26 @@ def test_peer_authentication_strict_permissive_disable(
         assert "rejected" not in envoy.log().lower(), envoy.log()
 
 
+def productpage_identity() -> str:
+    """The identity reviews saw productpage call with ("" over plaintext)."""
+    status, reply = call(f"{PRODUCTPAGE}:15001", "http://reviews:9080/")
+    return xfcc(reply) if status == 200 else f"status {status}"
+
+
+def mtls_again() -> None:
+    wait_until(lambda: spiffe("productpage") in productpage_identity(), timeout=10, what="mTLS")
+
+
 def test_destination_rule_tls_mode_overrides_auto_mtls(
     mesh: dict[str, Any], sidecars: dict[str, Any]
 ) -> None:
     config = mesh["config"]
-    mesh_call = f"{PRODUCTPAGE}:15001"
-
-    def caller_identity() -> str:
-        status, reply = call(mesh_call, "http://reviews:9080/")
-        return xfcc(reply) if status == 200 else f"status {status}"
-
-    wait_until(lambda: spiffe("productpage") in caller_identity(), timeout=10, what="auto-mTLS")
+    mtls_again()  # auto-mTLS
     try:
         policy(config, "dr", DR_TLS.format(mode="DISABLE"))
-        wait_until(lambda: caller_identity() == "", timeout=10, what="DR DISABLE: plaintext")
+        wait_until(lambda: productpage_identity() == "", timeout=10, what="DR DISABLE")
         policy(config, "dr", DR_TLS.format(mode="ISTIO_MUTUAL"))
-        wait_until(
-            lambda: spiffe("productpage") in caller_identity(), timeout=10, what="ISTIO_MUTUAL"
-        )
+        mtls_again()
     finally:
         (config / "dr.yaml").unlink(missing_ok=True)
 
@@ -179,19 +181,12 @@ def test_enable_auto_mtls_false_leaves_mtls_to_the_rules(
     """The mesh settings' enableAutoMtls: false: plaintext unless a DestinationRule says
     ISTIO_MUTUAL (the servers here are PERMISSIVE, Istio's default, so both arrive)."""
     config = mesh["config"]
-
-    def caller_identity() -> str:
-        status, reply = call(f"{PRODUCTPAGE}:15001", "http://reviews:9080/")
-        return xfcc(reply) if status == 200 else f"status {status}"
-
-    wait_until(lambda: spiffe("productpage") in caller_identity(), timeout=10, what="auto-mTLS")
+    mtls_again()  # auto-mTLS
     try:
         policy(config, "mesh-settings", NO_AUTO_MTLS)
-        wait_until(lambda: caller_identity() == "", timeout=10, what="no auto mTLS: plaintext")
+        wait_until(lambda: productpage_identity() == "", timeout=10, what="no auto mTLS")
         policy(config, "dr", DR_TLS.format(mode="ISTIO_MUTUAL"))
-        wait_until(
-            lambda: spiffe("productpage") in caller_identity(), timeout=10, what="ISTIO_MUTUAL"
-        )
+        mtls_again()
     finally:
         (config / "dr.yaml").unlink(missing_ok=True)
         (config / "mesh-settings.yaml").unlink(missing_ok=True)

@@ -122,6 +122,15 @@ def _workload(name: str, namespace: str, registry: Path) -> WorkloadEntry:
     return workload
 
 
+def mesh_settings(mesh_text: str) -> str:
+    """The mesh settings document (Istio's meshConfig) with `mesh_text` as `data.mesh`."""
+    indented = "".join(f"    {line}\n" for line in mesh_text.splitlines())
+    return (
+        "apiVersion: v1\nkind: ConfigMap\n"
+        "metadata: {name: istio, namespace: istio-system}\ndata:\n  mesh: |\n" + indented
+    )
+
+
 def stats(envoy: Envoy, prefix: str) -> dict[str, int]:
     return envoy.stats(prefix)
 

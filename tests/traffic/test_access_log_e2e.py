@@ -16,7 +16,7 @@ import pytest
 
 from tests.e2e.harness import wait_until
 from tests.traffic.apps import request
-from tests.traffic.mesh import NET, Mesh
+from tests.traffic.mesh import NET, Mesh, mesh_settings
 
 ADDRESS = f"{NET}.71"
 PROXY = f"{ADDRESS}:15001"
@@ -29,14 +29,6 @@ spec: {{address: {ADDRESS}, labels: {{app: logger}}}}
 """
 
 
-def settings(mesh_text: str) -> str:
-    indented = "".join(f"    {line}\n" for line in mesh_text.splitlines())
-    return (
-        "---\napiVersion: v1\nkind: ConfigMap\n"
-        "metadata: {name: istio, namespace: istio-system}\ndata:\n  mesh: |\n" + indented
-    )
-
-
 @pytest.fixture(scope="module")
 def logger(mesh: Mesh, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The logger's Envoy, started; the directory its access logs go to."""
@@ -46,7 +38,7 @@ def logger(mesh: Mesh, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def use(mesh: Mesh, mesh_text: str) -> None:
-    generation = mesh.use(extra={"logger.yaml": WORKLOAD + settings(mesh_text)})
+    generation = mesh.use(extra={"logger.yaml": WORKLOAD + "---\n" + mesh_settings(mesh_text)})
     mesh.wait_synced("logger.default", generation)
 
 

@@ -8,37 +8,19 @@ under REGISTRY_ONLY (pocketmesh's default) and is reached under ALLOW_ANY (Istio
 from __future__ import annotations
 
 from tests.traffic.apps import request
-from tests.traffic.mesh import CLIENT, NET, Mesh, cluster_dump
+from tests.traffic.mesh import CLIENT, NET, Mesh, cluster_dump, mesh_settings
 
 OUTSIDE = f"http://{NET}.31:8000/outside"  # httpbin-v1's app: no ServiceEntry has it
-SETTINGS = """\
-apiVersion: v1
-kind: ConfigMap
-metadata: {{name: istio, namespace: istio-system}}
-data:
-  mesh: |
-    outboundTrafficPolicy: {{mode: {mode}}}
-"""
 
 
 def test_the_mesh_default_applies_where_no_sidecar_says(mesh: Mesh) -> None:
     mesh.use()
     assert request(CLIENT, OUTSIDE).status == 404  # pocketmesh's default: REGISTRY_ONLY
-    mesh.use(extra={"mesh.yaml": SETTINGS.format(mode="ALLOW_ANY")})
+    mesh.use(extra={"mesh.yaml": mesh_settings("outboundTrafficPolicy: {mode: ALLOW_ANY}")})
     reply = request(CLIENT, OUTSIDE)
     assert (reply.status, reply.app, reply.data["path"]) == (200, "httpbin-v1", "/outside")
-    mesh.use(extra={"mesh.yaml": SETTINGS.format(mode="REGISTRY_ONLY")})
+    mesh.use(extra={"mesh.yaml": mesh_settings("outboundTrafficPolicy: {mode: REGISTRY_ONLY}")})
     assert request(CLIENT, OUTSIDE).status == 404
-
-
-RETRY_SETTINGS = """\
-apiVersion: v1
-kind: ConfigMap
-metadata: {name: istio, namespace: istio-system}
-data:
-  mesh: |
-    defaultHttpRetryPolicy: {attempts: 2, retryOn: 5xx}
-"""
 
 
 def test_default_http_retry_policy(mesh: Mesh) -> None:
@@ -55,26 +37,22 @@ def test_default_http_retry_policy(mesh: Mesh) -> None:
 
     mesh.use()
     assert tries() == (503, 1)  # pocketmesh's default: no retries
-    mesh.use(extra={"mesh.yaml": RETRY_SETTINGS})
+    mesh.use(
+        extra={"mesh.yaml": mesh_settings("defaultHttpRetryPolicy: {attempts: 2, retryOn: 5xx}")}
+    )
     assert tries() == (200, 2)  # the 503, then one retry
-
-
-CLUSTER_SETTINGS = """\
-apiVersion: v1
-kind: ConfigMap
-metadata: {name: istio, namespace: istio-system}
-data:
-  mesh: |
-    connectTimeout: 3s
-    tcpKeepalive: {time: 60s, probes: 3}
-    h2UpgradePolicy: UPGRADE
-"""
 
 
 def test_cluster_defaults_as_envoy_holds_them(mesh: Mesh) -> None:
     """connectTimeout, tcpKeepalive and h2UpgradePolicy reach every cluster (here
     productpage's cluster for ratings) and requests still flow (h2 to the app)."""
-    mesh.use(extra={"mesh.yaml": CLUSTER_SETTINGS})
+    mesh.use(
+        extra={
+            "mesh.yaml": mesh_settings(
+                "connectTimeout: 3s\ntcpKeepalive: {time: 60s, probes: 3}\nh2UpgradePolicy: UPGRADE"
+            )
+        }
+    )
     cluster = cluster_dump(
         mesh.envoy("productpage"), "outbound|9080||ratings.default.svc.cluster.local"
     )
