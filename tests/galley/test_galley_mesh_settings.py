@@ -25,6 +25,14 @@ def parse(text: str) -> LoadResult:
     return parse_documents(textwrap.dedent(text), "mesh.yaml")
 
 
+def parse_mesh(mesh: str) -> LoadResult:
+    """The mesh settings document with `mesh` as its `data.mesh` (lines 6 on)."""
+    return parse(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: istio, namespace: istio-system}\n"
+        "data:\n  mesh: |-\n" + textwrap.indent(textwrap.dedent(mesh), "    ")
+    )
+
+
 def errors(result: LoadResult) -> list[str]:
     return [str(e) for e in result.errors]
 
@@ -74,28 +82,23 @@ def test_providers_into_the_model() -> None:
 
 
 def test_mistakes_inside_the_mesh_text_are_located_at_their_line() -> None:
-    result = parse(
+    result = parse_mesh(
         """\
-        apiVersion: v1
-        kind: ConfigMap
-        metadata: {name: istio, namespace: istio-system}
-        data:
-          mesh: |-
-            enableTracing: true
-            extensionProviders:
-            - name: Bad_Name
-              envoyExtAuthzHttp: {service: "*.example.com", port: 0, pathPrefix: check}
-            - name: both
-              envoyExtAuthzHttp: {service: a.example.com, port: 80}
-              envoyExtAuthzGrpc: {service: a.example.com, port: 80}
-            - name: tracing
-              zipkin: {service: zipkin.istio-system.svc.cluster.local, port: 9411}
-            - name: status
-              envoyExtAuthzGrpc: {service: a.example.com, port: 80, statusOnError: nope}
-            - name: dup
-              envoyExtAuthzGrpc: {service: a.example.com, port: 80}
-            - name: dup
-              envoyExtAuthzGrpc: {service: a.example.com, port: 80}
+        enableTracing: true
+        extensionProviders:
+        - name: Bad_Name
+          envoyExtAuthzHttp: {service: "*.example.com", port: 0, pathPrefix: check}
+        - name: both
+          envoyExtAuthzHttp: {service: a.example.com, port: 80}
+          envoyExtAuthzGrpc: {service: a.example.com, port: 80}
+        - name: tracing
+          zipkin: {service: zipkin.istio-system.svc.cluster.local, port: 9411}
+        - name: status
+          envoyExtAuthzGrpc: {service: a.example.com, port: 80, statusOnError: nope}
+        - name: dup
+          envoyExtAuthzGrpc: {service: a.example.com, port: 80}
+        - name: dup
+          envoyExtAuthzGrpc: {service: a.example.com, port: 80}
         """
     )
     prefix = "mesh.yaml:{}: ConfigMap istio-system/istio: data.mesh."
@@ -238,14 +241,6 @@ def test_dry_run_is_not_built_for_custom() -> None:
         'mesh.yaml:6: AuthorizationPolicy foo/ext-authz: metadata.annotations["istio.io/dry-run"]'
         ": istio.io/dry-run with action CUSTOM (Istio would still call the provider) is not "
         "supported by pocketmesh yet"
-    )
-
-
-def parse_mesh(mesh: str) -> LoadResult:
-    """The mesh settings document with `mesh` as its `data.mesh` (lines 6 on)."""
-    return parse(
-        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: istio, namespace: istio-system}\n"
-        "data:\n  mesh: |-\n" + textwrap.indent(textwrap.dedent(mesh), "    ")
     )
 
 

@@ -60,7 +60,7 @@ def _unbuildable(result: LoadResult, *, identity: bool) -> list[str]:
     """What translation refuses (generators.UnbuildableConfig), once per message."""
     mesh = result.config_or_raise()
     if identity:  # the CA is unknown here: assume it is for the trust domain asked for
-        settings = mesh.mesh_settings[0] if mesh.mesh_settings else None
+        settings = mesh.settings
         domain = (settings.trust_domain if settings else "") or mesh.trust_domain
         mesh = dataclasses.replace(mesh, workload_identity=True, trust_domain=domain)
     ctx = PushContext.build(mesh)

@@ -492,7 +492,7 @@ def _no_auto_mtls(state: MeshState, svc: Any) -> str:
     """Why `generators.mtls.auto_mtls` said no, in words."""
     if not state.mesh.workload_identity:
         return "the control plane issues no workload identities (--no-identity)"
-    if state.mesh.mesh_settings and not state.mesh.mesh_settings[0].auto_mtls:
+    if state.mesh.settings is not None and not state.mesh.settings.auto_mtls:
         return "the mesh settings say enableAutoMtls: false"
     base = svc.parent or svc
     if svc.service.location != "MESH_INTERNAL":

@@ -210,6 +210,11 @@ class MeshConfig:
     root_namespace: str = ROOT_NAMESPACE
     trust_domain: str = "cluster.local"
 
+    @property
+    def settings(self) -> MeshSettings | None:
+        """The mesh settings document (Galley allows one), if the config has it."""
+        return self.mesh_settings[0] if self.mesh_settings else None
+
     def workload(self, name: str, namespace: str = DEFAULT_NAMESPACE) -> WorkloadEntry | None:
         for we in self.workload_entries:
             if we.meta.name == name and we.meta.namespace == namespace:

@@ -74,7 +74,7 @@ def mesh_access_logs(ctx: PushContext) -> AccessLogs:
 
 def access_logs(mesh: MeshConfig) -> AccessLogs:
     """The mesh's access loggers (none unless the mesh settings name a file)."""
-    settings = mesh.mesh_settings[0].access_log if mesh.mesh_settings else None
+    settings = mesh.settings.access_log if mesh.settings else None
     if settings is None:
         return ()
     if settings.encoding == "JSON":

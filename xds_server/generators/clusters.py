@@ -90,7 +90,7 @@ def inbound_cluster(ctx: PushContext, plan: InboundPlan) -> Frozen[Cluster]:
         http2,
         plan.connection_pool,
     )
-    settings = ctx.mesh.mesh_settings[0] if ctx.mesh.mesh_settings else None
+    settings = ctx.mesh.settings
     timeout = settings.connect_timeout_ms if settings is not None else None
     return ctx.shared((*key, timeout), lambda: _inbound(plan, timeout))
 
@@ -162,7 +162,7 @@ def _outbound(
         cluster.dns_lookup_family = Cluster.V4_PREFERRED
         cluster.load_assignment.CopyFrom(_dns_assignment(ctx, svc, cluster.type, proxy))
     _set_protocol(cluster, svc.port.protocol)
-    settings = ctx.mesh.mesh_settings[0] if ctx.mesh.mesh_settings else None
+    settings = ctx.mesh.settings
     mesh_cluster_defaults(cluster, settings, svc.policy, svc.port.carries_http)
     apply_traffic_policy(cluster, svc.policy, svc.port.carries_http)
     if forwarding:

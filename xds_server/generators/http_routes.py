@@ -344,7 +344,7 @@ def _action(traffic: TrafficIndex, http: HTTPRoute, port: int) -> rc.RouteAction
 
 def mesh_default_retries(mesh: MeshConfig) -> Retries | None:
     """The mesh settings' defaultHttpRetryPolicy (None: no retries, pocketmesh's default)."""
-    return mesh.mesh_settings[0].default_http_retry if mesh.mesh_settings else None
+    return mesh.settings.default_http_retry if mesh.settings else None
 
 
 def retry_policy(retries: Retries, *, hashing: bool) -> rc.RetryPolicy:

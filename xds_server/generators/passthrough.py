@@ -92,8 +92,8 @@ def allows_any(sidecar: Sidecar | None, mesh: MeshConfig) -> bool:
     """`outboundTrafficPolicy: ALLOW_ANY`, from the workload's Sidecar or else the mesh
     settings (pocketmesh's default: REGISTRY_ONLY)."""
     mode = sidecar.outbound_traffic_policy if sidecar is not None else ""
-    if not mode and mesh.mesh_settings:
-        mode = mesh.mesh_settings[0].outbound_mode
+    if not mode and mesh.settings is not None:
+        mode = mesh.settings.outbound_mode
     return mode == "ALLOW_ANY"
 
 

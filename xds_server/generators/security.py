@@ -57,7 +57,7 @@ def security_plan(ctx: PushContext, proxy: Proxy) -> SecurityPlan:
 
 
 def _plan(ctx: PushContext, proxy: Proxy) -> SecurityPlan:
-    _check_trust_domain(ctx)
+    ctx.memoize(("trust-domain",), lambda: _check_trust_domain(ctx))  # once per mesh
     scope = proxy.scope
     upstream = ctx.memoize(
         ("upstream-scope", scope),
@@ -95,7 +95,7 @@ _OPEN = InboundSecurity(DISABLE, authz.NO_POLICIES)
 def _check_trust_domain(ctx: PushContext) -> None:
     """The mesh settings' trustDomain names the CA's, or the config is refused: SPIFFE
     IDs, policies and peer checks all say the CA's."""
-    settings = ctx.mesh.mesh_settings[0] if ctx.mesh.mesh_settings else None
+    settings = ctx.mesh.settings
     wanted = settings.trust_domain if settings is not None else ""
     mismatch = wanted and wanted != ctx.mesh.trust_domain
     if settings is not None and mismatch and ctx.mesh.workload_identity:
@@ -132,7 +132,7 @@ def _ext_authz_targets(
     names = sorted({p.provider for p in policies if p.action == "CUSTOM"})
     if not names:
         return ()
-    settings = ctx.mesh.mesh_settings[0] if ctx.mesh.mesh_settings else None
+    settings = ctx.mesh.settings
     targets = []
     for name in names:
         provider = settings.provider(name) if settings is not None else None
@@ -171,7 +171,7 @@ def upstream_tls(ctx: PushContext, svc: OutboundService) -> UpstreamTLS:
 def _upstream(ctx: PushContext, svc: OutboundService) -> UpstreamTLS:
     tls = svc.policy.tls if svc.policy is not None else None
     if tls is None:  # no rule says: auto-mTLS, when the mesh issues identities
-        settings = ctx.mesh.mesh_settings[0] if ctx.mesh.mesh_settings else None
+        settings = ctx.mesh.settings
         enabled = settings is None or settings.auto_mtls  # enableAutoMtls
         if ctx.mesh.workload_identity and enabled and auto_mtls(ctx, svc):
             return _istio_mutual(ctx, svc, None)
